@@ -1,0 +1,157 @@
+//! The ClickHouse layout: one database, five tables. Every statement runs on ClickHouse 18.16
+//! and on current releases (no CTEs, codecs, TTLs, skipping indexes or LowCardinality).
+//!
+//! - `snapshots`: one row per state change of a snapshot; `FINAL` gives the current state.
+//! - `entries`: one row per path, partitioned by snapshot so a snapshot drops as a whole.
+//! - `chunks`: which (rank, seq) chunks of a snapshot are stored: the deduplication record.
+//! - `dir_rollups`: recursive totals per directory, computed once when a snapshot commits.
+
+use std::fmt;
+
+/// A ClickHouse database name that is safe to splice into SQL: `[A-Za-z_][A-Za-z0-9_]*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Database(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid database name {0:?}: use letters, digits and '_', not starting with a digit")]
+pub struct InvalidDatabaseName(String);
+
+impl Database {
+    pub fn new(name: &str) -> Result<Self, InvalidDatabaseName> {
+        let mut chars = name.chars();
+        let valid_start = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if valid_start && name.len() <= 64 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(InvalidDatabaseName(name.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `Enum8` of entry kinds; codes match [`crate::EntryKind`].
+pub const KIND_ENUM: &str = "Enum8('unknown' = 0, 'file' = 1, 'dir' = 2, 'symlink' = 3, 'fifo' = 4, \
+     'socket' = 5, 'block' = 6, 'char' = 7)";
+
+/// The `Enum8` of failed operations; codes match [`crate::ErrorOp`].
+pub const ERROR_OP_ENUM: &str =
+    "Enum8('none' = 0, 'stat' = 1, 'open' = 2, 'read' = 3, 'readlink' = 4)";
+
+/// The `Enum8` of snapshot states.
+pub const STATE_ENUM: &str = "Enum8('running' = 1, 'committed' = 2, 'failed' = 3)";
+
+/// Statements that create the database and its tables; each is idempotent.
+pub fn create_statements(db: &Database) -> Vec<String> {
+    vec![
+        format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.snapshots (
+    snapshot_id UInt64,
+    version UInt64,
+    state {STATE_ENUM},
+    filesystem_label String,
+    root_path String,
+    hosts Array(String),
+    ranks UInt32,
+    scanner_version String,
+    schema_version UInt32,
+    started_at DateTime,
+    finished_at DateTime,
+    entries UInt64,
+    errors UInt64,
+    apparent_bytes UInt64,
+    message String
+) ENGINE = ReplacingMergeTree(version) ORDER BY snapshot_id"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.entries (
+    snapshot_id UInt64,
+    rank UInt32,
+    seq UInt64,
+    path String,
+    parent_path String,
+    name String,
+    depth UInt32,
+    kind {KIND_ENUM},
+    size UInt64,
+    allocated UInt64,
+    nlink UInt64,
+    ino UInt64,
+    dev UInt64,
+    mode UInt32,
+    uid UInt32,
+    gid UInt32,
+    atime_ns Int64,
+    mtime_ns Int64,
+    ctime_ns Int64,
+    btime_ns Nullable(Int64),
+    symlink_target String,
+    error_op {ERROR_OP_ENUM},
+    errno Int32
+) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, parent_path, name)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.chunks (
+    snapshot_id UInt64,
+    rank UInt32,
+    seq UInt64,
+    rows UInt64,
+    parquet_bytes UInt64,
+    stored_at DateTime
+) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, rank, seq)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.dir_rollups (
+    snapshot_id UInt64,
+    path String,
+    parent_path String,
+    name String,
+    depth UInt32,
+    bytes UInt64,
+    allocated UInt64,
+    entries UInt64,
+    files UInt64,
+    dirs UInt64,
+    max_mtime_ns Int64,
+    max_atime_ns Int64
+) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, parent_path, name)"
+        ),
+    ]
+}
+
+/// Tables whose rows belong to one snapshot partition (everything but `snapshots`).
+pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 3] = ["entries", "chunks", "dir_rollups"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_validated() {
+        for ok in ["storage_tracker", "_x", "db2"] {
+            assert!(Database::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "2db", "a-b", "a.b", "a b", "x`;DROP", "ä"] {
+            assert!(Database::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statements_name_the_database() {
+        let db = Database::new("st_test").unwrap();
+        let stmts = create_statements(&db);
+        assert!(stmts.iter().all(|s| s.contains("st_test")));
+        assert_eq!(stmts.len(), 5);
+    }
+}

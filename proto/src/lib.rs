@@ -1,0 +1,20 @@
+//! The contract between storage-tracker's parts: the gRPC ingest service, the Arrow schema of an
+//! entry row, the Parquet chunk format, and the ClickHouse DDL. Every crate takes these from
+//! here, so a change to the row layout is made once and bumps [`SCHEMA_VERSION`].
+
+pub mod chunk;
+pub mod ddl;
+pub mod entry;
+
+/// Version of the entry schema and the ClickHouse layout. The aggregator refuses scanners
+/// that write another version, and records it in every snapshot.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Generated gRPC code for `storage_tracker.v1`.
+pub mod v1 {
+    #![allow(missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("storage_tracker.v1");
+}
+
+pub use chunk::{ChunkError, decode_chunk, encode_chunk};
+pub use entry::{EntryBatchBuilder, EntryKind, ErrorOp, entry_schema};

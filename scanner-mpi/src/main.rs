@@ -1,0 +1,374 @@
+//! `storage-scan`: scan a directory tree into a storage-tracker snapshot.
+//!
+//! Runs as one plain process or as every task of an MPI job (`srun`, `mpiexec`).
+//!
+//! Exit codes: 0 the snapshot is committed; 3 it is committed but some entries could not be
+//! read (they are recorded as errors); 1 the scan failed and the snapshot is marked failed;
+//! 2 bad arguments or root; 4 the MPI world does not match the Slurm step (wrong `--mpi`).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use mpi::Threading;
+use mpi::collective::{CommunicatorCollectives, Root};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use tracing::{error, info, warn};
+
+use storage_tracker_proto::v1::{BeginSnapshotRequest, RankTotals};
+use storage_tracker_scanner::chunks::{ChunkLimits, ChunkSink, DirSink};
+use storage_tracker_scanner::mpi_transport::MpiTransport;
+use storage_tracker_scanner::scan::scan_rank;
+use storage_tracker_scanner::upload::{Ingest, Upload};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_COMPLETED_WITH_ERRORS: u8 = 3;
+const EXIT_LAUNCH_MISMATCH: u8 = 4;
+
+/// Scan a directory tree into a storage-tracker snapshot.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Root of the scan (a directory; symlinks below it are recorded, not followed).
+    root: PathBuf,
+
+    /// gRPC address of the aggregator.
+    #[arg(
+        long,
+        env = "STORAGE_TRACKER_AGGREGATOR",
+        required_unless_present = "output",
+        conflicts_with = "output"
+    )]
+    aggregator: Option<String>,
+
+    /// Write the Parquet chunks into this directory instead of sending them (offline scan).
+    #[arg(long)]
+    output: Option<PathBuf>,
+
+    /// Name of the filesystem recorded with the snapshot (default: the root path).
+    #[arg(long, env = "STORAGE_TRACKER_FS_LABEL")]
+    label: Option<String>,
+
+    /// Worker threads per rank [default: SLURM_CPUS_PER_TASK, else the available cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+
+    /// Rows per Parquet chunk.
+    #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    chunk_rows: u32,
+
+    /// Chunks a rank may have queued for sending before its walk waits.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    in_flight: u16,
+}
+
+fn default_threads() -> usize {
+    std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The number of tasks Slurm started for this step, when running as an `srun` task.
+fn slurm_step_tasks() -> Option<i32> {
+    std::env::var_os("SLURM_PROCID")?;
+    ["SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// True on every rank iff `ok` is true on every rank.
+fn all_agree(world: &SimpleCommunicator, ok: bool) -> bool {
+    let mut all = vec![0u8; world.size() as usize];
+    world.all_gather_into(&u8::from(ok), &mut all[..]);
+    all.iter().all(|&v| v == 1)
+}
+
+fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Fixed-width host names, so they travel in one all-gather.
+const HOST_BYTES: usize = 64;
+
+fn gather_hosts(world: &SimpleCommunicator, host: &str) -> Vec<String> {
+    let mut mine = [0u8; HOST_BYTES];
+    let n = host.len().min(HOST_BYTES);
+    mine[..n].copy_from_slice(&host.as_bytes()[..n]);
+    let mut all = vec![0u8; HOST_BYTES * world.size() as usize];
+    world.all_gather_into(&mine[..], &mut all[..]);
+    all.chunks(HOST_BYTES)
+        .map(|h| {
+            String::from_utf8_lossy(h.split(|&b| b == 0).next().unwrap_or_default()).into_owned()
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Funneled) else {
+        error!("MPI could not be initialized");
+        return ExitCode::from(EXIT_FAILED);
+    };
+    if threading < Threading::Funneled {
+        error!("the MPI library offers {threading:?}; the scanner needs at least Funneled");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let world = universe.world();
+    if let Some(tasks) = slurm_step_tasks()
+        && tasks != world.size()
+    {
+        error!(
+            "this is one of {tasks} Slurm tasks but the MPI world has {} rank(s): the tasks did not join one MPI job. \
+             Launch with the PMI plugin your MPI uses (MPICH: srun --mpi=pmi2, Open MPI: srun --mpi=pmix)",
+            world.size()
+        );
+        return ExitCode::from(EXIT_LAUNCH_MISMATCH);
+    }
+    match run(&args, &world) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            error!(rank = world.rank(), "{e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// This rank's output: the gRPC stream of a live scan or the chunk files of an offline one.
+enum Output {
+    Live {
+        ingest: Ingest,
+        upload: Option<Upload>,
+    },
+    Offline(DirSink),
+}
+
+fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
+    let (rank, size) = (world.rank(), world.size());
+    let host = hostname();
+    let started = Instant::now();
+
+    let root = std::fs::canonicalize(&args.root);
+    let root_ok = match &root {
+        Ok(r) if r.is_dir() => true,
+        Ok(r) => {
+            if rank == 0 {
+                error!(
+                    "the root {} is not a directory; pass the directory to scan",
+                    r.display()
+                );
+            }
+            false
+        }
+        Err(e) => {
+            if rank == 0 {
+                error!(
+                    "cannot scan {}: {e}; pass an existing directory",
+                    args.root.display()
+                );
+            }
+            false
+        }
+    };
+    if !all_agree(world, root_ok) {
+        return Ok(EXIT_USAGE);
+    }
+    let root = root.expect("checked on every rank");
+    let root_bytes = root.as_os_str().as_bytes().to_vec();
+    let hosts = gather_hosts(world, &host);
+    let threads = args.threads.map_or_else(default_threads, usize::from);
+
+    let output = match (&args.output, &args.aggregator) {
+        (Some(dir), _) => std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the output directory {}", dir.display()))
+            .map(|()| Output::Offline(DirSink::new(dir.clone(), rank as u32))),
+        (None, Some(addr)) => Ingest::connect(addr)
+            .map(|ingest| Output::Live {
+                ingest,
+                upload: None,
+            })
+            .map_err(Into::into),
+        (None, None) => unreachable!("clap requires --aggregator or --output"),
+    };
+    let output_ok = output.as_ref().map_err(|e| error!(rank, "{e:#}")).is_ok();
+    if !all_agree(world, output_ok) {
+        bail!("not every rank could open its output; nothing was scanned");
+    }
+    let mut output = output.expect("checked on every rank");
+
+    // Rank 0 begins the snapshot and shares its id; 0 means it could not.
+    let mut snapshot_id = 0u64;
+    if let Output::Live { ingest, .. } = &output {
+        if rank == 0 {
+            let label = args
+                .label
+                .clone()
+                .unwrap_or_else(|| root.display().to_string());
+            let request = BeginSnapshotRequest {
+                filesystem_label: label,
+                root_path: root_bytes.clone(),
+                ranks: size as u32,
+                hosts: hosts.clone(),
+                scanner_version: env!("CARGO_PKG_VERSION").to_owned(),
+                schema_version: storage_tracker_proto::SCHEMA_VERSION,
+            };
+            match ingest.begin(request) {
+                Ok(id) => snapshot_id = id,
+                Err(e) => error!("{e}"),
+            }
+        }
+        world.process_at_rank(0).broadcast_into(&mut snapshot_id);
+        if snapshot_id == 0 {
+            bail!("the snapshot could not be begun; nothing was scanned");
+        }
+        info!(
+            rank,
+            snapshot_id,
+            ranks = size,
+            threads,
+            "scanning {}",
+            root.display()
+        );
+    }
+
+    let sink: &dyn ChunkSink = match &mut output {
+        Output::Live { ingest, upload } => {
+            upload.insert(ingest.upload(snapshot_id, rank as u32, usize::from(args.in_flight)))
+        }
+        Output::Offline(dir) => dir,
+    };
+    let limits = ChunkLimits {
+        rows: args.chunk_rows as usize,
+        path_bytes: 64 << 20,
+    };
+    let mut transport = MpiTransport::new(world);
+    let report = scan_rank(&mut transport, &root_bytes, threads, limits, sink);
+
+    let (chunks, mut failure) = match &mut output {
+        Output::Live { upload, .. } => match upload.take().expect("opened above").close() {
+            Ok(n) => (n, report.error.clone()),
+            Err(e) => (
+                0,
+                Some(report.error.clone().unwrap_or_else(|| e.to_string())),
+            ),
+        },
+        Output::Offline(dir) => (dir.chunks_written(), report.error.clone()),
+    };
+    let c = report.counts;
+    info!(
+        rank,
+        host,
+        entries = c.entries,
+        errors = c.errors,
+        apparent_bytes = c.apparent_bytes,
+        chunks,
+        dirs_read = report.steal.items_processed,
+        dirs_stolen = report.steal.items_stolen,
+        seconds = started.elapsed().as_secs_f64(),
+        "rank finished"
+    );
+    if let Some(e) = &failure {
+        error!(rank, "{e}");
+    }
+
+    // Every rank's totals, everywhere: [ok, chunks, entries, errors, apparent bytes].
+    let mine = [
+        u64::from(failure.is_none()),
+        chunks,
+        c.entries,
+        c.errors,
+        c.apparent_bytes,
+    ];
+    let mut all = vec![0u64; 5 * size as usize];
+    world.all_gather_into(&mine[..], &mut all[..]);
+    let totals: Vec<RankTotals> = all
+        .chunks(5)
+        .enumerate()
+        .map(|(r, t)| RankTotals {
+            rank: r as u32,
+            chunks: t[1],
+            entries: t[2],
+            errors: t[3],
+            apparent_bytes: t[4],
+            host: hosts[r].clone(),
+        })
+        .collect();
+    let failed_ranks: Vec<usize> = all
+        .chunks(5)
+        .enumerate()
+        .filter(|(_, t)| t[0] == 0)
+        .map(|(r, _)| r)
+        .collect();
+    let entries: u64 = totals.iter().map(|t| t.entries).sum();
+    let errors: u64 = totals.iter().map(|t| t.errors).sum();
+    let chunk_count: u64 = totals.iter().map(|t| t.chunks).sum();
+
+    if failure.is_none() && !failed_ranks.is_empty() {
+        failure = Some(format!("rank(s) {failed_ranks:?} failed"));
+    }
+    let mut code = if failed_ranks.is_empty() {
+        0u8
+    } else {
+        EXIT_FAILED
+    };
+    if rank == 0
+        && let Output::Live { ingest, .. } = &output
+    {
+        if failed_ranks.is_empty() {
+            match ingest.finish(snapshot_id, totals) {
+                Ok(done) => info!(
+                    snapshot_id,
+                    entries = done.entries,
+                    directories = done.directories,
+                    errors,
+                    rollup_seconds = done.rollup_seconds,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "snapshot committed"
+                ),
+                Err(e) => {
+                    error!(snapshot_id, "{e}");
+                    code = EXIT_FAILED;
+                }
+            }
+        } else {
+            let reason = format!(
+                "scan failed on rank(s) {failed_ranks:?}: {}",
+                failure.as_deref().unwrap_or("see their logs")
+            );
+            if let Err(e) = ingest.abort(snapshot_id, reason) {
+                warn!(snapshot_id, "aborting the snapshot: {e}");
+            }
+        }
+    }
+    if rank == 0 && args.output.is_some() {
+        info!(
+            entries,
+            errors,
+            chunk_files = chunk_count,
+            "offline scan written"
+        );
+    }
+    // Everyone exits with rank 0's verdict.
+    let mut verdict = code;
+    world.process_at_rank(0).broadcast_into(&mut verdict);
+    Ok(if verdict == 0 && errors > 0 {
+        EXIT_COMPLETED_WITH_ERRORS
+    } else {
+        verdict
+    })
+}

@@ -1,0 +1,82 @@
+//! One rank's part of a scan: worker threads read directories into chunk writers while the
+//! coordinator shares work with the other ranks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::chunks::{ChunkLimits, ChunkSink, ChunkWriter};
+use crate::steal::{StealConfig, StealStats, Transport, Worker, run_rank};
+use crate::walk::{DirReader, DirWork, WalkCounts};
+
+/// What one rank did.
+#[derive(Debug, Default, Clone)]
+pub struct RankReport {
+    pub counts: WalkCounts,
+    pub steal: StealStats,
+    /// The first error that stopped this rank's output, if any.
+    pub error: Option<String>,
+}
+
+struct ScanWorker<'a> {
+    reader: DirReader,
+    writer: ChunkWriter<'a>,
+    counts: WalkCounts,
+    /// Set when any worker of this rank can no longer deliver rows: the rest stop reading.
+    failed: &'a AtomicBool,
+}
+
+impl Worker<DirWork> for ScanWorker<'_> {
+    fn process(&mut self, item: DirWork, spawn: &mut Vec<DirWork>) {
+        // After a failure the rank drains its work without reading, so that every rank still
+        // reaches termination and the failure is reported instead of hanging the job.
+        if self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.reader
+            .read(&item, &mut self.writer, &mut self.counts, spawn);
+        if self.writer.error().is_some() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Scans this rank's share of the tree under `root` (which only rank 0 starts with).
+pub fn scan_rank<T: Transport>(
+    transport: &mut T,
+    root: &[u8],
+    threads: usize,
+    limits: ChunkLimits,
+    sink: &dyn ChunkSink,
+) -> RankReport {
+    let failed = AtomicBool::new(false);
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|_| ScanWorker {
+            reader: DirReader::default(),
+            writer: ChunkWriter::new(sink, limits),
+            counts: WalkCounts::default(),
+            failed: &failed,
+        })
+        .collect();
+    let initial = if transport.rank() == 0 {
+        vec![DirWork {
+            path: root.to_vec(),
+            depth: 0,
+        }]
+    } else {
+        Vec::new()
+    };
+    let (workers, steal) = run_rank(transport, workers, initial, StealConfig::default());
+    let mut report = RankReport {
+        steal,
+        ..Default::default()
+    };
+    for mut w in workers {
+        w.writer.flush();
+        if let Some(e) = w.writer.take_error() {
+            report.error.get_or_insert_with(|| e.to_string());
+        }
+        report.counts.entries += w.counts.entries;
+        report.counts.errors += w.counts.errors;
+        report.counts.apparent_bytes += w.counts.apparent_bytes;
+    }
+    report
+}

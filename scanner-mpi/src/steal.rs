@@ -1,0 +1,697 @@
+//! Work stealing across ranks and threads, with proven termination detection.
+//!
+//! Each rank runs worker threads that share one local pool, and one coordinator thread (the
+//! caller of [`run_rank`]) that alone talks to the other ranks through a [`Transport`]: the
+//! "funneled" MPI model, which MPICH and Open MPI both support.
+//!
+//! - **Within a rank** workers pop from the back of the pool (depth first: the pool stays
+//!   small, since a directory's children are finished before its siblings' subtrees grow it).
+//! - **Across ranks** an idle rank asks a random victim for work; the victim gives half of its
+//!   pool from the front (the shallowest items: the largest subtrees, so one steal buys much
+//!   work) or says it has none. Only the reply to a request ever carries work.
+//! - **Termination** is Safra's algorithm (Dijkstra's token ring extended to asynchronous
+//!   messages): every rank counts work messages sent minus received and turns black when it
+//!   receives work; rank 0 circulates a token while passive and declares the end when the token
+//!   returns white with a zero sum. No timeout is involved anywhere.
+//! - **Shutdown** leaves no message in flight: rank 0 sends `Terminate`; each rank waits for the
+//!   answer to its last steal request, then reports `Done`; once rank 0 has every `Done`
+//!   (nobody is asking anyone for anything any more) it sends `Exit`. Ranks keep answering
+//!   requests until `Exit`.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Something a rank can do and hand to another rank.
+pub trait Work: Send + Sized {
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Reads one item from the front of `buf`, advancing it.
+    fn decode(buf: &mut &[u8]) -> Option<Self>;
+}
+
+/// Point-to-point messaging between the ranks of one job.
+pub trait Transport {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Sends without waiting for the receiver to act on it.
+    fn send(&mut self, dest: usize, msg: Vec<u8>);
+    /// A message addressed to this rank, if one has arrived.
+    fn try_recv(&mut self) -> Option<(usize, Vec<u8>)>;
+}
+
+/// A worker thread's processing of items; it may produce more items.
+pub trait Worker<W>: Send {
+    fn process(&mut self, item: W, spawn: &mut Vec<W>);
+}
+
+/// Counters a rank reports after the run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StealStats {
+    pub items_processed: u64,
+    pub steal_requests_sent: u64,
+    pub items_stolen: u64,
+    pub items_given: u64,
+    pub probes: u64,
+}
+
+/// Tuning of the coordinator.
+#[derive(Debug, Clone, Copy)]
+pub struct StealConfig {
+    /// Most items given away in one reply (bounds a message's size).
+    pub max_items_per_steal: usize,
+    /// Longest sleep of an idle coordinator between polls of the transport.
+    pub max_poll_interval: Duration,
+}
+
+impl Default for StealConfig {
+    fn default() -> Self {
+        Self {
+            max_items_per_steal: 4096,
+            max_poll_interval: Duration::from_micros(500),
+        }
+    }
+}
+
+const MSG_STEAL_REQUEST: u8 = 1;
+const MSG_WORK: u8 = 2;
+const MSG_NO_WORK: u8 = 3;
+const MSG_TOKEN: u8 = 4;
+const MSG_TERMINATE: u8 = 5;
+const MSG_DONE: u8 = 6;
+const MSG_EXIT: u8 = 7;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Color {
+    White,
+    Black,
+}
+
+/// Safra's termination-detection state of one rank.
+#[derive(Debug)]
+struct Safra {
+    color: Color,
+    /// Work messages sent minus work messages received.
+    count: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Token {
+    color: Color,
+    sum: i64,
+}
+
+impl Token {
+    fn encode(self) -> Vec<u8> {
+        let mut m = vec![MSG_TOKEN, (self.color == Color::Black) as u8];
+        m.extend_from_slice(&self.sum.to_le_bytes());
+        m
+    }
+
+    fn decode(body: &[u8]) -> Option<Self> {
+        let (&color, sum) = body.split_first()?;
+        let sum = i64::from_le_bytes(sum.try_into().ok()?);
+        Some(Self {
+            color: if color == 1 {
+                Color::Black
+            } else {
+                Color::White
+            },
+            sum,
+        })
+    }
+}
+
+struct PoolState<W> {
+    items: VecDeque<W>,
+    /// Workers holding an item.
+    busy: usize,
+    quit: bool,
+}
+
+/// The items of one rank, shared by its workers and its coordinator.
+struct Pool<W> {
+    state: Mutex<PoolState<W>>,
+    /// Signalled when items arrive (workers wait) and when the rank goes idle (coordinator).
+    changed: Condvar,
+}
+
+impl<W> Pool<W> {
+    fn new(initial: Vec<W>) -> Self {
+        Self {
+            state: Mutex::new(PoolState {
+                items: initial.into(),
+                busy: 0,
+                quit: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState<W>> {
+        // A panicking worker poisons the lock; the quit guard still needs the state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks for the next item; `None` once the rank quits.
+    fn take(&self) -> Option<W> {
+        let mut s = self.lock();
+        loop {
+            if s.quit {
+                return None;
+            }
+            if let Some(item) = s.items.pop_back() {
+                s.busy += 1;
+                return Some(item);
+            }
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Returns a worker's item as finished, with the items it produced.
+    fn finish(&self, spawned: &mut Vec<W>) {
+        let mut s = self.lock();
+        s.busy -= 1;
+        s.items.extend(spawned.drain(..));
+        drop(s);
+        // Wakes idle workers for new items and the coordinator when the rank went idle.
+        self.changed.notify_all();
+    }
+
+    fn add(&self, items: Vec<W>) {
+        self.lock().items.extend(items);
+        self.changed.notify_all();
+    }
+
+    /// Half of the queued items, from the front (shallowest first), at most `max`.
+    fn give_away(&self, max: usize) -> Vec<W> {
+        let mut s = self.lock();
+        let n = s.items.len().div_ceil(2).min(max);
+        s.items.drain(..n).collect()
+    }
+
+    fn is_idle(&self) -> bool {
+        let s = self.lock();
+        s.busy == 0 && s.items.is_empty()
+    }
+
+    /// Sleeps until the pool changes or `timeout` passes.
+    fn wait_changed(&self, timeout: Duration) {
+        let s = self.lock();
+        drop(
+            self.changed
+                .wait_timeout(s, timeout)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+    }
+
+    fn quit(&self) {
+        self.lock().quit = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Sets the pool's quit flag when dropped, so a panic anywhere stops every worker.
+struct QuitOnDrop<'a, W>(&'a Pool<W>);
+
+impl<W> Drop for QuitOnDrop<'_, W> {
+    fn drop(&mut self) {
+        self.0.quit();
+    }
+}
+
+/// A small xorshift generator: victim choice needs speed and spread, not quality.
+struct VictimPicker(u64);
+
+impl VictimPicker {
+    fn new(rank: usize) -> Self {
+        Self(0x9E37_79B9_7F4A_7C15 ^ (rank as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+    }
+
+    fn pick(&mut self, me: usize, size: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let other = (self.0 % (size as u64 - 1)) as usize;
+        if other >= me { other + 1 } else { other }
+    }
+}
+
+fn encode_work<W: Work>(items: &[W]) -> Vec<u8> {
+    let mut m = vec![MSG_WORK];
+    m.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for item in items {
+        item.encode(&mut m);
+    }
+    m
+}
+
+fn decode_work<W: Work>(mut body: &[u8]) -> Vec<W> {
+    let Some((n, rest)) = body.split_first_chunk::<4>() else {
+        panic!("work message without a count");
+    };
+    let n = u32::from_le_bytes(*n) as usize;
+    body = rest;
+    (0..n)
+        .map(|_| W::decode(&mut body).expect("well-formed work item from a peer rank"))
+        .collect()
+}
+
+/// Runs one rank until every rank has run out of work. `initial` is this rank's starting work
+/// (usually the root on rank 0, nothing elsewhere). Returns the workers, for their results.
+pub fn run_rank<W, K, T>(
+    transport: &mut T,
+    workers: Vec<K>,
+    initial: Vec<W>,
+    config: StealConfig,
+) -> (Vec<K>, StealStats)
+where
+    W: Work,
+    K: Worker<W>,
+    T: Transport,
+{
+    assert!(
+        !workers.is_empty(),
+        "a rank needs at least one worker thread"
+    );
+    let pool = Pool::new(initial);
+    let mut stats = StealStats::default();
+    let workers = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|mut worker| {
+                let pool = &pool;
+                scope.spawn(move || {
+                    let _guard = QuitOnDrop(pool);
+                    let mut spawned = Vec::new();
+                    let mut processed = 0u64;
+                    while let Some(item) = pool.take() {
+                        worker.process(item, &mut spawned);
+                        processed += 1;
+                        pool.finish(&mut spawned);
+                    }
+                    (worker, processed)
+                })
+            })
+            .collect();
+        {
+            let _guard = QuitOnDrop(&pool);
+            coordinate(transport, &pool, config, &mut stats);
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                let (worker, processed) = h
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                stats.items_processed += processed;
+                worker
+            })
+            .collect()
+    });
+    (workers, stats)
+}
+
+/// The coordinator's loop: serve peers, steal when idle, detect termination, shut down cleanly.
+fn coordinate<W: Work, T: Transport>(
+    t: &mut T,
+    pool: &Pool<W>,
+    config: StealConfig,
+    stats: &mut StealStats,
+) {
+    let (me, size) = (t.rank(), t.size());
+    if size == 1 {
+        while !pool.is_idle() {
+            pool.wait_changed(config.max_poll_interval);
+        }
+        return;
+    }
+    let mut safra = Safra {
+        color: Color::White,
+        count: 0,
+    };
+    let mut token: Option<Token> = None;
+    // Rank 0 only: a probe's token is out on the ring.
+    let mut probing = false;
+    let mut steal_outstanding = false;
+    let mut terminating = false;
+    let mut sent_done = false;
+    let mut dones = 0usize;
+    let mut victims = VictimPicker::new(me);
+    let mut idle_polls = 0u32;
+
+    loop {
+        let mut progressed = false;
+        while let Some((src, msg)) = t.try_recv() {
+            progressed = true;
+            let Some((&kind, body)) = msg.split_first() else {
+                continue;
+            };
+            match kind {
+                MSG_STEAL_REQUEST => {
+                    let items = if terminating {
+                        Vec::new()
+                    } else {
+                        pool.give_away(config.max_items_per_steal)
+                    };
+                    if items.is_empty() {
+                        t.send(src, vec![MSG_NO_WORK]);
+                    } else {
+                        stats.items_given += items.len() as u64;
+                        safra.count += 1;
+                        t.send(src, encode_work(&items));
+                    }
+                }
+                MSG_WORK => {
+                    let items: Vec<W> = decode_work(body);
+                    stats.items_stolen += items.len() as u64;
+                    safra.count -= 1;
+                    safra.color = Color::Black;
+                    steal_outstanding = false;
+                    pool.add(items);
+                }
+                MSG_NO_WORK => steal_outstanding = false,
+                MSG_TOKEN => token = Some(Token::decode(body).expect("well-formed token")),
+                MSG_TERMINATE => terminating = true,
+                MSG_DONE => dones += 1,
+                MSG_EXIT => return,
+                other => panic!("unknown message kind {other} from rank {src}"),
+            }
+        }
+
+        let passive = pool.is_idle();
+        if terminating {
+            if !steal_outstanding && !sent_done {
+                sent_done = true;
+                if me == 0 {
+                    dones += 1;
+                } else {
+                    t.send(0, vec![MSG_DONE]);
+                }
+            }
+            if me == 0 && dones == size {
+                for dest in 1..size {
+                    t.send(dest, vec![MSG_EXIT]);
+                }
+                return;
+            }
+        } else if passive {
+            if !steal_outstanding {
+                t.send(victims.pick(me, size), vec![MSG_STEAL_REQUEST]);
+                stats.steal_requests_sent += 1;
+                steal_outstanding = true;
+            }
+            if me == 0 {
+                if let Some(back) = token.take() {
+                    probing = false;
+                    if back.color == Color::White
+                        && safra.color == Color::White
+                        && back.sum + safra.count == 0
+                    {
+                        terminating = true;
+                        for dest in 1..size {
+                            t.send(dest, vec![MSG_TERMINATE]);
+                        }
+                        continue;
+                    }
+                }
+                if !probing {
+                    probing = true;
+                    stats.probes += 1;
+                    safra.color = Color::White;
+                    t.send(
+                        size - 1,
+                        Token {
+                            color: Color::White,
+                            sum: 0,
+                        }
+                        .encode(),
+                    );
+                }
+            } else if let Some(mut held) = token.take() {
+                held.sum += safra.count;
+                if safra.color == Color::Black {
+                    held.color = Color::Black;
+                }
+                safra.color = Color::White;
+                t.send(me - 1, held.encode());
+            }
+        }
+
+        if progressed {
+            idle_polls = 0;
+        } else {
+            // Back off from a tight poll to the configured interval while nothing happens.
+            idle_polls = (idle_polls + 1).min(16);
+            let wait = Duration::from_micros(1 << idle_polls.min(10)).min(config.max_poll_interval);
+            pool.wait_changed(wait);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc;
+
+    /// In-process transport: one channel per rank.
+    struct ChannelTransport {
+        rank: usize,
+        peers: Vec<mpsc::Sender<(usize, Vec<u8>)>>,
+        inbox: mpsc::Receiver<(usize, Vec<u8>)>,
+    }
+
+    impl Transport for ChannelTransport {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.peers.len()
+        }
+        fn send(&mut self, dest: usize, msg: Vec<u8>) {
+            self.peers[dest]
+                .send((self.rank, msg))
+                .expect("peer alive until Exit");
+        }
+        fn try_recv(&mut self) -> Option<(usize, Vec<u8>)> {
+            self.inbox.try_recv().ok()
+        }
+    }
+
+    fn transports(n: usize) -> Vec<ChannelTransport> {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel()).unzip();
+        receivers
+            .into_iter()
+            .enumerate()
+            .map(|(rank, inbox)| ChannelTransport {
+                rank,
+                peers: senders.clone(),
+                inbox,
+            })
+            .collect()
+    }
+
+    /// A node of a virtual tree: `fanout` children per level until `depth` reaches 0.
+    #[derive(Debug, Clone, Copy)]
+    struct Node {
+        id: u64,
+        depth: u32,
+        fanout: u32,
+    }
+
+    impl Work for Node {
+        fn encode(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.id.to_le_bytes());
+            out.extend_from_slice(&self.depth.to_le_bytes());
+            out.extend_from_slice(&self.fanout.to_le_bytes());
+        }
+        fn decode(buf: &mut &[u8]) -> Option<Self> {
+            let (id, rest) = buf.split_first_chunk::<8>()?;
+            let (depth, rest) = rest.split_first_chunk::<4>()?;
+            let (fanout, rest) = rest.split_first_chunk::<4>()?;
+            *buf = rest;
+            Some(Node {
+                id: u64::from_le_bytes(*id),
+                depth: u32::from_le_bytes(*depth),
+                fanout: u32::from_le_bytes(*fanout),
+            })
+        }
+    }
+
+    /// Records every processed id (sum and count) so exactly-once can be checked.
+    struct Recorder {
+        seen: Arc<(AtomicU64, AtomicU64)>,
+        spin: u32,
+    }
+
+    impl Worker<Node> for Recorder {
+        fn process(&mut self, n: Node, spawn: &mut Vec<Node>) {
+            self.seen.0.fetch_add(1, Ordering::Relaxed);
+            self.seen.1.fetch_add(n.id, Ordering::Relaxed);
+            // A little work per item, so steals interleave with processing.
+            let mut x = n.id;
+            for _ in 0..self.spin {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            if n.depth > 0 {
+                for c in 0..n.fanout {
+                    spawn.push(Node {
+                        id: n.id * 16 + u64::from(c) + 1,
+                        depth: n.depth - 1,
+                        fanout: n.fanout,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Count and id-sum of the subtree under `n`, computed directly.
+    fn expected(n: Node) -> (u64, u64) {
+        let mut stack = vec![n];
+        let (mut count, mut sum) = (0u64, 0u64);
+        while let Some(n) = stack.pop() {
+            count += 1;
+            sum += n.id;
+            if n.depth > 0 {
+                for c in 0..n.fanout {
+                    stack.push(Node {
+                        id: n.id * 16 + u64::from(c) + 1,
+                        depth: n.depth - 1,
+                        fanout: n.fanout,
+                    });
+                }
+            }
+        }
+        (count, sum)
+    }
+
+    fn run_job(
+        ranks: usize,
+        threads: usize,
+        initial: Vec<Node>,
+        spin: u32,
+    ) -> (u64, u64, Vec<StealStats>) {
+        let seen = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let mut initial = Some(initial);
+        let handles: Vec<_> = transports(ranks)
+            .into_iter()
+            .map(|mut t| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| Recorder {
+                        seen: seen.clone(),
+                        spin,
+                    })
+                    .collect();
+                let start = if t.rank == 0 {
+                    initial.take().unwrap()
+                } else {
+                    Vec::new()
+                };
+                std::thread::spawn(move || {
+                    run_rank(&mut t, workers, start, StealConfig::default()).1
+                })
+            })
+            .collect();
+        let stats = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (
+            seen.0.load(Ordering::Relaxed),
+            seen.1.load(Ordering::Relaxed),
+            stats,
+        )
+    }
+
+    #[test]
+    fn one_rank_processes_everything_once() {
+        let root = Node {
+            id: 0,
+            depth: 6,
+            fanout: 5,
+        };
+        let (count, sum, _) = run_job(1, 3, vec![root], 0);
+        assert_eq!((count, sum), expected(root));
+    }
+
+    #[test]
+    fn uneven_work_terminates_exactly_once_on_every_rank_count() {
+        // Almost everything hangs under one child of the root: the other ranks must steal it.
+        let big = Node {
+            id: 1,
+            depth: 7,
+            fanout: 4,
+        };
+        let small = Node {
+            id: 2,
+            depth: 0,
+            fanout: 0,
+        };
+        let (want_count, want_sum) = {
+            let (a, b) = expected(big);
+            let (c, d) = expected(small);
+            (a + c, b + d)
+        };
+        for ranks in [2, 3, 5, 8] {
+            let (count, sum, stats) = run_job(ranks, 2, vec![small, big], 200);
+            assert_eq!((count, sum), (want_count, want_sum), "{ranks} ranks");
+            let stolen: u64 = stats.iter().map(|s| s.items_stolen).sum();
+            let given: u64 = stats.iter().map(|s| s.items_given).sum();
+            assert_eq!(stolen, given, "every item given away arrived");
+            assert!(
+                stats[1..].iter().any(|s| s.items_processed > 0),
+                "no other rank got work: {stats:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_work_at_all_terminates() {
+        let (count, _, _) = run_job(4, 1, Vec::new(), 0);
+        assert_eq!(count, 0);
+    }
+
+    #[test]
+    fn repeated_runs_never_lose_or_duplicate_work() {
+        // Races show up as rare failures: run many small jobs with tiny items.
+        let root = Node {
+            id: 0,
+            depth: 4,
+            fanout: 6,
+        };
+        for i in 0..30 {
+            let (count, sum, _) = run_job(2 + i % 4, 1 + i % 2, vec![root], 0);
+            assert_eq!((count, sum), expected(root), "run {i}");
+        }
+    }
+
+    #[test]
+    fn token_encoding_round_trips() {
+        for t in [
+            Token {
+                color: Color::White,
+                sum: 0,
+            },
+            Token {
+                color: Color::Black,
+                sum: -42,
+            },
+        ] {
+            let m = t.encode();
+            assert_eq!(m[0], MSG_TOKEN);
+            assert_eq!(Token::decode(&m[1..]), Some(t));
+        }
+    }
+
+    #[test]
+    fn victims_are_never_self_and_cover_every_peer() {
+        let mut p = VictimPicker::new(2);
+        let mut hit = [0u32; 5];
+        for _ in 0..1000 {
+            hit[p.pick(2, 5)] += 1;
+        }
+        assert_eq!(hit[2], 0);
+        assert!(
+            hit.iter().enumerate().all(|(i, &h)| i == 2 || h > 100),
+            "{hit:?}"
+        );
+    }
+}
