@@ -1,1 +1,32 @@
+//! storage-tracker's aggregator: receives scanner chunks over gRPC, stores them in ClickHouse,
+//! verifies and commits snapshots, and computes directory rollups once per snapshot.
 
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+
+use storage_tracker_proto::v1::ingest_server::IngestServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use service::IngestService;
+pub use store::{Store, StoreConfig, StoreError};
+
+/// Largest chunk message accepted; chunks are a few MiB, this leaves room for long paths.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Serves the ingest service on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let service = IngestServer::new(IngestService::new(store))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,1 +1,46 @@
+//! storage-tracker's HTTP API: committed snapshots and their directory trees as JSON, read
+//! through a read-only ClickHouse user. Serves the web UI at `/`.
+//!
+//! Paths travel as text where they are UTF-8; a path that is not also comes as `path_b64`
+//! (standard base64 of the raw bytes), and every endpoint that takes a path accepts either.
 
+pub mod error;
+pub mod paths;
+pub mod query;
+pub mod routes;
+
+use clickhouse::Client;
+use storage_tracker_proto::ddl::Database;
+
+pub use error::ApiError;
+pub use routes::app;
+
+/// Where and as whom the API reads. The user should be read-only (`readonly=1` profile).
+#[derive(Debug, Clone)]
+pub struct ReadConfig {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    pub database: Database,
+}
+
+/// Shared state of every request.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub client: Client,
+    pub database: Database,
+}
+
+impl AppState {
+    pub fn new(config: ReadConfig) -> Self {
+        let client = Client::default()
+            .with_url(config.url)
+            .with_user(config.user)
+            .with_password(config.password)
+            .with_validation(false);
+        Self {
+            client,
+            database: config.database,
+        }
+    }
+}

@@ -1,1 +1,109 @@
-fn main() {}
+//! `storage-api`: the HTTP API and web UI over committed snapshots.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C); 1 when it cannot start.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tracing::info;
+
+use storage_tracker_api::{AppState, ReadConfig, app};
+use storage_tracker_proto::ddl::Database;
+
+/// Serve storage-tracker's HTTP API and web UI.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on. Only loopback addresses are allowed until access control is
+    /// configured, since every snapshot is readable through the API.
+    #[arg(
+        long,
+        env = "STORAGE_TRACKER_API_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: SocketAddr,
+
+    /// ClickHouse HTTP URL.
+    #[arg(
+        long,
+        env = "STORAGE_TRACKER_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    clickhouse_url: String,
+
+    /// ClickHouse user; give it a read-only profile (readonly=1, max_execution_time).
+    #[arg(
+        long,
+        env = "STORAGE_TRACKER_API_CLICKHOUSE_USER",
+        default_value = "storage_reader"
+    )]
+    clickhouse_user: String,
+
+    /// Password of that user (prefer the environment variable to the command line).
+    #[arg(
+        long,
+        env = "STORAGE_TRACKER_API_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    clickhouse_password: String,
+
+    /// ClickHouse database holding the snapshots.
+    #[arg(long, env = "STORAGE_TRACKER_DATABASE", default_value = "storage_tracker", value_parser = parse_database)]
+    database: Database,
+}
+
+fn parse_database(s: &str) -> Result<Database, String> {
+    Database::new(s).map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = term => {} }
+    info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if !args.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {}: without access control the API serves loopback only (use 127.0.0.1 and a reverse proxy that authenticates)",
+            args.listen
+        );
+    }
+    let state = AppState::new(ReadConfig {
+        url: args.clickhouse_url,
+        user: args.clickhouse_user,
+        password: args.clickhouse_password,
+        database: args.database,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {}; is another API running there? (--listen)",
+                args.listen
+            )
+        })?;
+    info!("serving on http://{}", args.listen);
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    Ok(())
+}

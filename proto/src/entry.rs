@@ -177,6 +177,16 @@ pub fn entry_schema() -> SchemaRef {
         .clone()
 }
 
+/// Splits an absolute path into (parent, name). The root "/" is its own parent with no name.
+pub fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) if path.len() == 1 => (b"/", b""),
+        Some(0) => (b"/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b"", path),
+    }
+}
+
 /// The stat fields of one entry, as the scanner fills them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EntryStat {
@@ -338,6 +348,13 @@ mod tests {
         assert_eq!(EntryKind::from_mode(0o100644), EntryKind::File);
         assert_eq!(EntryKind::from_mode(0o040755), EntryKind::Dir);
         assert_eq!(EntryKind::from_mode(0o120777), EntryKind::Symlink);
+    }
+
+    #[test]
+    fn split_path_handles_root_and_nesting() {
+        assert_eq!(split_path(b"/"), (&b"/"[..], &b""[..]));
+        assert_eq!(split_path(b"/a"), (&b"/"[..], &b"a"[..]));
+        assert_eq!(split_path(b"/a/b\xff"), (&b"/a"[..], &b"b\xff"[..]));
     }
 
     #[test]

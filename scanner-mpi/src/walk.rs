@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Statx, StatxFlags, StatxTimestamp};
 use rustix::io::Errno;
-use storage_tracker_proto::entry::{EntryRef, EntryStat};
+use storage_tracker_proto::entry::{EntryRef, EntryStat, split_path};
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
 use crate::steal::Work;
@@ -72,16 +72,6 @@ impl Default for DirReader {
 }
 
 const STATX_MASK: StatxFlags = StatxFlags::BASIC_STATS.union(StatxFlags::BTIME);
-
-/// Splits an absolute path into (parent, name). The root "/" is its own parent with no name.
-pub fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&b| b == b'/') {
-        Some(0) if path.len() == 1 => (b"/", b""),
-        Some(0) => (b"/", &path[1..]),
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (b"", path),
-    }
-}
 
 fn ns(t: StatxTimestamp) -> i64 {
     // Saturates instead of wrapping for dates beyond year 2262.
@@ -371,13 +361,6 @@ mod tests {
         }
         assert_eq!(counts.entries as usize, sink.0.len());
         sink
-    }
-
-    #[test]
-    fn split_path_handles_root_and_nesting() {
-        assert_eq!(split_path(b"/"), (&b"/"[..], &b""[..]));
-        assert_eq!(split_path(b"/a"), (&b"/"[..], &b"a"[..]));
-        assert_eq!(split_path(b"/a/b\xff"), (&b"/a"[..], &b"b\xff"[..]));
     }
 
     #[test]

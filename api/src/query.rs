@@ -1,0 +1,129 @@
+//! The SQL the API runs. Every value from a request enters through `quote_bytes` or as a
+//! number the request parser already checked; nothing else is spliced.
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::sql::quote_bytes;
+
+/// A committed snapshot.
+#[derive(Debug, Row, Deserialize)]
+pub struct SnapshotRow {
+    pub snapshot_id: u64,
+    pub filesystem_label: String,
+    #[serde(with = "serde_bytes")]
+    pub root_path: Vec<u8>,
+    pub hosts: Vec<String>,
+    pub ranks: u32,
+    pub scanner_version: String,
+    pub started_at: u32,
+    pub finished_at: u32,
+    pub entries: u64,
+    pub errors: u64,
+    pub apparent_bytes: u64,
+}
+
+const SNAPSHOT_COLUMNS: &str = "snapshot_id, filesystem_label, root_path, hosts, ranks, scanner_version, \
+     toUInt32(started_at) AS started_at, toUInt32(finished_at) AS finished_at, entries, errors, apparent_bytes";
+
+pub fn committed_snapshots(db: &Database, limit: u64, offset: u64) -> String {
+    format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM {db}.snapshots FINAL WHERE state = 'committed' \
+         ORDER BY snapshot_id DESC LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+pub fn count_committed_snapshots(db: &Database) -> String {
+    format!("SELECT count() FROM {db}.snapshots FINAL WHERE state = 'committed'")
+}
+
+pub fn committed_snapshot(db: &Database, snapshot_id: u64) -> String {
+    format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM {db}.snapshots FINAL WHERE state = 'committed' AND snapshot_id = {snapshot_id}"
+    )
+}
+
+/// Recursive totals of one directory.
+#[derive(Debug, Row, Deserialize)]
+pub struct RollupRow {
+    pub bytes: u64,
+    pub allocated: u64,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub max_mtime_ns: i64,
+    pub max_atime_ns: i64,
+}
+
+/// The rollup of the directory `parent`/`name`, looked up by the table's sort key.
+pub fn directory_rollup(db: &Database, snapshot_id: u64, parent: &[u8], name: &[u8]) -> String {
+    format!(
+        "SELECT bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns FROM {db}.dir_rollups \
+         WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
+        quote_bytes(parent),
+        quote_bytes(name)
+    )
+}
+
+pub fn count_children(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
+    let dir = quote_bytes(dir);
+    format!(
+        "SELECT count() FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND parent_path = {dir} AND path != {dir}"
+    )
+}
+
+/// One child of a directory with its recursive totals (zero for non-directories).
+#[derive(Debug, Row, Deserialize)]
+pub struct ChildRow {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    pub kind: i8,
+    pub size: u64,
+    pub allocated: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub nlink: u64,
+    pub mtime_ns: i64,
+    pub atime_ns: i64,
+    pub error_op: i8,
+    pub errno: i32,
+    #[serde(with = "serde_bytes")]
+    pub symlink_target: Vec<u8>,
+    pub tree_bytes: u64,
+    pub tree_allocated: u64,
+    pub tree_entries: u64,
+    pub tree_files: u64,
+    pub tree_dirs: u64,
+    pub tree_max_mtime_ns: i64,
+}
+
+/// Children of `dir`, largest first (recursive bytes for directories), then by name.
+pub fn children(db: &Database, snapshot_id: u64, dir: &[u8], limit: u64, offset: u64) -> String {
+    let dir = quote_bytes(dir);
+    format!(
+        "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
+    if(kind = 'dir', tree_bytes, size) AS tree_bytes,
+    if(kind = 'dir', tree_allocated, allocated) AS tree_allocated,
+    tree_entries, tree_files, tree_dirs,
+    if(kind = 'dir', tree_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns
+FROM
+(
+    SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target
+    FROM {db}.entries
+    WHERE snapshot_id = {snapshot_id} AND parent_path = {dir} AND path != {dir}
+) AS e
+ANY LEFT JOIN
+(
+    SELECT name, bytes AS tree_bytes, allocated AS tree_allocated, entries AS tree_entries, files AS tree_files,
+        dirs AS tree_dirs, max_mtime_ns AS tree_max_mtime_ns
+    FROM {db}.dir_rollups
+    WHERE snapshot_id = {snapshot_id} AND parent_path = {dir}
+) AS r USING name
+ORDER BY tree_bytes DESC, name ASC
+LIMIT {limit} OFFSET {offset}"
+    )
+}

@@ -1,0 +1,367 @@
+//! The HTTP routes. Every list is paged with `limit` (1..=1000, default 100) and `offset`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::Html;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use storage_tracker_proto::entry::split_path;
+use storage_tracker_proto::{EntryKind, ErrorOp};
+
+use crate::paths::{PathParam, Text};
+use crate::query::{self, ChildRow, RollupRow, SnapshotRow};
+use crate::{ApiError, AppState};
+
+pub const MAX_PAGE: u64 = 1000;
+const DEFAULT_PAGE: u64 = 100;
+const MAX_OFFSET: u64 = 100_000_000;
+
+/// The router of the whole API and the UI.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(ui))
+        .route("/health", get(health))
+        .route("/api/v1/snapshots", get(list_snapshots))
+        .route("/api/v1/snapshots/{snapshot_id}", get(one_snapshot))
+        .route("/api/v1/snapshots/{snapshot_id}/children", get(children))
+        .fallback(|| async {
+            ApiError::NotFound("no such route; the API lives under /api/v1".into())
+        })
+        .with_state(state)
+}
+
+async fn ui() -> Html<&'static str> {
+    Html(include_str!("../../ui/index.html"))
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+impl Page {
+    fn checked(&self) -> Result<(u64, u64), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_PAGE}, got {limit}"
+            )));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if offset > MAX_OFFSET {
+            return Err(ApiError::BadRequest(format!(
+                "offset must be at most {MAX_OFFSET}, got {offset}"
+            )));
+        }
+        Ok((limit, offset))
+    }
+}
+
+fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
+}
+
+fn snapshot_id(
+    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<u64, ApiError> {
+    let Path(raw) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    raw.parse::<u64>().ok().filter(|&id| id > 0).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "snapshot id must be a positive integer, got {raw:?}"
+        ))
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+    clickhouse: String,
+}
+
+async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<Health>) {
+    match state
+        .client
+        .query("SELECT version()")
+        .fetch_one::<String>()
+        .await
+    {
+        Ok(version) => (
+            axum::http::StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                clickhouse: version,
+            }),
+        ),
+        Err(e) => {
+            tracing::warn!("health check: ClickHouse unreachable: {e}");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "unavailable",
+                    clickhouse: "unreachable".into(),
+                }),
+            )
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Snapshot {
+    snapshot_id: u64,
+    filesystem_label: String,
+    root_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_path_b64: Option<String>,
+    hosts: Vec<String>,
+    ranks: u32,
+    scanner_version: String,
+    started_at: u32,
+    finished_at: u32,
+    entries: u64,
+    errors: u64,
+    apparent_bytes: u64,
+}
+
+impl From<SnapshotRow> for Snapshot {
+    fn from(r: SnapshotRow) -> Self {
+        let root = Text::of(&r.root_path);
+        Self {
+            snapshot_id: r.snapshot_id,
+            filesystem_label: r.filesystem_label,
+            root_path: root.text,
+            root_path_b64: root.b64,
+            hosts: r.hosts,
+            ranks: r.ranks,
+            scanner_version: r.scanner_version,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            entries: r.entries,
+            errors: r.errors,
+            apparent_bytes: r.apparent_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotList {
+    total: u64,
+    limit: u64,
+    offset: u64,
+    snapshots: Vec<Snapshot>,
+}
+
+async fn list_snapshots(
+    State(state): State<AppState>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<SnapshotList>, ApiError> {
+    let (limit, offset) = query_params(page)?.checked()?;
+    let db = &state.database;
+    let total = state
+        .client
+        .query(&query::count_committed_snapshots(db))
+        .fetch_one::<u64>()
+        .await?;
+    let rows = state
+        .client
+        .query(&query::committed_snapshots(db, limit, offset))
+        .fetch_all::<SnapshotRow>()
+        .await?;
+    Ok(Json(SnapshotList {
+        total,
+        limit,
+        offset,
+        snapshots: rows.into_iter().map(Snapshot::from).collect(),
+    }))
+}
+
+async fn committed(state: &AppState, snapshot_id: u64) -> Result<SnapshotRow, ApiError> {
+    state
+        .client
+        .query(&query::committed_snapshot(&state.database, snapshot_id))
+        .fetch_optional::<SnapshotRow>()
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no committed snapshot {snapshot_id}")))
+}
+
+async fn one_snapshot(
+    State(state): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Snapshot>, ApiError> {
+    let snapshot_id = snapshot_id(id)?;
+    Ok(Json(committed(&state, snapshot_id).await?.into()))
+}
+
+// Flat fields: serde_urlencoded cannot read numbers inside a flattened struct.
+#[derive(Debug, Deserialize)]
+struct ChildrenParams {
+    path: Option<String>,
+    path_b64: Option<String>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Totals {
+    bytes: u64,
+    allocated: u64,
+    entries: u64,
+    files: u64,
+    dirs: u64,
+    max_mtime_ns: i64,
+    max_atime_ns: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct EntryError {
+    op: &'static str,
+    errno: i32,
+}
+
+#[derive(Debug, Serialize)]
+struct Child {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_b64: Option<String>,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    kind: &'static str,
+    /// Recursive apparent bytes for a directory (itself included), the size otherwise.
+    bytes: u64,
+    allocated: u64,
+    /// Entries, files and directories below a directory; 0 otherwise.
+    entries: u64,
+    files: u64,
+    dirs: u64,
+    /// Newest mtime in a directory's tree; the entry's own otherwise.
+    max_mtime_ns: i64,
+    size: u64,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    nlink: u64,
+    mtime_ns: i64,
+    atime_ns: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symlink_target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<EntryError>,
+}
+
+impl From<ChildRow> for Child {
+    fn from(r: ChildRow) -> Self {
+        let (name, path) = (Text::of(&r.name), Text::of(&r.path));
+        let kind = EntryKind::from_code(r.kind as u8).unwrap_or(EntryKind::Unknown);
+        let error = ErrorOp::from_code(r.error_op as u8)
+            .filter(|op| *op != ErrorOp::None)
+            .map(|op| EntryError {
+                op: op.name(),
+                errno: r.errno,
+            });
+        Self {
+            name: name.text,
+            name_b64: name.b64,
+            path: path.text,
+            path_b64: path.b64,
+            kind: kind.name(),
+            bytes: r.tree_bytes,
+            allocated: r.tree_allocated,
+            entries: r.tree_entries,
+            files: r.tree_files,
+            dirs: r.tree_dirs,
+            max_mtime_ns: r.tree_max_mtime_ns,
+            size: r.size,
+            uid: r.uid,
+            gid: r.gid,
+            mode: r.mode,
+            nlink: r.nlink,
+            mtime_ns: r.mtime_ns,
+            atime_ns: r.atime_ns,
+            symlink_target: (kind == EntryKind::Symlink)
+                .then(|| String::from_utf8_lossy(&r.symlink_target).into_owned()),
+            error,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Children {
+    snapshot_id: u64,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    directory: Totals,
+    total: u64,
+    limit: u64,
+    offset: u64,
+    children: Vec<Child>,
+}
+
+/// `GET /api/v1/snapshots/{id}/children?path=/dir`: a directory's entries, largest first.
+async fn children(
+    State(state): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    params: Result<Query<ChildrenParams>, QueryRejection>,
+) -> Result<Json<Children>, ApiError> {
+    let snapshot_id = snapshot_id(id)?;
+    let params = query_params(params)?;
+    let (limit, offset) = Page {
+        limit: params.limit,
+        offset: params.offset,
+    }
+    .checked()?;
+    let requested = PathParam {
+        path: params.path,
+        path_b64: params.path_b64,
+    }
+    .bytes()?;
+    let snapshot = committed(&state, snapshot_id).await?;
+    let dir = requested.unwrap_or(snapshot.root_path);
+    let db = &state.database;
+
+    let (parent, name) = split_path(&dir);
+    let rollup = state
+        .client
+        .query(&query::directory_rollup(db, snapshot_id, parent, name))
+        .fetch_optional::<RollupRow>()
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no directory {:?} in snapshot {snapshot_id}",
+                String::from_utf8_lossy(&dir)
+            ))
+        })?;
+    let total = state
+        .client
+        .query(&query::count_children(db, snapshot_id, &dir))
+        .fetch_one::<u64>()
+        .await?;
+    let rows = state
+        .client
+        .query(&query::children(db, snapshot_id, &dir, limit, offset))
+        .fetch_all::<ChildRow>()
+        .await?;
+    let shown = Text::of(&dir);
+    Ok(Json(Children {
+        snapshot_id,
+        path: shown.text,
+        path_b64: shown.b64,
+        directory: Totals {
+            bytes: rollup.bytes,
+            allocated: rollup.allocated,
+            entries: rollup.entries,
+            files: rollup.files,
+            dirs: rollup.dirs,
+            max_mtime_ns: rollup.max_mtime_ns,
+            max_atime_ns: rollup.max_atime_ns,
+        },
+        total,
+        limit,
+        offset,
+        children: rows.into_iter().map(Child::from).collect(),
+    }))
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the system packages storage-tracker builds and tests with (Debian/Ubuntu, as root or
+# with sudo): ClickHouse, MPICH with what the MPI bindings' bindgen needs, Slurm and munge,
+# protoc. Packages already present are left alone; apt is retried while another apt holds the lock.
+set -euo pipefail
+
+packages=(
+  clickhouse-server clickhouse-client
+  mpich libmpich-dev libclang1-14 libclang-common-14-dev
+  slurm-wlm munge
+  protobuf-compiler
+  curl ca-certificates pkg-config
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all system packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "install-deps: installing ${missing[*]}"
+apt_get() {
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    if DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 -q "$@"; then
+      return 0
+    fi
+    echo "install-deps: apt-get $1 failed (attempt $attempt), retrying in $((attempt * 10)) s" >&2
+    sleep $((attempt * 10))
+  done
+  echo "install-deps: apt-get $* kept failing; check the network and the apt sources" >&2
+  return 1
+}
+apt_get update
+apt_get install -y --no-install-recommends "${missing[@]}"
+
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: cargo is missing: install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi

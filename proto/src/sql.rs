@@ -1,0 +1,77 @@
+//! SQL literals for ClickHouse, built so that no input can leave the literal.
+//!
+//! Paths are arbitrary bytes, so every value is written byte by byte: printable ASCII as is
+//! (quote and backslash escaped), everything else as `\xHH`. Both ClickHouse 18.16 and current
+//! releases read these escapes, and the result is plain ASCII whatever the input was.
+
+use std::fmt::Write;
+
+/// A single-quoted ClickHouse string literal holding exactly `value`.
+pub fn quote_bytes(value: &[u8]) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for &b in value {
+        match b {
+            b'\'' | b'\\' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            0x20..=0x7e => out.push(b as char),
+            _ => write!(out, "\\x{b:02X}").expect("writing to a String"),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A string literal for UTF-8 text.
+pub fn quote_str(value: &str) -> String {
+    quote_bytes(value.as_bytes())
+}
+
+/// The literal that `startsWith(path, ...)` needs to select everything strictly below `dir`.
+pub fn below_prefix(dir: &[u8]) -> Vec<u8> {
+    let mut prefix = dir.to_vec();
+    if prefix.last() != Some(&b'/') {
+        prefix.push(b'/');
+    }
+    prefix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_and_backslashes_cannot_escape() {
+        assert_eq!(quote_str("a'b"), r"'a\'b'");
+        assert_eq!(
+            quote_str(r"a\'); DROP TABLE x; --"),
+            r"'a\\\'); DROP TABLE x; --'"
+        );
+        assert_eq!(quote_bytes(b"\n\x00\xff"), r"'\x0A\x00\xFF'");
+    }
+
+    #[test]
+    fn every_byte_value_stays_inside_the_literal() {
+        let all: Vec<u8> = (0..=255).collect();
+        let q = quote_bytes(&all);
+        assert!(q.is_ascii());
+        // Between the outer quotes, a quote only ever appears escaped.
+        let inner = &q[1..q.len() - 1];
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => assert!(chars.next().is_some()),
+                '\'' => panic!("unescaped quote in {q}"),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn below_prefix_of_root_is_slash() {
+        assert_eq!(below_prefix(b"/"), b"/");
+        assert_eq!(below_prefix(b"/a/b"), b"/a/b/");
+    }
+}
