@@ -353,6 +353,12 @@ fn coordinate<W: Work, T: Transport>(
                     } else {
                         pool.give_away(config.max_items_per_steal)
                     };
+                    tracing::debug!(
+                        rank = me,
+                        thief = src,
+                        items = items.len(),
+                        "steal request served"
+                    );
                     if items.is_empty() {
                         t.send(src, vec![MSG_NO_WORK]);
                     } else {
@@ -363,6 +369,7 @@ fn coordinate<W: Work, T: Transport>(
                 }
                 MSG_WORK => {
                     let items: Vec<W> = decode_work(body);
+                    tracing::debug!(rank = me, victim = src, items = items.len(), "work stolen");
                     stats.items_stolen += items.len() as u64;
                     safra.count -= 1;
                     safra.color = Color::Black;
@@ -408,6 +415,7 @@ fn coordinate<W: Work, T: Transport>(
                         && back.sum + safra.count == 0
                     {
                         terminating = true;
+                        tracing::debug!(probes = stats.probes, "termination detected");
                         for dest in 1..size {
                             t.send(dest, vec![MSG_TERMINATE]);
                         }

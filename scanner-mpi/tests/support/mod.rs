@@ -1,0 +1,346 @@
+//! Test environment for the scanner's integration tests: a real ClickHouse (started by
+//! `ci/clickhouse.sh`), a fresh database per test, an in-process aggregator on loopback, a
+//! fixture tree, and ground truth computed independently of the scanner (std's by-path
+//! `symlink_metadata`, not the scanner's `statx` relative to directory handles).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use storage_tracker_aggregator::{Store, StoreConfig};
+use storage_tracker_proto::ddl::Database;
+
+/// The ClickHouse the tests use. Missing configuration fails the test: it never skips.
+pub fn clickhouse_url() -> String {
+    std::env::var("STORAGE_TRACKER_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| {
+        panic!(
+            "STORAGE_TRACKER_TEST_CLICKHOUSE_URL is not set. Integration tests need a real ClickHouse: \
+             run them with ci/test.sh, or start one with `ci/clickhouse.sh start` and export the URL it prints"
+        )
+    })
+}
+
+/// A database that exists for one test and is dropped afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    pub database: Database,
+    client: clickhouse::Client,
+}
+
+impl TestDatabase {
+    pub fn new(runtime: &tokio::runtime::Runtime, tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let url = clickhouse_url();
+        let name = format!(
+            "st_test_{tag}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let database = Database::new(&name).unwrap();
+        let client = clickhouse::Client::default()
+            .with_url(&url)
+            .with_validation(false);
+        let store = Store::new(Self::store_config_for(&url, &database));
+        runtime
+            .block_on(store.migrate())
+            .expect("creating the test database");
+        Self {
+            url,
+            database,
+            client,
+        }
+    }
+
+    fn store_config_for(url: &str, database: &Database) -> StoreConfig {
+        StoreConfig {
+            url: url.to_owned(),
+            user: "default".into(),
+            password: String::new(),
+            database: database.clone(),
+        }
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        Self::store_config_for(&self.url, &self.database)
+    }
+
+    /// A query as the writing user, for checks.
+    pub fn query<T>(&self, runtime: &tokio::runtime::Runtime, sql: &str) -> Vec<T>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        runtime
+            .block_on(self.client.query(sql).fetch_all::<T>())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
+        let client = self.client.clone();
+        // A runtime of its own: Drop may run while the test's runtime is gone.
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            let _ = rt.block_on(client.query(&sql).execute());
+        }
+    }
+}
+
+/// A running aggregator on 127.0.0.1, stopped when dropped.
+pub struct Aggregator {
+    pub addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Aggregator {
+    pub fn start(runtime: &tokio::runtime::Runtime, db: &TestDatabase) -> Self {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let store = Store::new(db.store_config());
+        runtime.spawn(async move {
+            storage_tracker_aggregator::serve(listener, store, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("aggregator serves");
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn os(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
+
+/// The fixture: every case a faithful scan must get right.
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+pub const HUGE_DIR_ENTRIES: usize = 20_000;
+pub const DEPTH: usize = 12;
+pub const WIDE_DIRS: usize = 200;
+
+impl Fixture {
+    pub fn build() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let w = |p: &str, bytes: usize| std::fs::write(root.join(p), vec![b'x'; bytes]).unwrap();
+        let d = |p: &str| std::fs::create_dir_all(root.join(p)).unwrap();
+
+        // Hidden entries are entries.
+        d(".hidden_dir/.nested_hidden");
+        w(".hidden_dir/.secret", 1234);
+        w(".hidden_dir/.nested_hidden/.deeper", 17);
+        w(".dotfile", 99);
+
+        // Symlinks (to a file, to a directory, dangling) are recorded, never followed; hard
+        // links appear at each path; a FIFO; a name that is not UTF-8; an HTML-like name.
+        d("mixed");
+        w("mixed/target.bin", 5000);
+        std::os::unix::fs::symlink("target.bin", root.join("mixed/link_to_file")).unwrap();
+        std::os::unix::fs::symlink("../wide", root.join("mixed/link_to_dir")).unwrap();
+        std::os::unix::fs::symlink("does/not/exist", root.join("mixed/dangling")).unwrap();
+        std::fs::hard_link(
+            root.join("mixed/target.bin"),
+            root.join("mixed/hard_link.bin"),
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("mixed/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        std::fs::write(
+            os(&[
+                root.join("mixed").as_os_str().as_bytes(),
+                b"/bad_\xff\xfe.dat",
+            ]
+            .concat()),
+            vec![0u8; 321],
+        )
+        .unwrap();
+        w("mixed/<img src=x onerror=alert(1)>.txt", 12);
+        // A sparse file: a large apparent size, nearly nothing allocated.
+        std::fs::File::create(root.join("mixed/sparse.img"))
+            .unwrap()
+            .set_len(3 << 30)
+            .unwrap();
+
+        // Empty directories.
+        d("empty");
+        d("wide/d000/empty_leaf");
+
+        // Wide: many small directories, so every rank has work to steal.
+        for i in 0..WIDE_DIRS {
+            d(&format!("wide/d{i:03}"));
+            for j in 0..5 {
+                w(&format!("wide/d{i:03}/f{j}"), i * 10 + j);
+            }
+        }
+
+        // Deep: a chain deeper than 10.
+        let mut p = String::from("deep");
+        for level in 1..=DEPTH {
+            p.push_str(&format!("/l{level}"));
+            d(&p);
+            w(&format!("{p}/file{level}"), level * 10);
+        }
+
+        // One huge directory.
+        d("huge");
+        for i in 0..HUGE_DIR_ENTRIES {
+            std::fs::write(
+                root.join(format!("huge/f{i:05}")),
+                if i % 1000 == 0 {
+                    &b"0123456789"[..]
+                } else {
+                    &b""[..]
+                },
+            )
+            .unwrap();
+        }
+        Self { _dir: dir, root }
+    }
+
+    pub fn root_bytes(&self) -> &[u8] {
+        self.root.as_os_str().as_bytes()
+    }
+}
+
+/// One entry as std sees it.
+#[derive(Debug, Clone)]
+pub struct TruthEntry {
+    pub path: Vec<u8>,
+    pub kind: &'static str,
+    pub size: u64,
+}
+
+fn kind_of(md: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = md.file_type();
+    if t.is_symlink() {
+        "symlink"
+    } else if t.is_dir() {
+        "dir"
+    } else if t.is_file() {
+        "file"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() {
+        "block"
+    } else if t.is_char_device() {
+        "char"
+    } else {
+        "unknown"
+    }
+}
+
+/// Every entry under (and including) `root`, by a plain recursive walk.
+pub fn ground_truth(root: &Path) -> Vec<TruthEntry> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let kind = kind_of(&md);
+        if kind == "dir" {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+        out.push(TruthEntry {
+            path: p.as_os_str().as_bytes().to_vec(),
+            kind,
+            size: md.size(),
+        });
+    }
+    out
+}
+
+/// Recursive totals of a directory by the product's definition: bytes of the directory and
+/// everything below it; entries, files and directories strictly below it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TreeTotals {
+    pub bytes: u64,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+}
+
+pub fn tree_totals(truth: &[TruthEntry], dir: &[u8]) -> TreeTotals {
+    let mut below = dir.to_vec();
+    below.push(b'/');
+    let mut t = TreeTotals::default();
+    for e in truth {
+        if e.path == dir {
+            t.bytes += e.size;
+        } else if e.path.starts_with(&below) {
+            t.bytes += e.size;
+            t.entries += 1;
+            t.files += u64::from(e.kind == "file");
+            t.dirs += u64::from(e.kind == "dir");
+        }
+    }
+    t
+}
+
+/// Expected API children of `dir`: (name bytes, kind, bytes, files, dirs), largest first,
+/// then by name bytes.
+pub fn expected_children(
+    truth: &[TruthEntry],
+    dir: &[u8],
+) -> Vec<(Vec<u8>, &'static str, u64, u64, u64)> {
+    let mut prefix = dir.to_vec();
+    prefix.push(b'/');
+    let mut children: Vec<_> = truth
+        .iter()
+        .filter(|e| e.path.starts_with(&prefix) && !e.path[prefix.len()..].contains(&b'/'))
+        .map(|e| {
+            let name = e.path[prefix.len()..].to_vec();
+            if e.kind == "dir" {
+                let t = tree_totals(truth, &e.path);
+                (name, e.kind, t.bytes, t.files, t.dirs)
+            } else {
+                (name, e.kind, e.size, 0, 0)
+            }
+        })
+        .collect();
+    children.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    children
+}
+
+pub fn kind_counts(truth: &[TruthEntry]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for e in truth {
+        *m.entry(e.kind.to_owned()).or_insert(0) += 1;
+    }
+    m
+}
