@@ -1,0 +1,377 @@
+//! The ingest service against a real ClickHouse: what is acknowledged is stored exactly once,
+//! what is malformed is refused with a message that names it, and a snapshot that fails
+//! verification leaves no rows behind.
+
+#[path = "../../scanner-mpi/tests/support/mod.rs"]
+mod support;
+
+use serde::Deserialize;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use storage_tracker_proto::entry::{EntryRef, EntryStat};
+use storage_tracker_proto::v1::ingest_client::IngestClient;
+use storage_tracker_proto::v1::{
+    AbortSnapshotRequest, BeginSnapshotRequest, Chunk, ChunkAck, FinishSnapshotRequest, RankTotals,
+};
+use storage_tracker_proto::{EntryBatchBuilder, EntryKind, SCHEMA_VERSION, encode_chunk};
+use support::{Aggregator, TestDatabase};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn begin_request(ranks: u32) -> BeginSnapshotRequest {
+    BeginSnapshotRequest {
+        filesystem_label: "test".into(),
+        root_path: b"/r".to_vec(),
+        ranks,
+        hosts: vec!["h".into()],
+        scanner_version: "test".into(),
+        schema_version: SCHEMA_VERSION,
+    }
+}
+
+/// A valid chunk of `rows` files under /r (plus the root row in chunk 0 of rank 0).
+fn chunk(snapshot_id: u64, rank: u32, seq: u64, rows: usize) -> Chunk {
+    let mut b = EntryBatchBuilder::with_capacity(rows + 1);
+    if rank == 0 && seq == 0 {
+        b.append(&EntryRef {
+            path: b"/r",
+            parent: b"/",
+            name: b"r",
+            depth: 0,
+            kind: EntryKind::Dir,
+            stat: EntryStat::default(),
+            symlink_target: b"",
+            error: None,
+        });
+    }
+    for i in 0..rows {
+        let name = format!("f{rank}_{seq}_{i}");
+        let path = format!("/r/{name}");
+        b.append(&EntryRef {
+            path: path.as_bytes(),
+            parent: b"/r",
+            name: name.as_bytes(),
+            depth: 1,
+            kind: EntryKind::File,
+            stat: EntryStat {
+                size: 10,
+                ..Default::default()
+            },
+            symlink_target: b"",
+            error: None,
+        });
+    }
+    let batch = b.finish();
+    Chunk {
+        snapshot_id,
+        rank,
+        seq,
+        rows: batch.num_rows() as u64,
+        parquet: encode_chunk(&batch).unwrap().into(),
+    }
+}
+
+async fn connect(addr: &str) -> IngestClient<tonic::transport::Channel> {
+    IngestClient::connect(addr.to_owned()).await.unwrap()
+}
+
+/// Streams `chunks` on one call; returns the acks and the error that ended the call, if any.
+async fn stream(
+    client: &mut IngestClient<tonic::transport::Channel>,
+    chunks: Vec<Chunk>,
+) -> (Vec<ChunkAck>, Option<tonic::Status>) {
+    let mut acks = Vec::new();
+    let mut responses = match client.stream_chunks(tokio_stream::iter(chunks)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return (acks, Some(status)),
+    };
+    while let Some(item) = responses.next().await {
+        match item {
+            Ok(ack) => acks.push(ack),
+            Err(status) => return (acks, Some(status)),
+        }
+    }
+    (acks, None)
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Count {
+    n: u64,
+}
+
+fn rows(rt: &tokio::runtime::Runtime, db: &TestDatabase, snapshot_id: u64) -> u64 {
+    db.query::<Count>(
+        rt,
+        &format!(
+            "SELECT count() AS n FROM {}.entries WHERE snapshot_id = {snapshot_id}",
+            db.database
+        ),
+    )[0]
+    .n
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct State {
+    state: String,
+    message: String,
+}
+
+fn state(rt: &tokio::runtime::Runtime, db: &TestDatabase, snapshot_id: u64) -> State {
+    db.query::<State>(rt, &format!("SELECT toString(state) AS state, message FROM {}.snapshots FINAL WHERE snapshot_id = {snapshot_id}", db.database))
+        .pop()
+        .expect("the snapshot is recorded")
+}
+
+#[test]
+fn a_chunk_sent_twice_is_stored_once_and_the_snapshot_commits() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "dup");
+    let agg = Aggregator::start(&rt, &db);
+    rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        let id = c
+            .begin_snapshot(begin_request(1))
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot_id;
+        let (acks, err) = stream(
+            &mut c,
+            vec![
+                chunk(id, 0, 0, 100),
+                chunk(id, 0, 0, 100),
+                chunk(id, 0, 1, 50),
+            ],
+        )
+        .await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(
+            acks.iter().map(|a| (a.seq, a.stored)).collect::<Vec<_>>(),
+            [(0, true), (0, false), (1, true)]
+        );
+        let totals = RankTotals {
+            rank: 0,
+            chunks: 2,
+            entries: 151,
+            errors: 0,
+            apparent_bytes: 1500,
+            host: "h".into(),
+        };
+        let done = c
+            .finish_snapshot(FinishSnapshotRequest {
+                snapshot_id: id,
+                ranks: vec![totals],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((done.entries, done.directories), (151, 1));
+        id
+    });
+    assert_eq!(rows(&rt, &db, 1), 151);
+    assert_eq!(state(&rt, &db, 1).state, "committed");
+}
+
+#[test]
+fn a_chunk_with_the_wrong_schema_is_refused_by_name_and_nothing_of_it_is_stored() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "schema");
+    let agg = Aggregator::start(&rt, &db);
+    let foreign = {
+        use arrow_array::{Int32Array, RecordBatch};
+        use std::sync::Arc;
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "path",
+            arrow_schema::DataType::Int32,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int32Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        out
+    };
+    let (acks, err) = rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        let id = c
+            .begin_snapshot(begin_request(1))
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot_id;
+        let bad = Chunk {
+            snapshot_id: id,
+            rank: 0,
+            seq: 1,
+            rows: 3,
+            parquet: foreign.into(),
+        };
+        stream(&mut c, vec![chunk(id, 0, 0, 10), bad, chunk(id, 0, 2, 10)]).await
+    });
+    assert_eq!(
+        acks.len(),
+        1,
+        "only the valid chunk before it is acknowledged"
+    );
+    let err = err.expect("the stream ends with an error");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("rank 0, seq 1") && err.message().contains("schema"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        rows(&rt, &db, 1),
+        11,
+        "the acknowledged chunk is kept, nothing of the bad one"
+    );
+}
+
+#[test]
+fn wrong_totals_fail_the_snapshot_and_drop_its_rows() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "verify");
+    let agg = Aggregator::start(&rt, &db);
+    let err = rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        let id = c
+            .begin_snapshot(begin_request(1))
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot_id;
+        let (_, e) = stream(&mut c, vec![chunk(id, 0, 0, 20)]).await;
+        assert!(e.is_none());
+        let claimed = RankTotals {
+            rank: 0,
+            chunks: 1,
+            entries: 22,
+            ..Default::default()
+        };
+        c.finish_snapshot(FinishSnapshotRequest {
+            snapshot_id: id,
+            ranks: vec![claimed],
+        })
+        .await
+        .unwrap_err()
+    });
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains("rank 0 scanned 22 entries; 21 were acknowledged"),
+        "{}",
+        err.message()
+    );
+    let s = state(&rt, &db, 1);
+    assert_eq!(s.state, "failed");
+    assert!(s.message.contains("verification failed"), "{}", s.message);
+    assert_eq!(rows(&rt, &db, 1), 0);
+}
+
+#[test]
+fn an_aborted_snapshot_leaves_no_rows_and_refuses_more_chunks() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "abort");
+    let agg = Aggregator::start(&rt, &db);
+    rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        let id = c
+            .begin_snapshot(begin_request(2))
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot_id;
+        let (_, e) = stream(&mut c, vec![chunk(id, 1, 0, 30)]).await;
+        assert!(e.is_none());
+        c.abort_snapshot(AbortSnapshotRequest {
+            snapshot_id: id,
+            reason: "rank 0 lost its node".into(),
+        })
+        .await
+        .unwrap();
+        let (_, e) = stream(&mut c, vec![chunk(id, 0, 0, 5)]).await;
+        let e = e.expect("refused");
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("is not running"), "{}", e.message());
+    });
+    assert_eq!(rows(&rt, &db, 1), 0);
+    let s = state(&rt, &db, 1);
+    assert_eq!(s.state, "failed");
+    assert!(s.message.contains("rank 0 lost its node"));
+}
+
+#[test]
+fn bad_begin_requests_are_refused_with_a_reason() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "begin");
+    let agg = Aggregator::start(&rt, &db);
+    rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        let e = c
+            .begin_snapshot(BeginSnapshotRequest {
+                schema_version: SCHEMA_VERSION + 1,
+                ..begin_request(1)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("schema version"), "{}", e.message());
+        let e = c
+            .begin_snapshot(BeginSnapshotRequest {
+                root_path: b"relative".to_vec(),
+                ..begin_request(1)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = c.begin_snapshot(begin_request(0)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+    });
+}
+
+#[test]
+fn clickhouse_down_is_unavailable_not_a_crash() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "down");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = db.store_config();
+    config.url = format!("http://{closed}");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(storage_tracker_aggregator::serve(
+        listener,
+        storage_tracker_aggregator::Store::new(config),
+        std::future::pending(),
+    ));
+    let e = rt.block_on(async {
+        connect(&addr)
+            .await
+            .begin_snapshot(begin_request(1))
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(
+        e.message().contains(&closed.to_string()),
+        "names the server: {}",
+        e.message()
+    );
+}

@@ -1,0 +1,125 @@
+//! The scanner's command line: bad input gets a clear message and a documented exit code.
+
+use std::process::{Command, Output};
+
+const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
+
+fn scan(args: &[&str]) -> Output {
+    Command::new(SCANNER)
+        .args(args)
+        .env_remove("SLURM_PROCID")
+        .env_remove("STORAGE_TRACKER_AGGREGATOR")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_root_exits_2_and_says_so() {
+    let o = scan(&[
+        "--output",
+        "/tmp/unused-storage-tracker",
+        "/nonexistent/storage-tracker",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot scan /nonexistent/storage-tracker"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_file_as_root_exits_2() {
+    let o = scan(&["--output", "/tmp/unused-storage-tracker", "/etc/hostname"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unreachable_aggregator_exits_1_and_names_it() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let addr = format!("http://{closed}");
+    let o = scan(&["--aggregator", &addr, "/etc"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("cannot reach the aggregator at {addr}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn flags_are_checked_before_anything_runs() {
+    for args in [
+        &["/etc"][..],
+        &["--aggregator", "http://x:1", "--output", "/tmp/x", "/etc"],
+        &["--threads", "0", "--output", "/tmp/x", "/etc"],
+        &["--bogus"],
+    ] {
+        let o = scan(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    let o = scan(&["--aggregator", "not a url", "/etc"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a valid URL"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_offline_scan_writes_whole_chunks_holding_every_entry() {
+    let tree = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        std::fs::create_dir_all(tree.path().join(format!("d{}/sub", i % 7))).unwrap();
+        std::fs::write(
+            tree.path().join(format!("d{}/sub/f{i}", i % 7)),
+            vec![1u8; i],
+        )
+        .unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let o = scan(&[
+        "--output",
+        out.path().to_str().unwrap(),
+        "--chunk-rows",
+        "16",
+        tree.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut rows = 0;
+    let mut bytes = 0;
+    for f in std::fs::read_dir(out.path()).unwrap() {
+        let f = f.unwrap().path();
+        assert_eq!(
+            f.extension().unwrap(),
+            "parquet",
+            "no temporary file is left: {f:?}"
+        );
+        let data = bytes::Bytes::from(std::fs::read(&f).unwrap());
+        let meta = parquet::file::reader::FileReader::metadata(
+            &parquet::file::serialized_reader::SerializedFileReader::new(data.clone()).unwrap(),
+        )
+        .clone();
+        let n = meta.file_metadata().num_rows() as u64;
+        let batch = storage_tracker_proto::decode_chunk(data, n).unwrap();
+        rows += batch.num_rows();
+        let sizes = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(
+            batch.column_by_name("size").unwrap(),
+        );
+        bytes += sizes.values().iter().sum::<u64>();
+    }
+    // The root, 7 d*, 7 sub, 50 files.
+    assert_eq!(rows, 1 + 7 + 7 + 50);
+    let mut dirs = std::fs::metadata(tree.path()).unwrap().len();
+    for i in 0..7 {
+        let d = tree.path().join(format!("d{i}"));
+        dirs +=
+            std::fs::metadata(&d).unwrap().len() + std::fs::metadata(d.join("sub")).unwrap().len();
+    }
+    assert_eq!(bytes, (0..50u64).sum::<u64>() + dirs);
+}
