@@ -105,7 +105,11 @@ cat >"$work/users.xml" <<XML
     </interval></default></quotas>
 </yandex>
 XML
-(cd "$work" && setsid clickhouse-server --config-file="$work/config.xml" >"$work/log/stdout.log" 2>&1 < /dev/null & echo $! >"$work/server.pid")
+# A background job of a script ignores SIGINT: Ctrl-C in a caller does not stop the server.
+cd "$work"
+clickhouse-server --config-file="$work/config.xml" >"$work/log/stdout.log" 2>&1 </dev/null &
+echo $! >"$work/server.pid"
+cd - >/dev/null
 for _ in $(seq 1 300); do
   if ping; then
     echo "$url"

@@ -152,7 +152,7 @@ fn main() -> ExitCode {
 /// This rank's output: the gRPC stream of a live scan or the chunk files of an offline one.
 enum Output {
     Live {
-        ingest: Ingest,
+        ingest: Box<Ingest>,
         upload: Option<Upload>,
     },
     Offline(DirSink),
@@ -199,7 +199,7 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
             .map(|()| Output::Offline(DirSink::new(dir.clone(), rank as u32))),
         (None, Some(addr)) => Ingest::connect(addr)
             .map(|ingest| Output::Live {
-                ingest,
+                ingest: Box::new(ingest),
                 upload: None,
             })
             .map_err(Into::into),

@@ -463,11 +463,14 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::mpsc;
 
+    /// A message and the rank it came from.
+    type Envelope = (usize, Vec<u8>);
+
     /// In-process transport: one channel per rank.
     struct ChannelTransport {
         rank: usize,
-        peers: Vec<mpsc::Sender<(usize, Vec<u8>)>>,
-        inbox: mpsc::Receiver<(usize, Vec<u8>)>,
+        peers: Vec<mpsc::Sender<Envelope>>,
+        inbox: mpsc::Receiver<Envelope>,
     }
 
     impl Transport for ChannelTransport {

@@ -324,16 +324,17 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
 
-    #[derive(Default)]
-    struct Collect(
-        Vec<(
-            Vec<u8>,
-            EntryKind,
-            EntryStat,
-            Vec<u8>,
-            Option<(ErrorOp, i32)>,
-        )>,
+    /// (path, kind, stat, symlink target, error) of one row.
+    type Row = (
+        Vec<u8>,
+        EntryKind,
+        EntryStat,
+        Vec<u8>,
+        Option<(ErrorOp, i32)>,
     );
+
+    #[derive(Default)]
+    struct Collect(Vec<Row>);
 
     impl RowSink for Collect {
         fn row(&mut self, e: &EntryRef<'_>) {
