@@ -17,12 +17,16 @@ use storage_tracker_proto::v1::{
 use storage_tracker_proto::{EntryBatchBuilder, EntryKind, SCHEMA_VERSION, encode_chunk};
 use support::{Aggregator, TestDatabase};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// A runtime, a fresh database and an aggregator on it.
+fn setup(tag: &str) -> (tokio::runtime::Runtime, TestDatabase, Aggregator) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap()
+        .unwrap();
+    let db = TestDatabase::new(&rt, tag);
+    let agg = Aggregator::start(&rt, &db);
+    (rt, db, agg)
 }
 
 fn begin_request(ranks: u32) -> BeginSnapshotRequest {
@@ -131,9 +135,7 @@ fn state(rt: &tokio::runtime::Runtime, db: &TestDatabase, snapshot_id: u64) -> S
 
 #[test]
 fn a_chunk_sent_twice_is_stored_once_and_the_snapshot_commits() {
-    let rt = runtime();
-    let db = TestDatabase::new(&rt, "dup");
-    let agg = Aggregator::start(&rt, &db);
+    let (rt, db, agg) = setup("dup");
     rt.block_on(async {
         let mut c = connect(&agg.addr).await;
         let id = c
@@ -181,9 +183,7 @@ fn a_chunk_sent_twice_is_stored_once_and_the_snapshot_commits() {
 
 #[test]
 fn a_chunk_with_the_wrong_schema_is_refused_by_name_and_nothing_of_it_is_stored() {
-    let rt = runtime();
-    let db = TestDatabase::new(&rt, "schema");
-    let agg = Aggregator::start(&rt, &db);
+    let (rt, db, agg) = setup("schema");
     let foreign = {
         use arrow_array::{Int32Array, RecordBatch};
         use std::sync::Arc;
@@ -241,9 +241,7 @@ fn a_chunk_with_the_wrong_schema_is_refused_by_name_and_nothing_of_it_is_stored(
 
 #[test]
 fn wrong_totals_fail_the_snapshot_and_drop_its_rows() {
-    let rt = runtime();
-    let db = TestDatabase::new(&rt, "verify");
-    let agg = Aggregator::start(&rt, &db);
+    let (rt, db, agg) = setup("verify");
     let err = rt.block_on(async {
         let mut c = connect(&agg.addr).await;
         let id = c
@@ -282,9 +280,7 @@ fn wrong_totals_fail_the_snapshot_and_drop_its_rows() {
 
 #[test]
 fn an_aborted_snapshot_leaves_no_rows_and_refuses_more_chunks() {
-    let rt = runtime();
-    let db = TestDatabase::new(&rt, "abort");
-    let agg = Aggregator::start(&rt, &db);
+    let (rt, db, agg) = setup("abort");
     rt.block_on(async {
         let mut c = connect(&agg.addr).await;
         let id = c
@@ -314,9 +310,7 @@ fn an_aborted_snapshot_leaves_no_rows_and_refuses_more_chunks() {
 
 #[test]
 fn bad_begin_requests_are_refused_with_a_reason() {
-    let rt = runtime();
-    let db = TestDatabase::new(&rt, "begin");
-    let agg = Aggregator::start(&rt, &db);
+    let (rt, _db, agg) = setup("begin");
     rt.block_on(async {
         let mut c = connect(&agg.addr).await;
         let e = c
@@ -343,8 +337,7 @@ fn bad_begin_requests_are_refused_with_a_reason() {
 
 #[test]
 fn clickhouse_down_is_unavailable_not_a_crash() {
-    let rt = runtime();
-    let db = TestDatabase::new(&rt, "down");
+    let (rt, db, _agg) = setup("down");
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -50,12 +50,12 @@ struct Args {
     clickhouse_password: String,
 
     /// ClickHouse database holding the snapshots.
-    #[arg(long, env = "STORAGE_TRACKER_DATABASE", default_value = "storage_tracker", value_parser = parse_database)]
+    #[arg(
+        long,
+        env = "STORAGE_TRACKER_DATABASE",
+        default_value = "storage_tracker"
+    )]
     database: Database,
-}
-
-fn parse_database(s: &str) -> Result<Database, String> {
-    Database::new(s).map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {

@@ -34,6 +34,14 @@ impl Database {
     }
 }
 
+impl std::str::FromStr for Database {
+    type Err = InvalidDatabaseName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
 impl fmt::Display for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
