@@ -6,7 +6,7 @@
 #
 # Environment: STORAGE_TRACKER_API_LISTEN (127.0.0.1:8080), STORAGE_TRACKER_RANKS (1: the scan
 # runs as one process; N > 1 runs N MPI ranks with mpiexec.mpich).
-# Everything lives under .work/local; `ci/clickhouse.sh stop` stops the database afterwards.
+# ClickHouse keeps its data under .work/clickhouse; `ci/clickhouse.sh stop` stops it afterwards.
 set -euo pipefail
 
 dir=${1:?usage: ci/scan-and-serve.sh DIRECTORY [LABEL]}
@@ -14,7 +14,7 @@ dir=${1:?usage: ci/scan-and-serve.sh DIRECTORY [LABEL]}
 label=${2:-$(basename "$(realpath "$dir")")}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-work="$repo/.work/local"
+work="$repo/.work"
 mkdir -p "$work"
 listen=${STORAGE_TRACKER_API_LISTEN:-127.0.0.1:8080}
 ranks=${STORAGE_TRACKER_RANKS:-1}
@@ -24,7 +24,7 @@ cargo build --release --locked --bins
 bin="$repo/target/release"
 
 export STORAGE_TRACKER_CLICKHOUSE_URL
-STORAGE_TRACKER_CLICKHOUSE_URL=$(bash ci/clickhouse.sh start "$work")
+STORAGE_TRACKER_CLICKHOUSE_URL=$(bash ci/clickhouse.sh start)
 export STORAGE_TRACKER_DATABASE=${STORAGE_TRACKER_DATABASE:-storage_tracker}
 grpc_port=${STORAGE_TRACKER_GRPC_PORT:-50051}
 

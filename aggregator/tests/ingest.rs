@@ -123,12 +123,12 @@ fn rows(rt: &tokio::runtime::Runtime, db: &TestDatabase, snapshot_id: u64) -> u6
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct State {
-    state: String,
+    state_name: String,
     message: String,
 }
 
 fn state(rt: &tokio::runtime::Runtime, db: &TestDatabase, snapshot_id: u64) -> State {
-    db.query::<State>(rt, &format!("SELECT toString(state) AS state, message FROM {}.snapshots FINAL WHERE snapshot_id = {snapshot_id}", db.database))
+    db.query::<State>(rt, &format!("SELECT toString(state) AS state_name, message FROM {}.snapshots FINAL WHERE snapshot_id = {snapshot_id}", db.database))
         .pop()
         .expect("the snapshot is recorded")
 }
@@ -178,7 +178,7 @@ fn a_chunk_sent_twice_is_stored_once_and_the_snapshot_commits() {
         id
     });
     assert_eq!(rows(&rt, &db, 1), 151);
-    assert_eq!(state(&rt, &db, 1).state, "committed");
+    assert_eq!(state(&rt, &db, 1).state_name, "committed");
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn wrong_totals_fail_the_snapshot_and_drop_its_rows() {
         err.message()
     );
     let s = state(&rt, &db, 1);
-    assert_eq!(s.state, "failed");
+    assert_eq!(s.state_name, "failed");
     assert!(s.message.contains("verification failed"), "{}", s.message);
     assert_eq!(rows(&rt, &db, 1), 0);
 }
@@ -304,7 +304,7 @@ fn an_aborted_snapshot_leaves_no_rows_and_refuses_more_chunks() {
     });
     assert_eq!(rows(&rt, &db, 1), 0);
     let s = state(&rt, &db, 1);
-    assert_eq!(s.state, "failed");
+    assert_eq!(s.state_name, "failed");
     assert!(s.message.contains("rank 0 lost its node"));
 }
 

@@ -24,8 +24,9 @@ pub struct SnapshotRow {
     pub apparent_bytes: u64,
 }
 
+// DateTime columns arrive as UInt32 seconds in RowBinary.
 const SNAPSHOT_COLUMNS: &str = "snapshot_id, filesystem_label, root_path, hosts, ranks, scanner_version, \
-     toUInt32(started_at) AS started_at, toUInt32(finished_at) AS finished_at, entries, errors, apparent_bytes";
+     started_at, finished_at, entries, errors, apparent_bytes";
 
 pub fn committed_snapshots(db: &Database, limit: u64, offset: u64) -> String {
     format!(
@@ -106,10 +107,10 @@ pub fn children(db: &Database, snapshot_id: u64, dir: &[u8], limit: u64, offset:
     let dir = quote_bytes(dir);
     format!(
         "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
-    if(kind = 'dir', tree_bytes, size) AS tree_bytes,
-    if(kind = 'dir', tree_allocated, allocated) AS tree_allocated,
+    if(kind = 'dir', dir_bytes, size) AS tree_bytes,
+    if(kind = 'dir', dir_allocated, allocated) AS tree_allocated,
     tree_entries, tree_files, tree_dirs,
-    if(kind = 'dir', tree_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns
+    if(kind = 'dir', dir_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns
 FROM
 (
     SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target
@@ -118,8 +119,8 @@ FROM
 ) AS e
 ANY LEFT JOIN
 (
-    SELECT name, bytes AS tree_bytes, allocated AS tree_allocated, entries AS tree_entries, files AS tree_files,
-        dirs AS tree_dirs, max_mtime_ns AS tree_max_mtime_ns
+    SELECT name, bytes AS dir_bytes, allocated AS dir_allocated, entries AS tree_entries, files AS tree_files,
+        dirs AS tree_dirs, max_mtime_ns AS dir_max_mtime_ns
     FROM {db}.dir_rollups
     WHERE snapshot_id = {snapshot_id} AND parent_path = {dir}
 ) AS r USING name

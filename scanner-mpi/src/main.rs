@@ -262,10 +262,9 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
     let (chunks, mut failure) = match &mut output {
         Output::Live { upload, .. } => match upload.take().expect("opened above").close() {
             Ok(n) => (n, report.error.clone()),
-            Err(e) => (
-                0,
-                Some(report.error.clone().unwrap_or_else(|| e.to_string())),
-            ),
+            // The stream's own error names the cause (e.g. the aggregator's refusal of a
+            // chunk); the walk's error only says that the stream stopped.
+            Err(e) => (0, Some(e.to_string())),
         },
         Output::Offline(dir) => (dir.chunks_written(), report.error.clone()),
     };

@@ -29,7 +29,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct KindCount {
-    kind: String,
+    kind_name: String,
     n: u64,
 }
 
@@ -45,7 +45,7 @@ struct Summary {
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct SnapshotState {
     snapshot_id: u64,
-    state: String,
+    state_name: String,
     ranks: u32,
     entries: u64,
 }
@@ -73,21 +73,21 @@ fn check_snapshot(
     let states: Vec<SnapshotState> = db.query(
         rt,
         &format!(
-            "SELECT snapshot_id, toString(state) AS state, ranks, entries FROM {d}.snapshots FINAL"
+            "SELECT snapshot_id, toString(state) AS state_name, ranks, entries FROM {d}.snapshots FINAL"
         ),
     );
     assert_eq!(states.len(), 1, "{states:?}");
     let snap = &states[0];
     assert_eq!(
-        (snap.state.as_str(), snap.ranks, snap.entries),
+        (snap.state_name.as_str(), snap.ranks, snap.entries),
         ("committed", expected_ranks, truth.len() as u64)
     );
     let id = snap.snapshot_id;
 
     let kinds: BTreeMap<String, u64> = db
-        .query::<KindCount>(rt, &format!("SELECT toString(kind) AS kind, count() AS n FROM {d}.entries WHERE snapshot_id = {id} GROUP BY kind"))
+        .query::<KindCount>(rt, &format!("SELECT toString(kind) AS kind_name, count() AS n FROM {d}.entries WHERE snapshot_id = {id} GROUP BY kind"))
         .into_iter()
-        .map(|k| (k.kind, k.n))
+        .map(|k| (k.kind_name, k.n))
         .collect();
     assert_eq!(kinds, kind_counts(&truth), "entries by kind");
 
