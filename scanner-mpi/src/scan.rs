@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::chunks::{ChunkLimits, ChunkSink, ChunkWriter};
-use crate::steal::{StealConfig, StealStats, Transport, Worker, run_rank};
-use crate::walk::{DirReader, DirWork, WalkCounts};
+use crate::steal::{Spawner, StealConfig, StealStats, Transport, Worker, run_rank};
+use crate::walk::{DirReader, ScanWork, WalkCounts, WorkQueue};
 
 /// What one rank did.
 #[derive(Debug, Default, Clone)]
@@ -24,15 +24,25 @@ struct ScanWorker<'a> {
     failed: &'a AtomicBool,
 }
 
-impl Worker<DirWork> for ScanWorker<'_> {
-    fn process(&mut self, item: DirWork, spawn: &mut Vec<DirWork>) {
+impl WorkQueue for Spawner<'_, ScanWork> {
+    fn push(&mut self, work: ScanWork) {
+        Spawner::push(self, work);
+    }
+
+    fn publish(&mut self) {
+        Spawner::publish(self);
+    }
+}
+
+impl Worker<ScanWork> for ScanWorker<'_> {
+    fn process(&mut self, item: ScanWork, spawn: &mut Spawner<'_, ScanWork>) {
         // After a failure the rank drains its work without reading, so that every rank still
         // reaches termination and the failure is reported instead of hanging the job.
         if self.failed.load(Ordering::Relaxed) {
             return;
         }
         self.reader
-            .read(&item, &mut self.writer, &mut self.counts, spawn);
+            .run(&item, &mut self.writer, &mut self.counts, spawn);
         if self.writer.error().is_some() {
             self.failed.store(true, Ordering::Relaxed);
         }
@@ -57,10 +67,7 @@ pub fn scan_rank<T: Transport>(
         })
         .collect();
     let initial = if transport.rank() == 0 {
-        vec![DirWork {
-            path: root.to_vec(),
-            depth: 0,
-        }]
+        vec![ScanWork::dir(root, 0)]
     } else {
         Vec::new()
     };

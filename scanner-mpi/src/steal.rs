@@ -24,6 +24,8 @@ use std::time::Duration;
 
 /// Something a rank can do and hand to another rank.
 pub trait Work: Send + Sized {
+    /// Bytes `encode` writes, to bound the size of a steal reply.
+    fn encoded_len(&self) -> usize;
     fn encode(&self, out: &mut Vec<u8>);
     /// Reads one item from the front of `buf`, advancing it.
     fn decode(buf: &mut &[u8]) -> Option<Self>;
@@ -41,7 +43,35 @@ pub trait Transport {
 
 /// A worker thread's processing of items; it may produce more items.
 pub trait Worker<W>: Send {
-    fn process(&mut self, item: W, spawn: &mut Vec<W>);
+    fn process(&mut self, item: W, spawn: &mut Spawner<'_, W>);
+}
+
+/// Where a worker puts the items it produces. They reach the pool when the current item is
+/// finished, or earlier with [`Spawner::publish`] (a long item shares its work as it goes).
+pub struct Spawner<'p, W> {
+    pool: &'p Pool<W>,
+    pending: Vec<W>,
+}
+
+impl<W> std::fmt::Debug for Spawner<'_, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner")
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl<W> Spawner<'_, W> {
+    pub fn push(&mut self, item: W) {
+        self.pending.push(item);
+    }
+
+    /// Makes the items pushed so far available to other threads and ranks now.
+    pub fn publish(&mut self) {
+        if !self.pending.is_empty() {
+            self.pool.add(self.pending.drain(..));
+        }
+    }
 }
 
 /// Counters a rank reports after the run.
@@ -57,8 +87,10 @@ pub struct StealStats {
 /// Tuning of the coordinator.
 #[derive(Debug, Clone, Copy)]
 pub struct StealConfig {
-    /// Most items given away in one reply (bounds a message's size).
+    /// Most items given away in one reply.
     pub max_items_per_steal: usize,
+    /// Most encoded bytes in one reply (at least one item is always given).
+    pub max_bytes_per_steal: usize,
     /// Longest sleep of an idle coordinator between polls of the transport.
     pub max_poll_interval: Duration,
 }
@@ -67,6 +99,7 @@ impl Default for StealConfig {
     fn default() -> Self {
         Self {
             max_items_per_steal: 4096,
+            max_bytes_per_steal: 4 << 20,
             max_poll_interval: Duration::from_micros(500),
         }
     }
@@ -177,15 +210,27 @@ impl<W> Pool<W> {
         self.changed.notify_all();
     }
 
-    fn add(&self, items: Vec<W>) {
+    fn add(&self, items: impl IntoIterator<Item = W>) {
         self.lock().items.extend(items);
         self.changed.notify_all();
     }
 
-    /// Half of the queued items, from the front (shallowest first), at most `max`.
-    fn give_away(&self, max: usize) -> Vec<W> {
+    /// Half of the queued items, from the front (shallowest first), within the limits.
+    fn give_away(&self, max_items: usize, max_bytes: usize) -> Vec<W>
+    where
+        W: Work,
+    {
         let mut s = self.lock();
-        let n = s.items.len().div_ceil(2).min(max);
+        let half = s.items.len().div_ceil(2).min(max_items);
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < half {
+            bytes += s.items[n].encoded_len();
+            if n > 0 && bytes > max_bytes {
+                break;
+            }
+            n += 1;
+        }
         s.items.drain(..n).collect()
     }
 
@@ -282,12 +327,15 @@ where
                 let pool = &pool;
                 scope.spawn(move || {
                     let _guard = QuitOnDrop(pool);
-                    let mut spawned = Vec::new();
+                    let mut spawner = Spawner {
+                        pool,
+                        pending: Vec::new(),
+                    };
                     let mut processed = 0u64;
                     while let Some(item) = pool.take() {
-                        worker.process(item, &mut spawned);
+                        worker.process(item, &mut spawner);
                         processed += 1;
-                        pool.finish(&mut spawned);
+                        pool.finish(&mut spawner.pending);
                     }
                     (worker, processed)
                 })
@@ -351,7 +399,7 @@ fn coordinate<W: Work, T: Transport>(
                     let items = if terminating {
                         Vec::new()
                     } else {
-                        pool.give_away(config.max_items_per_steal)
+                        pool.give_away(config.max_items_per_steal, config.max_bytes_per_steal)
                     };
                     tracing::debug!(
                         rank = me,
@@ -512,6 +560,10 @@ mod tests {
     }
 
     impl Work for Node {
+        fn encoded_len(&self) -> usize {
+            16
+        }
+
         fn encode(&self, out: &mut Vec<u8>) {
             out.extend_from_slice(&self.id.to_le_bytes());
             out.extend_from_slice(&self.depth.to_le_bytes());
@@ -537,7 +589,7 @@ mod tests {
     }
 
     impl Worker<Node> for Recorder {
-        fn process(&mut self, n: Node, spawn: &mut Vec<Node>) {
+        fn process(&mut self, n: Node, spawn: &mut Spawner<'_, Node>) {
             self.seen.0.fetch_add(1, Ordering::Relaxed);
             self.seen.1.fetch_add(n.id, Ordering::Relaxed);
             // A little work per item, so steals interleave with processing.
@@ -672,6 +724,89 @@ mod tests {
             let (count, sum, _) = run_job(2 + i % 4, 1 + i % 2, vec![root], 0);
             assert_eq!((count, sum), expected(root), "run {i}");
         }
+    }
+
+    /// One long item that publishes its children as it goes, like a huge directory.
+    struct Publisher {
+        seen: Arc<(AtomicU64, AtomicU64)>,
+        per_rank: Arc<AtomicU64>,
+    }
+
+    impl Worker<Node> for Publisher {
+        fn process(&mut self, n: Node, spawn: &mut Spawner<'_, Node>) {
+            self.seen.0.fetch_add(1, Ordering::Relaxed);
+            self.seen.1.fetch_add(n.id, Ordering::Relaxed);
+            self.per_rank.fetch_add(1, Ordering::Relaxed);
+            if n.id == 0 {
+                for batch in 0..10u64 {
+                    for c in 0..10 {
+                        spawn.push(Node {
+                            id: 1 + batch * 10 + c,
+                            depth: 0,
+                            fanout: 0,
+                        });
+                    }
+                    spawn.publish();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn work_published_mid_item_is_taken_by_other_ranks() {
+        let seen = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let counts: Vec<_> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let handles: Vec<_> = transports(2)
+            .into_iter()
+            .map(|mut t| {
+                // One worker thread per rank: rank 0's only thread is busy with the long item.
+                let worker = Publisher {
+                    seen: seen.clone(),
+                    per_rank: counts[t.rank].clone(),
+                };
+                let start = if t.rank == 0 {
+                    vec![Node {
+                        id: 0,
+                        depth: 0,
+                        fanout: 0,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                std::thread::spawn(move || {
+                    run_rank(&mut t, vec![worker], start, StealConfig::default())
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| drop(h.join().unwrap()));
+        assert_eq!(seen.0.load(Ordering::Relaxed), 101);
+        assert_eq!(seen.1.load(Ordering::Relaxed), (0..=100).sum::<u64>());
+        assert!(
+            counts[1].load(Ordering::Relaxed) > 0,
+            "rank 1 took published work while rank 0 was busy"
+        );
+    }
+
+    #[test]
+    fn steal_replies_respect_the_byte_budget() {
+        let pool = Pool::new(
+            (0..100)
+                .map(|id| Node {
+                    id,
+                    depth: 0,
+                    fanout: 0,
+                })
+                .collect(),
+        );
+        assert_eq!(pool.give_away(1000, 16 * 10).len(), 10);
+        assert_eq!(pool.give_away(1000, 1).len(), 1, "at least one item");
+        assert_eq!(pool.give_away(3, usize::MAX).len(), 3);
+        assert_eq!(
+            pool.give_away(1000, usize::MAX).len(),
+            43,
+            "half of the 86 left"
+        );
     }
 
     #[test]

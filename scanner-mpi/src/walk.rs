@@ -1,10 +1,14 @@
-//! Reading one directory: the unit of work of a scan.
+//! Reading directories: the units of work of a scan.
 //!
 //! A directory is opened once; its entries are listed with `getdents64` into a reused buffer
 //! and each is `statx`ed relative to the directory's handle, never by full path, so paths longer
 //! than `PATH_MAX` are scanned like any other. Symlinks are not followed. Subdirectories become
 //! new work items and emit their own row when they are read, so a directory that cannot be
 //! opened still has exactly one row, carrying the error.
+//!
+//! A huge directory must not serialize a scan: while it is listed, its names are cut into
+//! pieces of [`NAMES_PER_PIECE`] that are published as work of their own, which any thread or
+//! rank can take, open the directory and `statx` relative to it.
 
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
@@ -17,34 +21,121 @@ use storage_tracker_proto::{EntryKind, ErrorOp};
 
 use crate::steal::Work;
 
-/// A directory to read, by absolute path.
+/// Names of one directory stat'ed as one piece of work.
+pub const NAMES_PER_PIECE: usize = 1024;
+
+/// One unit of a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirWork {
-    pub path: Vec<u8>,
-    /// Depth below the scan root (the root is 0).
-    pub depth: u32,
+pub enum ScanWork {
+    /// Read a directory: its own row, its entries, its subdirectories as new work.
+    Dir {
+        path: Vec<u8>,
+        /// Depth below the scan root (the root is 0).
+        depth: u32,
+    },
+    /// Stat some entries of a directory: a piece of a huge directory.
+    Names {
+        dir: Vec<u8>,
+        /// Depth of `dir`; the entries are one deeper.
+        depth: u32,
+        /// The names, each followed by a NUL byte (names cannot contain one) and the kind
+        /// the listing reported (an [`EntryKind`] code, `Unknown` without d_type).
+        names: Vec<u8>,
+    },
 }
 
-impl Work for DirWork {
+impl ScanWork {
+    pub fn dir(path: impl Into<Vec<u8>>, depth: u32) -> Self {
+        Self::Dir {
+            path: path.into(),
+            depth,
+        }
+    }
+}
+
+/// Appends a name and its listed kind to a [`ScanWork::Names`] list.
+fn push_name(names: &mut Vec<u8>, name: &[u8], kind: EntryKind) {
+    names.extend_from_slice(name);
+    names.push(0);
+    names.push(kind as u8);
+}
+
+/// The (name, listed kind) pairs of a [`ScanWork::Names`] list.
+fn names_of(mut names: &[u8]) -> impl Iterator<Item = (&[u8], EntryKind)> {
+    std::iter::from_fn(move || {
+        let end = names.iter().position(|&b| b == 0)?;
+        let name = &names[..end];
+        let kind = names
+            .get(end + 1)
+            .and_then(|&k| EntryKind::from_code(k))
+            .unwrap_or(EntryKind::Unknown);
+        names = names.get(end + 2..).unwrap_or_default();
+        Some((name, kind))
+    })
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn take_bytes(buf: &mut &[u8]) -> Option<Vec<u8>> {
+    let (len, rest) = buf.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return None;
+    }
+    let (bytes, rest) = rest.split_at(len);
+    *buf = rest;
+    Some(bytes.to_vec())
+}
+
+fn take_u32(buf: &mut &[u8]) -> Option<u32> {
+    let (v, rest) = buf.split_first_chunk::<4>()?;
+    *buf = rest;
+    Some(u32::from_le_bytes(*v))
+}
+
+impl Work for ScanWork {
+    fn encoded_len(&self) -> usize {
+        match self {
+            Self::Dir { path, .. } => 1 + 4 + 4 + path.len(),
+            Self::Names { dir, names, .. } => 1 + 4 + 4 + dir.len() + 4 + names.len(),
+        }
+    }
+
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.depth.to_le_bytes());
-        out.extend_from_slice(&(self.path.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.path);
+        match self {
+            Self::Dir { path, depth } => {
+                out.push(0);
+                out.extend_from_slice(&depth.to_le_bytes());
+                put_bytes(out, path);
+            }
+            Self::Names { dir, depth, names } => {
+                out.push(1);
+                out.extend_from_slice(&depth.to_le_bytes());
+                put_bytes(out, dir);
+                put_bytes(out, names);
+            }
+        }
     }
 
     fn decode(buf: &mut &[u8]) -> Option<Self> {
-        let (depth, rest) = buf.split_first_chunk::<4>()?;
-        let (len, rest) = rest.split_first_chunk::<4>()?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return None;
-        }
-        let (path, rest) = rest.split_at(len);
+        let (&tag, rest) = buf.split_first()?;
         *buf = rest;
-        Some(Self {
-            path: path.to_vec(),
-            depth: u32::from_le_bytes(*depth),
-        })
+        let depth = take_u32(buf)?;
+        match tag {
+            0 => Some(Self::Dir {
+                path: take_bytes(buf)?,
+                depth,
+            }),
+            1 => Some(Self::Names {
+                dir: take_bytes(buf)?,
+                depth,
+                names: take_bytes(buf)?,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -53,12 +144,28 @@ pub trait RowSink {
     fn row(&mut self, entry: &EntryRef<'_>);
 }
 
+/// Where a walk puts the work it finds.
+pub trait WorkQueue {
+    fn push(&mut self, work: ScanWork);
+    /// Offers what was pushed to other threads and ranks now, before the current item ends.
+    fn publish(&mut self) {}
+}
+
+impl WorkQueue for Vec<ScanWork> {
+    fn push(&mut self, work: ScanWork) {
+        Vec::push(self, work);
+    }
+}
+
 /// Everything a worker thread reuses from one directory to the next.
 #[derive(Debug)]
 pub struct DirReader {
     dents: Vec<MaybeUninit<u8>>,
     child_path: Vec<u8>,
     link_target: Vec<u8>,
+    /// Names listed but not yet stat'ed, NUL-terminated.
+    pending: Vec<u8>,
+    pending_count: usize,
 }
 
 impl Default for DirReader {
@@ -67,6 +174,8 @@ impl Default for DirReader {
             dents: vec![MaybeUninit::uninit(); 64 * 1024],
             child_path: Vec::new(),
             link_target: Vec::new(),
+            pending: Vec::new(),
+            pending_count: 0,
         }
     }
 }
@@ -150,39 +259,95 @@ pub struct WalkCounts {
     pub apparent_bytes: u64,
 }
 
+/// Counts a row and hands it on.
+fn emit(sink: &mut impl RowSink, counts: &mut WalkCounts, e: &EntryRef<'_>) {
+    counts.entries += 1;
+    counts.errors += u64::from(e.error.is_some());
+    counts.apparent_bytes += e.stat.size;
+    sink.row(e);
+}
+
+fn join(dir: &[u8], name: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(dir);
+    if dir != b"/" {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+}
+
+fn kind_of_dtype(t: FileType) -> EntryKind {
+    match t {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Symlink,
+        FileType::Fifo => EntryKind::Fifo,
+        FileType::Socket => EntryKind::Socket,
+        FileType::BlockDevice => EntryKind::BlockDevice,
+        FileType::CharacterDevice => EntryKind::CharDevice,
+        _ => EntryKind::Unknown,
+    }
+}
+
 impl DirReader {
-    /// Reads one directory: emits its own row and the rows of its non-directory entries, and
-    /// pushes its subdirectories to `subdirs`.
-    pub fn read(
+    /// Does one unit of work: emits rows to `sink`, new work to `queue`.
+    pub fn run(
         &mut self,
-        work: &DirWork,
+        work: &ScanWork,
         sink: &mut impl RowSink,
         counts: &mut WalkCounts,
-        subdirs: &mut Vec<DirWork>,
+        queue: &mut impl WorkQueue,
     ) {
-        let (parent, name) = split_path(&work.path);
+        match work {
+            ScanWork::Dir { path, depth } => self.read_dir(path, *depth, sink, counts, queue),
+            ScanWork::Names { dir, depth, names } => match open_dir(dir) {
+                Ok(fd) => self.stat_names(&fd, dir, *depth, names, sink, counts, queue),
+                Err(e) => {
+                    // The directory went away since it was listed: each entry says so.
+                    for (name, kind) in names_of(names) {
+                        join(dir, name, &mut self.child_path);
+                        let row = EntryRef {
+                            path: &self.child_path,
+                            parent: dir,
+                            name,
+                            depth: depth + 1,
+                            kind,
+                            stat: EntryStat::default(),
+                            symlink_target: b"",
+                            error: Some((ErrorOp::Stat, errno_of(e))),
+                        };
+                        emit(sink, counts, &row);
+                    }
+                }
+            },
+        }
+    }
+
+    fn read_dir(
+        &mut self,
+        path: &[u8],
+        depth: u32,
+        sink: &mut impl RowSink,
+        counts: &mut WalkCounts,
+        queue: &mut impl WorkQueue,
+    ) {
+        let (parent, name) = split_path(path);
         let own_row = |kind, stat, error| EntryRef {
-            path: &work.path,
+            path,
             parent,
             name,
-            depth: work.depth,
+            depth,
             kind,
             stat,
             symlink_target: b"",
             error,
         };
-        let mut emit = |e: &EntryRef<'_>| {
-            counts.entries += 1;
-            counts.errors += u64::from(e.error.is_some());
-            counts.apparent_bytes += e.stat.size;
-            sink.row(e);
-        };
 
-        let dir = match open_dir(&work.path) {
+        let dir = match open_dir(path) {
             Ok(fd) => fd,
             Err(open_err) => {
                 // Unreadable, or no longer a directory (replaced since its parent was listed).
-                let row = match lstat_path(&work.path) {
+                let row = match lstat_path(path) {
                     Ok(st) => {
                         let stat = entry_stat(&st);
                         let kind = EntryKind::from_mode(stat.mode);
@@ -196,12 +361,18 @@ impl DirReader {
                         Some((ErrorOp::Stat, errno_of(e))),
                     ),
                 };
-                emit(&row);
+                emit(sink, counts, &row);
                 return;
             }
         };
         let own = rustix::fs::statx(&dir, "", AtFlags::EMPTY_PATH, STATX_MASK);
-        let read_error = self.read_entries(&dir, work, &mut emit, subdirs);
+        let read_error = self.list(&dir, path, depth, queue);
+        // The last names are stat'ed here; earlier full pieces went out as work of their own.
+        let names = std::mem::take(&mut self.pending);
+        self.pending_count = 0;
+        self.stat_names(&dir, path, depth, &names, sink, counts, queue);
+        self.pending = names;
+        self.pending.clear();
         // The directory's row comes last so that it can carry an error from reading it.
         let row = match own {
             Ok(st) => own_row(
@@ -215,106 +386,102 @@ impl DirReader {
                 Some((ErrorOp::Stat, errno_of(e))),
             ),
         };
-        emit(&row);
+        emit(sink, counts, &row);
     }
 
-    /// Lists `dir` and emits its non-directory entries. Returns the errno of a failed read.
-    fn read_entries(
+    /// Lists `dir`: subdirectories become work, other names collect in `pending`, and every
+    /// full piece of names is published as work. Returns the errno of a failed read.
+    fn list(
         &mut self,
         dir: &OwnedFd,
-        work: &DirWork,
-        sink: &mut dyn FnMut(&EntryRef<'_>),
-        subdirs: &mut Vec<DirWork>,
+        path: &[u8],
+        depth: u32,
+        queue: &mut impl WorkQueue,
     ) -> Option<i32> {
         let mut listing = RawDir::new(dir.as_fd(), &mut self.dents);
-        let child_depth = work.depth + 1;
         while let Some(next) = listing.next() {
             let dent = match next {
                 Ok(d) => d,
                 Err(e) => return Some(errno_of(e)),
             };
             let name: &CStr = dent.file_name();
-            let name_bytes = name.to_bytes();
-            if name_bytes == b"." || name_bytes == b".." {
+            let name = name.to_bytes();
+            if name == b"." || name == b".." {
                 continue;
             }
-            self.child_path.clear();
-            self.child_path.extend_from_slice(&work.path);
-            if work.path != b"/" {
-                self.child_path.push(b'/');
-            }
-            self.child_path.extend_from_slice(name_bytes);
-
             // d_type saves a stat for directories: their row comes from the fstat of the
-            // opened directory when it is read, so it is stat'ed exactly once.
+            // opened directory when it is read, so each is stat'ed exactly once.
             if dent.file_type() == FileType::Directory {
-                subdirs.push(DirWork {
-                    path: self.child_path.clone(),
-                    depth: child_depth,
-                });
+                join(path, name, &mut self.child_path);
+                queue.push(ScanWork::dir(self.child_path.as_slice(), depth + 1));
                 continue;
             }
-            let st = match rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK) {
-                Ok(st) => st,
-                Err(e) => {
-                    // Vanished since listed, or unreadable: the row records it.
-                    let kind = kind_of_dtype(dent.file_type());
-                    sink(&EntryRef {
-                        path: &self.child_path,
-                        parent: &work.path,
-                        name: name_bytes,
-                        depth: child_depth,
-                        kind,
-                        stat: EntryStat::default(),
-                        symlink_target: b"",
-                        error: Some((ErrorOp::Stat, errno_of(e))),
-                    });
-                    continue;
-                }
-            };
-            let stat = entry_stat(&st);
-            let kind = EntryKind::from_mode(stat.mode);
-            if kind == EntryKind::Dir {
-                // The filesystem does not fill d_type (DT_UNKNOWN).
-                subdirs.push(DirWork {
-                    path: self.child_path.clone(),
-                    depth: child_depth,
+            push_name(&mut self.pending, name, kind_of_dtype(dent.file_type()));
+            self.pending_count += 1;
+            if self.pending_count == NAMES_PER_PIECE {
+                let names =
+                    std::mem::replace(&mut self.pending, Vec::with_capacity(NAMES_PER_PIECE * 16));
+                self.pending_count = 0;
+                queue.push(ScanWork::Names {
+                    dir: path.to_vec(),
+                    depth,
+                    names,
                 });
-                continue;
+                queue.publish();
             }
-            let mut error = None;
-            self.link_target.clear();
-            if kind == EntryKind::Symlink {
-                match rustix::fs::readlinkat(dir, name, std::mem::take(&mut self.link_target)) {
-                    Ok(target) => self.link_target = target.into_bytes(),
-                    Err(e) => error = Some((ErrorOp::Readlink, errno_of(e))),
-                }
-            }
-            sink(&EntryRef {
-                path: &self.child_path,
-                parent: &work.path,
-                name: name_bytes,
-                depth: child_depth,
-                kind,
-                stat,
-                symlink_target: &self.link_target,
-                error,
-            });
         }
         None
     }
-}
 
-fn kind_of_dtype(t: FileType) -> EntryKind {
-    match t {
-        FileType::RegularFile => EntryKind::File,
-        FileType::Directory => EntryKind::Dir,
-        FileType::Symlink => EntryKind::Symlink,
-        FileType::Fifo => EntryKind::Fifo,
-        FileType::Socket => EntryKind::Socket,
-        FileType::BlockDevice => EntryKind::BlockDevice,
-        FileType::CharacterDevice => EntryKind::CharDevice,
-        _ => EntryKind::Unknown,
+    /// Stats `names` (NUL-terminated) relative to `dir` and emits their rows; a name that turns
+    /// out to be a directory (the filesystem gave no d_type) becomes work instead.
+    #[allow(clippy::too_many_arguments)]
+    fn stat_names(
+        &mut self,
+        dir: &OwnedFd,
+        dir_path: &[u8],
+        depth: u32,
+        names: &[u8],
+        sink: &mut impl RowSink,
+        counts: &mut WalkCounts,
+        queue: &mut impl WorkQueue,
+    ) {
+        for (name, listed_kind) in names_of(names) {
+            join(dir_path, name, &mut self.child_path);
+            let mut row = EntryRef {
+                path: &self.child_path,
+                parent: dir_path,
+                name,
+                depth: depth + 1,
+                kind: listed_kind,
+                stat: EntryStat::default(),
+                symlink_target: b"",
+                error: None,
+            };
+            match rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK) {
+                Ok(st) => {
+                    row.stat = entry_stat(&st);
+                    row.kind = EntryKind::from_mode(row.stat.mode);
+                }
+                // Vanished since listed, or unreadable: the row records it.
+                Err(e) => row.error = Some((ErrorOp::Stat, errno_of(e))),
+            }
+            if row.kind == EntryKind::Dir {
+                queue.push(ScanWork::dir(self.child_path.as_slice(), depth + 1));
+                continue;
+            }
+            if row.kind == EntryKind::Symlink {
+                match rustix::fs::readlinkat(dir, name, std::mem::take(&mut self.link_target)) {
+                    Ok(target) => self.link_target = target.into_bytes(),
+                    Err(e) => {
+                        self.link_target.clear();
+                        row.error = Some((ErrorOp::Readlink, errno_of(e)));
+                    }
+                }
+                row.symlink_target = &self.link_target;
+            }
+            emit(sink, counts, &row);
+        }
     }
 }
 
@@ -353,36 +520,109 @@ mod tests {
         let mut reader = DirReader::default();
         let mut sink = Collect::default();
         let mut counts = WalkCounts::default();
-        let mut queue = vec![DirWork {
-            path: root.to_vec(),
-            depth: 0,
-        }];
+        let mut queue = vec![ScanWork::dir(root, 0)];
         while let Some(w) = queue.pop() {
-            reader.read(&w, &mut sink, &mut counts, &mut queue);
+            reader.run(&w, &mut sink, &mut counts, &mut queue);
         }
         assert_eq!(counts.entries as usize, sink.0.len());
         sink
     }
 
     #[test]
-    fn dir_work_round_trips() {
+    fn work_items_round_trip_and_truncation_is_detected() {
+        let mut names = Vec::new();
+        push_name(&mut names, b"a\xff", EntryKind::File);
+        push_name(&mut names, b"b", EntryKind::Unknown);
         let items = [
-            DirWork {
-                path: b"/x/\xff".to_vec(),
-                depth: 3,
-            },
-            DirWork {
-                path: Vec::new(),
-                depth: 0,
+            ScanWork::dir(b"/x/\xff".as_slice(), 3),
+            ScanWork::dir(Vec::new(), 0),
+            ScanWork::Names {
+                dir: b"/d".to_vec(),
+                depth: 1,
+                names: names.clone(),
             },
         ];
         let mut buf = Vec::new();
-        items.iter().for_each(|i| i.encode(&mut buf));
+        for item in &items {
+            let before = buf.len();
+            item.encode(&mut buf);
+            assert_eq!(buf.len() - before, item.encoded_len());
+        }
         let mut rest = &buf[..];
-        assert_eq!(DirWork::decode(&mut rest).unwrap(), items[0]);
-        assert_eq!(DirWork::decode(&mut rest).unwrap(), items[1]);
+        for item in &items {
+            assert_eq!(&ScanWork::decode(&mut rest).unwrap(), item);
+        }
         assert!(rest.is_empty());
-        assert!(DirWork::decode(&mut &buf[..5]).is_none());
+        assert!(ScanWork::decode(&mut &buf[..6]).is_none());
+        let listed: Vec<_> = names_of(&names).collect();
+        assert_eq!(
+            listed,
+            [
+                (&b"a\xff"[..], EntryKind::File),
+                (&b"b"[..], EntryKind::Unknown)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_huge_directory_is_cut_into_published_pieces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = NAMES_PER_PIECE * 2 + 7;
+        for i in 0..n {
+            std::fs::write(tmp.path().join(format!("f{i}")), b"").unwrap();
+        }
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        let mut reader = DirReader::default();
+        let mut sink = Collect::default();
+        let mut counts = WalkCounts::default();
+        let mut queue = Vec::new();
+        reader.run(
+            &ScanWork::dir(tmp.path().as_os_str().as_bytes(), 0),
+            &mut sink,
+            &mut counts,
+            &mut queue,
+        );
+        // Two full pieces went out as work; the last 7 names and the directory's row are here.
+        let pieces = queue
+            .iter()
+            .filter(|w| matches!(w, ScanWork::Names { .. }))
+            .count();
+        assert_eq!(pieces, 2);
+        assert_eq!(sink.0.len(), 7 + 1);
+        for w in std::mem::take(&mut queue) {
+            reader.run(&w, &mut sink, &mut counts, &mut queue);
+        }
+        assert_eq!(
+            sink.0.len(),
+            n + 2,
+            "every file, the directory and its subdirectory, once"
+        );
+        let mut paths: Vec<_> = sink.0.iter().map(|r| r.0.clone()).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), n + 2);
+    }
+
+    #[test]
+    fn a_piece_of_a_vanished_directory_records_every_name_as_an_error() {
+        let mut names = Vec::new();
+        push_name(&mut names, b"gone", EntryKind::File);
+        let mut reader = DirReader::default();
+        let mut sink = Collect::default();
+        let mut counts = WalkCounts::default();
+        let work = ScanWork::Names {
+            dir: b"/nonexistent/storage-tracker".to_vec(),
+            depth: 2,
+            names,
+        };
+        reader.run(&work, &mut sink, &mut counts, &mut Vec::new());
+        assert_eq!(sink.0.len(), 1);
+        assert_eq!(sink.0[0].1, EntryKind::File, "the listed kind is kept");
+        assert_eq!(
+            sink.0[0].4,
+            Some((ErrorOp::Stat, Errno::NOENT.raw_os_error()))
+        );
+        assert_eq!(counts.errors, 1);
     }
 
     #[test]
