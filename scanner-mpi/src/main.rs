@@ -7,8 +7,10 @@
 //! 2 bad arguments or root; 4 the MPI world does not match the Slurm step (wrong `--mpi`).
 
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -23,6 +25,7 @@ use storage_tracker_scanner::chunks::{ChunkLimits, ChunkSink, DirSink};
 use storage_tracker_scanner::mpi_transport::MpiTransport;
 use storage_tracker_scanner::scan::scan_rank;
 use storage_tracker_scanner::upload::{Ingest, Upload};
+use storage_tracker_scanner::walk::{Exclude, WalkOptions};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -33,7 +36,7 @@ const EXIT_LAUNCH_MISMATCH: u8 = 4;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Root of the scan (a directory; symlinks below it are recorded, not followed).
+    /// Root of the scan: a directory. Symlinks below it are recorded, not followed (see -L).
     root: PathBuf,
 
     /// gRPC address of the aggregator.
@@ -61,9 +64,37 @@ struct Args {
     #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     chunk_rows: u32,
 
+    /// Leave out entries matching this glob, and everything below them (repeatable). A
+    /// pattern with a '/' matches whole paths ('*' does not cross '/'), one without matches
+    /// names at any depth: --exclude .snapshot --exclude '/scratch/*/tmp'.
+    #[arg(long, value_name = "GLOB", value_parser = parse_exclude)]
+    exclude: Vec<Exclude>,
+
+    /// Do not read directories on other filesystems than the root's (mount points are
+    /// recorded, their contents are not).
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+
+    /// Record entries down to this depth (the root is 0) and read no directory at it.
+    #[arg(long)]
+    max_depth: Option<u32>,
+
+    /// Follow symlinks: record each as its target and read linked directories. A link back to
+    /// a directory above it is recorded with ELOOP and not read again.
+    #[arg(long, short = 'L')]
+    follow_symlinks: bool,
+
+    /// Open directories with O_NOATIME where permitted, so the scan changes no access time.
+    #[arg(long)]
+    no_atime: bool,
+
     /// Chunks a rank may have queued for sending before its walk waits.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     in_flight: u16,
+}
+
+fn parse_exclude(glob: &str) -> Result<Exclude, String> {
+    Exclude::new(glob)
 }
 
 fn default_threads() -> usize {
@@ -119,6 +150,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Funneled) else {
@@ -256,8 +288,18 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
         rows: args.chunk_rows as usize,
         path_bytes: 64 << 20,
     };
+    let options = Arc::new(WalkOptions {
+        exclude: args.exclude.clone(),
+        same_device: args
+            .one_file_system
+            .then(|| std::fs::metadata(&root).map(|m| m.dev()))
+            .transpose()?,
+        max_depth: args.max_depth,
+        follow_symlinks: args.follow_symlinks,
+        no_atime: args.no_atime,
+    });
     let mut transport = MpiTransport::new(world);
-    let report = scan_rank(&mut transport, &root_bytes, threads, limits, sink);
+    let report = scan_rank(&mut transport, &root_bytes, options, threads, limits, sink);
 
     let (chunks, mut failure) = match &mut output {
         Output::Live { upload, .. } => match upload.take().expect("opened above").close() {

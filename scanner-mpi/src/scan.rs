@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::chunks::{ChunkLimits, ChunkSink, ChunkWriter};
 use crate::steal::{Spawner, StealConfig, StealStats, Transport, Worker, run_rank};
-use crate::walk::{DirReader, ScanWork, WalkCounts, WorkQueue};
+use std::sync::Arc;
+
+use crate::walk::{DirReader, ScanWork, WalkCounts, WalkOptions, WorkQueue};
 
 /// What one rank did.
 #[derive(Debug, Default, Clone)]
@@ -53,6 +55,7 @@ impl Worker<ScanWork> for ScanWorker<'_> {
 pub fn scan_rank<T: Transport>(
     transport: &mut T,
     root: &[u8],
+    options: Arc<WalkOptions>,
     threads: usize,
     limits: ChunkLimits,
     sink: &dyn ChunkSink,
@@ -60,7 +63,7 @@ pub fn scan_rank<T: Transport>(
     let failed = AtomicBool::new(false);
     let workers: Vec<_> = (0..threads.max(1))
         .map(|_| ScanWorker {
-            reader: DirReader::default(),
+            reader: DirReader::new(Arc::clone(&options)),
             writer: ChunkWriter::new(sink, limits),
             counts: WalkCounts::default(),
             failed: &failed,

@@ -10,9 +10,10 @@
 //! pieces of [`NAMES_PER_PIECE`] that are published as work of their own, which any thread or
 //! rank can take, open the directory and `statx` relative to it.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Statx, StatxFlags, StatxTimestamp};
 use rustix::io::Errno;
@@ -32,6 +33,9 @@ pub enum ScanWork {
         path: Vec<u8>,
         /// Depth below the scan root (the root is 0).
         depth: u32,
+        /// (dev, ino) of every directory above, flattened; kept only when following symlinks,
+        /// to recognize a link back to an ancestor (a loop).
+        ancestors: Vec<u64>,
     },
     /// Stat some entries of a directory: a piece of a huge directory.
     Names {
@@ -41,6 +45,8 @@ pub enum ScanWork {
         /// The names, each followed by a NUL byte (names cannot contain one) and the kind
         /// the listing reported (an [`EntryKind`] code, `Unknown` without d_type).
         names: Vec<u8>,
+        /// As for `Dir`: `dir`'s ancestors and `dir` itself, when following symlinks.
+        ancestors: Vec<u64>,
     },
 }
 
@@ -49,6 +55,7 @@ impl ScanWork {
         Self::Dir {
             path: path.into(),
             depth,
+            ancestors: Vec::new(),
         }
     }
 }
@@ -90,6 +97,24 @@ fn take_bytes(buf: &mut &[u8]) -> Option<Vec<u8>> {
     Some(bytes.to_vec())
 }
 
+fn put_ancestors(out: &mut Vec<u8>, ancestors: &[u64]) {
+    out.extend_from_slice(&(ancestors.len() as u32).to_le_bytes());
+    ancestors
+        .iter()
+        .for_each(|a| out.extend_from_slice(&a.to_le_bytes()));
+}
+
+fn take_ancestors(buf: &mut &[u8]) -> Option<Vec<u64>> {
+    let n = take_u32(buf)? as usize;
+    let mut ancestors = Vec::with_capacity(n.min(buf.len() / 8));
+    for _ in 0..n {
+        let (a, rest) = buf.split_first_chunk::<8>()?;
+        ancestors.push(u64::from_le_bytes(*a));
+        *buf = rest;
+    }
+    Some(ancestors)
+}
+
 fn take_u32(buf: &mut &[u8]) -> Option<u32> {
     let (v, rest) = buf.split_first_chunk::<4>()?;
     *buf = rest;
@@ -99,23 +124,41 @@ fn take_u32(buf: &mut &[u8]) -> Option<u32> {
 impl Work for ScanWork {
     fn encoded_len(&self) -> usize {
         match self {
-            Self::Dir { path, .. } => 1 + 4 + 4 + path.len(),
-            Self::Names { dir, names, .. } => 1 + 4 + 4 + dir.len() + 4 + names.len(),
+            Self::Dir {
+                path, ancestors, ..
+            } => 1 + 4 + 4 + path.len() + 4 + 8 * ancestors.len(),
+            Self::Names {
+                dir,
+                names,
+                ancestors,
+                ..
+            } => 1 + 4 + 4 + dir.len() + 4 + names.len() + 4 + 8 * ancestors.len(),
         }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Dir { path, depth } => {
+            Self::Dir {
+                path,
+                depth,
+                ancestors,
+            } => {
                 out.push(0);
                 out.extend_from_slice(&depth.to_le_bytes());
                 put_bytes(out, path);
+                put_ancestors(out, ancestors);
             }
-            Self::Names { dir, depth, names } => {
+            Self::Names {
+                dir,
+                depth,
+                names,
+                ancestors,
+            } => {
                 out.push(1);
                 out.extend_from_slice(&depth.to_le_bytes());
                 put_bytes(out, dir);
                 put_bytes(out, names);
+                put_ancestors(out, ancestors);
             }
         }
     }
@@ -128,15 +171,68 @@ impl Work for ScanWork {
             0 => Some(Self::Dir {
                 path: take_bytes(buf)?,
                 depth,
+                ancestors: take_ancestors(buf)?,
             }),
             1 => Some(Self::Names {
                 dir: take_bytes(buf)?,
                 depth,
                 names: take_bytes(buf)?,
+                ancestors: take_ancestors(buf)?,
             }),
             _ => None,
         }
     }
+}
+
+/// A `--exclude` glob. A pattern with a '/' matches whole paths ('*' stops at '/'); one
+/// without matches names, at any depth.
+#[derive(Debug, Clone)]
+pub struct Exclude {
+    pattern: CString,
+    whole_path: bool,
+}
+
+impl Exclude {
+    pub fn new(glob: &str) -> Result<Self, String> {
+        if glob.is_empty() {
+            return Err("an empty --exclude pattern matches nothing; remove it".into());
+        }
+        let pattern =
+            CString::new(glob).map_err(|_| format!("--exclude {glob:?} contains a NUL byte"))?;
+        Ok(Self {
+            whole_path: glob.contains('/'),
+            pattern,
+        })
+    }
+
+    /// Whether the entry `name` at `path` (NUL-terminated) is excluded.
+    fn matches(&self, name: &CStr, path_nul: &[u8]) -> bool {
+        let (subject, flags) = if self.whole_path {
+            (path_nul.as_ptr(), libc::FNM_PATHNAME)
+        } else {
+            (name.as_ptr().cast(), 0)
+        };
+        debug_assert_eq!(path_nul.last(), Some(&0));
+        // SAFETY: both strings are NUL-terminated and outlive the call; fnmatch only reads them.
+        unsafe { libc::fnmatch(self.pattern.as_ptr(), subject.cast(), flags) == 0 }
+    }
+}
+
+/// What a walk records and where it goes.
+#[derive(Debug, Clone, Default)]
+pub struct WalkOptions {
+    /// Entries matching any of these are neither recorded nor read.
+    pub exclude: Vec<Exclude>,
+    /// Read no directory on another device than this one (the root's): mount points are
+    /// recorded, their contents are not.
+    pub same_device: Option<u64>,
+    /// Record entries down to this depth (the root is 0); read no directory at it.
+    pub max_depth: Option<u32>,
+    /// Follow symlinks: an entry is recorded as its target; a link back to an ancestor
+    /// directory is recorded with ELOOP and not read again.
+    pub follow_symlinks: bool,
+    /// Open directories with O_NOATIME where permitted, so reading them changes no atime.
+    pub no_atime: bool,
 }
 
 /// Where the rows of a walk go.
@@ -160,6 +256,7 @@ impl WorkQueue for Vec<ScanWork> {
 /// Everything a worker thread reuses from one directory to the next.
 #[derive(Debug)]
 pub struct DirReader {
+    options: Arc<WalkOptions>,
     dents: Vec<MaybeUninit<u8>>,
     child_path: Vec<u8>,
     link_target: Vec<u8>,
@@ -170,7 +267,14 @@ pub struct DirReader {
 
 impl Default for DirReader {
     fn default() -> Self {
+        Self::new(Arc::default())
+    }
+}
+
+impl DirReader {
+    pub fn new(options: Arc<WalkOptions>) -> Self {
         Self {
+            options,
             dents: vec![MaybeUninit::uninit(); 64 * 1024],
             child_path: Vec::new(),
             link_target: Vec::new(),
@@ -219,24 +323,38 @@ fn errno_of(e: Errno) -> i32 {
     e.raw_os_error()
 }
 
-/// Opens a directory without following a final symlink. A path too long for one `open` is
-/// opened component by component, each relative to the previous.
-fn open_dir(path: &[u8]) -> Result<OwnedFd, Errno> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+/// Opens a directory; a final symlink is followed only when `follow`. A path too long for one
+/// `open` is opened component by component, each relative to the previous.
+fn open_dir(path: &[u8], follow: bool, no_atime: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    if no_atime {
+        match open_dir_with(path, flags | OFlags::NOATIME) {
+            // O_NOATIME is only for the owner (or CAP_FOWNER); read other directories normally.
+            Err(Errno::PERM) => {}
+            other => return other,
+        }
+    }
+    open_dir_with(path, flags)
+}
+
+fn open_dir_with(path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
     match rustix::fs::openat(CWD, path, flags, Mode::empty()) {
         Err(Errno::NAMETOOLONG) => {
-            let mut dir = rustix::fs::openat(CWD, "/", flags, Mode::empty())?;
+            // The components before the last were directories when their parents were read.
+            let walk = flags & !OFlags::NOFOLLOW & !OFlags::NOATIME;
+            let mut dir = rustix::fs::openat(CWD, "/", walk, Mode::empty())?;
             let components: Vec<&[u8]> = path
                 .split(|&b| b == b'/')
                 .filter(|c| !c.is_empty())
                 .collect();
             for (i, component) in components.iter().enumerate() {
-                // Only the last component must not be a symlink; the ones before it were
-                // directories when the parent was read.
                 let f = if i + 1 == components.len() {
                     flags
                 } else {
-                    flags & !OFlags::NOFOLLOW
+                    walk
                 };
                 dir = rustix::fs::openat(&dir, *component, f, Mode::empty())?;
             }
@@ -289,6 +407,15 @@ fn kind_of_dtype(t: FileType) -> EntryKind {
     }
 }
 
+/// The directory a reader is working in.
+struct InDir<'a> {
+    fd: &'a OwnedFd,
+    path: &'a [u8],
+    depth: u32,
+    /// What a subdirectory's work carries as its ancestors (empty unless following symlinks).
+    ancestors: &'a [u64],
+}
+
 impl DirReader {
     /// Does one unit of work: emits rows to `sink`, new work to `queue`.
     pub fn run(
@@ -298,10 +425,28 @@ impl DirReader {
         counts: &mut WalkCounts,
         queue: &mut impl WorkQueue,
     ) {
+        let (follow, no_atime) = (self.options.follow_symlinks, self.options.no_atime);
         match work {
-            ScanWork::Dir { path, depth } => self.read_dir(path, *depth, sink, counts, queue),
-            ScanWork::Names { dir, depth, names } => match open_dir(dir) {
-                Ok(fd) => self.stat_names(&fd, dir, *depth, names, sink, counts, queue),
+            ScanWork::Dir {
+                path,
+                depth,
+                ancestors,
+            } => self.read_dir(path, *depth, ancestors, sink, counts, queue),
+            ScanWork::Names {
+                dir,
+                depth,
+                names,
+                ancestors,
+            } => match open_dir(dir, follow, no_atime) {
+                Ok(fd) => {
+                    let at = InDir {
+                        fd: &fd,
+                        path: dir,
+                        depth: *depth,
+                        ancestors,
+                    };
+                    self.stat_names(&at, names, sink, counts, queue);
+                }
                 Err(e) => {
                     // The directory went away since it was listed: each entry says so.
                     for (name, kind) in names_of(names) {
@@ -327,10 +472,12 @@ impl DirReader {
         &mut self,
         path: &[u8],
         depth: u32,
+        ancestors: &[u64],
         sink: &mut impl RowSink,
         counts: &mut WalkCounts,
         queue: &mut impl WorkQueue,
     ) {
+        let options = Arc::clone(&self.options);
         let (parent, name) = split_path(path);
         let own_row = |kind, stat, error| EntryRef {
             path,
@@ -343,7 +490,7 @@ impl DirReader {
             error,
         };
 
-        let dir = match open_dir(path) {
+        let dir = match open_dir(path, options.follow_symlinks, options.no_atime) {
             Ok(fd) => fd,
             Err(open_err) => {
                 // Unreadable, or no longer a directory (replaced since its parent was listed).
@@ -365,55 +512,112 @@ impl DirReader {
                 return;
             }
         };
-        let own = rustix::fs::statx(&dir, "", AtFlags::EMPTY_PATH, STATX_MASK);
-        let read_error = self.list(&dir, path, depth, queue);
+        let own = match rustix::fs::statx(&dir, "", AtFlags::EMPTY_PATH, STATX_MASK) {
+            Ok(st) => entry_stat(&st),
+            Err(e) => {
+                emit(
+                    sink,
+                    counts,
+                    &own_row(
+                        EntryKind::Dir,
+                        EntryStat::default(),
+                        Some((ErrorOp::Stat, errno_of(e))),
+                    ),
+                );
+                return;
+            }
+        };
+        if options.follow_symlinks && ancestors.chunks(2).any(|a| a == [own.dev, own.ino]) {
+            // A symlink led back to a directory above: reading it again would never end.
+            emit(
+                sink,
+                counts,
+                &own_row(
+                    EntryKind::Dir,
+                    own,
+                    Some((ErrorOp::Open, Errno::LOOP.raw_os_error())),
+                ),
+            );
+            return;
+        }
+        let other_device = options.same_device.is_some_and(|dev| dev != own.dev);
+        let too_deep = options.max_depth.is_some_and(|max| depth >= max);
+        if other_device || too_deep {
+            emit(sink, counts, &own_row(EntryKind::Dir, own, None));
+            return;
+        }
+        let below: Vec<u64> = if options.follow_symlinks {
+            [ancestors, &[own.dev, own.ino]].concat()
+        } else {
+            Vec::new()
+        };
+        let at = InDir {
+            fd: &dir,
+            path,
+            depth,
+            ancestors: &below,
+        };
+        let read_error = self.list(&at, queue);
         // The last names are stat'ed here; earlier full pieces went out as work of their own.
         let names = std::mem::take(&mut self.pending);
         self.pending_count = 0;
-        self.stat_names(&dir, path, depth, &names, sink, counts, queue);
+        self.stat_names(&at, &names, sink, counts, queue);
         self.pending = names;
         self.pending.clear();
         // The directory's row comes last so that it can carry an error from reading it.
-        let row = match own {
-            Ok(st) => own_row(
-                EntryKind::Dir,
-                entry_stat(&st),
-                read_error.map(|e| (ErrorOp::Read, e)),
-            ),
-            Err(e) => own_row(
-                EntryKind::Dir,
-                EntryStat::default(),
-                Some((ErrorOp::Stat, errno_of(e))),
-            ),
-        };
-        emit(sink, counts, &row);
+        emit(
+            sink,
+            counts,
+            &own_row(EntryKind::Dir, own, read_error.map(|e| (ErrorOp::Read, e))),
+        );
     }
 
-    /// Lists `dir`: subdirectories become work, other names collect in `pending`, and every
-    /// full piece of names is published as work. Returns the errno of a failed read.
-    fn list(
-        &mut self,
-        dir: &OwnedFd,
-        path: &[u8],
-        depth: u32,
-        queue: &mut impl WorkQueue,
-    ) -> Option<i32> {
-        let mut listing = RawDir::new(dir.as_fd(), &mut self.dents);
+    /// Whether `--exclude` drops the entry `name`, whose path is in `child_path`.
+    fn excluded(&mut self, name: &CStr) -> bool {
+        if self.options.exclude.is_empty() {
+            return false;
+        }
+        self.child_path.push(0);
+        let hit = self
+            .options
+            .exclude
+            .iter()
+            .any(|x| x.matches(name, &self.child_path));
+        self.child_path.pop();
+        hit
+    }
+
+    /// Lists a directory: subdirectories become work, other names collect in `pending`, and
+    /// every full piece of names is published as work. Returns the errno of a failed read.
+    fn list(&mut self, at: &InDir<'_>, queue: &mut impl WorkQueue) -> Option<i32> {
+        let mut dents = std::mem::take(&mut self.dents);
+        let mut listing = RawDir::new(at.fd.as_fd(), &mut dents);
+        let mut result = None;
         while let Some(next) = listing.next() {
             let dent = match next {
                 Ok(d) => d,
-                Err(e) => return Some(errno_of(e)),
+                Err(e) => {
+                    result = Some(errno_of(e));
+                    break;
+                }
             };
-            let name: &CStr = dent.file_name();
-            let name = name.to_bytes();
+            let name_c: &CStr = dent.file_name();
+            let name = name_c.to_bytes();
             if name == b"." || name == b".." {
+                continue;
+            }
+            join(at.path, name, &mut self.child_path);
+            if self.excluded(name_c) {
                 continue;
             }
             // d_type saves a stat for directories: their row comes from the fstat of the
             // opened directory when it is read, so each is stat'ed exactly once.
             if dent.file_type() == FileType::Directory {
-                join(path, name, &mut self.child_path);
-                queue.push(ScanWork::dir(self.child_path.as_slice(), depth + 1));
+                queue.push(ScanWork::Dir {
+                    path: self.child_path.clone(),
+                    depth: at.depth + 1,
+                    ancestors: at.ancestors.to_vec(),
+                });
                 continue;
             }
             push_name(&mut self.pending, name, kind_of_dtype(dent.file_type()));
@@ -423,42 +627,42 @@ impl DirReader {
                     std::mem::replace(&mut self.pending, Vec::with_capacity(NAMES_PER_PIECE * 16));
                 self.pending_count = 0;
                 queue.push(ScanWork::Names {
-                    dir: path.to_vec(),
-                    depth,
+                    dir: at.path.to_vec(),
+                    depth: at.depth,
                     names,
+                    ancestors: at.ancestors.to_vec(),
                 });
                 queue.publish();
             }
         }
-        None
+        self.dents = dents;
+        result
     }
 
-    /// Stats `names` (NUL-terminated) relative to `dir` and emits their rows; a name that turns
-    /// out to be a directory (the filesystem gave no d_type) becomes work instead.
-    #[allow(clippy::too_many_arguments)]
+    /// Stats `names` relative to the directory and emits their rows; a name that turns out to
+    /// be a directory (no d_type, or a followed symlink) becomes work instead.
     fn stat_names(
         &mut self,
-        dir: &OwnedFd,
-        dir_path: &[u8],
-        depth: u32,
+        at: &InDir<'_>,
         names: &[u8],
         sink: &mut impl RowSink,
         counts: &mut WalkCounts,
         queue: &mut impl WorkQueue,
     ) {
+        let follow = self.options.follow_symlinks;
         for (name, listed_kind) in names_of(names) {
-            join(dir_path, name, &mut self.child_path);
+            join(at.path, name, &mut self.child_path);
             let mut row = EntryRef {
                 path: &self.child_path,
-                parent: dir_path,
+                parent: at.path,
                 name,
-                depth: depth + 1,
+                depth: at.depth + 1,
                 kind: listed_kind,
                 stat: EntryStat::default(),
                 symlink_target: b"",
                 error: None,
             };
-            match rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK) {
+            match rustix::fs::statx(at.fd, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK) {
                 Ok(st) => {
                     row.stat = entry_stat(&st);
                     row.kind = EntryKind::from_mode(row.stat.mode);
@@ -466,12 +670,9 @@ impl DirReader {
                 // Vanished since listed, or unreadable: the row records it.
                 Err(e) => row.error = Some((ErrorOp::Stat, errno_of(e))),
             }
-            if row.kind == EntryKind::Dir {
-                queue.push(ScanWork::dir(self.child_path.as_slice(), depth + 1));
-                continue;
-            }
-            if row.kind == EntryKind::Symlink {
-                match rustix::fs::readlinkat(dir, name, std::mem::take(&mut self.link_target)) {
+            let is_link = row.kind == EntryKind::Symlink;
+            if is_link {
+                match rustix::fs::readlinkat(at.fd, name, std::mem::take(&mut self.link_target)) {
                     Ok(target) => self.link_target = target.into_bytes(),
                     Err(e) => {
                         self.link_target.clear();
@@ -479,6 +680,21 @@ impl DirReader {
                     }
                 }
                 row.symlink_target = &self.link_target;
+                // Followed, a link is its target; a dangling one stays a link.
+                if follow
+                    && let Ok(st) = rustix::fs::statx(at.fd, name, AtFlags::empty(), STATX_MASK)
+                {
+                    row.stat = entry_stat(&st);
+                    row.kind = EntryKind::from_mode(row.stat.mode);
+                }
+            }
+            if row.kind == EntryKind::Dir {
+                queue.push(ScanWork::Dir {
+                    path: self.child_path.clone(),
+                    depth: at.depth + 1,
+                    ancestors: at.ancestors.to_vec(),
+                });
+                continue;
             }
             emit(sink, counts, &row);
         }
@@ -517,7 +733,11 @@ mod tests {
     }
 
     fn walk_all(root: &[u8]) -> Collect {
-        let mut reader = DirReader::default();
+        walk_with(root, WalkOptions::default())
+    }
+
+    fn walk_with(root: &[u8], options: WalkOptions) -> Collect {
+        let mut reader = DirReader::new(Arc::new(options));
         let mut sink = Collect::default();
         let mut counts = WalkCounts::default();
         let mut queue = vec![ScanWork::dir(root, 0)];
@@ -540,6 +760,12 @@ mod tests {
                 dir: b"/d".to_vec(),
                 depth: 1,
                 names: names.clone(),
+                ancestors: vec![1, 2, 3, 4],
+            },
+            ScanWork::Dir {
+                path: b"/l".to_vec(),
+                depth: 2,
+                ancestors: vec![5, 6],
             },
         ];
         let mut buf = Vec::new();
@@ -614,6 +840,7 @@ mod tests {
             dir: b"/nonexistent/storage-tracker".to_vec(),
             depth: 2,
             names,
+            ancestors: Vec::new(),
         };
         reader.run(&work, &mut sink, &mut counts, &mut Vec::new());
         assert_eq!(sink.0.len(), 1);
@@ -705,6 +932,182 @@ mod tests {
             rows.0
                 .iter()
                 .any(|r| r.0.len() > 5000 && r.0.ends_with(b"/leaf"))
+        );
+    }
+
+    /// Paths of the rows, relative to `root`, sorted.
+    fn relative(rows: &Collect, root: &std::path::Path) -> Vec<String> {
+        let root = root.as_os_str().as_bytes();
+        let mut v: Vec<String> = rows
+            .0
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.0[root.len()..]).into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in ["a/b/c", "a/cache", "x/cache/deep"] {
+            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+        }
+        for f in [
+            "a/b/c/f.log",
+            "a/b/keep.txt",
+            "a/cache/junk",
+            "x/cache/deep/f",
+            "x/y.log",
+        ] {
+            std::fs::write(tmp.path().join(f), b"data").unwrap();
+        }
+        tmp
+    }
+
+    #[test]
+    fn exclude_by_name_or_by_path() {
+        let tmp = tree();
+        let root = tmp.path().as_os_str().as_bytes();
+        let by_name = WalkOptions {
+            exclude: vec![
+                Exclude::new("cache").unwrap(),
+                Exclude::new("*.log").unwrap(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            relative(&walk_with(root, by_name), tmp.path()),
+            ["", "/a", "/a/b", "/a/b/c", "/a/b/keep.txt", "/x"]
+        );
+        let pattern = format!("{}/a/*", tmp.path().display());
+        let by_path = WalkOptions {
+            exclude: vec![Exclude::new(&pattern).unwrap()],
+            ..Default::default()
+        };
+        // '*' does not cross '/': only the children of a/ go, with what is below them.
+        assert_eq!(
+            relative(&walk_with(root, by_path), tmp.path()),
+            [
+                "",
+                "/a",
+                "/x",
+                "/x/cache",
+                "/x/cache/deep",
+                "/x/cache/deep/f",
+                "/x/y.log"
+            ]
+        );
+        assert!(Exclude::new("").is_err());
+    }
+
+    #[test]
+    fn max_depth_records_the_last_level_without_reading_it() {
+        let tmp = tree();
+        let rows = walk_with(
+            tmp.path().as_os_str().as_bytes(),
+            WalkOptions {
+                max_depth: Some(1),
+                ..Default::default()
+            },
+        );
+        assert_eq!(relative(&rows, tmp.path()), ["", "/a", "/x"]);
+        let rows = walk_with(
+            tmp.path().as_os_str().as_bytes(),
+            WalkOptions {
+                max_depth: Some(0),
+                ..Default::default()
+            },
+        );
+        assert_eq!(relative(&rows, tmp.path()), [""]);
+    }
+
+    #[test]
+    fn following_symlinks_records_targets_and_stops_at_loops() {
+        let tmp = tree();
+        std::os::unix::fs::symlink("../x", tmp.path().join("a/to_x")).unwrap();
+        std::os::unix::fs::symlink("..", tmp.path().join("a/b/up")).unwrap();
+        std::os::unix::fs::symlink("nowhere", tmp.path().join("dangling")).unwrap();
+        let root = tmp.path().as_os_str().as_bytes();
+        let plain = walk_all(root);
+        assert_eq!(plain.0.len(), 8 + 5 + 3, "directories, files, links");
+        let followed = walk_with(
+            root,
+            WalkOptions {
+                follow_symlinks: true,
+                ..Default::default()
+            },
+        );
+        let paths = relative(&followed, tmp.path());
+        // a/to_x is read as a directory: x's four entries appear again below it.
+        for p in ["/a/to_x", "/a/to_x/cache/deep/f", "/a/to_x/y.log"] {
+            assert!(paths.contains(&p.to_string()), "{p} in {paths:?}");
+        }
+        // a/b/up leads back to a: recorded once, with ELOOP, and not read.
+        let up = followed
+            .0
+            .iter()
+            .find(|r| r.0.ends_with(b"/a/b/up"))
+            .unwrap();
+        assert_eq!(
+            (up.1, up.4),
+            (
+                EntryKind::Dir,
+                Some((ErrorOp::Open, Errno::LOOP.raw_os_error()))
+            )
+        );
+        assert!(!paths.iter().any(|p| p.starts_with("/a/b/up/")));
+        // A dangling link stays a link.
+        let dangling = followed
+            .0
+            .iter()
+            .find(|r| r.0.ends_with(b"/dangling"))
+            .unwrap();
+        assert_eq!((dangling.1, dangling.4), (EntryKind::Symlink, None));
+    }
+
+    #[test]
+    fn one_file_system_records_mount_points_but_does_not_read_them() {
+        let dev = std::fs::metadata("/dev").unwrap().dev();
+        let rows = walk_with(
+            b"/dev",
+            WalkOptions {
+                same_device: Some(dev),
+                ..Default::default()
+            },
+        );
+        let other: Vec<&Vec<u8>> = rows
+            .0
+            .iter()
+            .filter(|r| r.1 == EntryKind::Dir && r.2.dev != dev)
+            .map(|r| &r.0)
+            .collect();
+        for mount in &other {
+            let mut below = (*mount).clone();
+            below.push(b'/');
+            assert!(
+                !rows.0.iter().any(|r| r.0.starts_with(&below)),
+                "{} was read",
+                String::from_utf8_lossy(mount)
+            );
+        }
+        let all = walk_all(b"/dev");
+        assert!(all.0.len() >= rows.0.len());
+    }
+
+    #[test]
+    fn no_atime_reads_the_same_tree() {
+        let tmp = tree();
+        let root = tmp.path().as_os_str().as_bytes();
+        let rows = walk_with(
+            root,
+            WalkOptions {
+                no_atime: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            relative(&rows, tmp.path()),
+            relative(&walk_all(root), tmp.path())
         );
     }
 }

@@ -123,3 +123,93 @@ fn an_offline_scan_writes_whole_chunks_holding_every_entry() {
     }
     assert_eq!(bytes, (0..50u64).sum::<u64>() + dirs);
 }
+
+/// (path, error op code, errno) of every row in the chunk files of `dir`.
+fn rows_with_errors(dir: &std::path::Path) -> Vec<(String, u8, i32)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, UInt8Type};
+    let mut rows = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let data = bytes::Bytes::from(std::fs::read(f.unwrap().path()).unwrap());
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(data.clone()).unwrap();
+        let n = parquet::file::reader::FileReader::metadata(&reader)
+            .file_metadata()
+            .num_rows() as u64;
+        let batch = storage_tracker_proto::decode_chunk(data, n).unwrap();
+        let path = batch.column_by_name("path").unwrap().as_binary::<i32>();
+        let op = batch
+            .column_by_name("error_op")
+            .unwrap()
+            .as_primitive::<UInt8Type>();
+        let errno = batch
+            .column_by_name("errno")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        for i in 0..batch.num_rows() {
+            rows.push((
+                String::from_utf8_lossy(path.value(i)).into_owned(),
+                op.value(i),
+                errno.value(i),
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn permission_denied_is_recorded_as_data_for_an_unprivileged_scan() {
+    // Root ignores permission bits, so the scan runs as "nobody".
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    let (tree, out) = (base.path().join("tree"), base.path().join("out"));
+    for d in ["open", "closed", "listonly"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(tree.join("open/f"), b"x").unwrap();
+    std::fs::write(tree.join("closed/secret"), b"y").unwrap();
+    std::fs::write(tree.join("listonly/g"), b"z").unwrap();
+    let mode = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(base.path(), 0o755);
+    mode(&tree.join("closed"), 0o700);
+    // Names can be listed, but not stat'ed.
+    mode(&tree.join("listonly"), 0o744);
+    mode(&out, 0o777);
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            SCANNER,
+            "--output",
+        ])
+        .arg(&out)
+        .arg(&tree)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "finished with errors: {}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("errors=2"), "{}", stderr(&o));
+    let t = tree.display().to_string();
+    let eacces = rustix::io::Errno::ACCESS.raw_os_error();
+    assert_eq!(
+        rows_with_errors(&out),
+        [
+            (t.clone(), 0, 0),
+            (format!("{t}/closed"), 2, eacces),
+            (format!("{t}/listonly"), 0, 0),
+            (format!("{t}/listonly/g"), 1, eacces),
+            (format!("{t}/open"), 0, 0),
+            (format!("{t}/open/f"), 0, 0),
+        ]
+    );
+}
