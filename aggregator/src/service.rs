@@ -296,7 +296,12 @@ impl Ingest for IngestService {
         &self,
         request: Request<FinishSnapshotRequest>,
     ) -> Result<Response<FinishSnapshotResponse>, Status> {
-        let FinishSnapshotRequest { snapshot_id, ranks } = request.into_inner();
+        let FinishSnapshotRequest {
+            snapshot_id,
+            ranks,
+            users,
+            groups,
+        } = request.into_inner();
         let Some(running) = self.running().remove(&snapshot_id) else {
             return Err(Status::failed_precondition(format!(
                 "snapshot {snapshot_id} is not running (never begun, committed or failed)"
@@ -314,6 +319,19 @@ impl Ingest for IngestService {
             self.inner.fail(running.record, message.clone()).await?;
             return Err(Status::failed_precondition(format!(
                 "snapshot {snapshot_id} {message}; it is marked failed"
+            )));
+        }
+
+        if let Err(e) = self
+            .inner
+            .store
+            .insert_principals(snapshot_id, &users, &groups)
+            .await
+        {
+            let message = format!("storing owner and group names failed: {e}");
+            self.inner.fail(running.record, message.clone()).await?;
+            return Err(Status::unavailable(format!(
+                "snapshot {snapshot_id}: {message}; it is marked failed"
             )));
         }
 

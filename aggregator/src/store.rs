@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use storage_tracker_proto::ddl::{self, Database};
 use storage_tracker_proto::entry::col;
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
+use storage_tracker_proto::v1::Principal;
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,15 @@ struct ChunkRecord {
     rows: u64,
     parquet_bytes: u64,
     stored_at: u32,
+}
+
+#[derive(Debug, Row, Serialize)]
+struct PrincipalRecord<'a> {
+    snapshot_id: u64,
+    /// 1 user, 2 group (the `Enum8` codes).
+    kind: i8,
+    id: u32,
+    name: &'a str,
 }
 
 /// One row of `snapshots`: a state change. The highest `version` is the current state.
@@ -230,6 +240,40 @@ impl Store {
             stored_at: unix_now(),
         };
         insert.write(&record).await.map_err(self.err())?;
+        insert.end().await.map_err(self.err())
+    }
+
+    /// Stores the names of a snapshot's uids and gids.
+    pub async fn insert_principals(
+        &self,
+        snapshot_id: u64,
+        users: &[Principal],
+        groups: &[Principal],
+    ) -> Result<(), StoreError> {
+        if users.is_empty() && groups.is_empty() {
+            return Ok(());
+        }
+        let client = self
+            .client
+            .clone()
+            .with_database(self.config.database.as_str());
+        let mut insert = client
+            .insert::<PrincipalRecord<'static>>("principals")
+            .await
+            .map_err(self.err())?;
+        for (kind, list) in [(1, users), (2, groups)] {
+            for p in list {
+                insert
+                    .write(&PrincipalRecord {
+                        snapshot_id,
+                        kind,
+                        id: p.id,
+                        name: &p.name,
+                    })
+                    .await
+                    .map_err(self.err())?;
+            }
+        }
         insert.end().await.map_err(self.err())
     }
 

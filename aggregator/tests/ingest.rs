@@ -12,7 +12,8 @@ use tonic::Code;
 use storage_tracker_proto::entry::{EntryRef, EntryStat};
 use storage_tracker_proto::v1::ingest_client::IngestClient;
 use storage_tracker_proto::v1::{
-    AbortSnapshotRequest, BeginSnapshotRequest, Chunk, ChunkAck, FinishSnapshotRequest, RankTotals,
+    AbortSnapshotRequest, BeginSnapshotRequest, Chunk, ChunkAck, FinishSnapshotRequest, Principal,
+    RankTotals,
 };
 use storage_tracker_proto::{EntryBatchBuilder, EntryKind, SCHEMA_VERSION, encode_chunk};
 use support::{Aggregator, TestDatabase};
@@ -106,6 +107,13 @@ async fn stream(
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
+struct Named {
+    kind_name: String,
+    id: u32,
+    name: String,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
 struct Count {
     n: u64,
 }
@@ -170,6 +178,20 @@ fn a_chunk_sent_twice_is_stored_once_and_the_snapshot_commits() {
             .finish_snapshot(FinishSnapshotRequest {
                 snapshot_id: id,
                 ranks: vec![totals],
+                users: vec![Principal {
+                    id: 0,
+                    name: "root".into(),
+                }],
+                groups: vec![
+                    Principal {
+                        id: 0,
+                        name: "root".into(),
+                    },
+                    Principal {
+                        id: 4242,
+                        name: String::new(),
+                    },
+                ],
             })
             .await
             .unwrap()
@@ -178,6 +200,19 @@ fn a_chunk_sent_twice_is_stored_once_and_the_snapshot_commits() {
         id
     });
     assert_eq!(rows(&rt, &db, 1), 151);
+    let names: Vec<Named> = db.query(&rt, &format!("SELECT toString(kind) AS kind_name, id, name FROM {}.principals WHERE snapshot_id = 1 ORDER BY kind, id", db.database));
+    let names: Vec<(String, u32, String)> = names
+        .into_iter()
+        .map(|n| (n.kind_name, n.id, n.name))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("user".into(), 0, "root".into()),
+            ("group".into(), 0, "root".into()),
+            ("group".into(), 4242, String::new())
+        ]
+    );
     assert_eq!(state(&rt, &db, 1).state_name, "committed");
 }
 
@@ -261,6 +296,7 @@ fn wrong_totals_fail_the_snapshot_and_drop_its_rows() {
         c.finish_snapshot(FinishSnapshotRequest {
             snapshot_id: id,
             ranks: vec![claimed],
+            ..Default::default()
         })
         .await
         .unwrap_err()

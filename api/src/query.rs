@@ -128,3 +128,29 @@ ORDER BY tree_bytes DESC, name ASC
 LIMIT {limit} OFFSET {offset}"
     )
 }
+
+/// A user or group name of a snapshot.
+#[derive(Debug, Row, Deserialize)]
+pub struct PrincipalRow {
+    /// 1 user, 2 group.
+    pub kind: i8,
+    pub id: u32,
+    pub name: String,
+}
+
+/// Names of the given uids and gids (numbers only: nothing from the request is spliced).
+pub fn principals(db: &Database, snapshot_id: u64, uids: &[u32], gids: &[u32]) -> String {
+    let list = |ids: &[u32]| {
+        if ids.is_empty() {
+            "0".to_owned()
+        } else {
+            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    format!(
+        "SELECT kind, id, name FROM {db}.principals WHERE snapshot_id = {snapshot_id} \
+         AND ((kind = 'user' AND id IN ({})) OR (kind = 'group' AND id IN ({})))",
+        list(uids),
+        list(gids)
+    )
+}

@@ -11,7 +11,9 @@ use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
 use crate::paths::{PathParam, Text};
-use crate::query::{self, ChildRow, RollupRow, SnapshotRow};
+use std::collections::BTreeSet;
+
+use crate::query::{self, ChildRow, PrincipalRow, RollupRow, SnapshotRow};
 use crate::{ApiError, AppState};
 
 pub const MAX_PAGE: u64 = 1000;
@@ -246,6 +248,11 @@ struct Child {
     nlink: u64,
     mtime_ns: i64,
     atime_ns: i64,
+    /// Names of the owner and group, where the scan could resolve them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     symlink_target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -281,6 +288,8 @@ impl From<ChildRow> for Child {
             nlink: r.nlink,
             mtime_ns: r.mtime_ns,
             atime_ns: r.atime_ns,
+            user: None,
+            group: None,
             symlink_target: (kind == EntryKind::Symlink)
                 .then(|| String::from_utf8_lossy(&r.symlink_target).into_owned()),
             error,
@@ -345,6 +354,8 @@ async fn children(
         .query(&query::children(db, snapshot_id, &dir, limit, offset))
         .fetch_all::<ChildRow>()
         .await?;
+    let mut children: Vec<Child> = rows.into_iter().map(Child::from).collect();
+    name_owners(&state, snapshot_id, &mut children).await?;
     let shown = Text::of(&dir);
     Ok(Json(Children {
         snapshot_id,
@@ -362,6 +373,33 @@ async fn children(
         total,
         limit,
         offset,
-        children: rows.into_iter().map(Child::from).collect(),
+        children,
     }))
+}
+
+/// Fills in the user and group names of a page of entries.
+async fn name_owners(
+    state: &AppState,
+    snapshot_id: u64,
+    children: &mut [Child],
+) -> Result<(), ApiError> {
+    let uids: BTreeSet<u32> = children.iter().map(|c| c.uid).collect();
+    let gids: BTreeSet<u32> = children.iter().map(|c| c.gid).collect();
+    if children.is_empty() {
+        return Ok(());
+    }
+    let (uids, gids): (Vec<u32>, Vec<u32>) =
+        (uids.into_iter().collect(), gids.into_iter().collect());
+    let sql = query::principals(&state.database, snapshot_id, &uids, &gids);
+    let rows = state.client.query(&sql).fetch_all::<PrincipalRow>().await?;
+    let named = |kind, id| {
+        rows.iter()
+            .find(|p| p.kind == kind && p.id == id && !p.name.is_empty())
+            .map(|p| p.name.clone())
+    };
+    for c in children {
+        c.user = named(1, c.uid);
+        c.group = named(2, c.gid);
+    }
+    Ok(())
 }

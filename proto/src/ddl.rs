@@ -1,10 +1,11 @@
-//! The ClickHouse layout: one database, five tables. Every statement runs on ClickHouse 18.16
+//! The ClickHouse layout: one database, six tables. Every statement runs on ClickHouse 18.16
 //! and on current releases (no CTEs, codecs, TTLs, skipping indexes or LowCardinality).
 //!
 //! - `snapshots`: one row per state change of a snapshot; `FINAL` gives the current state.
 //! - `entries`: one row per path, partitioned by snapshot so a snapshot drops as a whole.
 //! - `chunks`: which (rank, seq) chunks of a snapshot are stored: the deduplication record.
 //! - `dir_rollups`: recursive totals per directory, computed once when a snapshot commits.
+//! - `principals`: the names of the uids and gids of a snapshot, resolved once per id.
 
 use std::fmt;
 
@@ -55,6 +56,9 @@ pub const KIND_ENUM: &str = "Enum8('unknown' = 0, 'file' = 1, 'dir' = 2, 'symlin
 /// The `Enum8` of failed operations; codes match [`crate::ErrorOp`].
 pub const ERROR_OP_ENUM: &str =
     "Enum8('none' = 0, 'stat' = 1, 'open' = 2, 'read' = 3, 'readlink' = 4)";
+
+/// The `Enum8` of principal kinds.
+pub const PRINCIPAL_ENUM: &str = "Enum8('user' = 1, 'group' = 2)";
 
 /// The `Enum8` of snapshot states.
 pub const STATE_ENUM: &str = "Enum8('running' = 1, 'committed' = 2, 'failed' = 3)";
@@ -135,11 +139,20 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     max_atime_ns Int64
 ) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, parent_path, name)"
         ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.principals (
+    snapshot_id UInt64,
+    kind {PRINCIPAL_ENUM},
+    id UInt32,
+    name String
+) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, kind, id)"
+        ),
     ]
 }
 
 /// Tables whose rows belong to one snapshot partition (everything but `snapshots`).
-pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 3] = ["entries", "chunks", "dir_rollups"];
+pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 4] =
+    ["entries", "chunks", "dir_rollups", "principals"];
 
 #[cfg(test)]
 mod tests {
@@ -160,6 +173,6 @@ mod tests {
         let db = Database::new("st_test").unwrap();
         let stmts = create_statements(&db);
         assert!(stmts.iter().all(|s| s.contains("st_test")));
-        assert_eq!(stmts.len(), 5);
+        assert_eq!(stmts.len(), 6);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod chunks;
 pub mod mpi_transport;
+pub mod owners;
 pub mod scan;
 pub mod steal;
 pub mod upload;

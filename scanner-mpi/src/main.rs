@@ -6,6 +6,7 @@
 //! read (they are recorded as errors); 1 the scan failed and the snapshot is marked failed;
 //! 2 bad arguments or root; 4 the MPI world does not match the Slurm step (wrong `--mpi`).
 
+use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -17,12 +18,16 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use mpi::Threading;
 use mpi::collective::{CommunicatorCollectives, Root};
+use mpi::datatype::PartitionMut;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use tracing::{error, info, warn};
 
-use storage_tracker_proto::v1::{BeginSnapshotRequest, RankTotals};
+use storage_tracker_proto::v1::{
+    BeginSnapshotRequest, FinishSnapshotRequest, Principal, RankTotals,
+};
 use storage_tracker_scanner::chunks::{ChunkLimits, ChunkSink, DirSink};
 use storage_tracker_scanner::mpi_transport::MpiTransport;
+use storage_tracker_scanner::owners::{IdKind, resolve};
 use storage_tracker_scanner::scan::scan_rank;
 use storage_tracker_scanner::upload::{Ingest, Upload};
 use storage_tracker_scanner::walk::{Exclude, WalkOptions};
@@ -125,6 +130,33 @@ fn hostname() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
+}
+
+/// The union of every rank's ids, on every rank.
+fn gather_ids(world: &SimpleCommunicator, mine: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let mine: Vec<u32> = mine.iter().copied().collect();
+    let mut counts = vec![0i32; world.size() as usize];
+    world.all_gather_into(&(mine.len() as i32), &mut counts[..]);
+    let displs: Vec<i32> = counts
+        .iter()
+        .scan(0, |at, &n| Some(std::mem::replace(at, *at + n)))
+        .collect();
+    let mut all = vec![0u32; counts.iter().map(|&n| n as usize).sum()];
+    world.all_gather_varcount_into(
+        &mine[..],
+        &mut PartitionMut::new(&mut all[..], counts, displs),
+    );
+    all.into_iter().collect()
+}
+
+/// Each id with its name, looked up once.
+fn principals(kind: IdKind, ids: &BTreeSet<u32>) -> Vec<Principal> {
+    ids.iter()
+        .map(|&id| Principal {
+            id,
+            name: resolve(kind, id).unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// Fixed-width host names, so they travel in one all-gather.
@@ -359,6 +391,11 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
     let errors: u64 = totals.iter().map(|t| t.errors).sum();
     let chunk_count: u64 = totals.iter().map(|t| t.chunks).sum();
 
+    let (uids, gids) = (
+        gather_ids(world, &report.ids.uids),
+        gather_ids(world, &report.ids.gids),
+    );
+
     if failure.is_none() && !failed_ranks.is_empty() {
         failure = Some(format!("rank(s) {failed_ranks:?} failed"));
     }
@@ -371,7 +408,14 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
         && let Output::Live { ingest, .. } = &output
     {
         if failed_ranks.is_empty() {
-            match ingest.finish(snapshot_id, totals) {
+            // Each id is looked up once, here, for the whole snapshot.
+            let request = FinishSnapshotRequest {
+                snapshot_id,
+                ranks: totals,
+                users: principals(IdKind::User, &uids),
+                groups: principals(IdKind::Group, &gids),
+            };
+            match ingest.finish(request) {
                 Ok(done) => info!(
                     snapshot_id,
                     entries = done.entries,

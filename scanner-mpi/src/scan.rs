@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::chunks::{ChunkLimits, ChunkSink, ChunkWriter};
+use crate::owners::{NotingIds, SeenIds};
 use crate::steal::{Spawner, StealConfig, StealStats, Transport, Worker, run_rank};
 use std::sync::Arc;
 
@@ -16,12 +17,15 @@ pub struct RankReport {
     pub steal: StealStats,
     /// The first error that stopped this rank's output, if any.
     pub error: Option<String>,
+    /// The uids and gids of this rank's rows.
+    pub ids: SeenIds,
 }
 
 struct ScanWorker<'a> {
     reader: DirReader,
     writer: ChunkWriter<'a>,
     counts: WalkCounts,
+    ids: SeenIds,
     /// Set when any worker of this rank can no longer deliver rows: the rest stop reading.
     failed: &'a AtomicBool,
 }
@@ -43,8 +47,11 @@ impl Worker<ScanWork> for ScanWorker<'_> {
         if self.failed.load(Ordering::Relaxed) {
             return;
         }
-        self.reader
-            .run(&item, &mut self.writer, &mut self.counts, spawn);
+        let mut sink = NotingIds {
+            inner: &mut self.writer,
+            ids: &mut self.ids,
+        };
+        self.reader.run(&item, &mut sink, &mut self.counts, spawn);
         if self.writer.error().is_some() {
             self.failed.store(true, Ordering::Relaxed);
         }
@@ -66,6 +73,7 @@ pub fn scan_rank<T: Transport>(
             reader: DirReader::new(Arc::clone(&options)),
             writer: ChunkWriter::new(sink, limits),
             counts: WalkCounts::default(),
+            ids: SeenIds::default(),
             failed: &failed,
         })
         .collect();
@@ -87,6 +95,7 @@ pub fn scan_rank<T: Transport>(
         report.counts.entries += w.counts.entries;
         report.counts.errors += w.counts.errors;
         report.counts.apparent_bytes += w.counts.apparent_bytes;
+        report.ids.merge(&w.ids);
     }
     report
 }

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use storage_tracker_proto::v1::ingest_client::IngestClient;
 use storage_tracker_proto::v1::{
     AbortSnapshotRequest, BeginSnapshotRequest, Chunk, FinishSnapshotRequest,
-    FinishSnapshotResponse, RankTotals,
+    FinishSnapshotResponse,
 };
 
 use crate::chunks::{ChunkSink, SinkError};
@@ -104,11 +104,9 @@ impl Ingest {
 
     pub fn finish(
         &self,
-        snapshot_id: u64,
-        ranks: Vec<RankTotals>,
+        request: FinishSnapshotRequest,
     ) -> Result<FinishSnapshotResponse, UploadError> {
         let mut client = self.client.clone();
-        let request = FinishSnapshotRequest { snapshot_id, ranks };
         let response = self
             .runtime
             .block_on(client.finish_snapshot(request))

@@ -34,6 +34,11 @@ struct KindCount {
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
+struct Count {
+    n: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
 struct Summary {
     entries: u64,
     distinct_paths: u64,
@@ -115,6 +120,18 @@ fn check_snapshot(
         s.ranks
     );
 
+    // Every owner and group is named once per snapshot.
+    for (column, kind) in [("uid", "user"), ("gid", "group")] {
+        let unnamed: Vec<Count> = db.query(
+            rt,
+            &format!(
+                "SELECT count() AS n FROM (SELECT DISTINCT {column} AS i FROM {d}.entries WHERE snapshot_id = {id}) AS e \
+                 WHERE i NOT IN (SELECT id FROM {d}.principals WHERE snapshot_id = {id} AND kind = '{kind}')"
+            ),
+        );
+        assert_eq!(unnamed[0].n, 0, "{column}s without a {kind} row");
+    }
+
     // Recursive totals of the root and every top-level directory.
     let root = fixture.root_bytes();
     let rollups: Vec<Rollup> = db.query(
@@ -193,6 +210,19 @@ fn check_snapshot(
             .collect();
         assert_eq!(got, want, "children of {}", String::from_utf8_lossy(&dir));
         assert_eq!(json["total"].as_u64().unwrap(), want.len() as u64);
+        let me = storage_tracker_scanner::owners::resolve(
+            storage_tracker_scanner::owners::IdKind::User,
+            // SAFETY: getuid has no preconditions and cannot fail.
+            unsafe { libc::getuid() },
+        );
+        assert!(
+            json["children"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["user"].as_str() == me.as_deref()),
+            "owners are named"
+        );
         let totals = tree_totals(&truth, &dir);
         assert_eq!(json["directory"]["bytes"].as_u64().unwrap(), totals.bytes);
         assert_eq!(
