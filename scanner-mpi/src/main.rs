@@ -7,11 +7,14 @@
 //! 2 bad arguments or root; 4 the MPI world does not match the Slurm step (wrong `--mpi`).
 
 use std::collections::BTreeSet;
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -28,7 +31,7 @@ use storage_tracker_proto::v1::{
 use storage_tracker_scanner::chunks::{ChunkLimits, ChunkSink, DirSink};
 use storage_tracker_scanner::mpi_transport::MpiTransport;
 use storage_tracker_scanner::owners::{IdKind, resolve};
-use storage_tracker_scanner::scan::scan_rank;
+use storage_tracker_scanner::scan::{Progress, ScanPlan, ScanStatus, scan_rank};
 use storage_tracker_scanner::upload::{Ingest, Upload};
 use storage_tracker_scanner::walk::{Exclude, WalkOptions};
 
@@ -93,6 +96,11 @@ struct Args {
     #[arg(long)]
     no_atime: bool,
 
+    /// Seconds between progress reports of rank 0 (a status line on a terminal, log lines
+    /// otherwise).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    progress_interval: u64,
+
     /// Chunks a rank may have queued for sending before its walk waits.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     in_flight: u16,
@@ -116,6 +124,22 @@ fn slurm_step_tasks() -> Option<i32> {
     ["SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"]
         .iter()
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// Bytes in binary units, for people.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 /// True on every rank iff `ok` is true on every rank.
@@ -331,7 +355,44 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
         no_atime: args.no_atime,
     });
     let mut transport = MpiTransport::new(world);
-    let report = scan_rank(&mut transport, &root_bytes, options, threads, limits, sink);
+    let plan = ScanPlan {
+        root: root_bytes.clone(),
+        options,
+        threads,
+        limits,
+        progress_interval: Duration::from_secs(args.progress_interval),
+    };
+    let on_terminal = std::io::stderr().is_terminal();
+    let shown = AtomicBool::new(false);
+    let show = |p: &Progress| {
+        if on_terminal {
+            shown.store(true, Ordering::Relaxed);
+            eprint!(
+                "\r{} entries, {}, {:.0} entries/s, {}/{} ranks busy, {} errors   ",
+                p.entries,
+                human_bytes(p.apparent_bytes),
+                p.entries_per_second(),
+                p.busy_ranks,
+                p.ranks,
+                p.errors
+            );
+        } else {
+            info!(
+                entries = p.entries,
+                apparent_bytes = p.apparent_bytes,
+                entries_per_second = p.entries_per_second().round(),
+                busy_ranks = p.busy_ranks,
+                ranks = p.ranks,
+                errors = p.errors,
+                "progress"
+            );
+        }
+    };
+    let status = ScanStatus::new(&show);
+    let report = scan_rank(&mut transport, &plan, sink, &status);
+    if shown.load(Ordering::Relaxed) {
+        eprintln!();
+    }
 
     let (chunks, mut failure) = match &mut output {
         Output::Live { upload, .. } => match upload.take().expect("opened above").close() {

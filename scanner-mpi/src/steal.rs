@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Something a rank can do and hand to another rank.
 pub trait Work: Send + Sized {
@@ -74,6 +74,29 @@ impl<W> Spawner<'_, W> {
     }
 }
 
+/// Counters every rank sends to rank 0 while the run goes on.
+pub type Counters = [u64; 4];
+
+/// Progress of a run: what each rank counts, and what rank 0 does with everyone's counts.
+pub trait Status: Sync {
+    /// This rank's counters now.
+    fn counters(&self) -> Counters;
+    /// Rank 0 only, every progress interval: the latest counters of every rank and whether
+    /// it has work.
+    fn report(&self, ranks: &[Counters], busy: &[bool]);
+}
+
+/// A run that reports nothing.
+#[derive(Debug)]
+pub struct Silent;
+
+impl Status for Silent {
+    fn counters(&self) -> Counters {
+        [0; 4]
+    }
+    fn report(&self, _: &[Counters], _: &[bool]) {}
+}
+
 /// Counters a rank reports after the run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StealStats {
@@ -93,6 +116,8 @@ pub struct StealConfig {
     pub max_bytes_per_steal: usize,
     /// Longest sleep of an idle coordinator between polls of the transport.
     pub max_poll_interval: Duration,
+    /// How often ranks send their counters to rank 0, which reports them.
+    pub progress_interval: Duration,
 }
 
 impl Default for StealConfig {
@@ -101,6 +126,7 @@ impl Default for StealConfig {
             max_items_per_steal: 4096,
             max_bytes_per_steal: 4 << 20,
             max_poll_interval: Duration::from_micros(500),
+            progress_interval: Duration::from_secs(10),
         }
     }
 }
@@ -112,6 +138,8 @@ const MSG_TOKEN: u8 = 4;
 const MSG_TERMINATE: u8 = 5;
 const MSG_DONE: u8 = 6;
 const MSG_EXIT: u8 = 7;
+/// A rank's counters for rank 0; not work, so not counted by the termination detection.
+const MSG_PROGRESS: u8 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Color {
@@ -281,6 +309,25 @@ impl VictimPicker {
     }
 }
 
+fn encode_progress(passive: bool, counters: Counters) -> Vec<u8> {
+    let mut m = vec![MSG_PROGRESS, u8::from(passive)];
+    counters
+        .iter()
+        .for_each(|c| m.extend_from_slice(&c.to_le_bytes()));
+    m
+}
+
+fn decode_progress(body: &[u8]) -> Option<(bool, Counters)> {
+    let (&passive, mut rest) = body.split_first()?;
+    let mut counters = [0u64; 4];
+    for c in &mut counters {
+        let (v, r) = rest.split_first_chunk::<8>()?;
+        *c = u64::from_le_bytes(*v);
+        rest = r;
+    }
+    Some((passive == 1, counters))
+}
+
 fn encode_work<W: Work>(items: &[W]) -> Vec<u8> {
     let mut m = vec![MSG_WORK];
     m.extend_from_slice(&(items.len() as u32).to_le_bytes());
@@ -308,6 +355,7 @@ pub fn run_rank<W, K, T>(
     workers: Vec<K>,
     initial: Vec<W>,
     config: StealConfig,
+    status: &dyn Status,
 ) -> (Vec<K>, StealStats)
 where
     W: Work,
@@ -343,7 +391,7 @@ where
             .collect();
         {
             let _guard = QuitOnDrop(&pool);
-            coordinate(transport, &pool, config, &mut stats);
+            coordinate(transport, &pool, config, status, &mut stats);
         }
         handles
             .into_iter()
@@ -364,15 +412,24 @@ fn coordinate<W: Work, T: Transport>(
     t: &mut T,
     pool: &Pool<W>,
     config: StealConfig,
+    status: &dyn Status,
     stats: &mut StealStats,
 ) {
     let (me, size) = (t.rank(), t.size());
+    let mut next_progress = Instant::now() + config.progress_interval;
     if size == 1 {
         while !pool.is_idle() {
             pool.wait_changed(config.max_poll_interval);
+            if Instant::now() >= next_progress {
+                next_progress += config.progress_interval;
+                status.report(&[status.counters()], &[true]);
+            }
         }
         return;
     }
+    // Rank 0's view of every rank's latest counters and whether it has work.
+    let mut latest: Vec<Counters> = vec![[0; 4]; if me == 0 { size } else { 0 }];
+    let mut busy: Vec<bool> = vec![true; latest.len()];
     let mut safra = Safra {
         color: Color::White,
         count: 0,
@@ -429,11 +486,27 @@ fn coordinate<W: Work, T: Transport>(
                 MSG_TERMINATE => terminating = true,
                 MSG_DONE => dones += 1,
                 MSG_EXIT => return,
+                MSG_PROGRESS if me == 0 => {
+                    if let Some((passive, counters)) = decode_progress(body) {
+                        latest[src] = counters;
+                        busy[src] = !passive;
+                    }
+                }
                 other => panic!("unknown message kind {other} from rank {src}"),
             }
         }
 
         let passive = pool.is_idle();
+        if !terminating && Instant::now() >= next_progress {
+            next_progress += config.progress_interval;
+            if me == 0 {
+                latest[0] = status.counters();
+                busy[0] = !passive;
+                status.report(&latest, &busy);
+            } else {
+                t.send(0, encode_progress(passive, status.counters()));
+            }
+        }
         if terminating {
             if !steal_outstanding && !sent_done {
                 sent_done = true;
@@ -652,7 +725,7 @@ mod tests {
                     Vec::new()
                 };
                 std::thread::spawn(move || {
-                    run_rank(&mut t, workers, start, StealConfig::default()).1
+                    run_rank(&mut t, workers, start, StealConfig::default(), &Silent).1
                 })
             })
             .collect();
@@ -775,7 +848,7 @@ mod tests {
                     Vec::new()
                 };
                 std::thread::spawn(move || {
-                    run_rank(&mut t, vec![worker], start, StealConfig::default())
+                    run_rank(&mut t, vec![worker], start, StealConfig::default(), &Silent)
                 })
             })
             .collect();
@@ -786,6 +859,79 @@ mod tests {
             counts[1].load(Ordering::Relaxed) > 0,
             "rank 1 took published work while rank 0 was busy"
         );
+    }
+
+    /// Counts processed items (via the recorder's shared counter) and keeps rank 0's reports.
+    struct Reports {
+        processed: Arc<(AtomicU64, AtomicU64)>,
+        seen: std::sync::Mutex<Vec<(Vec<Counters>, Vec<bool>)>>,
+    }
+
+    impl Status for Reports {
+        fn counters(&self) -> Counters {
+            [self.processed.0.load(Ordering::Relaxed), 0, 0, 7]
+        }
+        fn report(&self, ranks: &[Counters], busy: &[bool]) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((ranks.to_vec(), busy.to_vec()));
+        }
+    }
+
+    #[test]
+    fn rank_0_reports_every_ranks_counters_while_the_run_goes_on() {
+        let seen = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let config = StealConfig {
+            progress_interval: Duration::from_millis(2),
+            ..StealConfig::default()
+        };
+        let root = Node {
+            id: 0,
+            depth: 7,
+            fanout: 4,
+        };
+        let statuses: Vec<Arc<Reports>> = (0..3)
+            .map(|_| {
+                Arc::new(Reports {
+                    processed: seen.clone(),
+                    seen: Default::default(),
+                })
+            })
+            .collect();
+        let handles: Vec<_> = transports(3)
+            .into_iter()
+            .map(|mut t| {
+                let workers = vec![Recorder {
+                    seen: seen.clone(),
+                    spin: 2000,
+                }];
+                let start = if t.rank == 0 { vec![root] } else { Vec::new() };
+                let status = statuses[t.rank].clone();
+                std::thread::spawn(move || {
+                    drop(run_rank(&mut t, workers, start, config, status.as_ref()))
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        let reports = statuses[0].seen.lock().unwrap();
+        assert!(!reports.is_empty(), "rank 0 reported");
+        assert!(
+            reports
+                .iter()
+                .all(|(ranks, busy)| ranks.len() == 3 && busy.len() == 3)
+        );
+        assert!(
+            reports
+                .iter()
+                .any(|(ranks, _)| ranks[1..].iter().any(|c| c[3] == 7)),
+            "counters from other ranks arrived"
+        );
+        assert!(
+            statuses[1].seen.lock().unwrap().is_empty(),
+            "only rank 0 reports"
+        );
+        assert_eq!(seen.0.load(Ordering::Relaxed), expected(root).0);
     }
 
     #[test]
