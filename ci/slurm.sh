@@ -44,11 +44,18 @@ if ! getent hosts "$host" | grep -q '^127\.'; then
   echo "the host name $host must resolve to a 127.x address for a local Slurm (add it to /etc/hosts)" >&2
   exit 1
 fi
-if [ -f "$conf" ] && SLURM_CONF="$conf" timeout 5 sinfo -h -o '%T' 2>/dev/null | grep -q -E '^(idle|mixed|allocated)'; then
+# Reuse only this work directory's own daemons: another local Slurm answers on the same ports
+# with other spool paths, and steps would fail in confusing ways.
+if [ -f "$work/run/slurmctld.pid" ] && kill -0 "$(cat "$work/run/slurmctld.pid")" 2>/dev/null &&
+  SLURM_CONF="$conf" timeout 5 sinfo -h -o '%T' 2>/dev/null | grep -q -E '^(idle|mixed|allocated)'; then
   echo "$conf"
   exit 0
 fi
 stop
+if other=$(pgrep -x slurmctld); then
+  echo "another slurmctld is running (pid $other, $(tr '\0' ' ' </proc/"$other"/cmdline)); stop it first (ci/slurm.sh stop ITS_WORKDIR)" >&2
+  exit 1
+fi
 
 # munge: one key per machine, the daemon runs as the munge user.
 if ! pgrep -x munged >/dev/null; then
