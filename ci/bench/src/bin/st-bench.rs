@@ -1,0 +1,525 @@
+//! `st-bench`: time storage-scan against other tools on the same warm tree, in one run.
+//!
+//! Every tool runs `--runs` times, round robin (so drift in the machine's load spreads over all
+//! of them); the table gives medians, entries per second, the ratio to the raw floor at the same
+//! thread count and to storage-scan, and each run's peak RSS (from `wait4`). storage-scan writes
+//! full rows to Parquet; its rows are checked against the tree's ground truth, as are `find`'s
+//! lines and `du`'s total.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+/// Benchmark storage-scan against peers on a tree made by st-gen-tree.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The tree (with `<TREE>.truth.tsv` beside it).
+    tree: Option<PathBuf>,
+    /// Runs of each tool; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The storage-scan binary.
+    #[arg(long, default_value = "target/release/storage-scan")]
+    scan_bin: PathBuf,
+    /// Where tools write their output (Parquet chunks, find's lines, ncdu's export).
+    #[arg(long, default_value = "/tmp/st-bench-out")]
+    scratch: PathBuf,
+    /// Only these tools (by name, repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Append the table to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Internal: run the floor walk on the tree with this many threads and exit.
+    #[arg(long, hide = true)]
+    floor: Option<usize>,
+    /// Internal: print the rows and apparent bytes of the Parquet chunks in this directory.
+    #[arg(long, hide = true)]
+    count_parquet: Option<PathBuf>,
+}
+
+struct Tool {
+    name: String,
+    /// Ranks x threads, as shown.
+    parallel: String,
+    threads: usize,
+    argv: Vec<String>,
+    /// Output file for stdout, if any.
+    stdout: Option<PathBuf>,
+    check: Check,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Check {
+    None,
+    ParquetRows,
+    Lines,
+    DuAllocated,
+}
+
+struct Run {
+    seconds: f64,
+    max_rss_kib: i64,
+}
+
+/// Spawns `argv`, waits for it, and samples the peak RSS of it and its descendants (mpiexec's
+/// ranks) from `/proc/PID/status` VmHWM. `ru_maxrss` cannot be used: it includes the memory
+/// of the process that forked the tool.
+fn timed(argv: &[String], stdout: Option<&Path>) -> anyhow::Result<Run> {
+    let out = match stdout {
+        Some(p) => Stdio::from(std::fs::File::create(p)?),
+        None => Stdio::null(),
+    };
+    let start = Instant::now();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", argv[0]))?;
+    let pid = child.id() as i32;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (status, peak) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for p in std::iter::once(pid).chain(descendants(pid)) {
+                    peak = peak.max(vm_hwm_kib(p).unwrap_or(0));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        });
+        let status = child.wait();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (status, sampler.join().expect("sampler"))
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let status = status?;
+    if !status.success() {
+        bail!("{} failed ({status})", argv.join(" "));
+    }
+    Ok(Run {
+        seconds,
+        max_rss_kib: peak as i64,
+    })
+}
+
+fn vm_hwm_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Every process below `root`, from the parent ids in /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The field after the command name, which is in parentheses and may hold spaces.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn read_truth(tree: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut p = tree.as_os_str().to_owned();
+    p.push(".truth.tsv");
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("reading {p:?} (made by st-gen-tree)"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('\t')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect())
+}
+
+/// Rows and apparent bytes in the Parquet chunks of a directory.
+fn parquet_totals(dir: &Path) -> anyhow::Result<(u64, u64)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::UInt64Type;
+    use parquet::file::reader::FileReader;
+    let (mut rows, mut bytes) = (0, 0);
+    for f in std::fs::read_dir(dir)? {
+        let data = bytes::Bytes::from(std::fs::read(f?.path())?);
+        let n = parquet::file::serialized_reader::SerializedFileReader::new(data.clone())?
+            .metadata()
+            .file_metadata()
+            .num_rows() as u64;
+        let batch = storage_tracker_proto::decode_chunk(data, n)?;
+        rows += n;
+        bytes += batch
+            .column_by_name("size")
+            .expect("size column")
+            .as_primitive::<UInt64Type>()
+            .values()
+            .iter()
+            .sum::<u64>();
+    }
+    Ok((rows, bytes))
+}
+
+fn tools(args: &Args, tree: &str) -> Vec<Tool> {
+    let scan = args.scan_bin.display().to_string();
+    let chunks = args.scratch.join("chunks").display().to_string();
+    let me = std::env::current_exe()
+        .expect("own path")
+        .display()
+        .to_string();
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    let scratch = |name: &str| Some(args.scratch.join(name));
+    let mut t = vec![
+        Tool {
+            name: "floor (getdents64+statx)".into(),
+            parallel: "1".into(),
+            threads: 1,
+            argv: s(&[&me, "--floor", "1", tree]),
+            stdout: None,
+            check: Check::None,
+        },
+        Tool {
+            name: "floor (getdents64+statx)".into(),
+            parallel: "2".into(),
+            threads: 2,
+            argv: s(&[&me, "--floor", "2", tree]),
+            stdout: None,
+            check: Check::None,
+        },
+        Tool {
+            name: "storage-scan".into(),
+            parallel: "1 rank x 1".into(),
+            threads: 1,
+            argv: s(&[
+                &scan,
+                "--threads",
+                "1",
+                "--output",
+                &chunks,
+                "--progress-interval",
+                "86400",
+                tree,
+            ]),
+            stdout: None,
+            check: Check::ParquetRows,
+        },
+        Tool {
+            name: "storage-scan".into(),
+            parallel: "1 rank x 2".into(),
+            threads: 2,
+            argv: s(&[
+                &scan,
+                "--threads",
+                "2",
+                "--output",
+                &chunks,
+                "--progress-interval",
+                "86400",
+                tree,
+            ]),
+            stdout: None,
+            check: Check::ParquetRows,
+        },
+        Tool {
+            name: "storage-scan".into(),
+            parallel: "2 ranks x 1".into(),
+            threads: 2,
+            argv: s(&[
+                "mpiexec.mpich",
+                "-n",
+                "2",
+                &scan,
+                "--threads",
+                "1",
+                "--output",
+                &chunks,
+                "--progress-interval",
+                "86400",
+                tree,
+            ]),
+            stdout: None,
+            check: Check::ParquetRows,
+        },
+        Tool {
+            name: "find -printf (stat fields)".into(),
+            parallel: "1".into(),
+            threads: 1,
+            argv: s(&[
+                "find",
+                tree,
+                "-printf",
+                "%p\\t%s\\t%b\\t%i\\t%n\\t%m\\t%U\\t%G\\t%A@\\t%T@\\t%C@\\n",
+            ]),
+            stdout: scratch("find.txt"),
+            check: Check::Lines,
+        },
+        Tool {
+            name: "du -s".into(),
+            parallel: "1".into(),
+            threads: 1,
+            argv: s(&["du", "-s", "-B1", tree]),
+            stdout: scratch("du.txt"),
+            check: Check::DuAllocated,
+        },
+        Tool {
+            name: "ncdu -o".into(),
+            parallel: "1".into(),
+            threads: 1,
+            argv: s(&[
+                "ncdu",
+                "-0",
+                "-o",
+                &args.scratch.join("ncdu.json").display().to_string(),
+                tree,
+            ]),
+            stdout: None,
+            check: Check::None,
+        },
+        Tool {
+            name: "pdu".into(),
+            parallel: "2".into(),
+            threads: 2,
+            argv: s(&["pdu", "--threads=2", "--quantity=apparent-size", tree]),
+            stdout: None,
+            check: Check::None,
+        },
+        Tool {
+            name: "dust".into(),
+            parallel: "2 (all)".into(),
+            threads: 2,
+            argv: s(&["dust", "-n", "1", tree]),
+            stdout: None,
+            check: Check::None,
+        },
+        Tool {
+            name: "gdu -n".into(),
+            parallel: "2 (all)".into(),
+            threads: 2,
+            argv: s(&["gdu", "-n", tree]),
+            stdout: None,
+            check: Check::None,
+        },
+        Tool {
+            name: "fd -uu (lists only)".into(),
+            parallel: "2".into(),
+            threads: 2,
+            argv: s(&["fdfind", "-uu", "--threads", "2", ".", tree]),
+            stdout: scratch("fd.txt"),
+            check: Check::None,
+        },
+    ];
+    if !args.only.is_empty() {
+        t.retain(|tool| args.only.iter().any(|o| tool.name.starts_with(o.as_str())));
+    }
+    t
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(dir) = &args.count_parquet {
+        let (rows, bytes) = parquet_totals(dir)?;
+        println!("{rows} {bytes}");
+        return Ok(());
+    }
+    let Some(tree) = args.tree.clone() else {
+        bail!("give the tree to scan (made by st-gen-tree)")
+    };
+    if let Some(threads) = args.floor {
+        let n = storage_tracker_bench::floor::walk(
+            std::os::unix::ffi::OsStrExt::as_bytes(tree.as_os_str()),
+            threads,
+        );
+        println!("{n}");
+        return Ok(());
+    }
+    let tree = std::fs::canonicalize(&tree)?;
+    let truth = read_truth(&tree)?;
+    let entries = truth["entries"];
+    let tree_s = tree.display().to_string();
+    std::fs::create_dir_all(&args.scratch)?;
+    let tools = tools(&args, &tree_s);
+
+    // Warm the cache: every tool then reads metadata from memory.
+    eprintln!("warming the cache on {entries} entries");
+    storage_tracker_bench::floor::walk(std::os::unix::ffi::OsStrExt::as_bytes(tree.as_os_str()), 2);
+
+    let mut runs: Vec<Vec<Run>> = tools.iter().map(|_| Vec::new()).collect();
+    let mut checks: Vec<String> = vec![String::new(); tools.len()];
+    for round in 0..args.runs {
+        for i in 0..tools.len() {
+            let i = (i + round) % tools.len();
+            let tool = &tools[i];
+            let chunks = args.scratch.join("chunks");
+            let _ = std::fs::remove_dir_all(&chunks);
+            std::fs::create_dir_all(&chunks)?;
+            let run =
+                timed(&tool.argv, tool.stdout.as_deref()).with_context(|| tool.name.clone())?;
+            eprintln!(
+                "  {} [{}]: {:.3} s, {} MiB",
+                tool.name,
+                tool.parallel,
+                run.seconds,
+                run.max_rss_kib / 1024
+            );
+            if round == 0 {
+                checks[i] = match tool.check {
+                    Check::None => "-".into(),
+                    Check::ParquetRows => {
+                        // In a child process: the runner stays small, and a child's peak RSS
+                        // includes the runner's memory at fork.
+                        let out = Command::new(std::env::current_exe()?)
+                            .arg("--count-parquet")
+                            .arg(&chunks)
+                            .output()?;
+                        let text = String::from_utf8_lossy(&out.stdout);
+                        let mut it = text
+                            .split_whitespace()
+                            .map(|v| v.parse::<u64>().unwrap_or(0));
+                        let (rows, bytes) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+                        let ok = rows == entries && bytes == truth["apparent_bytes"];
+                        format!(
+                            "{} rows, bytes {}",
+                            rows,
+                            if ok { "exact" } else { "WRONG" }
+                        )
+                    }
+                    Check::Lines => {
+                        let lines = std::fs::read(tool.stdout.as_ref().expect("stdout"))?
+                            .iter()
+                            .filter(|&&b| b == b'\n')
+                            .count() as u64;
+                        format!(
+                            "{lines} lines{}",
+                            if lines == entries {
+                                ""
+                            } else {
+                                " (names with newlines split)"
+                            }
+                        )
+                    }
+                    Check::DuAllocated => {
+                        let text = std::fs::read_to_string(tool.stdout.as_ref().expect("stdout"))?;
+                        let total: u64 = text.split_whitespace().next().unwrap_or("0").parse()?;
+                        format!(
+                            "{} allocated bytes{}",
+                            total,
+                            if total == truth["allocated_unique"] {
+                                " = truth"
+                            } else {
+                                " != truth"
+                            }
+                        )
+                    }
+                };
+            }
+            runs[i].push(run);
+        }
+    }
+
+    let med: Vec<f64> = runs
+        .iter()
+        .map(|r| median(r.iter().map(|x| x.seconds).collect()))
+        .collect();
+    let floor_at = |threads: usize| {
+        tools
+            .iter()
+            .position(|t| t.name.starts_with("floor") && t.threads == threads)
+            .map(|i| med[i])
+    };
+    let scan2 = tools
+        .iter()
+        .position(|t| t.name == "storage-scan" && t.parallel == "1 rank x 2")
+        .map(|i| med[i]);
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| tool | ranks x threads | median s | entries/s | vs floor (same threads) | storage-scan 1x2 is | peak RSS MiB | check |"
+    )?;
+    writeln!(table, "|---|---|---:|---:|---:|---:|---:|---|")?;
+    for (i, t) in tools.iter().enumerate() {
+        let rate = entries as f64 / med[i];
+        let vs_floor = floor_at(t.threads).map_or("-".into(), |f| format!("{:.2}x", f / med[i]));
+        let vs_scan = scan2.map_or("-".into(), |s| format!("{:.2}x faster", med[i] / s));
+        let rss = runs[i].iter().map(|r| r.max_rss_kib).max().unwrap_or(0) / 1024;
+        writeln!(
+            table,
+            "| {} | {} | {:.3} | {:.0} | {} | {} | {} | {} |",
+            t.name, t.parallel, med[i], rate, vs_floor, vs_scan, rss, checks[i]
+        )?;
+    }
+    let header = format!(
+        "### {} entries ({} dirs, {} files, {} symlinks), {} runs each, warm cache\n\n{}\n",
+        entries,
+        truth["dirs"],
+        truth["files"],
+        truth["symlinks"],
+        args.runs,
+        machine()
+    );
+    println!("{header}\n{table}");
+    if let Some(out) = &args.out {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)?;
+        writeln!(f, "{header}\n{table}")?;
+    }
+    Ok(())
+}
+
+/// The machine and date, for the results file.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("Machine: {cores} cores ({cpu}), Linux {kernel}; {date}.")
+}
