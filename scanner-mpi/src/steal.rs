@@ -186,14 +186,22 @@ struct PoolState<W> {
     items: VecDeque<W>,
     /// Workers holding an item.
     busy: usize,
+    /// Workers waiting for an item.
+    waiting: usize,
     quit: bool,
 }
 
 /// The items of one rank, shared by its workers and its coordinator.
+///
+/// Wake-ups cost a system call and a context switch, so they happen only when someone waits
+/// for them: a worker when items arrive while it waits, the coordinator when the rank runs out
+/// of work (it polls the other ranks on a timer otherwise).
 struct Pool<W> {
     state: Mutex<PoolState<W>>,
-    /// Signalled when items arrive (workers wait) and when the rank goes idle (coordinator).
-    changed: Condvar,
+    /// Workers wait here for items.
+    work: Condvar,
+    /// The coordinator waits here for the rank to run out of work.
+    idle: Condvar,
 }
 
 impl<W> Pool<W> {
@@ -202,9 +210,11 @@ impl<W> Pool<W> {
             state: Mutex::new(PoolState {
                 items: initial.into(),
                 busy: 0,
+                waiting: 0,
                 quit: false,
             }),
-            changed: Condvar::new(),
+            work: Condvar::new(),
+            idle: Condvar::new(),
         }
     }
 
@@ -224,7 +234,24 @@ impl<W> Pool<W> {
                 s.busy += 1;
                 return Some(item);
             }
-            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiting += 1;
+            s = self.work.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiting -= 1;
+        }
+    }
+
+    /// Wakes as many waiting workers as there are new items, once the lock is released.
+    fn wake(&self, s: MutexGuard<'_, PoolState<W>>, new_items: usize) {
+        let wake = new_items.min(s.waiting);
+        let idle = s.busy == 0 && s.items.is_empty();
+        drop(s);
+        match wake {
+            0 => {}
+            1 => self.work.notify_one(),
+            _ => self.work.notify_all(),
+        }
+        if idle {
+            self.idle.notify_all();
         }
     }
 
@@ -232,15 +259,17 @@ impl<W> Pool<W> {
     fn finish(&self, spawned: &mut Vec<W>) {
         let mut s = self.lock();
         s.busy -= 1;
+        let n = spawned.len();
         s.items.extend(spawned.drain(..));
-        drop(s);
-        // Wakes idle workers for new items and the coordinator when the rank went idle.
-        self.changed.notify_all();
+        self.wake(s, n);
     }
 
     fn add(&self, items: impl IntoIterator<Item = W>) {
-        self.lock().items.extend(items);
-        self.changed.notify_all();
+        let mut s = self.lock();
+        let before = s.items.len();
+        s.items.extend(items);
+        let n = s.items.len() - before;
+        self.wake(s, n);
     }
 
     /// Half of the queued items, from the front (shallowest first), within the limits.
@@ -267,11 +296,14 @@ impl<W> Pool<W> {
         s.busy == 0 && s.items.is_empty()
     }
 
-    /// Sleeps until the pool changes or `timeout` passes.
-    fn wait_changed(&self, timeout: Duration) {
+    /// Sleeps until the rank runs out of work or `timeout` passes.
+    fn wait_idle(&self, timeout: Duration) {
         let s = self.lock();
+        if s.busy == 0 && s.items.is_empty() {
+            return;
+        }
         drop(
-            self.changed
+            self.idle
                 .wait_timeout(s, timeout)
                 .unwrap_or_else(|e| e.into_inner()),
         );
@@ -279,7 +311,8 @@ impl<W> Pool<W> {
 
     fn quit(&self) {
         self.lock().quit = true;
-        self.changed.notify_all();
+        self.work.notify_all();
+        self.idle.notify_all();
     }
 }
 
@@ -419,7 +452,7 @@ fn coordinate<W: Work, T: Transport>(
     let mut next_progress = Instant::now() + config.progress_interval;
     if size == 1 {
         while !pool.is_idle() {
-            pool.wait_changed(config.max_poll_interval);
+            pool.wait_idle(config.max_poll_interval);
             if Instant::now() >= next_progress {
                 next_progress += config.progress_interval;
                 status.report(&[status.counters()], &[true]);
@@ -572,7 +605,13 @@ fn coordinate<W: Work, T: Transport>(
             // Back off from a tight poll to the configured interval while nothing happens.
             idle_polls = (idle_polls + 1).min(16);
             let wait = Duration::from_micros(1 << idle_polls.min(10)).min(config.max_poll_interval);
-            pool.wait_changed(wait);
+            if passive {
+                // Nothing here will change: only a message can bring work.
+                std::thread::sleep(wait);
+            } else {
+                // Working: poll again after `wait`, or at once when the work runs out.
+                pool.wait_idle(wait);
+            }
         }
     }
 }
