@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +33,7 @@ use storage_tracker_scanner::mpi_transport::MpiTransport;
 use storage_tracker_scanner::owners::{IdKind, resolve};
 use storage_tracker_scanner::scan::{Progress, ScanPlan, ScanStatus, scan_rank};
 use storage_tracker_scanner::upload::{Ingest, Upload};
-use storage_tracker_scanner::walk::{Exclude, WalkOptions};
+use storage_tracker_scanner::walk::{Exclude, WalkCounts, WalkOptions};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -247,154 +247,58 @@ enum Output {
 }
 
 fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
-    let (rank, size) = (world.rank(), world.size());
-    let host = hostname();
+    let rank = world.rank();
     let started = Instant::now();
-
-    let root = std::fs::canonicalize(&args.root);
-    let root_ok = match &root {
-        Ok(r) if r.is_dir() => true,
-        Ok(r) => {
-            if rank == 0 {
-                error!(
-                    "the root {} is not a directory; pass the directory to scan",
-                    r.display()
-                );
-            }
-            false
-        }
-        Err(e) => {
-            if rank == 0 {
-                error!(
-                    "cannot scan {}: {e}; pass an existing directory",
-                    args.root.display()
-                );
-            }
-            false
-        }
-    };
-    if !all_agree(world, root_ok) {
+    let Some(root) = agreed_root(args, world) else {
         return Ok(EXIT_USAGE);
-    }
-    let root = root.expect("checked on every rank");
-    let root_bytes = root.as_os_str().as_bytes().to_vec();
-    let hosts = gather_hosts(world, &host);
-    let threads = args.threads.map_or_else(default_threads, usize::from);
-
-    let output = match (&args.output, &args.aggregator) {
-        (Some(dir), _) => std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the output directory {}", dir.display()))
-            .map(|()| Output::Offline(DirSink::new(dir.clone(), rank as u32))),
-        (None, Some(addr)) => Ingest::connect(addr)
-            .map(|ingest| Output::Live {
-                ingest: Box::new(ingest),
-                upload: None,
-            })
-            .map_err(Into::into),
-        (None, None) => unreachable!("clap requires --aggregator or --output"),
     };
-    let output_ok = output.as_ref().map_err(|e| error!(rank, "{e:#}")).is_ok();
-    if !all_agree(world, output_ok) {
-        bail!("not every rank could open its output; nothing was scanned");
-    }
-    let mut output = output.expect("checked on every rank");
+    let host = hostname();
+    let hosts = gather_hosts(world, &host);
+    let mut output = open_output(args, world)?;
+    let snapshot_id = begin_snapshot(args, world, &output, &root, &hosts)?;
 
-    // Rank 0 begins the snapshot and shares its id; 0 means it could not.
-    let mut snapshot_id = 0u64;
-    if let Output::Live { ingest, .. } = &output {
-        if rank == 0 {
-            let label = args
-                .label
-                .clone()
-                .unwrap_or_else(|| root.display().to_string());
-            let request = BeginSnapshotRequest {
-                filesystem_label: label,
-                root_path: root_bytes.clone(),
-                ranks: size as u32,
-                hosts: hosts.clone(),
-                scanner_version: env!("CARGO_PKG_VERSION").to_owned(),
-                schema_version: storage_tracker_proto::SCHEMA_VERSION,
-            };
-            match ingest.begin(request) {
-                Ok(id) => snapshot_id = id,
-                Err(e) => error!("{e}"),
-            }
-        }
-        world.process_at_rank(0).broadcast_into(&mut snapshot_id);
-        if snapshot_id == 0 {
-            bail!("the snapshot could not be begun; nothing was scanned");
-        }
+    let plan = ScanPlan {
+        root: root.as_os_str().as_bytes().to_vec(),
+        options: Arc::new(WalkOptions {
+            exclude: args.exclude.clone(),
+            same_device: args
+                .one_file_system
+                .then(|| std::fs::metadata(&root).map(|m| m.dev()))
+                .transpose()?,
+            max_depth: args.max_depth,
+            follow_symlinks: args.follow_symlinks,
+            no_atime: args.no_atime,
+        }),
+        threads: args.threads.map_or_else(default_threads, usize::from),
+        limits: ChunkLimits {
+            rows: args.chunk_rows as usize,
+            path_bytes: 64 << 20,
+        },
+        progress_interval: Duration::from_secs(args.progress_interval),
+    };
+    if snapshot_id != 0 {
         info!(
             rank,
             snapshot_id,
-            ranks = size,
-            threads,
+            ranks = world.size(),
+            threads = plan.threads,
             "scanning {}",
             root.display()
         );
     }
-
     let sink: &dyn ChunkSink = match &mut output {
         Output::Live { ingest, upload } => {
             upload.insert(ingest.upload(snapshot_id, rank as u32, usize::from(args.in_flight)))
         }
         Output::Offline(dir) => dir,
     };
-    let limits = ChunkLimits {
-        rows: args.chunk_rows as usize,
-        path_bytes: 64 << 20,
-    };
-    let options = Arc::new(WalkOptions {
-        exclude: args.exclude.clone(),
-        same_device: args
-            .one_file_system
-            .then(|| std::fs::metadata(&root).map(|m| m.dev()))
-            .transpose()?,
-        max_depth: args.max_depth,
-        follow_symlinks: args.follow_symlinks,
-        no_atime: args.no_atime,
-    });
-    let mut transport = MpiTransport::new(world);
-    let plan = ScanPlan {
-        root: root_bytes.clone(),
-        options,
-        threads,
-        limits,
-        progress_interval: Duration::from_secs(args.progress_interval),
-    };
-    let on_terminal = std::io::stderr().is_terminal();
-    let shown = AtomicBool::new(false);
-    let show = |p: &Progress| {
-        if on_terminal {
-            shown.store(true, Ordering::Relaxed);
-            eprint!(
-                "\r{} entries, {}, {:.0} entries/s, {}/{} ranks busy, {} errors   ",
-                p.entries,
-                human_bytes(p.apparent_bytes),
-                p.entries_per_second(),
-                p.busy_ranks,
-                p.ranks,
-                p.errors
-            );
-        } else {
-            info!(
-                entries = p.entries,
-                apparent_bytes = p.apparent_bytes,
-                entries_per_second = p.entries_per_second().round(),
-                busy_ranks = p.busy_ranks,
-                ranks = p.ranks,
-                errors = p.errors,
-                "progress"
-            );
-        }
-    };
+    let display = ProgressDisplay::new();
+    let show = |p: &Progress| display.show(p);
     let status = ScanStatus::new(&show);
-    let report = scan_rank(&mut transport, &plan, sink, &status);
-    if shown.load(Ordering::Relaxed) {
-        eprintln!();
-    }
+    let report = scan_rank(&mut MpiTransport::new(world), &plan, sink, &status);
+    display.finish();
 
-    let (chunks, mut failure) = match &mut output {
+    let (chunks, failure) = match &mut output {
         Output::Live { upload, .. } => match upload.take().expect("opened above").close() {
             Ok(n) => (n, report.error.clone()),
             // The stream's own error names the cause (e.g. the aggregator's refusal of a
@@ -420,101 +324,264 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
         error!(rank, "{e}");
     }
 
-    // Every rank's totals, everywhere: [ok, chunks, entries, errors, apparent bytes].
-    let mine = [
-        u64::from(failure.is_none()),
-        chunks,
-        c.entries,
-        c.errors,
-        c.apparent_bytes,
-    ];
-    let mut all = vec![0u64; 5 * size as usize];
-    world.all_gather_into(&mine[..], &mut all[..]);
-    let totals: Vec<RankTotals> = all
-        .chunks(5)
-        .enumerate()
-        .map(|(r, t)| RankTotals {
-            rank: r as u32,
-            chunks: t[1],
-            entries: t[2],
-            errors: t[3],
-            apparent_bytes: t[4],
-            host: hosts[r].clone(),
-        })
-        .collect();
-    let failed_ranks: Vec<usize> = all
-        .chunks(5)
-        .enumerate()
-        .filter(|(_, t)| t[0] == 0)
-        .map(|(r, _)| r)
-        .collect();
-    let entries: u64 = totals.iter().map(|t| t.entries).sum();
-    let errors: u64 = totals.iter().map(|t| t.errors).sum();
-    let chunk_count: u64 = totals.iter().map(|t| t.chunks).sum();
-
+    let scan = gather_totals(world, &hosts, failure.is_none(), chunks, c);
     let (uids, gids) = (
         gather_ids(world, &report.ids.uids),
         gather_ids(world, &report.ids.gids),
     );
-
-    if failure.is_none() && !failed_ranks.is_empty() {
-        failure = Some(format!("rank(s) {failed_ranks:?} failed"));
-    }
-    let mut code = if failed_ranks.is_empty() {
+    let mut verdict = if scan.failed_ranks.is_empty() {
         0u8
     } else {
         EXIT_FAILED
     };
-    if rank == 0
-        && let Output::Live { ingest, .. } = &output
-    {
-        if failed_ranks.is_empty() {
-            // Each id is looked up once, here, for the whole snapshot.
-            let request = FinishSnapshotRequest {
-                snapshot_id,
-                ranks: totals,
-                users: principals(IdKind::User, &uids),
-                groups: principals(IdKind::Group, &gids),
-            };
-            match ingest.finish(request) {
-                Ok(done) => info!(
+    if rank == 0 {
+        match &output {
+            Output::Live { ingest, .. } => {
+                let request = FinishSnapshotRequest {
                     snapshot_id,
-                    entries = done.entries,
-                    directories = done.directories,
-                    errors,
-                    rollup_seconds = done.rollup_seconds,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "snapshot committed"
-                ),
-                Err(e) => {
-                    error!(snapshot_id, "{e}");
-                    code = EXIT_FAILED;
-                }
+                    ranks: scan.totals.clone(),
+                    // Each id is looked up once, here, for the whole snapshot.
+                    users: principals(IdKind::User, &uids),
+                    groups: principals(IdKind::Group, &gids),
+                };
+                verdict = commit_or_abort(
+                    ingest,
+                    request,
+                    &scan.failed_ranks,
+                    failure.as_deref(),
+                    started,
+                );
             }
-        } else {
-            let reason = format!(
-                "scan failed on rank(s) {failed_ranks:?}: {}",
-                failure.as_deref().unwrap_or("see their logs")
-            );
-            if let Err(e) = ingest.abort(snapshot_id, reason) {
-                warn!(snapshot_id, "aborting the snapshot: {e}");
+            Output::Offline(_) => {
+                info!(
+                    entries = scan.entries(),
+                    errors = scan.errors(),
+                    chunk_files = scan.chunks(),
+                    "offline scan written"
+                )
             }
         }
     }
-    if rank == 0 && args.output.is_some() {
-        info!(
-            entries,
-            errors,
-            chunk_files = chunk_count,
-            "offline scan written"
-        );
-    }
     // Everyone exits with rank 0's verdict.
-    let mut verdict = code;
     world.process_at_rank(0).broadcast_into(&mut verdict);
-    Ok(if verdict == 0 && errors > 0 {
+    Ok(if verdict == 0 && scan.errors() > 0 {
         EXIT_COMPLETED_WITH_ERRORS
     } else {
         verdict
     })
+}
+
+/// The canonical root, if it is a directory on every rank (rank 0 says what is wrong).
+fn agreed_root(args: &Args, world: &SimpleCommunicator) -> Option<PathBuf> {
+    let root = std::fs::canonicalize(&args.root);
+    let problem = match &root {
+        Ok(r) if r.is_dir() => None,
+        Ok(r) => Some(format!(
+            "the root {} is not a directory; pass the directory to scan",
+            r.display()
+        )),
+        Err(e) => Some(format!(
+            "cannot scan {}: {e}; pass an existing directory",
+            args.root.display()
+        )),
+    };
+    if let Some(problem) = &problem
+        && world.rank() == 0
+    {
+        error!("{problem}");
+    }
+    all_agree(world, problem.is_none()).then(|| root.expect("checked on every rank"))
+}
+
+/// Every rank's output, opened on every rank or on none.
+fn open_output(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<Output> {
+    let output = match (&args.output, &args.aggregator) {
+        (Some(dir), _) => std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the output directory {}", dir.display()))
+            .map(|()| Output::Offline(DirSink::new(dir.clone(), world.rank() as u32))),
+        (None, Some(addr)) => Ingest::connect(addr)
+            .map(|ingest| Output::Live {
+                ingest: Box::new(ingest),
+                upload: None,
+            })
+            .map_err(Into::into),
+        (None, None) => unreachable!("clap requires --aggregator or --output"),
+    };
+    let ok = output
+        .as_ref()
+        .map_err(|e| error!(rank = world.rank(), "{e:#}"))
+        .is_ok();
+    if !all_agree(world, ok) {
+        bail!("not every rank could open its output; nothing was scanned");
+    }
+    Ok(output.expect("checked on every rank"))
+}
+
+/// Rank 0 begins a live scan's snapshot and shares its id; 0 for an offline scan.
+fn begin_snapshot(
+    args: &Args,
+    world: &SimpleCommunicator,
+    output: &Output,
+    root: &Path,
+    hosts: &[String],
+) -> anyhow::Result<u64> {
+    let Output::Live { ingest, .. } = output else {
+        return Ok(0);
+    };
+    let mut snapshot_id = 0u64;
+    if world.rank() == 0 {
+        let request = BeginSnapshotRequest {
+            filesystem_label: args
+                .label
+                .clone()
+                .unwrap_or_else(|| root.display().to_string()),
+            root_path: root.as_os_str().as_bytes().to_vec(),
+            ranks: world.size() as u32,
+            hosts: hosts.to_vec(),
+            scanner_version: env!("CARGO_PKG_VERSION").to_owned(),
+            schema_version: storage_tracker_proto::SCHEMA_VERSION,
+        };
+        match ingest.begin(request) {
+            Ok(id) => snapshot_id = id,
+            Err(e) => error!("{e}"),
+        }
+    }
+    world.process_at_rank(0).broadcast_into(&mut snapshot_id);
+    if snapshot_id == 0 {
+        bail!("the snapshot could not be begun; nothing was scanned");
+    }
+    Ok(snapshot_id)
+}
+
+/// Every rank's totals, known on every rank.
+struct ScanTotals {
+    totals: Vec<RankTotals>,
+    failed_ranks: Vec<usize>,
+}
+
+impl ScanTotals {
+    fn entries(&self) -> u64 {
+        self.totals.iter().map(|t| t.entries).sum()
+    }
+    fn errors(&self) -> u64 {
+        self.totals.iter().map(|t| t.errors).sum()
+    }
+    fn chunks(&self) -> u64 {
+        self.totals.iter().map(|t| t.chunks).sum()
+    }
+}
+
+fn gather_totals(
+    world: &SimpleCommunicator,
+    hosts: &[String],
+    ok: bool,
+    chunks: u64,
+    c: WalkCounts,
+) -> ScanTotals {
+    // [ok, chunks, entries, errors, apparent bytes] per rank.
+    let mine = [u64::from(ok), chunks, c.entries, c.errors, c.apparent_bytes];
+    let mut all = vec![0u64; 5 * world.size() as usize];
+    world.all_gather_into(&mine[..], &mut all[..]);
+    let rows = all.chunks(5).enumerate();
+    ScanTotals {
+        totals: rows
+            .clone()
+            .map(|(r, t)| RankTotals {
+                rank: r as u32,
+                chunks: t[1],
+                entries: t[2],
+                errors: t[3],
+                apparent_bytes: t[4],
+                host: hosts[r].clone(),
+            })
+            .collect(),
+        failed_ranks: rows.filter(|(_, t)| t[0] == 0).map(|(r, _)| r).collect(),
+    }
+}
+
+/// Rank 0: commits the snapshot if every rank succeeded, aborts it otherwise. The exit code.
+fn commit_or_abort(
+    ingest: &Ingest,
+    request: FinishSnapshotRequest,
+    failed_ranks: &[usize],
+    own_failure: Option<&str>,
+    started: Instant,
+) -> u8 {
+    let snapshot_id = request.snapshot_id;
+    if !failed_ranks.is_empty() {
+        let mut reason = format!("scan failed on rank(s) {failed_ranks:?}");
+        if let Some(e) = own_failure {
+            reason.push_str(&format!(" (rank 0: {e})"));
+        }
+        if let Err(e) = ingest.abort(snapshot_id, reason) {
+            warn!(snapshot_id, "aborting the snapshot: {e}");
+        }
+        return EXIT_FAILED;
+    }
+    let errors: u64 = request.ranks.iter().map(|t| t.errors).sum();
+    match ingest.finish(request) {
+        Ok(done) => {
+            info!(
+                snapshot_id,
+                entries = done.entries,
+                directories = done.directories,
+                errors,
+                rollup_seconds = done.rollup_seconds,
+                seconds = started.elapsed().as_secs_f64(),
+                "snapshot committed"
+            );
+            0
+        }
+        Err(e) => {
+            error!(snapshot_id, "{e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// Rank 0's progress: a status line rewritten in place on a terminal, log lines otherwise.
+struct ProgressDisplay {
+    on_terminal: bool,
+    shown: AtomicBool,
+}
+
+impl ProgressDisplay {
+    fn new() -> Self {
+        Self {
+            on_terminal: std::io::stderr().is_terminal(),
+            shown: AtomicBool::new(false),
+        }
+    }
+
+    fn show(&self, p: &Progress) {
+        if self.on_terminal {
+            self.shown.store(true, Ordering::Relaxed);
+            eprint!(
+                "\r{} entries, {}, {:.0} entries/s, {}/{} ranks busy, {} errors   ",
+                p.entries,
+                human_bytes(p.apparent_bytes),
+                p.entries_per_second(),
+                p.busy_ranks,
+                p.ranks,
+                p.errors
+            );
+        } else {
+            info!(
+                entries = p.entries,
+                apparent_bytes = p.apparent_bytes,
+                entries_per_second = p.entries_per_second().round(),
+                busy_ranks = p.busy_ranks,
+                ranks = p.ranks,
+                errors = p.errors,
+                "progress"
+            );
+        }
+    }
+
+    /// Ends the status line, if one was shown.
+    fn finish(&self) {
+        if self.shown.load(Ordering::Relaxed) {
+            eprintln!();
+        }
+    }
 }
