@@ -35,6 +35,9 @@ struct Args {
     /// Append the table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead of timing: check storage-scan's totals for every directory against `du`.
+    #[arg(long)]
+    verify: bool,
     /// Internal: run the floor walk on the tree with this many threads and exit.
     #[arg(long, hide = true)]
     floor: Option<usize>,
@@ -355,6 +358,9 @@ fn main() -> anyhow::Result<()> {
     let Some(tree) = args.tree.clone() else {
         bail!("give the tree to scan (made by st-gen-tree)")
     };
+    if args.verify {
+        return verify(&args, &std::fs::canonicalize(&tree)?);
+    }
     if let Some(threads) = args.floor {
         let n = storage_tracker_bench::floor::walk(
             std::os::unix::ffi::OsStrExt::as_bytes(tree.as_os_str()),
@@ -495,6 +501,143 @@ fn main() -> anyhow::Result<()> {
             .append(true)
             .open(out)?;
         writeln!(f, "{header}\n{table}")?;
+    }
+    Ok(())
+}
+
+/// Recursive totals of a directory: apparent bytes, allocated bytes, entries (itself included).
+type DirTotals = [u64; 3];
+
+/// Per-directory totals from storage-scan's Parquet chunks.
+fn scanned_dirs(
+    chunks: &Path,
+    root: &[u8],
+) -> anyhow::Result<std::collections::HashMap<Vec<u8>, DirTotals>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{UInt8Type, UInt64Type};
+    use parquet::file::reader::FileReader;
+    let mut dirs: std::collections::HashMap<Vec<u8>, DirTotals> = std::collections::HashMap::new();
+    for f in std::fs::read_dir(chunks)? {
+        let data = bytes::Bytes::from(std::fs::read(f?.path())?);
+        let n = parquet::file::serialized_reader::SerializedFileReader::new(data.clone())?
+            .metadata()
+            .file_metadata()
+            .num_rows() as u64;
+        let batch = storage_tracker_proto::decode_chunk(data, n)?;
+        let path = batch
+            .column_by_name("path")
+            .expect("path")
+            .as_binary::<i32>();
+        let size = batch
+            .column_by_name("size")
+            .expect("size")
+            .as_primitive::<UInt64Type>();
+        let alloc = batch
+            .column_by_name("allocated")
+            .expect("allocated")
+            .as_primitive::<UInt64Type>();
+        let kind = batch
+            .column_by_name("kind")
+            .expect("kind")
+            .as_primitive::<UInt8Type>();
+        for i in 0..batch.num_rows() {
+            let p = path.value(i);
+            let add = [size.value(i), alloc.value(i), 1];
+            // The entry counts in itself (if a directory) and in every directory above it.
+            let mut end = if kind.value(i) == storage_tracker_proto::EntryKind::Dir as u8 {
+                p.len()
+            } else {
+                p.iter().rposition(|&b| b == b'/').unwrap_or(0)
+            };
+            loop {
+                let dir = if end == 0 { &b"/"[..] } else { &p[..end] };
+                if dir.len() < root.len() {
+                    break;
+                }
+                match dirs.get_mut(dir) {
+                    Some(t) => t.iter_mut().zip(add).for_each(|(a, b)| *a += b),
+                    None => {
+                        dirs.insert(dir.to_vec(), add);
+                    }
+                }
+                if dir == root || end == 0 {
+                    break;
+                }
+                end = p[..end].iter().rposition(|&b| b == b'/').unwrap_or(0);
+            }
+        }
+    }
+    Ok(dirs)
+}
+
+/// `du` run with `flags` over `tree`: the number it prints for every directory.
+fn du_dirs(tree: &Path, flags: &[&str]) -> anyhow::Result<std::collections::HashMap<Vec<u8>, u64>> {
+    let out = Command::new("du").args(flags).arg(tree).output()?;
+    if !out.status.success() {
+        bail!(
+            "du {flags:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let tab = line.iter().position(|&b| b == b'\t')?;
+            Some((
+                line[tab + 1..].to_vec(),
+                std::str::from_utf8(&line[..tab]).ok()?.parse().ok()?,
+            ))
+        })
+        .collect())
+}
+
+/// Compares storage-scan's totals of every directory with du's (hard links counted at every
+/// path, `-l`, so that each directory's total does not depend on the order of the walk).
+fn verify(args: &Args, tree: &Path) -> anyhow::Result<()> {
+    let chunks = args.scratch.join("verify-chunks");
+    let _ = std::fs::remove_dir_all(&chunks);
+    std::fs::create_dir_all(&chunks)?;
+    let scan = Command::new(&args.scan_bin)
+        .args(["--threads", "2", "--output"])
+        .arg(&chunks)
+        .arg(tree)
+        .stderr(Stdio::null())
+        .status()?;
+    if !matches!(scan.code(), Some(0 | 3)) {
+        bail!("storage-scan failed ({scan})");
+    }
+    let root = std::os::unix::ffi::OsStrExt::as_bytes(tree.as_os_str());
+    let ours = scanned_dirs(&chunks, root)?;
+    let checks = [
+        ("apparent bytes", vec!["-l", "-B1", "--apparent-size"], 0),
+        ("allocated bytes", vec!["-l", "-B1"], 1),
+        ("entries", vec!["-l", "--inodes"], 2),
+    ];
+    let mut failed = false;
+    for (what, flags, i) in checks {
+        let theirs = du_dirs(tree, &flags)?;
+        let wrong: Vec<_> = theirs
+            .iter()
+            .filter(|(dir, n)| ours.get(*dir).map(|t| t[i]) != Some(**n))
+            .collect();
+        println!(
+            "{what}: {} directories, {} differ from du {}",
+            theirs.len(),
+            wrong.len(),
+            flags.join(" ")
+        );
+        for (dir, n) in wrong.iter().take(5) {
+            println!(
+                "  {}: du {n}, storage-scan {:?}",
+                String::from_utf8_lossy(dir),
+                ours.get(*dir).map(|t| t[i])
+            );
+        }
+        failed |= !wrong.is_empty() || theirs.len() != ours.len();
+    }
+    if failed {
+        bail!("storage-scan and du disagree");
     }
     Ok(())
 }
