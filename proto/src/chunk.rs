@@ -33,10 +33,10 @@ fn writer_properties(rows: usize) -> WriterProperties {
         .set_compression(Compression::SNAPPY)
         // Chunks are read whole, once: page statistics would cost time and buy nothing.
         .set_statistics_enabled(EnabledStatistics::None)
-        // Paths and names are nearly all distinct; a dictionary for them is wasted work.
-        .set_column_dictionary_enabled(ColumnPath::from(col::PATH), false)
-        .set_column_dictionary_enabled(ColumnPath::from(col::NAME), false)
-        .set_column_dictionary_enabled(ColumnPath::from(col::INO), false)
+        // A dictionary hashes every value; only the parent directory repeats enough to pay
+        // for it (all the entries of a directory share it).
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from(col::PARENT), true)
         .build()
 }
 

@@ -241,6 +241,7 @@ pub struct EntryBatchBuilder {
     error_op: UInt8Builder,
     errno: Int32Builder,
     rows: usize,
+    capacity: usize,
 }
 
 impl EntryBatchBuilder {
@@ -248,6 +249,7 @@ impl EntryBatchBuilder {
         // Path bytes per row are a guess; the builders grow as needed.
         let bin = |avg: usize| BinaryBuilder::with_capacity(rows, rows * avg);
         Self {
+            capacity: rows,
             path: bin(64),
             parent: bin(48),
             name: bin(16),
@@ -306,8 +308,14 @@ impl EntryBatchBuilder {
         self.rows += 1;
     }
 
-    /// Takes the rows appended so far as a batch and leaves the builder empty for reuse.
+    /// Takes the rows appended so far as a batch and leaves the builder empty for reuse, with
+    /// its capacity (so the next batch does not grow its buffers from nothing again).
     pub fn finish(&mut self) -> RecordBatch {
+        let mut full = std::mem::replace(self, Self::with_capacity(self.capacity));
+        full.take_batch()
+    }
+
+    fn take_batch(&mut self) -> RecordBatch {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.path.finish()),
             Arc::new(self.parent.finish()),
