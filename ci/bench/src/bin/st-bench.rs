@@ -203,6 +203,36 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
         .to_string();
     let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
     let scratch = |name: &str| Some(args.scratch.join(name));
+    // storage-scan writing full rows to Parquet, as `ranks` MPI ranks of `threads` threads.
+    let scan_tool = |ranks: usize, threads: usize| {
+        let (ranks_s, threads_s) = (ranks.to_string(), threads.to_string());
+        let mut argv = if ranks > 1 {
+            s(&["mpiexec.mpich", "-n", &ranks_s])
+        } else {
+            Vec::new()
+        };
+        argv.extend(s(&[
+            &scan,
+            "--threads",
+            &threads_s,
+            "--output",
+            &chunks,
+            "--progress-interval",
+            "86400",
+            tree,
+        ]));
+        Tool {
+            name: "storage-scan".into(),
+            parallel: format!(
+                "{ranks} rank{} x {threads}",
+                if ranks > 1 { "s" } else { "" }
+            ),
+            threads: ranks * threads,
+            argv,
+            stdout: None,
+            check: Check::ParquetRows,
+        }
+    };
     let mut t = vec![
         Tool {
             name: "floor (getdents64+statx)".into(),
@@ -220,60 +250,9 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             stdout: None,
             check: Check::None,
         },
-        Tool {
-            name: "storage-scan".into(),
-            parallel: "1 rank x 1".into(),
-            threads: 1,
-            argv: s(&[
-                &scan,
-                "--threads",
-                "1",
-                "--output",
-                &chunks,
-                "--progress-interval",
-                "86400",
-                tree,
-            ]),
-            stdout: None,
-            check: Check::ParquetRows,
-        },
-        Tool {
-            name: "storage-scan".into(),
-            parallel: "1 rank x 2".into(),
-            threads: 2,
-            argv: s(&[
-                &scan,
-                "--threads",
-                "2",
-                "--output",
-                &chunks,
-                "--progress-interval",
-                "86400",
-                tree,
-            ]),
-            stdout: None,
-            check: Check::ParquetRows,
-        },
-        Tool {
-            name: "storage-scan".into(),
-            parallel: "2 ranks x 1".into(),
-            threads: 2,
-            argv: s(&[
-                "mpiexec.mpich",
-                "-n",
-                "2",
-                &scan,
-                "--threads",
-                "1",
-                "--output",
-                &chunks,
-                "--progress-interval",
-                "86400",
-                tree,
-            ]),
-            stdout: None,
-            check: Check::ParquetRows,
-        },
+        scan_tool(1, 1),
+        scan_tool(1, 2),
+        scan_tool(2, 1),
         Tool {
             name: "find -printf (stat fields)".into(),
             parallel: "1".into(),
