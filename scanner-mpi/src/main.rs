@@ -68,9 +68,10 @@ struct Args {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 
-    /// Rows per Parquet chunk.
-    #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    chunk_rows: u32,
+    /// Rows per Parquet chunk [default: 65536 / threads, from 2048 to 32768, so that a rank's
+    /// batches in memory stay about the same whatever its thread count].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    chunk_rows: Option<u32>,
 
     /// Leave out entries matching this glob, and everything below them (repeatable). A
     /// pattern with a '/' matches whole paths ('*' does not cross '/'), one without matches
@@ -108,6 +109,15 @@ struct Args {
 
 fn parse_exclude(glob: &str) -> Result<Exclude, String> {
     Exclude::new(glob)
+}
+
+/// Each worker thread fills its own chunk: fewer rows per chunk with more threads keeps a
+/// rank's memory bounded.
+fn chunk_rows(given: Option<u32>, threads: usize) -> usize {
+    given.map_or_else(
+        || (65_536 / threads.max(1)).clamp(2_048, 32_768),
+        |n| n as usize,
+    )
 }
 
 fn default_threads() -> usize {
@@ -257,6 +267,7 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
     let mut output = open_output(args, world)?;
     let snapshot_id = begin_snapshot(args, world, &output, &root, &hosts)?;
 
+    let threads = args.threads.map_or_else(default_threads, usize::from);
     let plan = ScanPlan {
         root: root.as_os_str().as_bytes().to_vec(),
         options: Arc::new(WalkOptions {
@@ -269,9 +280,9 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
             follow_symlinks: args.follow_symlinks,
             no_atime: args.no_atime,
         }),
-        threads: args.threads.map_or_else(default_threads, usize::from),
+        threads,
         limits: ChunkLimits {
-            rows: args.chunk_rows as usize,
+            rows: chunk_rows(args.chunk_rows, threads),
             path_bytes: 64 << 20,
         },
         progress_interval: Duration::from_secs(args.progress_interval),
@@ -583,5 +594,26 @@ impl ProgressDisplay {
         if self.shown.load(Ordering::Relaxed) {
             eprintln!();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_rows_shrink_with_threads_within_bounds() {
+        assert_eq!(chunk_rows(None, 1), 32_768);
+        assert_eq!(chunk_rows(None, 2), 32_768);
+        assert_eq!(chunk_rows(None, 16), 4_096);
+        assert_eq!(chunk_rows(None, 128), 2_048);
+        assert_eq!(chunk_rows(Some(100), 16), 100);
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }
