@@ -156,6 +156,18 @@ impl Inner {
             .await
             .map_err(|e| unavailable("dropping the failed snapshot's rows", e))
     }
+
+    /// Fails the snapshot and returns the status that tells the scanner so.
+    async fn refuse(&self, record: SnapshotRecord, message: String, code: tonic::Code) -> Status {
+        let snapshot_id = record.snapshot_id;
+        match self.fail(record, message.clone()).await {
+            Ok(()) => Status::new(
+                code,
+                format!("snapshot {snapshot_id}: {message}; it is marked failed"),
+            ),
+            Err(status) => status,
+        }
+    }
 }
 
 /// Compares what the ranks say they sent with what was stored; the first difference, if any.
@@ -316,10 +328,10 @@ impl Ingest for IngestService {
         };
         if let Err(mismatch) = verify_totals(&running.record, &running.ranks, &ranks, &counted) {
             let message = format!("verification failed: {mismatch}");
-            self.inner.fail(running.record, message.clone()).await?;
-            return Err(Status::failed_precondition(format!(
-                "snapshot {snapshot_id} {message}; it is marked failed"
-            )));
+            return Err(self
+                .inner
+                .refuse(running.record, message, tonic::Code::FailedPrecondition)
+                .await);
         }
 
         if let Err(e) = self
@@ -329,10 +341,10 @@ impl Ingest for IngestService {
             .await
         {
             let message = format!("storing owner and group names failed: {e}");
-            self.inner.fail(running.record, message.clone()).await?;
-            return Err(Status::unavailable(format!(
-                "snapshot {snapshot_id}: {message}; it is marked failed"
-            )));
+            return Err(self
+                .inner
+                .refuse(running.record, message, tonic::Code::Unavailable)
+                .await);
         }
 
         let start = Instant::now();
@@ -345,10 +357,10 @@ impl Ingest for IngestService {
             Ok(n) => n,
             Err(e) => {
                 let message = format!("computing rollups failed: {e}");
-                self.inner.fail(running.record, message.clone()).await?;
-                return Err(Status::unavailable(format!(
-                    "snapshot {snapshot_id}: {message}; it is marked failed"
-                )));
+                return Err(self
+                    .inner
+                    .refuse(running.record, message, tonic::Code::Unavailable)
+                    .await);
             }
         };
         let rollup_seconds = start.elapsed().as_secs_f64();
@@ -362,10 +374,10 @@ impl Ingest for IngestService {
         record.apparent_bytes = ranks.iter().map(|t| t.apparent_bytes).sum();
         if let Err(e) = self.inner.store.record_snapshot(&record).await {
             let message = format!("recording the commit failed: {e}");
-            self.inner.fail(record, message.clone()).await?;
-            return Err(Status::unavailable(format!(
-                "snapshot {snapshot_id}: {message}"
-            )));
+            return Err(self
+                .inner
+                .refuse(record, message, tonic::Code::Unavailable)
+                .await);
         }
         info!(
             snapshot_id,

@@ -25,6 +25,11 @@ pub enum ChunkError {
     Schema { version: u32, detail: String },
     #[error("the chunk declares {declared} rows but its footer holds {actual}")]
     RowCount { declared: u64, actual: u64 },
+    #[error("reading {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn writer_properties(rows: usize) -> WriterProperties {
@@ -76,6 +81,20 @@ pub fn decode_chunk(parquet: Bytes, declared_rows: u64) -> Result<RecordBatch, C
         1 => Ok(batches.pop().expect("one batch")),
         n => Err(ChunkError::RowGroups(n)),
     }
+}
+
+/// Reads and validates a chunk file (an offline scan's output): the row count is the footer's.
+pub fn read_chunk_file(path: &std::path::Path) -> Result<RecordBatch, ChunkError> {
+    use parquet::file::reader::FileReader;
+    let data = Bytes::from(std::fs::read(path).map_err(|source| ChunkError::Io {
+        path: path.to_owned(),
+        source,
+    })?);
+    let rows = parquet::file::serialized_reader::SerializedFileReader::new(data.clone())?
+        .metadata()
+        .file_metadata()
+        .num_rows() as u64;
+    decode_chunk(data, rows)
 }
 
 /// The schema must be the entry schema, field by field (metadata aside).

@@ -1,5 +1,5 @@
 //! The ClickHouse layout: one database, six tables. Every statement runs on ClickHouse 18.16
-//! and on current releases (no CTEs, codecs, TTLs, skipping indexes or LowCardinality).
+//! and on current releases (no CTEs, codecs, TTLs, secondary indexes or LowCardinality).
 //!
 //! - `snapshots`: one row per state change of a snapshot; `FINAL` gives the current state.
 //! - `entries`: one row per path, partitioned by snapshot so a snapshot drops as a whole.

@@ -17,5 +17,5 @@ pub mod v1 {
     tonic::include_proto!("storage_tracker.v1");
 }
 
-pub use chunk::{ChunkError, decode_chunk, encode_chunk};
+pub use chunk::{ChunkError, decode_chunk, encode_chunk, read_chunk_file};
 pub use entry::{EntryBatchBuilder, EntryKind, ErrorOp, entry_schema};

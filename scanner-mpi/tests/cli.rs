@@ -100,13 +100,7 @@ fn an_offline_scan_writes_whole_chunks_holding_every_entry() {
             "parquet",
             "no temporary file is left: {f:?}"
         );
-        let data = bytes::Bytes::from(std::fs::read(&f).unwrap());
-        let meta = parquet::file::reader::FileReader::metadata(
-            &parquet::file::serialized_reader::SerializedFileReader::new(data.clone()).unwrap(),
-        )
-        .clone();
-        let n = meta.file_metadata().num_rows() as u64;
-        let batch = storage_tracker_proto::decode_chunk(data, n).unwrap();
+        let batch = storage_tracker_proto::read_chunk_file(&f).unwrap();
         rows += batch.num_rows();
         let sizes = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(
             batch.column_by_name("size").unwrap(),
@@ -130,13 +124,7 @@ fn rows_with_errors(dir: &std::path::Path) -> Vec<(String, u8, i32)> {
     use arrow_array::types::{Int32Type, UInt8Type};
     let mut rows = Vec::new();
     for f in std::fs::read_dir(dir).unwrap() {
-        let data = bytes::Bytes::from(std::fs::read(f.unwrap().path()).unwrap());
-        let reader =
-            parquet::file::serialized_reader::SerializedFileReader::new(data.clone()).unwrap();
-        let n = parquet::file::reader::FileReader::metadata(&reader)
-            .file_metadata()
-            .num_rows() as u64;
-        let batch = storage_tracker_proto::decode_chunk(data, n).unwrap();
+        let batch = storage_tracker_proto::read_chunk_file(&f.unwrap().path()).unwrap();
         let path = batch.column_by_name("path").unwrap().as_binary::<i32>();
         let op = batch
             .column_by_name("error_op")

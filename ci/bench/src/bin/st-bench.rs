@@ -173,16 +173,10 @@ fn read_truth(tree: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
 fn parquet_totals(dir: &Path) -> anyhow::Result<(u64, u64)> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::UInt64Type;
-    use parquet::file::reader::FileReader;
     let (mut rows, mut bytes) = (0, 0);
     for f in std::fs::read_dir(dir)? {
-        let data = bytes::Bytes::from(std::fs::read(f?.path())?);
-        let n = parquet::file::serialized_reader::SerializedFileReader::new(data.clone())?
-            .metadata()
-            .file_metadata()
-            .num_rows() as u64;
-        let batch = storage_tracker_proto::decode_chunk(data, n)?;
-        rows += n;
+        let batch = storage_tracker_proto::read_chunk_file(&f?.path())?;
+        rows += batch.num_rows() as u64;
         bytes += batch
             .column_by_name("size")
             .expect("size column")
@@ -494,15 +488,9 @@ fn scanned_dirs(
 ) -> anyhow::Result<std::collections::HashMap<Vec<u8>, DirTotals>> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{UInt8Type, UInt64Type};
-    use parquet::file::reader::FileReader;
     let mut dirs: std::collections::HashMap<Vec<u8>, DirTotals> = std::collections::HashMap::new();
     for f in std::fs::read_dir(chunks)? {
-        let data = bytes::Bytes::from(std::fs::read(f?.path())?);
-        let n = parquet::file::serialized_reader::SerializedFileReader::new(data.clone())?
-            .metadata()
-            .file_metadata()
-            .num_rows() as u64;
-        let batch = storage_tracker_proto::decode_chunk(data, n)?;
+        let batch = storage_tracker_proto::read_chunk_file(&f?.path())?;
         let path = batch
             .column_by_name("path")
             .expect("path")
