@@ -319,3 +319,67 @@ fn plain_process_commits_a_snapshot_equal_to_ground_truth() {
     );
     check_snapshot(&rt, &db, &fixture, 1);
 }
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ErrorRow {
+    #[serde(with = "serde_bytes")]
+    path: Vec<u8>,
+    op_name: String,
+    errno: i32,
+}
+
+#[test]
+fn permission_errors_of_an_unprivileged_scan_reach_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "denied");
+    let aggregator = Aggregator::start(&rt, &db);
+    // Root ignores permission bits, so the scan runs as "nobody".
+    let base = tempfile::tempdir().unwrap();
+    let tree = base.path().join("tree");
+    std::fs::create_dir_all(tree.join("closed")).unwrap();
+    std::fs::write(tree.join("closed/secret"), b"x").unwrap();
+    std::fs::write(tree.join("open.txt"), b"y").unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(tree.join("closed"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            SCANNER,
+            "--aggregator",
+            &aggregator.addr,
+        ])
+        .arg(&tree)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "committed with errors: {stderr}"
+    );
+    let d = &db.database;
+    let errors: Vec<ErrorRow> = db.query(
+        &rt,
+        &format!("SELECT path, toString(error_op) AS op_name, errno FROM {d}.entries WHERE snapshot_id = 1 AND error_op != 'none'"),
+    );
+    let closed = tree.join("closed");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].path,
+        std::os::unix::ffi::OsStrExt::as_bytes(closed.as_os_str())
+    );
+    assert_eq!(
+        (errors[0].op_name.as_str(), errors[0].errno),
+        ("open", libc::EACCES)
+    );
+    let snapshot: Vec<SnapshotState> = db.query(&rt, &format!("SELECT snapshot_id, toString(state) AS state_name, ranks, entries FROM {d}.snapshots FINAL"));
+    assert_eq!(
+        (snapshot[0].state_name.as_str(), snapshot[0].entries),
+        ("committed", 3),
+        "the tree, closed/ and open.txt"
+    );
+}
