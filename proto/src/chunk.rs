@@ -35,7 +35,7 @@ pub enum ChunkError {
 fn writer_properties(rows: usize) -> WriterProperties {
     WriterProperties::builder()
         .set_max_row_group_row_count(Some(rows.max(1)))
-        .set_compression(Compression::SNAPPY)
+        .set_compression(Compression::LZ4_RAW)
         // Chunks are read whole, once: page statistics would cost time and buy nothing.
         .set_statistics_enabled(EnabledStatistics::None)
         // A dictionary hashes every value; only the parent directory repeats enough to pay

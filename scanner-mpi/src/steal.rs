@@ -451,8 +451,9 @@ fn coordinate<W: Work, T: Transport>(
     let (me, size) = (t.rank(), t.size());
     let mut next_progress = Instant::now() + config.progress_interval;
     if size == 1 {
+        // Nobody to serve or steal from: sleep until the work runs out or a report is due.
         while !pool.is_idle() {
-            pool.wait_idle(config.max_poll_interval);
+            pool.wait_idle(next_progress.saturating_duration_since(Instant::now()));
             if Instant::now() >= next_progress {
                 next_progress += config.progress_interval;
                 status.report(&[status.counters()], &[true]);
