@@ -1,5 +1,7 @@
 //! The scanner's command line: bad input gets a clear message and a documented exit code.
 
+mod support;
+
 use std::process::{Command, Output};
 
 const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
@@ -167,17 +169,10 @@ fn permission_denied_is_recorded_as_data_for_an_unprivileged_scan() {
     // Names can be listed, but not stat'ed.
     mode(&tree.join("listonly"), 0o744);
     mode(&out, 0o777);
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            SCANNER,
-            "--output",
-        ])
+    let o = support::as_nobody(SCANNER, base.path())
+        .arg("--output")
         .arg(&out)
         .arg(&tree)
-        .env_remove("SLURM_PROCID")
         .output()
         .expect("setpriv (util-linux) runs");
     assert_eq!(

@@ -342,17 +342,9 @@ fn permission_errors_of_an_unprivileged_scan_reach_the_store() {
     std::fs::write(tree.join("open.txt"), b"y").unwrap();
     std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(tree.join("closed"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            SCANNER,
-            "--aggregator",
-            &aggregator.addr,
-        ])
+    let output = as_nobody(SCANNER, base.path())
+        .args(["--aggregator", &aggregator.addr])
         .arg(&tree)
-        .env_remove("SLURM_PROCID")
         .output()
         .expect("setpriv (util-linux) runs");
     let stderr = String::from_utf8_lossy(&output.stderr);

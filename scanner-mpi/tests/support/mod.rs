@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use storage_tracker_aggregator::{Store, StoreConfig};
@@ -128,6 +129,20 @@ impl Drop for Aggregator {
             let _ = stop.send(());
         }
     }
+}
+
+/// `scanner` with the arguments that run it as "nobody" (root ignores permission bits). The
+/// binary is copied into `dir` first: the build directory need not be readable by others.
+pub fn as_nobody(scanner: &str, dir: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join("storage-scan");
+    std::fs::copy(scanner, &copy).expect("copying the scanner");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(copy)
+        .env_remove("SLURM_PROCID");
+    cmd
 }
 
 pub fn os(bytes: &[u8]) -> &Path {
