@@ -307,6 +307,23 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::None,
         },
         Tool {
+            name: "fd -uu --size +0b (stats files)".into(),
+            parallel: "2".into(),
+            threads: 2,
+            argv: s(&[
+                "fdfind",
+                "-uu",
+                "--threads",
+                "2",
+                "--size",
+                "+0b",
+                ".",
+                tree,
+            ]),
+            stdout: scratch("fd-size.txt"),
+            check: Check::None,
+        },
+        Tool {
             name: "fd -uu (lists only)".into(),
             parallel: "2".into(),
             threads: 2,
