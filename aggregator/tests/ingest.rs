@@ -83,6 +83,15 @@ fn chunk(snapshot_id: u64, rank: u32, seq: u64, rows: usize) -> Chunk {
     }
 }
 
+/// Begins a snapshot of `ranks` ranks; its id.
+async fn begin(c: &mut IngestClient<tonic::transport::Channel>, ranks: u32) -> u64 {
+    c.begin_snapshot(begin_request(ranks))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot_id
+}
+
 async fn connect(addr: &str) -> IngestClient<tonic::transport::Channel> {
     IngestClient::connect(addr.to_owned()).await.unwrap()
 }
@@ -146,12 +155,7 @@ fn a_chunk_sent_twice_is_stored_once_and_the_snapshot_commits() {
     let (rt, db, agg) = setup("dup");
     rt.block_on(async {
         let mut c = connect(&agg.addr).await;
-        let id = c
-            .begin_snapshot(begin_request(1))
-            .await
-            .unwrap()
-            .into_inner()
-            .snapshot_id;
+        let id = begin(&mut c, 1).await;
         let (acks, err) = stream(
             &mut c,
             vec![
@@ -240,12 +244,7 @@ fn a_chunk_with_the_wrong_schema_is_refused_by_name_and_nothing_of_it_is_stored(
     };
     let (acks, err) = rt.block_on(async {
         let mut c = connect(&agg.addr).await;
-        let id = c
-            .begin_snapshot(begin_request(1))
-            .await
-            .unwrap()
-            .into_inner()
-            .snapshot_id;
+        let id = begin(&mut c, 1).await;
         let bad = Chunk {
             snapshot_id: id,
             rank: 0,
@@ -279,12 +278,7 @@ fn wrong_totals_fail_the_snapshot_and_drop_its_rows() {
     let (rt, db, agg) = setup("verify");
     let err = rt.block_on(async {
         let mut c = connect(&agg.addr).await;
-        let id = c
-            .begin_snapshot(begin_request(1))
-            .await
-            .unwrap()
-            .into_inner()
-            .snapshot_id;
+        let id = begin(&mut c, 1).await;
         let (_, e) = stream(&mut c, vec![chunk(id, 0, 0, 20)]).await;
         assert!(e.is_none());
         let claimed = RankTotals {
@@ -319,12 +313,7 @@ fn an_aborted_snapshot_leaves_no_rows_and_refuses_more_chunks() {
     let (rt, db, agg) = setup("abort");
     rt.block_on(async {
         let mut c = connect(&agg.addr).await;
-        let id = c
-            .begin_snapshot(begin_request(2))
-            .await
-            .unwrap()
-            .into_inner()
-            .snapshot_id;
+        let id = begin(&mut c, 2).await;
         let (_, e) = stream(&mut c, vec![chunk(id, 1, 0, 30)]).await;
         assert!(e.is_none());
         c.abort_snapshot(AbortSnapshotRequest {

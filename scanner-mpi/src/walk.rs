@@ -572,19 +572,20 @@ impl DirReader {
         );
     }
 
-    /// Whether `--exclude` drops the entry `name`, whose path is in `child_path`.
-    fn excluded(&mut self, name: &CStr) -> bool {
-        if self.options.exclude.is_empty() {
+    /// Whether `--exclude` drops the entry `name` of `dir`. The entry's path is built only when
+    /// a pattern needs it.
+    fn excluded(&mut self, dir: &[u8], name: &CStr) -> bool {
+        let exclude = &self.options.exclude;
+        if exclude.is_empty() {
             return false;
         }
+        if exclude.iter().any(|x| x.whole_path) {
+            join(dir, name.to_bytes(), &mut self.child_path);
+        } else {
+            self.child_path.clear();
+        }
         self.child_path.push(0);
-        let hit = self
-            .options
-            .exclude
-            .iter()
-            .any(|x| x.matches(name, &self.child_path));
-        self.child_path.pop();
-        hit
+        exclude.iter().any(|x| x.matches(name, &self.child_path))
     }
 
     /// Lists a directory: subdirectories become work, other names collect in `pending`, and
@@ -606,13 +607,13 @@ impl DirReader {
             if name == b"." || name == b".." {
                 continue;
             }
-            join(at.path, name, &mut self.child_path);
-            if self.excluded(name_c) {
+            if self.excluded(at.path, name_c) {
                 continue;
             }
             // d_type saves a stat for directories: their row comes from the fstat of the
             // opened directory when it is read, so each is stat'ed exactly once.
             if dent.file_type() == FileType::Directory {
+                join(at.path, name, &mut self.child_path);
                 queue.push(ScanWork::Dir {
                     path: self.child_path.clone(),
                     depth: at.depth + 1,

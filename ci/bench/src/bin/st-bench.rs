@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use storage_tracker_proto::entry::col;
 
 /// Benchmark storage-scan against peers on a tree made by st-gen-tree.
 #[derive(Debug, Parser)]
@@ -178,7 +179,7 @@ fn parquet_totals(dir: &Path) -> anyhow::Result<(u64, u64)> {
         let batch = storage_tracker_proto::read_chunk_file(&f?.path())?;
         rows += batch.num_rows() as u64;
         bytes += batch
-            .column_by_name("size")
+            .column_by_name(col::SIZE)
             .expect("size column")
             .as_primitive::<UInt64Type>()
             .values()
@@ -509,19 +510,19 @@ fn scanned_dirs(
     for f in std::fs::read_dir(chunks)? {
         let batch = storage_tracker_proto::read_chunk_file(&f?.path())?;
         let path = batch
-            .column_by_name("path")
+            .column_by_name(col::PATH)
             .expect("path")
             .as_binary::<i32>();
         let size = batch
-            .column_by_name("size")
+            .column_by_name(col::SIZE)
             .expect("size")
             .as_primitive::<UInt64Type>();
         let alloc = batch
-            .column_by_name("allocated")
+            .column_by_name(col::ALLOCATED)
             .expect("allocated")
             .as_primitive::<UInt64Type>();
         let kind = batch
-            .column_by_name("kind")
+            .column_by_name(col::KIND)
             .expect("kind")
             .as_primitive::<UInt8Type>();
         for i in 0..batch.num_rows() {
