@@ -89,7 +89,9 @@ struct Args {
     max_depth: Option<u32>,
 
     /// Follow symlinks: record each as its target and read linked directories. A link back to
-    /// a directory above it is recorded with ELOOP and not read again.
+    /// a directory above it is recorded with ELOOP and not read again. A dangling link stays
+    /// a link; a target that cannot be resolved (a loop of links, a name too long) is an error
+    /// on the link's row.
     #[arg(long, short = 'L')]
     follow_symlinks: bool,
 

@@ -681,12 +681,18 @@ impl DirReader {
                     }
                 }
                 row.symlink_target = &self.link_target;
-                // Followed, a link is its target; a dangling one stays a link.
-                if follow
-                    && let Ok(st) = rustix::fs::statx(at.fd, name, AtFlags::empty(), STATX_MASK)
-                {
-                    row.stat = entry_stat(&st);
-                    row.kind = EntryKind::from_mode(row.stat.mode);
+                // Followed, a link is its target; a dangling one stays a link. A target that
+                // cannot be resolved otherwise (a loop of links, a name too long, no search
+                // permission) is recorded on the link's row.
+                if follow {
+                    match rustix::fs::statx(at.fd, name, AtFlags::empty(), STATX_MASK) {
+                        Ok(st) => {
+                            row.stat = entry_stat(&st);
+                            row.kind = EntryKind::from_mode(row.stat.mode);
+                        }
+                        Err(Errno::NOENT) => {}
+                        Err(e) => row.error = Some((ErrorOp::Stat, errno_of(e))),
+                    }
                 }
             }
             if row.kind == EntryKind::Dir {
@@ -1064,6 +1070,53 @@ mod tests {
             .find(|r| r.0.ends_with(b"/dangling"))
             .unwrap();
         assert_eq!((dangling.1, dangling.4), (EntryKind::Symlink, None));
+    }
+
+    #[test]
+    fn unresolvable_link_targets_are_errors_on_the_link_row() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A target component longer than NAME_MAX: resolving it fails with ENAMETOOLONG.
+        let long = "n".repeat(300);
+        std::os::unix::fs::symlink(&long, tmp.path().join("long")).unwrap();
+        std::os::unix::fs::symlink("self", tmp.path().join("self")).unwrap();
+        let root = tmp.path().as_os_str().as_bytes();
+        let options = WalkOptions {
+            follow_symlinks: true,
+            ..Default::default()
+        };
+        let rows = walk_with(root, options);
+        let row = |name: &str| {
+            rows.0
+                .iter()
+                .find(|r| r.0.ends_with(name.as_bytes()))
+                .unwrap()
+        };
+        let long_row = row("/long");
+        assert_eq!(
+            (long_row.1, long_row.4),
+            (
+                EntryKind::Symlink,
+                Some((ErrorOp::Stat, Errno::NAMETOOLONG.raw_os_error()))
+            )
+        );
+        assert_eq!(long_row.3, long.as_bytes());
+        let self_row = row("/self");
+        assert_eq!(
+            (self_row.1, self_row.4),
+            (
+                EntryKind::Symlink,
+                Some((ErrorOp::Stat, Errno::LOOP.raw_os_error()))
+            )
+        );
+        // Not following, both are plain links without errors.
+        let plain = walk_all(root);
+        assert!(
+            plain
+                .0
+                .iter()
+                .filter(|r| r.1 != EntryKind::Dir)
+                .all(|r| r.1 == EntryKind::Symlink && r.4.is_none())
+        );
     }
 
     #[test]
