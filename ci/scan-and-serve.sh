@@ -28,7 +28,8 @@ STORAGE_TRACKER_CLICKHOUSE_URL=$(bash ci/clickhouse.sh start)
 export STORAGE_TRACKER_DATABASE=${STORAGE_TRACKER_DATABASE:-storage_tracker}
 grpc_port=${STORAGE_TRACKER_GRPC_PORT:-50051}
 
-"$bin/storage-aggregator" --listen "127.0.0.1:$grpc_port" >"$work/aggregator.log" 2>&1 &
+"$bin/storage-aggregator" serve --listen "127.0.0.1:$grpc_port" --spool "$work/spool" \
+  >"$work/aggregator.log" 2>&1 &
 aggregator=$!
 trap 'kill $aggregator 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

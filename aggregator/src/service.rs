@@ -1,48 +1,137 @@
 //! The ingest gRPC service: the snapshot lifecycle as the scanner drives it.
 //!
-//! A chunk is acknowledged only after its rows and its record in `chunks` are stored; a chunk
-//! sent again is acknowledged without a second insert. Finish verifies every rank's totals
-//! against what was stored before computing rollups and committing; any mismatch fails the
-//! snapshot and drops its rows, so a query never sees a partial snapshot.
+//! - A chunk is decoded and checked, written to the spool and fsynced, and only then
+//!   acknowledged. Insert workers move spooled chunks into ClickHouse, retrying while it is
+//!   down; a chunk whose insert had an unknown outcome is counted in ClickHouse before it is
+//!   sent again, so it is stored exactly once. A chunk sent twice is acknowledged twice and
+//!   stored once.
+//! - Finish is spooled too. Once every acknowledged chunk is stored, the commit verifies each
+//!   rank's totals against ClickHouse, computes the reports and marks the snapshot committed.
+//!   A restarted aggregator resumes every spooled snapshot where it stopped.
+//! - A snapshot that is aborted, fails verification, or hears nothing for `abandon_after` is
+//!   marked failed and its rows are dropped, so a query never sees a partial snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use arrow_array::RecordBatch;
+use bytes::Bytes;
+use tokio::sync::{Notify, RwLock, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use storage_tracker_proto::v1::ingest_server::Ingest;
 use storage_tracker_proto::v1::{
     AbortSnapshotRequest, AbortSnapshotResponse, BeginSnapshotRequest, BeginSnapshotResponse,
-    Chunk, ChunkAck, FinishSnapshotRequest, FinishSnapshotResponse,
+    Chunk, ChunkAck, FinishSnapshotRequest, FinishSnapshotResponse, RankTotals,
 };
 use storage_tracker_proto::{SCHEMA_VERSION, decode_chunk};
 
-use crate::store::{STATE_COMMITTED, STATE_FAILED, STATE_RUNNING, SnapshotRecord, Store, unix_now};
+use crate::retention::Retention;
+use crate::spool::Spool;
+use crate::store::{
+    ChunkCount, STATE_COMMITTED, STATE_FAILED, STATE_RUNNING, SnapshotRecord, Store, StoreError,
+    state_name, unix_now, validate_batch,
+};
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub spool: Spool,
+    /// Chunks inserted into ClickHouse at the same time.
+    pub insert_workers: usize,
+    /// Decoded chunks kept in memory for the insert workers; beyond it they are read back from
+    /// the spool, so a ClickHouse outage costs disk, not memory.
+    pub memory_budget: usize,
+    /// A running snapshot that hears nothing for this long is failed (its scan died).
+    pub abandon_after: Duration,
+    /// Applied after each commit, to the committed snapshots of the same filesystem label.
+    pub retention: Option<Retention>,
+    /// Fail running snapshots that ClickHouse knows and the spool does not (on start). Only the
+    /// one aggregator serving a database may do this.
+    pub fail_unspooled: bool,
+}
+
+impl ServiceOptions {
+    pub fn new(spool: Spool) -> Self {
+        Self {
+            spool,
+            insert_workers: 2,
+            memory_budget: 256 << 20,
+            abandon_after: Duration::from_secs(3600),
+            retention: None,
+            fail_unspooled: true,
+        }
+    }
+}
+
+type Outcome = Option<Result<FinishSnapshotResponse, Status>>;
+
+/// Times ClickHouse may answer an insert with an error before the snapshot is failed.
+const MAX_REFUSED_INSERTS: u32 = 5;
 
 /// What the aggregator knows of a snapshot that is still running.
 #[derive(Debug)]
 struct Running {
     record: SnapshotRecord,
-    /// Per rank: the sequence numbers stored and the rows they held.
+    /// Per rank: the sequence numbers acknowledged and the rows they held.
     ranks: BTreeMap<u32, RankProgress>,
+    /// Chunks acknowledged and not yet stored in ClickHouse.
+    unstored: usize,
+    last_heard: Instant,
+    /// Set once finishing; holds the commit's outcome when known.
+    commit: Option<watch::Receiver<Outcome>>,
+    /// Inserts hold it shared; failing the snapshot holds it alone, so no insert can land
+    /// after the snapshot's rows are dropped.
+    gate: Arc<RwLock<()>>,
 }
 
-#[derive(Debug, Default)]
+impl Running {
+    fn new(record: SnapshotRecord) -> Self {
+        Self {
+            record,
+            ranks: BTreeMap::new(),
+            unstored: 0,
+            last_heard: Instant::now(),
+            commit: None,
+            gate: Arc::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
 struct RankProgress {
     seqs: BTreeSet<u64>,
     rows: u64,
 }
 
+/// A spooled chunk on its way into ClickHouse.
+#[derive(Debug)]
+struct Job {
+    snapshot_id: u64,
+    rank: u32,
+    seq: u64,
+    rows: u64,
+    path: PathBuf,
+    /// The decoded rows and their size, when the memory budget allowed keeping them.
+    batch: Option<(RecordBatch, usize)>,
+}
+
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    options: ServiceOptions,
     running: Mutex<HashMap<u64, Running>>,
     /// Serializes id allocation with the insert of the snapshot's first record.
     begin_lock: tokio::sync::Mutex<()>,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Signalled whenever a chunk is stored or a snapshot leaves `running`.
+    progressed: Notify,
+    held_bytes: AtomicUsize,
 }
 
 /// The tonic service; cheap to clone.
@@ -55,25 +144,187 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("{what}: {e}"))
 }
 
-impl IngestService {
-    pub fn new(store: Store) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                store,
-                running: Mutex::new(HashMap::new()),
-                begin_lock: tokio::sync::Mutex::new(()),
-            }),
-        }
+/// Exponential backoff from 100 ms to 10 s.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
-        self.inner.running.lock().unwrap_or_else(|e| e.into_inner())
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+    }
+}
+
+impl IngestService {
+    /// Starts the service: resumes every snapshot in the spool, starts the insert workers and
+    /// the watch for abandoned snapshots. Needs ClickHouse to answer.
+    pub async fn start(store: Store, options: ServiceOptions) -> Result<Self, StartError> {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let workers = options.insert_workers.max(1);
+        let inner = Arc::new(Inner {
+            store,
+            options,
+            running: Mutex::new(HashMap::new()),
+            begin_lock: tokio::sync::Mutex::new(()),
+            jobs,
+            progressed: Notify::new(),
+            held_bytes: AtomicUsize::new(0),
+        });
+        inner.recover().await?;
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..workers {
+            tokio::spawn(Arc::clone(&inner).insert_worker(Arc::clone(&queue)));
+        }
+        tokio::spawn(Arc::clone(&inner).watch_abandoned());
+        Ok(Self { inner })
+    }
+
+    /// The ids of the snapshots running now.
+    pub fn running_snapshots(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.inner.running().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Begins a snapshot (as the BeginSnapshot call).
+    pub async fn begin(&self, r: BeginSnapshotRequest) -> Result<u64, Status> {
+        self.inner.begin(r).await
+    }
+
+    /// Stores one chunk (as one message of StreamChunks).
+    pub async fn chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
+        self.inner.accept_chunk(chunk).await
+    }
+
+    /// Finishes a snapshot (as the FinishSnapshot call).
+    pub async fn finish(
+        &self,
+        request: FinishSnapshotRequest,
+    ) -> Result<FinishSnapshotResponse, Status> {
+        Arc::clone(&self.inner).finish(request).await
+    }
+
+    /// Fails a running snapshot (as the AbortSnapshot call).
+    pub async fn abort(&self, snapshot_id: u64, reason: String) -> Result<(), Status> {
+        self.inner.abort(snapshot_id, reason).await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("reading the spool at {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("resuming the spooled snapshots: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Why a commit attempt did not commit.
+#[derive(Debug)]
+enum CommitError {
+    /// The snapshot is wrong: fail it.
+    Refused(String),
+    /// ClickHouse did not answer: try again.
+    Store(StoreError),
+}
+
+impl From<StoreError> for CommitError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
     }
 }
 
 impl Inner {
-    /// Stores one chunk and returns its acknowledgement.
-    async fn store_chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spool(&self) -> &Spool {
+        &self.options.spool
+    }
+
+    /// Runs blocking spool I/O off the async threads.
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    }
+
+    async fn begin(&self, r: BeginSnapshotRequest) -> Result<u64, Status> {
+        if r.schema_version != SCHEMA_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "the scanner writes entry schema version {}, this aggregator stores version {SCHEMA_VERSION}: run matching versions",
+                r.schema_version
+            )));
+        }
+        if r.root_path.first() != Some(&b'/') {
+            return Err(Status::invalid_argument(
+                "root_path must be an absolute path",
+            ));
+        }
+        if r.ranks == 0 {
+            return Err(Status::invalid_argument("a scan has at least one rank"));
+        }
+        let _allocating = self.begin_lock.lock().await;
+        // The same scan asking again (its answer was lost): the same snapshot.
+        if !r.scan_id.is_empty()
+            && let Some(running) = self
+                .running()
+                .values_mut()
+                .find(|s| s.record.scan_id == r.scan_id)
+        {
+            running.last_heard = Instant::now();
+            return Ok(running.record.snapshot_id);
+        }
+        let snapshot_id = self
+            .store
+            .next_snapshot_id()
+            .await
+            .map_err(|e| unavailable("allocating a snapshot id", e))?;
+        let record = SnapshotRecord {
+            snapshot_id,
+            version: 1,
+            state: STATE_RUNNING,
+            scan_id: r.scan_id,
+            filesystem_label: r.filesystem_label,
+            root_path: r.root_path,
+            hosts: r.hosts,
+            ranks: r.ranks,
+            scanner_version: r.scanner_version,
+            schema_version: r.schema_version,
+            started_at: match u32::try_from(r.started_at) {
+                Ok(t) if t > 0 => t,
+                _ => unix_now(),
+            },
+            ..SnapshotRecord::default()
+        };
+        self.store
+            .record_snapshot(&record)
+            .await
+            .map_err(|e| unavailable("recording the snapshot", e))?;
+        let spool = self.spool().clone();
+        let spooled = record.clone();
+        if let Err(e) = Self::blocking(move || spool.begin(&spooled)).await {
+            let status = unavailable("spooling the snapshot's record", &e);
+            self.fail_record(record, format!("the spool failed: {e}"))
+                .await;
+            return Err(status);
+        }
+        info!(snapshot_id, ranks = record.ranks, label = %record.filesystem_label, root = %String::from_utf8_lossy(&record.root_path), "snapshot begun");
+        self.running().insert(snapshot_id, Running::new(record));
+        Ok(snapshot_id)
+    }
+
+    /// Spools one chunk and returns its acknowledgement.
+    async fn accept_chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
         let Chunk {
             snapshot_id,
             rank,
@@ -88,13 +339,17 @@ impl Inner {
             seq,
             stored,
         };
+        let not_running = |snapshot_id| {
+            Status::failed_precondition(format!(
+                "{what}: snapshot {snapshot_id} is not running (never begun, committed or failed)"
+            ))
+        };
         {
-            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(snapshot) = running.get(&snapshot_id) else {
-                return Err(Status::failed_precondition(format!(
-                    "{what}: snapshot {snapshot_id} is not running (never begun, committed or failed)"
-                )));
+            let mut running = self.running();
+            let Some(snapshot) = running.get_mut(&snapshot_id) else {
+                return Err(not_running(snapshot_id));
             };
+            snapshot.last_heard = Instant::now();
             if rank >= snapshot.record.ranks {
                 return Err(Status::invalid_argument(format!(
                     "{what}: the snapshot has {} ranks",
@@ -108,74 +363,608 @@ impl Inner {
             {
                 return Ok(ack(false));
             }
+            if snapshot.commit.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "{what}: the snapshot is being committed; no chunk can be added"
+                )));
+            }
         }
-        let parquet_bytes = parquet.len() as u64;
-        let batch = tokio::task::spawn_blocking(move || decode_chunk(parquet, rows))
-            .await
-            .map_err(|e| Status::internal(format!("{what}: decoding task failed: {e}")))?
-            .map_err(|e| Status::invalid_argument(format!("{what} rejected: {e}")))?;
-        self.store
-            .insert_chunk(snapshot_id, rank, seq, &batch, parquet_bytes)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::ClickHouse { .. } => {
-                    unavailable(&format!("{what} was not stored, send it again"), e)
-                }
-                other => Status::invalid_argument(format!("{what} rejected: {other}")),
-            })?;
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (batch, parquet) = tokio::task::spawn_blocking(move || {
+            let batch = decode_chunk(parquet.clone(), rows).map_err(|e| e.to_string())?;
+            validate_batch(&batch).map_err(|e| e.to_string())?;
+            Ok::<_, String>((batch, parquet))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("{what}: decoding task failed: {e}")))?
+        .map_err(|e| Status::invalid_argument(format!("{what} rejected: {e}")))?;
+        let spool = self.spool().clone();
+        let path =
+            Self::blocking(move || spool.write_chunk(snapshot_id, rank, seq, rows, &parquet))
+                .await
+                .map_err(|e| {
+                    unavailable(&format!("{what} could not be spooled, send it again"), e)
+                })?;
+
+        let size = batch.get_array_memory_size();
+        let held = self.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        let batch = if held <= self.options.memory_budget {
+            Some((batch, size))
+        } else {
+            self.held_bytes.fetch_sub(size, Ordering::Relaxed);
+            None
+        };
+        let mut running = self.running();
         let Some(snapshot) = running.get_mut(&snapshot_id) else {
-            // Aborted while this chunk was being inserted; the abort drops its rows.
-            return Err(Status::failed_precondition(format!(
-                "{what}: snapshot {snapshot_id} was aborted"
-            )));
+            // Failed while this chunk was being spooled; its spool directory is gone or going.
+            return Err(not_running(snapshot_id));
         };
         let progress = snapshot.ranks.entry(rank).or_default();
-        if progress.seqs.insert(seq) {
-            progress.rows += batch.num_rows() as u64;
+        if !progress.seqs.insert(seq) {
+            // The same chunk arrived twice at once; the other copy is on its way.
+            return Ok(ack(false));
+        }
+        progress.rows += rows;
+        snapshot.unstored += 1;
+        let job = Job {
+            snapshot_id,
+            rank,
+            seq,
+            rows,
+            path,
+            batch,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job)
+            && let Some((_, size)) = job.batch
+        {
+            self.held_bytes.fetch_sub(size, Ordering::Relaxed);
         }
         Ok(ack(true))
     }
 
-    /// Marks a snapshot failed and drops its rows.
-    async fn fail(&self, mut record: SnapshotRecord, message: String) -> Result<(), Status> {
-        warn!(
-            snapshot_id = record.snapshot_id,
-            "snapshot failed: {message}"
+    /// Moves spooled chunks into ClickHouse, one at a time, until the service is dropped.
+    async fn insert_worker(
+        self: Arc<Self>,
+        queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
+    ) {
+        loop {
+            let Some(mut job) = queue.lock().await.recv().await else {
+                return;
+            };
+            let held = job.batch.take();
+            if let Some((_, size)) = &held {
+                self.held_bytes.fetch_sub(*size, Ordering::Relaxed);
+            }
+            let Some(gate) = self
+                .running()
+                .get(&job.snapshot_id)
+                .map(|s| Arc::clone(&s.gate))
+            else {
+                continue;
+            };
+            let _shared = gate.read().await;
+            if !self.running().contains_key(&job.snapshot_id) {
+                continue;
+            }
+            let batch = match held {
+                Some((batch, _)) => batch,
+                None => match read_spooled(job.path.clone(), job.rows).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        drop(_shared);
+                        self.fail_running(
+                            job.snapshot_id,
+                            format!(
+                                "the spooled chunk {} cannot be read: {e}",
+                                job.path.display()
+                            ),
+                        )
+                        .await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self.insert_exactly_once(&job, &batch).await {
+                drop(_shared);
+                let message = format!(
+                    "ClickHouse refused chunk (rank {}, seq {}) {MAX_REFUSED_INSERTS} times: {e}",
+                    job.rank, job.seq
+                );
+                self.fail_running(job.snapshot_id, message).await;
+                continue;
+            }
+            if let Err(e) = self.spool().remove_chunk(&job.path) {
+                warn!("{e}");
+            }
+            if let Some(s) = self.running().get_mut(&job.snapshot_id) {
+                s.unstored -= 1;
+            }
+            self.progressed.notify_waiters();
+        }
+    }
+
+    /// Inserts a chunk, retrying while ClickHouse fails. After a failed insert it counts what
+    /// landed: all of it (the answer was lost) ends the work, none means insert again, and a
+    /// part is deleted before inserting again. ClickHouse refusing the insert (rather than
+    /// failing to answer) several times over is an error.
+    async fn insert_exactly_once(&self, job: &Job, batch: &RecordBatch) -> Result<(), StoreError> {
+        let (id, rank, seq) = (job.snapshot_id, job.rank, job.seq);
+        let mut backoff = Backoff::new();
+        let mut refused = 0;
+        loop {
+            let Err(e) = self.store.insert_entries(id, rank, seq, batch).await else {
+                return Ok(());
+            };
+            if !e.is_transient() {
+                refused += 1;
+                if refused == MAX_REFUSED_INSERTS {
+                    return Err(e);
+                }
+            }
+            warn!(
+                snapshot_id = id,
+                rank, seq, "storing the chunk failed, will retry: {e}"
+            );
+            loop {
+                backoff.wait().await;
+                match self.store.chunk_rows(id, rank, seq).await {
+                    Ok(n) if n == job.rows => return Ok(()),
+                    Ok(0) => break,
+                    Ok(n) => {
+                        warn!(
+                            snapshot_id = id,
+                            rank,
+                            seq,
+                            "{n} of {} rows landed; deleting them before inserting again",
+                            job.rows
+                        );
+                        match self.store.delete_chunk_rows(id, rank, seq).await {
+                            Ok(()) => break,
+                            Err(e) => warn!("deleting a partial chunk: {e}"),
+                        }
+                    }
+                    Err(e) => warn!(
+                        snapshot_id = id,
+                        rank, seq, "ClickHouse is still failing: {e}"
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn finish(
+        self: Arc<Self>,
+        request: FinishSnapshotRequest,
+    ) -> Result<FinishSnapshotResponse, Status> {
+        let snapshot_id = request.snapshot_id;
+        enum Start {
+            NotRunning,
+            Mismatch(String),
+            Wait(watch::Receiver<Outcome>),
+        }
+        let start = {
+            let mut running = self.running();
+            match running.get_mut(&snapshot_id) {
+                None => Start::NotRunning,
+                Some(s) => {
+                    s.last_heard = Instant::now();
+                    if let Some(outcome) = &s.commit {
+                        Start::Wait(outcome.clone())
+                    } else if let Err(mismatch) = verify_chunks(&s.record, &s.ranks, &request.ranks)
+                    {
+                        Start::Mismatch(mismatch)
+                    } else {
+                        let (tx, rx) = watch::channel(None);
+                        s.commit = Some(rx.clone());
+                        tokio::spawn(Arc::clone(&self).commit(request, tx));
+                        Start::Wait(rx)
+                    }
+                }
+            }
+        };
+        let mut outcome = match start {
+            Start::NotRunning => return self.answer_finished(snapshot_id).await,
+            Start::Mismatch(mismatch) => {
+                let message = format!("verification failed: {mismatch}");
+                self.fail_running(snapshot_id, message.clone()).await;
+                return Err(Status::failed_precondition(format!(
+                    "snapshot {snapshot_id}: {message}; it is marked failed"
+                )));
+            }
+            Start::Wait(outcome) => outcome,
+        };
+        loop {
+            if let Some(result) = outcome.borrow_and_update().clone() {
+                return result;
+            }
+            if outcome.changed().await.is_err() {
+                return Err(Status::unavailable(format!(
+                    "snapshot {snapshot_id}: the commit stopped; ask again"
+                )));
+            }
+        }
+    }
+
+    /// The answer to FinishSnapshot for a snapshot that is no longer running.
+    async fn answer_finished(&self, snapshot_id: u64) -> Result<FinishSnapshotResponse, Status> {
+        let record = self
+            .store
+            .snapshot(snapshot_id)
+            .await
+            .map_err(|e| unavailable("reading the snapshot's state", e))?;
+        match record {
+            Some(r) if r.state == STATE_COMMITTED => Ok(FinishSnapshotResponse {
+                snapshot_id,
+                entries: r.entries,
+                directories: r.directories,
+                rollup_seconds: r.commit_seconds,
+            }),
+            Some(r) => Err(Status::failed_precondition(format!(
+                "snapshot {snapshot_id} is {}: {}",
+                state_name(r.state),
+                r.message
+            ))),
+            None => Err(Status::not_found(format!(
+                "snapshot {snapshot_id} was never begun"
+            ))),
+        }
+    }
+
+    /// Spools the finish request, waits for every chunk to be stored, then commits, retrying
+    /// while ClickHouse fails. Publishes the outcome on `tx`.
+    async fn commit(self: Arc<Self>, request: FinishSnapshotRequest, tx: watch::Sender<Outcome>) {
+        let snapshot_id = request.snapshot_id;
+        let spool = self.spool().clone();
+        let spooled = request.clone();
+        if let Err(e) = Self::blocking(move || spool.write_finish(&spooled)).await {
+            if let Some(s) = self.running().get_mut(&snapshot_id) {
+                s.commit = None;
+            }
+            let _ = tx.send(Some(Err(unavailable("spooling the finish request", e))));
+            return;
+        }
+        let outcome = self.commit_spooled(request).await;
+        let _ = tx.send(Some(outcome));
+    }
+
+    async fn commit_spooled(
+        &self,
+        request: FinishSnapshotRequest,
+    ) -> Result<FinishSnapshotResponse, Status> {
+        let snapshot_id = request.snapshot_id;
+        // Every acknowledged chunk stored.
+        loop {
+            let waiting = self.progressed.notified();
+            let unstored = self.running().get(&snapshot_id).map(|s| s.unstored);
+            match unstored {
+                None => return self.answer_finished(snapshot_id).await,
+                Some(0) => break,
+                Some(_) => {}
+            }
+            waiting.await;
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            let current = self
+                .running()
+                .get(&snapshot_id)
+                .map(|s| (s.record.clone(), s.ranks.clone()));
+            let Some((record, ranks)) = current else {
+                return self.answer_finished(snapshot_id).await;
+            };
+            match self.try_commit(record, &ranks, &request).await {
+                Ok(done) => return Ok(done),
+                Err(CommitError::Refused(mismatch)) => {
+                    let message = format!("verification failed: {mismatch}");
+                    self.fail_running(snapshot_id, message.clone()).await;
+                    return Err(Status::failed_precondition(format!(
+                        "snapshot {snapshot_id}: {message}; it is marked failed"
+                    )));
+                }
+                Err(CommitError::Store(e)) if e.is_transient() => {
+                    warn!(snapshot_id, "committing failed, will retry: {e}");
+                    backoff.wait().await;
+                }
+                Err(CommitError::Store(e)) => {
+                    let message = format!("ClickHouse refused the commit: {e}");
+                    self.fail_running(snapshot_id, message.clone()).await;
+                    return Err(Status::internal(format!(
+                        "snapshot {snapshot_id}: {message}; it is marked failed"
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn try_commit(
+        &self,
+        mut record: SnapshotRecord,
+        ranks: &BTreeMap<u32, RankProgress>,
+        request: &FinishSnapshotRequest,
+    ) -> Result<FinishSnapshotResponse, CommitError> {
+        let snapshot_id = record.snapshot_id;
+        let counted: HashMap<u32, u64> = self
+            .store
+            .rows_per_rank(snapshot_id)
+            .await?
+            .into_iter()
+            .map(|c| (c.rank, c.rows))
+            .collect();
+        verify_totals(&record, ranks, &request.ranks, &counted).map_err(CommitError::Refused)?;
+        self.store
+            .insert_principals(snapshot_id, &request.users, &request.groups)
+            .await?;
+        let start = Instant::now();
+        let started_at_ns = i64::from(record.started_at) * 1_000_000_000;
+        let directories = self
+            .store
+            .compute_reports(snapshot_id, &record.root_path, started_at_ns)
+            .await?;
+        let commit_seconds = start.elapsed().as_secs_f64();
+        record.version += 1;
+        record.state = STATE_COMMITTED;
+        record.finished_at = unix_now();
+        record.entries = request.ranks.iter().map(|t| t.entries).sum();
+        record.errors = request.ranks.iter().map(|t| t.errors).sum();
+        record.apparent_bytes = request.ranks.iter().map(|t| t.apparent_bytes).sum();
+        record.directories = directories;
+        record.commit_seconds = commit_seconds;
+        self.store.record_snapshot(&record).await?;
+        self.forget(snapshot_id).await;
+        info!(
+            snapshot_id,
+            entries = record.entries,
+            errors = record.errors,
+            directories,
+            commit_seconds,
+            "snapshot committed"
         );
+        if let Some(policy) = &self.options.retention {
+            match crate::retention::apply(&self.store, policy, &record.filesystem_label, false)
+                .await
+            {
+                Ok(dropped) if !dropped.is_empty() => {
+                    info!(label = %record.filesystem_label, ?dropped, "retention dropped snapshots")
+                }
+                Ok(_) => {}
+                Err(e) => warn!("applying the retention policy: {e}"),
+            }
+        }
+        Ok(FinishSnapshotResponse {
+            snapshot_id,
+            entries: record.entries,
+            directories,
+            rollup_seconds: commit_seconds,
+        })
+    }
+
+    /// Removes a snapshot from the spool and from `running`.
+    async fn forget(&self, snapshot_id: u64) {
+        let spool = self.spool().clone();
+        if let Err(e) = Self::blocking(move || spool.remove(snapshot_id)).await {
+            warn!("{e}");
+        }
+        self.running().remove(&snapshot_id);
+        self.progressed.notify_waiters();
+    }
+
+    async fn abort(&self, snapshot_id: u64, reason: String) -> Result<(), Status> {
+        if self.running().contains_key(&snapshot_id) {
+            self.fail_running(snapshot_id, format!("aborted by the scanner: {reason}"))
+                .await;
+            return Ok(());
+        }
+        match self.store.snapshot(snapshot_id).await {
+            Ok(Some(r)) if r.state == STATE_FAILED => Ok(()),
+            Ok(Some(r)) => Err(Status::failed_precondition(format!(
+                "snapshot {snapshot_id} is {}, not running",
+                state_name(r.state)
+            ))),
+            Ok(None) => Err(Status::not_found(format!(
+                "snapshot {snapshot_id} is not running"
+            ))),
+            Err(e) => Err(unavailable("reading the snapshot's state", e)),
+        }
+    }
+
+    /// Fails a running snapshot: no insert of it runs or starts afterwards, its record says
+    /// failed and why, its rows are dropped, and the spool forgets it.
+    async fn fail_running(&self, snapshot_id: u64, message: String) {
+        let Some(gate) = self
+            .running()
+            .get(&snapshot_id)
+            .map(|s| Arc::clone(&s.gate))
+        else {
+            return;
+        };
+        let _alone = gate.write().await;
+        let Some(record) = self.running().get(&snapshot_id).map(|s| s.record.clone()) else {
+            return;
+        };
+        self.fail_record(record, message).await;
+        self.forget(snapshot_id).await;
+    }
+
+    /// Records a failure and drops the snapshot's rows, retrying while ClickHouse fails.
+    async fn fail_record(&self, mut record: SnapshotRecord, message: String) {
+        let snapshot_id = record.snapshot_id;
+        warn!(snapshot_id, "snapshot failed: {message}");
         record.version += 1;
         record.state = STATE_FAILED;
         record.finished_at = unix_now();
         record.message = message;
-        self.store
-            .record_snapshot(&record)
-            .await
-            .map_err(|e| unavailable("recording the failure", e))?;
-        self.store
-            .drop_snapshot_rows(record.snapshot_id)
-            .await
-            .map_err(|e| unavailable("dropping the failed snapshot's rows", e))
+        let mut backoff = Backoff::new();
+        loop {
+            let result = async {
+                self.store.record_snapshot(&record).await?;
+                self.store.drop_snapshot_rows(snapshot_id).await
+            }
+            .await;
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(snapshot_id, "marking the snapshot failed, will retry: {e}");
+                    backoff.wait().await;
+                }
+            }
+        }
     }
 
-    /// Fails the snapshot and returns the status that tells the scanner so.
-    async fn refuse(&self, record: SnapshotRecord, message: String, code: tonic::Code) -> Status {
-        let snapshot_id = record.snapshot_id;
-        match self.fail(record, message.clone()).await {
-            Ok(()) => Status::new(
-                code,
-                format!("snapshot {snapshot_id}: {message}; it is marked failed"),
-            ),
-            Err(status) => status,
+    /// Fails running snapshots that have heard nothing for `abandon_after`.
+    async fn watch_abandoned(self: Arc<Self>) {
+        let limit = self.options.abandon_after;
+        let period = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        loop {
+            tokio::time::sleep(period).await;
+            let abandoned: Vec<u64> = self
+                .running()
+                .iter()
+                .filter(|(_, s)| s.commit.is_none() && s.last_heard.elapsed() > limit)
+                .map(|(id, _)| *id)
+                .collect();
+            for snapshot_id in abandoned {
+                let message = format!(
+                    "abandoned: nothing was heard of the scan for {} s (a rank died or the job was killed)",
+                    limit.as_secs()
+                );
+                self.fail_running(snapshot_id, message).await;
+            }
         }
+    }
+
+    /// Resumes what the spool holds; fails running snapshots it does not hold.
+    async fn recover(self: &Arc<Self>) -> Result<(), StartError> {
+        let spool = self.spool().clone();
+        let spooled = Self::blocking(move || spool.load())
+            .await
+            .map_err(|source| StartError::Spool {
+                path: self.spool().root().to_owned(),
+                source,
+            })?;
+        let mut held = BTreeSet::new();
+        for s in spooled {
+            let snapshot_id = s.record.snapshot_id;
+            held.insert(snapshot_id);
+            match self.store.snapshot(snapshot_id).await? {
+                Some(current) if current.state != STATE_RUNNING => {
+                    // Committed or failed just before the stop: nothing left to do.
+                    self.spool()
+                        .remove(snapshot_id)
+                        .map_err(|source| StartError::Spool {
+                            path: self.spool().root().to_owned(),
+                            source,
+                        })?;
+                    continue;
+                }
+                Some(_) => {}
+                None => self.store.record_snapshot(&s.record).await?,
+            }
+            let stored: HashMap<(u32, u64), u64> = self
+                .store
+                .chunk_counts(snapshot_id)
+                .await?
+                .into_iter()
+                .map(|ChunkCount { rank, seq, rows }| ((rank, seq), rows))
+                .collect();
+            let mut running = Running::new(s.record);
+            for (&(rank, seq), &rows) in &stored {
+                let p = running.ranks.entry(rank).or_default();
+                p.seqs.insert(seq);
+                p.rows += rows;
+            }
+            let mut jobs = Vec::new();
+            for c in s.chunks {
+                match stored.get(&(c.rank, c.seq)) {
+                    Some(&rows) if rows == c.rows => {
+                        let _ = self.spool().remove_chunk(&c.path);
+                        continue;
+                    }
+                    Some(&rows) => {
+                        warn!(
+                            snapshot_id,
+                            rank = c.rank,
+                            seq = c.seq,
+                            "{rows} of {} rows landed before the stop; deleting them",
+                            c.rows
+                        );
+                        self.store
+                            .delete_chunk_rows(snapshot_id, c.rank, c.seq)
+                            .await?;
+                        let p = running.ranks.entry(c.rank).or_default();
+                        p.rows -= rows;
+                        p.rows += c.rows;
+                    }
+                    None => {
+                        let p = running.ranks.entry(c.rank).or_default();
+                        p.seqs.insert(c.seq);
+                        p.rows += c.rows;
+                    }
+                }
+                running.unstored += 1;
+                jobs.push(Job {
+                    snapshot_id,
+                    rank: c.rank,
+                    seq: c.seq,
+                    rows: c.rows,
+                    path: c.path,
+                    batch: None,
+                });
+            }
+            info!(
+                snapshot_id,
+                chunks_to_store = jobs.len(),
+                finishing = s.finish.is_some(),
+                "resuming a spooled snapshot"
+            );
+            let finish = s.finish;
+            let commit = finish.as_ref().map(|_| watch::channel(None));
+            running.commit = commit.as_ref().map(|(_, rx)| rx.clone());
+            self.running().insert(snapshot_id, running);
+            for job in jobs {
+                let _ = self.jobs.send(job);
+            }
+            if let (Some(request), Some((tx, _))) = (finish, commit) {
+                let inner = Arc::clone(self);
+                tokio::spawn(async move {
+                    let outcome = inner.commit_spooled(request).await;
+                    let _ = tx.send(Some(outcome));
+                });
+            }
+        }
+        if self.options.fail_unspooled {
+            for record in self.store.snapshots().await? {
+                if record.state == STATE_RUNNING && !held.contains(&record.snapshot_id) {
+                    error!(
+                        snapshot_id = record.snapshot_id,
+                        "running in ClickHouse but not in this aggregator's spool"
+                    );
+                    self.fail_record(
+                        record,
+                        "the aggregator restarted without this snapshot in its spool".into(),
+                    )
+                    .await;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-/// Compares what the ranks say they sent with what was stored; the first difference, if any.
-fn verify_totals(
+/// Decodes a chunk from the spool.
+async fn read_spooled(path: PathBuf, rows: u64) -> Result<RecordBatch, String> {
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        decode_chunk(Bytes::from(bytes), rows).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Checks the chunk counts the ranks report against the chunks acknowledged, before waiting for
+/// them to be stored: a scan that lost a chunk fails at once.
+fn verify_chunks(
     record: &SnapshotRecord,
     stored: &BTreeMap<u32, RankProgress>,
-    reported: &[storage_tracker_proto::v1::RankTotals],
-    counted: &HashMap<u32, u64>,
+    reported: &[RankTotals],
 ) -> Result<(), String> {
     if reported.len() != record.ranks as usize {
         return Err(format!(
@@ -198,7 +987,21 @@ fn verify_totals(
                 t.rank, t.chunks, chunks
             ));
         }
-        let rows = progress.map_or(0, |p| p.rows);
+    }
+    Ok(())
+}
+
+/// Compares what the ranks say they sent with what was acknowledged and what ClickHouse
+/// holds; the first difference, if any.
+fn verify_totals(
+    record: &SnapshotRecord,
+    stored: &BTreeMap<u32, RankProgress>,
+    reported: &[RankTotals],
+    counted: &HashMap<u32, u64>,
+) -> Result<(), String> {
+    verify_chunks(record, stored, reported)?;
+    for t in reported {
+        let rows = stored.get(&t.rank).map_or(0, |p| p.rows);
         let in_store = counted.get(&t.rank).copied().unwrap_or(0);
         if rows != t.entries || in_store != t.entries {
             return Err(format!(
@@ -216,58 +1019,7 @@ impl Ingest for IngestService {
         &self,
         request: Request<BeginSnapshotRequest>,
     ) -> Result<Response<BeginSnapshotResponse>, Status> {
-        let r = request.into_inner();
-        if r.schema_version != SCHEMA_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "the scanner writes entry schema version {}, this aggregator stores version {SCHEMA_VERSION}: run matching versions",
-                r.schema_version
-            )));
-        }
-        if r.root_path.first() != Some(&b'/') {
-            return Err(Status::invalid_argument(
-                "root_path must be an absolute path",
-            ));
-        }
-        if r.ranks == 0 {
-            return Err(Status::invalid_argument("a scan has at least one rank"));
-        }
-        let _allocating = self.inner.begin_lock.lock().await;
-        let snapshot_id = self
-            .inner
-            .store
-            .next_snapshot_id()
-            .await
-            .map_err(|e| unavailable("allocating a snapshot id", e))?;
-        let record = SnapshotRecord {
-            snapshot_id,
-            version: 1,
-            state: STATE_RUNNING,
-            filesystem_label: r.filesystem_label,
-            root_path: r.root_path,
-            hosts: r.hosts,
-            ranks: r.ranks,
-            scanner_version: r.scanner_version,
-            schema_version: r.schema_version,
-            started_at: unix_now(),
-            finished_at: 0,
-            entries: 0,
-            errors: 0,
-            apparent_bytes: 0,
-            message: String::new(),
-        };
-        self.inner
-            .store
-            .record_snapshot(&record)
-            .await
-            .map_err(|e| unavailable("recording the snapshot", e))?;
-        info!(snapshot_id, ranks = record.ranks, label = %record.filesystem_label, root = %String::from_utf8_lossy(&record.root_path), "snapshot begun");
-        self.running().insert(
-            snapshot_id,
-            Running {
-                record,
-                ranks: BTreeMap::new(),
-            },
-        );
+        let snapshot_id = self.begin(request.into_inner()).await?;
         Ok(Response::new(BeginSnapshotResponse { snapshot_id }))
     }
 
@@ -279,12 +1031,12 @@ impl Ingest for IngestService {
     ) -> Result<Response<Self::StreamChunksStream>, Status> {
         let mut inbound = request.into_inner();
         let (acks, rx) = mpsc::channel(16);
-        let inner = self.inner.clone();
+        let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
                     Ok(Some(chunk)) => {
-                        let result = inner.store_chunk(chunk).await;
+                        let result = inner.accept_chunk(chunk).await;
                         let failed = result.is_err();
                         if let Err(status) = &result {
                             warn!("{}", status.message());
@@ -308,91 +1060,7 @@ impl Ingest for IngestService {
         &self,
         request: Request<FinishSnapshotRequest>,
     ) -> Result<Response<FinishSnapshotResponse>, Status> {
-        let FinishSnapshotRequest {
-            snapshot_id,
-            ranks,
-            users,
-            groups,
-        } = request.into_inner();
-        let Some(running) = self.running().remove(&snapshot_id) else {
-            return Err(Status::failed_precondition(format!(
-                "snapshot {snapshot_id} is not running (never begun, committed or failed)"
-            )));
-        };
-        let counted: HashMap<u32, u64> = match self.inner.store.rows_per_rank(snapshot_id).await {
-            Ok(rows) => rows.into_iter().map(|c| (c.rank, c.rows)).collect(),
-            Err(e) => {
-                self.running().insert(snapshot_id, running);
-                return Err(unavailable("counting the stored rows", e));
-            }
-        };
-        if let Err(mismatch) = verify_totals(&running.record, &running.ranks, &ranks, &counted) {
-            let message = format!("verification failed: {mismatch}");
-            return Err(self
-                .inner
-                .refuse(running.record, message, tonic::Code::FailedPrecondition)
-                .await);
-        }
-
-        if let Err(e) = self
-            .inner
-            .store
-            .insert_principals(snapshot_id, &users, &groups)
-            .await
-        {
-            let message = format!("storing owner and group names failed: {e}");
-            return Err(self
-                .inner
-                .refuse(running.record, message, tonic::Code::Unavailable)
-                .await);
-        }
-
-        let start = Instant::now();
-        let directories = match self
-            .inner
-            .store
-            .compute_rollups(snapshot_id, &running.record.root_path)
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                let message = format!("computing rollups failed: {e}");
-                return Err(self
-                    .inner
-                    .refuse(running.record, message, tonic::Code::Unavailable)
-                    .await);
-            }
-        };
-        let rollup_seconds = start.elapsed().as_secs_f64();
-
-        let mut record = running.record;
-        record.version += 1;
-        record.state = STATE_COMMITTED;
-        record.finished_at = unix_now();
-        record.entries = ranks.iter().map(|t| t.entries).sum();
-        record.errors = ranks.iter().map(|t| t.errors).sum();
-        record.apparent_bytes = ranks.iter().map(|t| t.apparent_bytes).sum();
-        if let Err(e) = self.inner.store.record_snapshot(&record).await {
-            let message = format!("recording the commit failed: {e}");
-            return Err(self
-                .inner
-                .refuse(record, message, tonic::Code::Unavailable)
-                .await);
-        }
-        info!(
-            snapshot_id,
-            entries = record.entries,
-            errors = record.errors,
-            directories,
-            rollup_seconds,
-            "snapshot committed"
-        );
-        Ok(Response::new(FinishSnapshotResponse {
-            snapshot_id,
-            entries: record.entries,
-            directories,
-            rollup_seconds,
-        }))
+        Ok(Response::new(self.finish(request.into_inner()).await?))
     }
 
     async fn abort_snapshot(
@@ -403,14 +1071,7 @@ impl Ingest for IngestService {
             snapshot_id,
             reason,
         } = request.into_inner();
-        let Some(running) = self.running().remove(&snapshot_id) else {
-            return Err(Status::not_found(format!(
-                "snapshot {snapshot_id} is not running"
-            )));
-        };
-        self.inner
-            .fail(running.record, format!("aborted by the scanner: {reason}"))
-            .await?;
+        self.abort(snapshot_id, reason).await?;
         Ok(Response::new(AbortSnapshotResponse {}))
     }
 }
@@ -418,25 +1079,16 @@ impl Ingest for IngestService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use storage_tracker_proto::v1::RankTotals;
 
     fn record(ranks: u32) -> SnapshotRecord {
         SnapshotRecord {
             snapshot_id: 1,
             version: 1,
             state: STATE_RUNNING,
-            filesystem_label: String::new(),
             root_path: b"/".to_vec(),
-            hosts: Vec::new(),
             ranks,
-            scanner_version: String::new(),
             schema_version: SCHEMA_VERSION,
-            started_at: 0,
-            finished_at: 0,
-            entries: 0,
-            errors: 0,
-            apparent_bytes: 0,
-            message: String::new(),
+            ..SnapshotRecord::default()
         }
     }
 

@@ -1,8 +1,11 @@
-//! The aggregator's ClickHouse side: schema, chunk inserts, verification, rollups, commit.
+//! The aggregator's ClickHouse side: schema, chunk inserts, verification, reports, commit.
 //!
 //! Rows are inserted as RowBinary, built straight from the chunk's Arrow columns without
-//! copying a path. A snapshot's rows live in their own partition of each table, so a failed
-//! snapshot is dropped whole, and a query sees a snapshot only once `snapshots` says committed.
+//! copying a path. A chunk is one INSERT of fewer rows than ClickHouse's block size, so it is
+//! stored whole or not at all; its rows carry (rank, seq), so what landed can be counted when
+//! an insert's outcome is unknown. A snapshot's rows live in their own partition of each table,
+//! so a failed snapshot is dropped whole, and a query sees a snapshot only once `snapshots`
+//! says committed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use storage_tracker_proto::ddl::{self, Database};
 use storage_tracker_proto::entry::col;
-use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 use storage_tracker_proto::v1::Principal;
 use storage_tracker_proto::{EntryKind, ErrorOp};
+
+use crate::sql;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +39,20 @@ pub enum StoreError {
         storage_tracker_proto::SCHEMA_VERSION
     )]
     BadErrorOp { row: usize, code: u8 },
+}
+
+impl StoreError {
+    /// Whether ClickHouse could not be reached or did not answer in time (as opposed to
+    /// answering with an error).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::ClickHouse {
+                source: clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut,
+                ..
+            }
+        )
+    }
 }
 
 /// Where and as whom the aggregator writes.
@@ -79,16 +97,6 @@ struct EntryRecord<'a> {
 }
 
 #[derive(Debug, Row, Serialize)]
-struct ChunkRecord {
-    snapshot_id: u64,
-    rank: u32,
-    seq: u64,
-    rows: u64,
-    parquet_bytes: u64,
-    stored_at: u32,
-}
-
-#[derive(Debug, Row, Serialize)]
 struct PrincipalRecord<'a> {
     snapshot_id: u64,
     /// 1 user, 2 group (the `Enum8` codes).
@@ -98,12 +106,13 @@ struct PrincipalRecord<'a> {
 }
 
 /// One row of `snapshots`: a state change. The highest `version` is the current state.
-#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     pub snapshot_id: u64,
     pub version: u64,
-    /// 1 running, 2 committed, 3 failed (the `Enum8` codes).
+    /// 1 running, 2 committed, 3 failed, 4 deleted (the `Enum8` codes).
     pub state: i8,
+    pub scan_id: String,
     pub filesystem_label: String,
     #[serde(with = "serde_bytes")]
     pub root_path: Vec<u8>,
@@ -116,12 +125,26 @@ pub struct SnapshotRecord {
     pub entries: u64,
     pub errors: u64,
     pub apparent_bytes: u64,
+    pub directories: u64,
+    pub commit_seconds: f64,
     pub message: String,
 }
 
 pub const STATE_RUNNING: i8 = 1;
 pub const STATE_COMMITTED: i8 = 2;
 pub const STATE_FAILED: i8 = 3;
+pub const STATE_DELETED: i8 = 4;
+
+/// The name of a state code, as the `Enum8` spells it.
+pub fn state_name(state: i8) -> &'static str {
+    match state {
+        STATE_RUNNING => "running",
+        STATE_COMMITTED => "committed",
+        STATE_FAILED => "failed",
+        STATE_DELETED => "deleted",
+        _ => "unknown",
+    }
+}
 
 pub fn unix_now() -> u32 {
     SystemTime::now()
@@ -133,6 +156,14 @@ pub fn unix_now() -> u32 {
 #[derive(Debug, Row, Deserialize)]
 pub struct RankCount {
     pub rank: u32,
+    pub rows: u64,
+}
+
+/// The rows a snapshot holds per chunk, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Deserialize)]
+pub struct ChunkCount {
+    pub rank: u32,
+    pub seq: u64,
     pub rows: u64,
 }
 
@@ -201,22 +232,19 @@ impl Store {
         insert.end().await.map_err(self.err())
     }
 
-    /// Inserts one chunk's rows, then records the chunk. Returns once both are stored.
-    pub async fn insert_chunk(
+    /// Inserts one chunk's rows (checked with [`validate_batch`]) as one INSERT.
+    pub async fn insert_entries(
         &self,
         snapshot_id: u64,
         rank: u32,
         seq: u64,
         batch: &RecordBatch,
-        parquet_bytes: u64,
     ) -> Result<(), StoreError> {
         let client = self
             .client
             .clone()
             .with_database(self.config.database.as_str());
         let columns = EntryColumns::of(batch);
-        // Check every row before the INSERT starts, so a bad row cannot leave part of a chunk.
-        columns.validate()?;
         let mut insert = client
             .insert::<EntryRecord<'static>>("entries")
             .await
@@ -225,22 +253,79 @@ impl Store {
             let record = columns.record(snapshot_id, rank, seq, row);
             insert.write(&record).await.map_err(self.err())?;
         }
-        insert.end().await.map_err(self.err())?;
-
-        let mut insert = client
-            .insert::<ChunkRecord>("chunks")
-            .await
-            .map_err(self.err())?;
-        let record = ChunkRecord {
-            snapshot_id,
-            rank,
-            seq,
-            rows: batch.num_rows() as u64,
-            parquet_bytes,
-            stored_at: unix_now(),
-        };
-        insert.write(&record).await.map_err(self.err())?;
         insert.end().await.map_err(self.err())
+    }
+
+    /// Rows stored per (rank, seq) of a snapshot.
+    pub async fn chunk_counts(&self, snapshot_id: u64) -> Result<Vec<ChunkCount>, StoreError> {
+        let db = &self.config.database;
+        self.client
+            .query(&format!("SELECT rank, seq, count() AS n FROM {db}.entries WHERE snapshot_id = {snapshot_id} GROUP BY rank, seq"))
+            .fetch_all()
+            .await
+            .map_err(self.err())
+    }
+
+    /// Rows stored of one chunk.
+    pub async fn chunk_rows(
+        &self,
+        snapshot_id: u64,
+        rank: u32,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        let db = &self.config.database;
+        self.client
+            .query(&format!("SELECT count() FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND rank = {rank} AND seq = {seq}"))
+            .fetch_one()
+            .await
+            .map_err(self.err())
+    }
+
+    /// Deletes the rows of one chunk and waits until they are gone (a mutation).
+    pub async fn delete_chunk_rows(
+        &self,
+        snapshot_id: u64,
+        rank: u32,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let db = &self.config.database;
+        self.execute(&format!("ALTER TABLE {db}.entries DELETE WHERE snapshot_id = {snapshot_id} AND rank = {rank} AND seq = {seq}")).await?;
+        loop {
+            let pending: u64 = self
+                .client
+                .query(&format!("SELECT count() FROM system.mutations WHERE database = '{db}' AND table = 'entries' AND is_done = 0"))
+                .fetch_one()
+                .await
+                .map_err(self.err())?;
+            if pending == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The current record of a snapshot.
+    pub async fn snapshot(&self, snapshot_id: u64) -> Result<Option<SnapshotRecord>, StoreError> {
+        let db = &self.config.database;
+        self.client
+            .query(&format!(
+                "SELECT ?fields FROM {db}.snapshots FINAL WHERE snapshot_id = {snapshot_id}"
+            ))
+            .fetch_optional()
+            .await
+            .map_err(self.err())
+    }
+
+    /// The current records of every snapshot, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let db = &self.config.database;
+        self.client
+            .query(&format!(
+                "SELECT ?fields FROM {db}.snapshots FINAL ORDER BY snapshot_id"
+            ))
+            .fetch_all()
+            .await
+            .map_err(self.err())
     }
 
     /// Stores the names of a snapshot's uids and gids.
@@ -250,6 +335,7 @@ impl Store {
         users: &[Principal],
         groups: &[Principal],
     ) -> Result<(), StoreError> {
+        self.drop_partitions(snapshot_id, &["principals"]).await?;
         if users.is_empty() && groups.is_empty() {
             return Ok(());
         }
@@ -286,15 +372,26 @@ impl Store {
             .map_err(self.err())
     }
 
-    /// Computes the recursive totals of every directory of a snapshot, in ClickHouse.
-    ///
-    /// Two stages keep it fast: entries are first summed per parent directory (one group per
-    /// directory), and only those sums are spread to every ancestor, so the expansion is over
-    /// directories, not entries. Returns the number of directories.
-    pub async fn compute_rollups(&self, snapshot_id: u64, root: &[u8]) -> Result<u64, StoreError> {
-        self.execute(&rollup_sql(&self.config.database, snapshot_id, root))
-            .await?;
+    /// Computes every report of a snapshot in ClickHouse: directory rollups, usage by owner
+    /// and group, by file type, and the histograms. Returns the number of directories. Run
+    /// again, it first drops what an interrupted run left.
+    pub async fn compute_reports(
+        &self,
+        snapshot_id: u64,
+        root: &[u8],
+        started_at_ns: i64,
+    ) -> Result<u64, StoreError> {
         let db = &self.config.database;
+        self.drop_partitions(snapshot_id, &ddl::DERIVED_TABLES[..4])
+            .await?;
+        for sql in [
+            sql::dir_rollups(db, snapshot_id, root),
+            sql::owner_usage(db, snapshot_id, root),
+            sql::type_usage(db, snapshot_id),
+            sql::histograms(db, snapshot_id, started_at_ns),
+        ] {
+            self.execute(&sql).await?;
+        }
         self.client
             .query(&format!(
                 "SELECT count() FROM {db}.dir_rollups WHERE snapshot_id = {snapshot_id}"
@@ -304,10 +401,9 @@ impl Store {
             .map_err(self.err())
     }
 
-    /// Drops every row of a snapshot from the partitioned tables.
-    pub async fn drop_snapshot_rows(&self, snapshot_id: u64) -> Result<(), StoreError> {
+    async fn drop_partitions(&self, snapshot_id: u64, tables: &[&str]) -> Result<(), StoreError> {
         let db = &self.config.database;
-        for table in ddl::SNAPSHOT_PARTITIONED_TABLES {
+        for table in tables {
             self.execute(&format!(
                 "ALTER TABLE {db}.{table} DROP PARTITION {snapshot_id}"
             ))
@@ -315,45 +411,18 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Drops every row of a snapshot from the partitioned tables.
+    pub async fn drop_snapshot_rows(&self, snapshot_id: u64) -> Result<(), StoreError> {
+        self.drop_partitions(snapshot_id, &ddl::SNAPSHOT_PARTITIONED_TABLES)
+            .await
+    }
 }
 
-/// The SQL that fills `dir_rollups` for one snapshot rooted at `root`.
-pub fn rollup_sql(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
-    let root_lit = quote_bytes(root);
-    let below_lit = quote_bytes(&below_prefix(root));
-    // Every directory containing an entry whose parent is `parent_path`: the parent and all its
-    // ancestors ("/" included), e.g. "/a/b" -> ["/", "/a", "/a/b"].
-    let ancestors = "if(parent_path = '/', ['/'], arrayPushFront(arrayMap(i -> arrayStringConcat(arraySlice(splitByChar('/', parent_path), 1, i), '/'), arraySlice(arrayEnumerate(splitByChar('/', parent_path)), 2)), '/'))";
-    format!(
-        "INSERT INTO {db}.dir_rollups (snapshot_id, path, parent_path, name, depth, bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns)
-SELECT
-    {snapshot_id}, path, parent_path, name, depth,
-    own_size + below_bytes, own_allocated + below_allocated, below_entries, below_files, below_dirs,
-    if(below_entries = 0, own_mtime, greatest(own_mtime, below_mtime)),
-    if(below_entries = 0, own_atime, greatest(own_atime, below_atime))
-FROM
-(
-    SELECT path, parent_path, name, depth, size AS own_size, allocated AS own_allocated, mtime_ns AS own_mtime, atime_ns AS own_atime
-    FROM {db}.entries
-    WHERE snapshot_id = {snapshot_id} AND kind = 'dir'
-) AS d
-ANY LEFT JOIN
-(
-    SELECT dir AS path, sum(b) AS below_bytes, sum(a) AS below_allocated, sum(n) AS below_entries,
-        sum(f) AS below_files, sum(dd) AS below_dirs, max(mt) AS below_mtime, max(at) AS below_atime
-    FROM
-    (
-        SELECT parent_path, sum(size) AS b, sum(allocated) AS a, count() AS n,
-            countIf(kind = 'file') AS f, countIf(kind = 'dir') AS dd, max(mtime_ns) AS mt, max(atime_ns) AS at
-        FROM {db}.entries
-        WHERE snapshot_id = {snapshot_id} AND path != {root_lit}
-        GROUP BY parent_path
-    ) AS g
-    ARRAY JOIN {ancestors} AS dir
-    WHERE dir = {root_lit} OR startsWith(dir, {below_lit})
-    GROUP BY dir
-) AS below USING path"
-    )
+/// Checks every row of a chunk before anything of it is stored, so a bad row cannot leave part
+/// of a chunk: enum codes the schema does not define would be stored as garbage.
+pub fn validate_batch(batch: &RecordBatch) -> Result<(), StoreError> {
+    EntryColumns::of(batch).validate()
 }
 
 /// Typed views of a chunk's columns (the chunk was validated against the entry schema).

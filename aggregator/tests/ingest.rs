@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
+use storage_tracker_aggregator::{IngestService, ServiceOptions, Spool, Store};
 use storage_tracker_proto::entry::{EntryRef, EntryStat};
 use storage_tracker_proto::v1::ingest_client::IngestClient;
 use storage_tracker_proto::v1::{
@@ -38,6 +39,7 @@ fn begin_request(ranks: u32) -> BeginSnapshotRequest {
         hosts: vec!["h".into()],
         scanner_version: "test".into(),
         schema_version: SCHEMA_VERSION,
+        ..Default::default()
     }
 }
 
@@ -361,7 +363,7 @@ fn bad_begin_requests_are_refused_with_a_reason() {
 }
 
 #[test]
-fn clickhouse_down_is_unavailable_not_a_crash() {
+fn clickhouse_down_at_start_is_an_error_naming_the_server() {
     let (rt, db, _agg) = setup("down");
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -370,26 +372,11 @@ fn clickhouse_down_is_unavailable_not_a_crash() {
         .unwrap();
     let mut config = db.store_config();
     config.url = format!("http://{closed}");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(storage_tracker_aggregator::serve(
-        listener,
-        storage_tracker_aggregator::Store::new(config),
-        std::future::pending(),
-    ));
-    let e = rt.block_on(async {
-        connect(&addr)
-            .await
-            .begin_snapshot(begin_request(1))
-            .await
-            .unwrap_err()
-    });
-    assert_eq!(e.code(), Code::Unavailable);
-    assert!(
-        e.message().contains(&closed.to_string()),
-        "names the server: {}",
-        e.message()
-    );
+    let spool = tempfile::tempdir().unwrap();
+    let options = ServiceOptions::new(Spool::open(spool.path()).unwrap());
+    let e = rt
+        .block_on(IngestService::start(Store::new(config), options))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&closed.to_string()), "names the server: {e}");
 }

@@ -1,10 +1,12 @@
-//! The ClickHouse layout: one database, six tables. Every statement runs on ClickHouse 18.16
+//! The ClickHouse layout: one database, seven tables. Every statement runs on ClickHouse 18.16
 //! and on current releases (no CTEs, codecs, TTLs, secondary indexes or LowCardinality).
 //!
 //! - `snapshots`: one row per state change of a snapshot; `FINAL` gives the current state.
 //! - `entries`: one row per path, partitioned by snapshot so a snapshot drops as a whole.
-//! - `chunks`: which (rank, seq) chunks of a snapshot are stored: the deduplication record.
-//! - `dir_rollups`: recursive totals per directory, computed once when a snapshot commits.
+//! - `dir_rollups`: per directory, recursive and direct totals, computed once at commit.
+//! - `owner_usage`: per user and per group, per top-level directory, computed at commit.
+//! - `type_usage`: per file name extension, computed at commit.
+//! - `histograms`: files by size, by mtime age and by atime age, computed at commit.
 //! - `principals`: the names of the uids and gids of a snapshot, resolved once per id.
 
 use std::fmt;
@@ -61,10 +63,19 @@ pub const ERROR_OP_ENUM: &str =
 pub const PRINCIPAL_ENUM: &str = "Enum8('user' = 1, 'group' = 2)";
 
 /// The `Enum8` of snapshot states.
-pub const STATE_ENUM: &str = "Enum8('running' = 1, 'committed' = 2, 'failed' = 3)";
+pub const STATE_ENUM: &str = "Enum8('running' = 1, 'committed' = 2, 'failed' = 3, 'deleted' = 4)";
+
+/// The `Enum8` of histograms; codes match [`crate::reports::Histogram`].
+pub const HISTOGRAM_ENUM: &str = "Enum8('size' = 1, 'mtime' = 2, 'atime' = 3)";
 
 /// Statements that create the database and its tables; each is idempotent.
 pub fn create_statements(db: &Database) -> Vec<String> {
+    let per_snapshot = |table: &str, columns: &str, order: &str| {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{table} (\n    snapshot_id UInt64,\n{columns}\n) \
+             ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, {order})"
+        )
+    };
     vec![
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         format!(
@@ -72,6 +83,7 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     snapshot_id UInt64,
     version UInt64,
     state {STATE_ENUM},
+    scan_id String,
     filesystem_label String,
     root_path String,
     hosts Array(String),
@@ -83,13 +95,15 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     entries UInt64,
     errors UInt64,
     apparent_bytes UInt64,
+    directories UInt64,
+    commit_seconds Float64,
     message String
 ) ENGINE = ReplacingMergeTree(version) ORDER BY snapshot_id"
         ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.entries (
-    snapshot_id UInt64,
-    rank UInt32,
+        per_snapshot(
+            "entries",
+            &format!(
+                "    rank UInt32,
     seq UInt64,
     path String,
     parent_path String,
@@ -110,49 +124,104 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     btime_ns Nullable(Int64),
     symlink_target String,
     error_op {ERROR_OP_ENUM},
-    errno Int32
-) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, parent_path, name)"
+    errno Int32"
+            ),
+            "parent_path, name",
         ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.chunks (
-    snapshot_id UInt64,
-    rank UInt32,
-    seq UInt64,
-    rows UInt64,
-    parquet_bytes UInt64,
-    stored_at DateTime
-) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, rank, seq)"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.dir_rollups (
-    snapshot_id UInt64,
-    path String,
+        // Recursive totals include the directory itself; direct ones count its children only.
+        // Allocated bytes count a hard-linked file once per directory, however many links it
+        // has below it.
+        per_snapshot(
+            "dir_rollups",
+            "    path String,
     parent_path String,
     name String,
     depth UInt32,
+    uid UInt32,
+    gid UInt32,
+    mtime_ns Int64,
+    atime_ns Int64,
     bytes UInt64,
     allocated UInt64,
     entries UInt64,
     files UInt64,
     dirs UInt64,
     max_mtime_ns Int64,
-    max_atime_ns Int64
-) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, parent_path, name)"
+    max_atime_ns Int64,
+    direct_bytes UInt64,
+    direct_allocated UInt64,
+    direct_entries UInt64,
+    direct_files UInt64,
+    direct_dirs UInt64",
+            "parent_path, name",
         ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.principals (
-    snapshot_id UInt64,
-    kind {PRINCIPAL_ENUM},
+        // `top` is the name of the top-level directory below the root ('' for the root entry);
+        // the snapshot's totals per owner are the sums over `top`.
+        per_snapshot(
+            "owner_usage",
+            &format!(
+                "    principal {PRINCIPAL_ENUM},
     id UInt32,
-    name String
-) ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, kind, id)"
+    top String,
+    entries UInt64,
+    files UInt64,
+    dirs UInt64,
+    bytes UInt64,
+    allocated UInt64,
+    max_mtime_ns Int64,
+    max_atime_ns Int64"
+            ),
+            "principal, id, top",
+        ),
+        per_snapshot(
+            "type_usage",
+            "    extension String,
+    files UInt64,
+    bytes UInt64,
+    allocated UInt64",
+            "extension",
+        ),
+        per_snapshot(
+            "histograms",
+            &format!(
+                "    histogram {HISTOGRAM_ENUM},
+    bucket UInt8,
+    files UInt64,
+    bytes UInt64,
+    allocated UInt64"
+            ),
+            "histogram, bucket",
+        ),
+        per_snapshot(
+            "principals",
+            &format!(
+                "    kind {PRINCIPAL_ENUM},
+    id UInt32,
+    name String"
+            ),
+            "kind, id",
         ),
     ]
 }
 
 /// Tables whose rows belong to one snapshot partition (everything but `snapshots`).
-pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 4] =
-    ["entries", "chunks", "dir_rollups", "principals"];
+pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 6] = [
+    "entries",
+    "dir_rollups",
+    "owner_usage",
+    "type_usage",
+    "histograms",
+    "principals",
+];
+
+/// Tables computed from `entries` at commit: dropped and computed again if a commit is retried.
+pub const DERIVED_TABLES: [&str; 5] = [
+    "dir_rollups",
+    "owner_usage",
+    "type_usage",
+    "histograms",
+    "principals",
+];
 
 #[cfg(test)]
 mod tests {
@@ -173,6 +242,9 @@ mod tests {
         let db = Database::new("st_test").unwrap();
         let stmts = create_statements(&db);
         assert!(stmts.iter().all(|s| s.contains("st_test")));
-        assert_eq!(stmts.len(), 6);
+        assert_eq!(stmts.len(), 2 + SNAPSHOT_PARTITIONED_TABLES.len());
+        for table in SNAPSHOT_PARTITIONED_TABLES {
+            assert!(stmts.iter().any(|s| s.contains(&format!("{db}.{table} ("))));
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod chunk;
 pub mod ddl;
 pub mod entry;
+pub mod reports;
 pub mod sql;
 
 /// Version of the entry schema and the ClickHouse layout. The aggregator refuses scanners

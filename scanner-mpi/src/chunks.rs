@@ -131,6 +131,20 @@ impl DirSink {
     pub fn chunks_written(&self) -> u64 {
         *self.next_seq.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Writes the scan's manifest (rank 0, once every rank finished): `manifest.pb`, which
+    /// `storage-aggregator import` reads. Returns its path.
+    pub fn write_manifest(&self, encoded: &[u8]) -> Result<PathBuf, SinkError> {
+        let path = self.dir.join("manifest.pb");
+        let tmp = path.with_extension("pb.tmp");
+        std::fs::write(&tmp, encoded)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| SinkError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(path)
+    }
 }
 
 impl ChunkSink for DirSink {

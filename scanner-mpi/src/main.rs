@@ -23,10 +23,11 @@ use mpi::Threading;
 use mpi::collective::{CommunicatorCollectives, Root};
 use mpi::datatype::PartitionMut;
 use mpi::topology::{Communicator, SimpleCommunicator};
+use prost::Message;
 use tracing::{error, info, warn};
 
 use storage_tracker_proto::v1::{
-    BeginSnapshotRequest, FinishSnapshotRequest, Principal, RankTotals,
+    BeginSnapshotRequest, FinishSnapshotRequest, OfflineManifest, Principal, RankTotals,
 };
 use storage_tracker_scanner::chunks::{ChunkLimits, ChunkSink, DirSink};
 use storage_tracker_scanner::mpi_transport::MpiTransport;
@@ -104,9 +105,15 @@ struct Args {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     progress_interval: u64,
 
-    /// Chunks a rank may have queued for sending before its walk waits.
+    /// Chunks a rank may have queued for sending before its walk waits (as many again may
+    /// wait for their acknowledgement).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     in_flight: u16,
+
+    /// Seconds to keep retrying while the aggregator is unreachable (e.g. restarting); chunks
+    /// not yet acknowledged are sent again.
+    #[arg(long, default_value_t = 600)]
+    retry_for: u64,
 }
 
 fn parse_exclude(glob: &str) -> Result<Exclude, String> {
@@ -267,7 +274,8 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
     let host = hostname();
     let hosts = gather_hosts(world, &host);
     let mut output = open_output(args, world)?;
-    let snapshot_id = begin_snapshot(args, world, &output, &root, &hosts)?;
+    let described = begin_request(args, world, &root, &hosts);
+    let snapshot_id = begin_snapshot(world, &output, &described)?;
 
     let threads = args.threads.map_or_else(default_threads, usize::from);
     let plan = ScanPlan {
@@ -348,30 +356,50 @@ fn run(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<u8> {
         EXIT_FAILED
     };
     if rank == 0 {
+        let finish = FinishSnapshotRequest {
+            snapshot_id,
+            ranks: scan.totals.clone(),
+            // Each id is looked up once, here, for the whole snapshot.
+            users: principals(IdKind::User, &uids),
+            groups: principals(IdKind::Group, &gids),
+        };
         match &output {
             Output::Live { ingest, .. } => {
-                let request = FinishSnapshotRequest {
-                    snapshot_id,
-                    ranks: scan.totals.clone(),
-                    // Each id is looked up once, here, for the whole snapshot.
-                    users: principals(IdKind::User, &uids),
-                    groups: principals(IdKind::Group, &gids),
-                };
                 verdict = commit_or_abort(
                     ingest,
-                    request,
+                    finish,
                     &scan.failed_ranks,
                     failure.as_deref(),
                     started,
                 );
             }
+            Output::Offline(dir) if verdict == 0 => {
+                let manifest = OfflineManifest {
+                    begin: Some(described),
+                    finish: Some(finish),
+                    finished_at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                };
+                match dir.write_manifest(&manifest.encode_to_vec()) {
+                    Ok(path) => info!(
+                        entries = scan.entries(),
+                        errors = scan.errors(),
+                        chunk_files = scan.chunks(),
+                        "offline scan written; import it with `storage-aggregator import {}`",
+                        path.parent().unwrap_or(&path).display()
+                    ),
+                    Err(e) => {
+                        error!("{e}");
+                        verdict = EXIT_FAILED;
+                    }
+                }
+            }
             Output::Offline(_) => {
-                info!(
-                    entries = scan.entries(),
-                    errors = scan.errors(),
-                    chunk_files = scan.chunks(),
-                    "offline scan written"
-                )
+                error!(
+                    "the offline scan failed on rank(s) {:?}; no manifest was written, so it cannot be imported",
+                    scan.failed_ranks
+                );
             }
         }
     }
@@ -412,7 +440,7 @@ fn open_output(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<Output
         (Some(dir), _) => std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the output directory {}", dir.display()))
             .map(|()| Output::Offline(DirSink::new(dir.clone(), world.rank() as u32))),
-        (None, Some(addr)) => Ingest::connect(addr)
+        (None, Some(addr)) => Ingest::connect(addr, Duration::from_secs(args.retry_for))
             .map(|ingest| Output::Live {
                 ingest: Box::new(ingest),
                 upload: None,
@@ -430,30 +458,44 @@ fn open_output(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<Output
     Ok(output.expect("checked on every rank"))
 }
 
-/// Rank 0 begins a live scan's snapshot and shares its id; 0 for an offline scan.
-fn begin_snapshot(
+/// What BeginSnapshot carries for this scan (rank 0). The scan id is unique per scan: host,
+/// process and start time.
+fn begin_request(
     args: &Args,
     world: &SimpleCommunicator,
-    output: &Output,
     root: &Path,
     hosts: &[String],
+) -> BeginSnapshotRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    BeginSnapshotRequest {
+        filesystem_label: args
+            .label
+            .clone()
+            .unwrap_or_else(|| root.display().to_string()),
+        root_path: root.as_os_str().as_bytes().to_vec(),
+        ranks: world.size() as u32,
+        hosts: hosts.to_vec(),
+        scanner_version: env!("CARGO_PKG_VERSION").to_owned(),
+        schema_version: storage_tracker_proto::SCHEMA_VERSION,
+        scan_id: format!("{}-{}-{}", hostname(), std::process::id(), now.as_nanos()),
+        started_at: now.as_secs() as i64,
+    }
+}
+
+/// Rank 0 begins a live scan's snapshot and shares its id; 0 for an offline scan.
+fn begin_snapshot(
+    world: &SimpleCommunicator,
+    output: &Output,
+    request: &BeginSnapshotRequest,
 ) -> anyhow::Result<u64> {
     let Output::Live { ingest, .. } = output else {
         return Ok(0);
     };
     let mut snapshot_id = 0u64;
     if world.rank() == 0 {
-        let request = BeginSnapshotRequest {
-            filesystem_label: args
-                .label
-                .clone()
-                .unwrap_or_else(|| root.display().to_string()),
-            root_path: root.as_os_str().as_bytes().to_vec(),
-            ranks: world.size() as u32,
-            hosts: hosts.to_vec(),
-            scanner_version: env!("CARGO_PKG_VERSION").to_owned(),
-            schema_version: storage_tracker_proto::SCHEMA_VERSION,
-        };
+        let request = request.clone();
         match ingest.begin(request) {
             Ok(id) => snapshot_id = id,
             Err(e) => error!("{e}"),

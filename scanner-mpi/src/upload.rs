@@ -2,14 +2,21 @@
 //! acknowledgements, finish or abort.
 //!
 //! gRPC runs on a small tokio runtime of its own; the walk's threads hand chunks over through a
-//! bounded channel, so a slow aggregator slows the walk instead of filling memory.
+//! bounded channel, so a slow aggregator slows the walk instead of filling memory. Every call
+//! retries with backoff while the aggregator is unreachable (restarting, say), for up to the
+//! configured time: a broken chunk stream is opened again and the chunks not yet acknowledged
+//! are sent again (the aggregator stores each chunk once). A rank holds at most `in_flight`
+//! chunks waiting to be sent and `in_flight` sent and not yet acknowledged.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tracing::warn;
 
 use storage_tracker_proto::v1::ingest_client::IngestClient;
 use storage_tracker_proto::v1::{
@@ -58,15 +65,73 @@ fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> UploadError {
     }
 }
 
+/// Whether a failed call may succeed when sent again: the aggregator or the network failed,
+/// not the request.
+fn transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::Internal
+    )
+}
+
+/// Exponential backoff from 200 ms to 10 s, within a time budget that starts at the first
+/// failure and restarts after a success.
+#[derive(Debug)]
+struct Backoff {
+    budget: Duration,
+    since: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new(budget: Duration) -> Self {
+        Self {
+            budget,
+            since: None,
+            delay: Duration::from_millis(200),
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.since = None;
+        self.delay = Duration::from_millis(200);
+    }
+
+    /// Waits before the next attempt; false once the budget is spent.
+    async fn wait(&mut self, call: &str, status: &Status) -> bool {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() + self.delay > self.budget {
+            return false;
+        }
+        warn!(
+            "{call}: {}; retrying in {:.1} s (for up to {} s in all)",
+            status.message(),
+            self.delay.as_secs_f64(),
+            self.budget.as_secs()
+        );
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(10));
+        true
+    }
+}
+
 /// A connection to the aggregator, usable from plain (non-async) threads.
 #[derive(Debug)]
 pub struct Ingest {
     runtime: tokio::runtime::Runtime,
     client: IngestClient<Channel>,
+    retry_for: Duration,
 }
 
 impl Ingest {
-    pub fn connect(addr: &str) -> Result<Self, UploadError> {
+    /// Connects, retrying for up to `retry_for` (which every later call also gets).
+    pub fn connect(addr: &str, retry_for: Duration) -> Result<Self, UploadError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("grpc")
@@ -80,73 +145,98 @@ impl Ingest {
             })?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true);
-        let channel =
-            runtime
-                .block_on(endpoint.connect())
-                .map_err(|source| UploadError::Connect {
-                    addr: addr.to_owned(),
-                    source,
-                })?;
+        let channel = runtime.block_on(async {
+            let mut backoff = Backoff::new(retry_for);
+            loop {
+                match endpoint.connect().await {
+                    Ok(channel) => return Ok(channel),
+                    Err(source) => {
+                        let status = Status::unavailable(source.to_string());
+                        if !backoff
+                            .wait(&format!("connecting to {addr}"), &status)
+                            .await
+                        {
+                            return Err(UploadError::Connect {
+                                addr: addr.to_owned(),
+                                source,
+                            });
+                        }
+                    }
+                }
+            }
+        })?;
         let client = IngestClient::new(channel)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Self { runtime, client })
+        Ok(Self {
+            runtime,
+            client,
+            retry_for,
+        })
+    }
+
+    /// Runs a unary call, sending it again while it fails transiently.
+    fn call<Req: Clone, Resp, F, Fut>(
+        &self,
+        call: &'static str,
+        request: Req,
+        mut send: F,
+    ) -> Result<Resp, UploadError>
+    where
+        F: FnMut(IngestClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.runtime.block_on(async {
+            let mut backoff = Backoff::new(self.retry_for);
+            loop {
+                match send(self.client.clone(), request.clone()).await {
+                    Ok(response) => return Ok(response.into_inner()),
+                    Err(status) if transient(&status) && backoff.wait(call, &status).await => {}
+                    Err(status) => return Err(rpc(call)(status)),
+                }
+            }
+        })
     }
 
     pub fn begin(&self, request: BeginSnapshotRequest) -> Result<u64, UploadError> {
-        let mut client = self.client.clone();
-        let response = self
-            .runtime
-            .block_on(client.begin_snapshot(request))
-            .map_err(rpc("BeginSnapshot"))?;
-        Ok(response.into_inner().snapshot_id)
+        self.call("BeginSnapshot", request, |mut c, r| async move {
+            c.begin_snapshot(r).await
+        })
+        .map(|r| r.snapshot_id)
     }
 
+    /// Finishes the snapshot. Sent again after a lost answer, it gets the same answer.
     pub fn finish(
         &self,
         request: FinishSnapshotRequest,
     ) -> Result<FinishSnapshotResponse, UploadError> {
-        let mut client = self.client.clone();
-        let response = self
-            .runtime
-            .block_on(client.finish_snapshot(request))
-            .map_err(rpc("FinishSnapshot"))?;
-        Ok(response.into_inner())
+        self.call("FinishSnapshot", request, |mut c, r| async move {
+            c.finish_snapshot(r).await
+        })
     }
 
     pub fn abort(&self, snapshot_id: u64, reason: String) -> Result<(), UploadError> {
-        let mut client = self.client.clone();
-        self.runtime
-            .block_on(client.abort_snapshot(AbortSnapshotRequest {
-                snapshot_id,
-                reason,
-            }))
-            .map_err(rpc("AbortSnapshot"))?;
-        Ok(())
+        let request = AbortSnapshotRequest {
+            snapshot_id,
+            reason,
+        };
+        self.call("AbortSnapshot", request, |mut c, r| async move {
+            c.abort_snapshot(r).await
+        })
+        .map(|_| ())
     }
 
-    /// Opens this rank's chunk stream. At most `in_flight` chunks wait to be sent.
+    /// Opens this rank's chunk stream. At most `in_flight` chunks wait to be sent, and at most
+    /// `in_flight` wait for their acknowledgement.
     pub fn upload(&self, snapshot_id: u64, rank: u32, in_flight: usize) -> Upload {
-        let (tx, rx) = mpsc::channel::<Chunk>(in_flight.max(1));
-        let mut client = self.client.clone();
-        let task = self.runtime.spawn(async move {
-            let mut acks = client
-                .stream_chunks(ReceiverStream::new(rx))
-                .await
-                .map_err(rpc("StreamChunks"))?
-                .into_inner();
-            let mut expected = 0u64;
-            while let Some(ack) = acks.message().await.map_err(rpc("StreamChunks"))? {
-                if ack.seq != expected {
-                    return Err(UploadError::AckOrder {
-                        expected,
-                        got: ack.seq,
-                    });
-                }
-                expected += 1;
-            }
-            Ok(expected)
-        });
+        let in_flight = in_flight.max(1);
+        let (tx, rx) = mpsc::channel::<Chunk>(in_flight);
+        let task = self.runtime.spawn(stream_chunks(
+            self.client.clone(),
+            rx,
+            in_flight,
+            self.retry_for,
+        ));
         Upload {
             snapshot_id,
             rank,
@@ -157,6 +247,68 @@ impl Ingest {
     }
 }
 
+/// Sends the chunks from `rx` and collects their acknowledgements; opens the stream again
+/// and resends what was not acknowledged when it breaks. Returns the number acknowledged.
+async fn stream_chunks(
+    client: IngestClient<Channel>,
+    mut rx: mpsc::Receiver<Chunk>,
+    in_flight: usize,
+    retry_for: Duration,
+) -> Result<u64, UploadError> {
+    let mut unacked: VecDeque<Chunk> = VecDeque::new();
+    let mut more = true;
+    let mut acked = 0u64;
+    let mut backoff = Backoff::new(retry_for);
+    loop {
+        let (out, outbound) = mpsc::unbounded_channel::<Chunk>();
+        for chunk in &unacked {
+            let _ = out.send(chunk.clone());
+        }
+        let broke = match client
+            .clone()
+            .stream_chunks(UnboundedReceiverStream::new(outbound))
+            .await
+        {
+            Err(status) => status,
+            Ok(response) => {
+                let mut acks = response.into_inner();
+                loop {
+                    if !more && unacked.is_empty() {
+                        return Ok(acked);
+                    }
+                    tokio::select! {
+                        chunk = rx.recv(), if more && unacked.len() < in_flight => match chunk {
+                            Some(chunk) => {
+                                unacked.push_back(chunk.clone());
+                                let _ = out.send(chunk);
+                            }
+                            None => more = false,
+                        },
+                        ack = acks.message() => match ack {
+                            Ok(Some(ack)) => {
+                                let expected = unacked.front().map(|c| c.seq);
+                                if expected != Some(ack.seq) {
+                                    return Err(UploadError::AckOrder {
+                                        expected: expected.unwrap_or(u64::MAX),
+                                        got: ack.seq,
+                                    });
+                                }
+                                unacked.pop_front();
+                                acked += 1;
+                                backoff.succeeded();
+                            }
+                            Ok(None) => break Status::unavailable("the aggregator ended the chunk stream"),
+                            Err(status) => break status,
+                        },
+                    }
+                }
+            }
+        };
+        if !(transient(&broke) && backoff.wait("StreamChunks", &broke).await) {
+            return Err(rpc("StreamChunks")(broke));
+        }
+    }
+}
 /// One rank's stream of chunks to the aggregator.
 #[derive(Debug)]
 pub struct Upload {

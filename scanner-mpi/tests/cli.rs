@@ -42,19 +42,20 @@ fn a_file_as_root_exits_2() {
 }
 
 #[test]
-fn an_unreachable_aggregator_exits_1_and_names_it() {
+fn an_unreachable_aggregator_is_retried_then_exits_1_and_names_it() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
     let addr = format!("http://{closed}");
-    let o = scan(&["--aggregator", &addr, "/etc"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = scan(&["--aggregator", &addr, "--retry-for", "1", "/etc"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        stderr(&o).contains(&format!("cannot reach the aggregator at {addr}")),
-        "{}",
-        stderr(&o)
+        err.contains(&format!("cannot reach the aggregator at {addr}")),
+        "{err}"
     );
+    assert!(err.contains("retrying in"), "{err}");
 }
 
 #[test]
@@ -95,8 +96,21 @@ fn an_offline_scan_writes_whole_chunks_holding_every_entry() {
     assert!(o.status.success(), "{}", stderr(&o));
     let mut rows = 0;
     let mut bytes = 0;
+    let manifest = std::fs::read(out.path().join("manifest.pb")).expect("the manifest is written");
+    let manifest =
+        <storage_tracker_proto::v1::OfflineManifest as prost::Message>::decode(&manifest[..])
+            .unwrap();
+    let totals = &manifest.finish.unwrap().ranks;
+    assert_eq!(
+        totals.iter().map(|t| t.entries).sum::<u64>(),
+        1 + 7 + 7 + 50
+    );
+    assert!(!manifest.begin.unwrap().scan_id.is_empty());
     for f in std::fs::read_dir(out.path()).unwrap() {
         let f = f.unwrap().path();
+        if f.ends_with("manifest.pb") {
+            continue;
+        }
         assert_eq!(
             f.extension().unwrap(),
             "parquet",
@@ -126,7 +140,11 @@ fn rows_with_errors(dir: &std::path::Path) -> Vec<(String, u8, i32)> {
     use arrow_array::types::{Int32Type, UInt8Type};
     let mut rows = Vec::new();
     for f in std::fs::read_dir(dir).unwrap() {
-        let batch = storage_tracker_proto::read_chunk_file(&f.unwrap().path()).unwrap();
+        let f = f.unwrap().path();
+        if f.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let batch = storage_tracker_proto::read_chunk_file(&f).unwrap();
         let path = batch.column_by_name("path").unwrap().as_binary::<i32>();
         let op = batch
             .column_by_name("error_op")

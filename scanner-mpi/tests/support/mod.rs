@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use storage_tracker_aggregator::{Store, StoreConfig};
+use storage_tracker_aggregator::{IngestService, ServiceOptions, Spool, Store, StoreConfig};
 use storage_tracker_proto::ddl::Database;
 
 /// The ClickHouse the tests use. Missing configuration fails the test: it never skips.
@@ -95,22 +95,44 @@ impl Drop for TestDatabase {
     }
 }
 
-/// A running aggregator on 127.0.0.1, stopped when dropped.
+/// A running aggregator on 127.0.0.1 with a spool of its own, stopped when dropped.
 pub struct Aggregator {
     pub addr: String,
+    pub spool: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Aggregator {
     pub fn start(runtime: &tokio::runtime::Runtime, db: &TestDatabase) -> Self {
+        Self::start_with(runtime, db, |_| {})
+    }
+
+    /// Started with options adjusted by `adjust`.
+    pub fn start_with(
+        runtime: &tokio::runtime::Runtime,
+        db: &TestDatabase,
+        adjust: impl FnOnce(&mut ServiceOptions),
+    ) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+        let spool = tempfile::tempdir().unwrap();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let store = Store::new(db.store_config());
+        let mut options = ServiceOptions::new(Spool::open(spool.path()).unwrap());
+        // Each test has a database of its own: no other aggregator's snapshots to fail.
+        options.fail_unspooled = false;
+        adjust(&mut options);
+        let service = runtime
+            .block_on(IngestService::start(store, options))
+            .expect("the aggregator starts");
         runtime.spawn(async move {
-            storage_tracker_aggregator::serve(listener, store, async {
+            storage_tracker_aggregator::serve(listener, service, async {
                 let _ = stopped.await;
             })
             .await
@@ -118,6 +140,7 @@ impl Aggregator {
         });
         Self {
             addr,
+            spool,
             stop: Some(stop),
         }
     }

@@ -1,0 +1,262 @@
+//! Import of an offline scan (`storage-scan --output DIR`) into a committed snapshot.
+//!
+//! Every file is checked before anything is stored: the manifest, that each rank's chunk files
+//! are all there, and each chunk's footer, schema and rows. The chunks then go through the
+//! ingest service exactly as a live scan's would (spool, exactly-once insert, verification,
+//! reports, commit); a failure on the way fails the snapshot, so nothing partial is kept. The
+//! scan's id makes the import idempotent: a scan already committed is not imported again, and
+//! one whose import was interrupted is failed and imported afresh.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message;
+
+use storage_tracker_proto::v1::{Chunk, OfflineManifest};
+use storage_tracker_proto::{ChunkError, read_chunk_file};
+
+use crate::service::IngestService;
+use crate::store::{STATE_COMMITTED, STATE_FAILED, STATE_RUNNING, Store, StoreError, unix_now};
+
+pub const MANIFEST: &str = "manifest.pb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(
+        "{dir} has no {MANIFEST}: pass the directory an offline scan wrote (storage-scan --output DIR), after the scan finished"
+    )]
+    NoManifest { dir: PathBuf },
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a storage-scan manifest: {detail}")]
+    BadManifest { path: PathBuf, detail: String },
+    #[error("{path} is not a valid chunk: {source}")]
+    BadChunk { path: PathBuf, source: ChunkError },
+    #[error("{path} holds rows the schema does not define: {source}")]
+    BadRows { path: PathBuf, source: StoreError },
+    #[error("{dir}: {detail}")]
+    Incomplete { dir: PathBuf, detail: String },
+    #[error("ClickHouse: {0}")]
+    Store(#[from] StoreError),
+    #[error("the import into snapshot {snapshot_id} failed and was rolled back: {status}")]
+    Ingest {
+        snapshot_id: u64,
+        status: Box<tonic::Status>,
+    },
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Imported {
+    /// The scan is now snapshot `snapshot_id`.
+    Committed {
+        snapshot_id: u64,
+        entries: u64,
+        chunks: usize,
+    },
+    /// The scan had been imported before as `snapshot_id`; nothing changed.
+    AlreadyCommitted { snapshot_id: u64 },
+}
+
+/// `rank<R>-seq<S>.parquet` parsed.
+fn chunk_key(name: &str) -> Option<(u32, u64)> {
+    let rest = name.strip_suffix(".parquet")?.strip_prefix("rank")?;
+    let (rank, seq) = rest.split_once("-seq")?;
+    Some((rank.parse().ok()?, seq.parse().ok()?))
+}
+
+/// An offline scan's chunk files by (rank, seq), with their row counts.
+pub type ChunkFiles = BTreeMap<(u32, u64), (PathBuf, u64)>;
+
+/// The manifest and the chunk files of an offline scan, checked; nothing is stored.
+pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
+    let manifest_path = dir.join(MANIFEST);
+    let bytes = match std::fs::read(&manifest_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ImportError::NoManifest {
+                dir: dir.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(ImportError::Io {
+                path: manifest_path,
+                source,
+            });
+        }
+    };
+    let bad = |detail: String| ImportError::BadManifest {
+        path: manifest_path.clone(),
+        detail,
+    };
+    let manifest = OfflineManifest::decode(&bytes[..]).map_err(|e| bad(e.to_string()))?;
+    let (Some(begin), Some(finish)) = (&manifest.begin, &manifest.finish) else {
+        return Err(bad("it lacks the scan's description or totals".into()));
+    };
+    if begin.scan_id.is_empty() {
+        return Err(bad("it has no scan id".into()));
+    }
+    if finish.ranks.len() != begin.ranks as usize {
+        return Err(bad(format!(
+            "{} rank totals for {} ranks",
+            finish.ranks.len(),
+            begin.ranks
+        )));
+    }
+
+    let mut files = BTreeMap::new();
+    let entries = std::fs::read_dir(dir).map_err(|source| ImportError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for entry in entries {
+        let path = entry
+            .map_err(|source| ImportError::Io {
+                path: dir.to_owned(),
+                source,
+            })?
+            .path();
+        let Some(key) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(chunk_key)
+        else {
+            continue;
+        };
+        files.insert(key, (path, 0));
+    }
+    for t in &finish.ranks {
+        for seq in 0..t.chunks {
+            if !files.contains_key(&(t.rank, seq)) {
+                return Err(ImportError::Incomplete {
+                    dir: dir.to_owned(),
+                    detail: format!(
+                        "rank {} wrote {} chunks, {} is missing",
+                        t.rank,
+                        t.chunks,
+                        chunk_file_name(t.rank, seq)
+                    ),
+                });
+            }
+        }
+    }
+    let expected: u64 = finish.ranks.iter().map(|t| t.chunks).sum();
+    if files.len() as u64 != expected {
+        return Err(ImportError::Incomplete {
+            dir: dir.to_owned(),
+            detail: format!(
+                "{} chunk files, the manifest counts {expected}",
+                files.len()
+            ),
+        });
+    }
+    for (path, rows) in files.values_mut() {
+        let batch = read_chunk_file(path).map_err(|source| ImportError::BadChunk {
+            path: path.clone(),
+            source,
+        })?;
+        crate::store::validate_batch(&batch).map_err(|source| ImportError::BadRows {
+            path: path.clone(),
+            source,
+        })?;
+        *rows = batch.num_rows() as u64;
+    }
+    Ok((manifest, files))
+}
+
+fn chunk_file_name(rank: u32, seq: u64) -> String {
+    format!("rank{rank:05}-seq{seq:09}.parquet")
+}
+
+/// Imports the offline scan in `dir` through `service` (which stores into `store`).
+pub async fn import(
+    service: &IngestService,
+    store: &Store,
+    dir: &Path,
+) -> Result<Imported, ImportError> {
+    let (manifest, files) = check(dir)?;
+    let begin = manifest.begin.expect("checked");
+    let mut finish = manifest.finish.expect("checked");
+    for mut record in store.snapshots().await? {
+        if record.scan_id != begin.scan_id {
+            continue;
+        }
+        match record.state {
+            STATE_COMMITTED => {
+                return Ok(Imported::AlreadyCommitted {
+                    snapshot_id: record.snapshot_id,
+                });
+            }
+            STATE_RUNNING => {
+                // An import that was interrupted: its rows go, the import starts afresh.
+                store.drop_snapshot_rows(record.snapshot_id).await?;
+                record.version += 1;
+                record.state = STATE_FAILED;
+                record.finished_at = unix_now();
+                record.message = "an interrupted import, imported again".into();
+                store.record_snapshot(&record).await?;
+            }
+            _ => {}
+        }
+    }
+    let snapshot_id = service
+        .begin(begin)
+        .await
+        .map_err(|status| ImportError::Ingest {
+            snapshot_id: 0,
+            status: Box::new(status),
+        })?;
+    let fail = |status: tonic::Status| ImportError::Ingest {
+        snapshot_id,
+        status: Box::new(status),
+    };
+    let result = async {
+        for (&(rank, seq), (path, rows)) in &files {
+            let parquet = std::fs::read(path).map_err(|e| {
+                tonic::Status::unavailable(format!("reading {}: {e}", path.display()))
+            })?;
+            service
+                .chunk(Chunk {
+                    snapshot_id,
+                    rank,
+                    seq,
+                    rows: *rows,
+                    parquet: Bytes::from(parquet),
+                })
+                .await?;
+        }
+        finish.snapshot_id = snapshot_id;
+        service.finish(finish).await
+    }
+    .await;
+    match result {
+        Ok(done) => Ok(Imported::Committed {
+            snapshot_id,
+            entries: done.entries,
+            chunks: files.len(),
+        }),
+        Err(status) => {
+            let _ = service
+                .abort(snapshot_id, format!("import failed: {}", status.message()))
+                .await;
+            Err(fail(status))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_file_names_parse() {
+        assert_eq!(chunk_key("rank00007-seq000000012.parquet"), Some((7, 12)));
+        assert_eq!(chunk_key(&chunk_file_name(3, 4)), Some((3, 4)));
+        assert_eq!(chunk_key("rank00007-seq000000012.parquet.tmp"), None);
+        assert_eq!(chunk_key("manifest.pb"), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! The statements that compute a snapshot's reports from its entries, at commit.
+//!
+//! Each runs on ClickHouse 18.16 and on current releases: one join per SELECT, every subquery
+//! aliased, no CTEs. Hard-linked files (not directories, `nlink > 1`) have their allocated
+//! bytes counted once: per directory once for every directory holding one of the links, and
+//! in the per-snapshot reports once, on the link with the smallest path.
+
+use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::reports::{age_bucket_sql, extension_sql, size_bucket_sql};
+use storage_tracker_proto::sql::{below_prefix, quote_bytes};
+
+/// Every directory holding `dir` ("/" included), e.g. "/a/b" -> ["/", "/a", "/a/b"].
+fn ancestors(dir: &str) -> String {
+    format!(
+        "if({dir} = '/', ['/'], arrayPushFront(arrayMap(i -> arrayStringConcat(arraySlice(splitByChar('/', {dir}), 1, i), '/'), arraySlice(arrayEnumerate(splitByChar('/', {dir})), 2)), '/'))"
+    )
+}
+
+const HARD_LINKED: &str = "kind != 'dir' AND nlink > 1";
+
+/// Fills `dir_rollups`. Three parts, so the expansion to ancestors runs over directories, not
+/// entries: (1) entries summed per parent directory; (2) those sums spread to every ancestor
+/// within the root; (3) hard-linked files, spread per distinct (dev, ino, directory).
+pub fn dir_rollups(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
+    let root_lit = quote_bytes(root);
+    let below_lit = quote_bytes(&below_prefix(root));
+    let within = format!("(dir = {root_lit} OR startsWith(dir, {below_lit}))");
+    let of_snapshot = format!("{db}.entries WHERE snapshot_id = {snapshot_id}");
+    let parents = ancestors("parent_path");
+    format!(
+        "INSERT INTO {db}.dir_rollups (snapshot_id, path, parent_path, name, depth, uid, gid, mtime_ns, atime_ns,
+    bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns,
+    direct_bytes, direct_allocated, direct_entries, direct_files, direct_dirs)
+SELECT
+    {snapshot_id}, path, parent_path, name, depth, uid, gid, own_mtime, own_atime,
+    own_size + below_bytes, own_allocated + below_allocated + linked_allocated, below_entries, below_files, below_dirs,
+    if(below_entries = 0, own_mtime, greatest(own_mtime, below_mtime)),
+    if(below_entries = 0, own_atime, greatest(own_atime, below_atime)),
+    direct_bytes, direct_allocated + direct_linked_allocated, direct_entries, direct_files, direct_dirs
+FROM
+(
+    SELECT path, parent_path, name, depth, uid, gid, own_size, own_allocated, own_mtime, own_atime,
+        below_bytes, below_allocated, below_entries, below_files, below_dirs, below_mtime, below_atime,
+        direct_bytes, direct_allocated, direct_entries, direct_files, direct_dirs
+    FROM
+    (
+        SELECT path, parent_path, name, depth, uid, gid, size AS own_size, allocated AS own_allocated,
+            mtime_ns AS own_mtime, atime_ns AS own_atime
+        FROM {of_snapshot} AND kind = 'dir'
+    ) AS d
+    ANY LEFT JOIN
+    (
+        SELECT dir AS path, sum(b) AS below_bytes, sum(a) AS below_allocated, sum(n) AS below_entries,
+            sum(f) AS below_files, sum(dd) AS below_dirs, max(mt) AS below_mtime, max(at) AS below_atime,
+            sumIf(b, dir = parent_path) AS direct_bytes, sumIf(a, dir = parent_path) AS direct_allocated,
+            sumIf(n, dir = parent_path) AS direct_entries, sumIf(f, dir = parent_path) AS direct_files,
+            sumIf(dd, dir = parent_path) AS direct_dirs
+        FROM
+        (
+            SELECT parent_path, sum(size) AS b, sum(if({HARD_LINKED}, 0, allocated)) AS a, count() AS n,
+                countIf(kind = 'file') AS f, countIf(kind = 'dir') AS dd, max(mtime_ns) AS mt, max(atime_ns) AS at
+            FROM {of_snapshot} AND path != {root_lit}
+            GROUP BY parent_path
+        ) AS g
+        ARRAY JOIN {parents} AS dir
+        WHERE {within}
+        GROUP BY dir
+    ) AS below USING path
+) AS totals
+ANY LEFT JOIN
+(
+    SELECT dir AS path, sum(alloc) AS linked_allocated, sum(direct_alloc) AS direct_linked_allocated
+    FROM
+    (
+        SELECT dev, ino, dir, any(allocated) AS alloc, if(max(dir = parent_path) = 1, any(allocated), 0) AS direct_alloc
+        FROM
+        (
+            SELECT dev, ino, allocated, parent_path
+            FROM {of_snapshot} AND {HARD_LINKED} AND path != {root_lit}
+        ) AS h
+        ARRAY JOIN {parents} AS dir
+        WHERE {within}
+        GROUP BY dev, ino, dir
+    ) AS per_inode
+    GROUP BY dir
+) AS links USING path"
+    )
+}
+
+/// The snapshot's entries (`path` and `columns`) with `alloc_once`: allocated bytes, or 0 on every link of a
+/// hard-linked file but the one with the smallest path.
+fn entries_counted_once(db: &Database, snapshot_id: u64, columns: &str) -> String {
+    let of_snapshot = format!("{db}.entries WHERE snapshot_id = {snapshot_id}");
+    format!(
+        "(
+    SELECT path, {columns}, if({HARD_LINKED} AND path != first_path, 0, allocated) AS alloc_once
+    FROM
+    (
+        SELECT path, dev, ino, nlink, allocated, {columns}
+        FROM {of_snapshot}
+    ) AS e
+    ANY LEFT JOIN
+    (
+        SELECT dev, ino, min(path) AS first_path
+        FROM {of_snapshot} AND {HARD_LINKED}
+        GROUP BY dev, ino
+    ) AS first_links USING (dev, ino)
+) AS counted"
+    )
+}
+
+/// Fills `owner_usage`: per user and per group, per top-level directory below the root.
+pub fn owner_usage(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
+    let skip = below_prefix(root).len() + 1;
+    let source = entries_counted_once(
+        db,
+        snapshot_id,
+        "kind, size, uid, gid, mtime_ns, atime_ns, depth, name",
+    );
+    format!(
+        "INSERT INTO {db}.owner_usage (snapshot_id, principal, id, top, entries, files, dirs, bytes, allocated, max_mtime_ns, max_atime_ns)
+SELECT {snapshot_id}, principal, if(principal = 'user', uid, gid) AS id,
+    if(depth = 0, '', if(depth = 1, name, arrayElement(splitByChar('/', substring(path, {skip})), 1))) AS top,
+    count(), countIf(kind = 'file'), countIf(kind = 'dir'), sum(size), sum(alloc_once), max(mtime_ns), max(atime_ns)
+FROM {source}
+ARRAY JOIN ['user', 'group'] AS principal
+GROUP BY principal, id, top"
+    )
+}
+
+/// Fills `type_usage`: files per extension.
+pub fn type_usage(db: &Database, snapshot_id: u64) -> String {
+    let source = entries_counted_once(db, snapshot_id, "kind, size, name");
+    let extension = extension_sql("name");
+    format!(
+        "INSERT INTO {db}.type_usage (snapshot_id, extension, files, bytes, allocated)
+SELECT {snapshot_id}, {extension} AS extension, count(), sum(size), sum(alloc_once)
+FROM {source}
+WHERE kind = 'file'
+GROUP BY extension"
+    )
+}
+
+/// Fills `histograms`: files by size and by mtime and atime age, ages seen from `now_ns`.
+pub fn histograms(db: &Database, snapshot_id: u64, now_ns: i64) -> String {
+    let source = entries_counted_once(db, snapshot_id, "kind, size, mtime_ns, atime_ns");
+    let size = size_bucket_sql("size");
+    let mtime = age_bucket_sql("mtime_ns", now_ns);
+    let atime = age_bucket_sql("atime_ns", now_ns);
+    format!(
+        "INSERT INTO {db}.histograms (snapshot_id, histogram, bucket, files, bytes, allocated)
+SELECT {snapshot_id}, histogram, multiIf(histogram = 'size', {size}, histogram = 'mtime', {mtime}, {atime}) AS bucket,
+    count(), sum(size), sum(alloc_once)
+FROM {source}
+ARRAY JOIN ['size', 'mtime', 'atime'] AS histogram
+WHERE kind = 'file'
+GROUP BY histogram, bucket"
+    )
+}

@@ -1,0 +1,118 @@
+//! The per-snapshot reports computed at commit: how files are bucketed by size and by age, and
+//! what a file's type (its name's extension) is. Each rule is written once in Rust, which tests
+//! and clients use, and once as SQL for ClickHouse; tests check the two agree.
+
+/// The histograms of a snapshot; codes match [`crate::ddl::HISTOGRAM_ENUM`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Histogram {
+    Size = 1,
+    Mtime = 2,
+    Atime = 3,
+}
+
+/// Bucket 0 holds empty files; bucket `b >= 1` holds sizes in `[2^(b-1), 2^b)`.
+pub fn size_bucket(size: u64) -> u8 {
+    (u64::BITS - size.leading_zeros()) as u8
+}
+
+/// [`size_bucket`] in SQL, exact for every `UInt64` (no floating point, no bit functions
+/// ClickHouse 18.16 lacks): the count of powers of two not above the size.
+pub fn size_bucket_sql(size: &str) -> String {
+    let terms: Vec<String> = (0..64)
+        .map(|i| format!("({size} >= {})", 1u64 << i))
+        .collect();
+    format!("toUInt8({})", terms.join(" + "))
+}
+
+/// Upper bounds (exclusive) of the age buckets, in days. Bucket 0 holds times in the future;
+/// bucket `i + 1` holds ages below `AGE_BOUNDS_DAYS[i]` and at least the bound before it; the
+/// last bucket holds everything older than the last bound.
+pub const AGE_BOUNDS_DAYS: [i64; 9] = [1, 7, 30, 90, 180, 365, 730, 1095, 1825];
+
+const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// The age bucket of a timestamp, seen from `now_ns` (the snapshot's start).
+pub fn age_bucket(time_ns: i64, now_ns: i64) -> u8 {
+    let age = i128::from(now_ns) - i128::from(time_ns);
+    if age < 0 {
+        return 0;
+    }
+    let below = AGE_BOUNDS_DAYS
+        .iter()
+        .take_while(|&&days| age >= i128::from(days) * i128::from(NS_PER_DAY))
+        .count();
+    below as u8 + 1
+}
+
+/// [`age_bucket`] in SQL for the Int64 nanosecond column `time_ns`.
+pub fn age_bucket_sql(time_ns: &str, now_ns: i64) -> String {
+    let mut arms = format!("{time_ns} > {now_ns}, 0");
+    for (i, days) in AGE_BOUNDS_DAYS.iter().enumerate() {
+        let earliest = i128::from(now_ns) - i128::from(*days) * i128::from(NS_PER_DAY);
+        arms.push_str(&format!(", {time_ns} > {earliest}, {}", i + 1));
+    }
+    format!("toUInt8(multiIf({arms}, {}))", AGE_BOUNDS_DAYS.len() + 1)
+}
+
+/// Longest extension kept; a longer one is not a type (e.g. `backup.2024-01-01T00-00-00`).
+pub const MAX_EXTENSION_BYTES: usize = 16;
+
+/// A file name's type: the bytes after its last dot, lowercased (ASCII); empty when there is no
+/// dot after the first byte (`.bashrc` has no extension), or it is longer than
+/// [`MAX_EXTENSION_BYTES`].
+pub fn extension(name: &[u8]) -> Vec<u8> {
+    match name.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 && name.len() - dot - 1 <= MAX_EXTENSION_BYTES => {
+            name[dot + 1..].to_ascii_lowercase()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// [`extension`] in SQL for the String column `name`.
+pub fn extension_sql(name: &str) -> String {
+    let last = format!("arrayElement(splitByChar('.', {name}), -1)");
+    format!(
+        "if(position(substring({name}, 2), '.') = 0 OR length({last}) > {MAX_EXTENSION_BYTES}, '', lower({last}))"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_buckets_are_powers_of_two() {
+        assert_eq!(size_bucket(0), 0);
+        assert_eq!(size_bucket(1), 1);
+        assert_eq!(size_bucket(2), 2);
+        assert_eq!(size_bucket(3), 2);
+        assert_eq!(size_bucket(4096), 13);
+        assert_eq!(size_bucket(4095), 12);
+        assert_eq!(size_bucket(u64::MAX), 64);
+    }
+
+    #[test]
+    fn age_buckets_follow_the_bounds() {
+        let now = 1_000 * NS_PER_DAY;
+        assert_eq!(age_bucket(now + 1, now), 0);
+        assert_eq!(age_bucket(now, now), 1);
+        assert_eq!(age_bucket(now - NS_PER_DAY + 1, now), 1);
+        assert_eq!(age_bucket(now - NS_PER_DAY, now), 2);
+        assert_eq!(age_bucket(now - 6 * NS_PER_DAY, now), 2);
+        assert_eq!(age_bucket(now - 7 * NS_PER_DAY, now), 3);
+        assert_eq!(age_bucket(i64::MIN, now), 10);
+    }
+
+    #[test]
+    fn extensions_ignore_leading_dots_and_long_tails() {
+        assert_eq!(extension(b"a.TXT"), b"txt");
+        assert_eq!(extension(b"archive.tar.gz"), b"gz");
+        assert_eq!(extension(b".bashrc"), b"");
+        assert_eq!(extension(b"..x"), b"x");
+        assert_eq!(extension(b"noext"), b"");
+        assert_eq!(extension(b"trailing."), b"");
+        assert_eq!(extension(b"x.0123456789abcdefg"), b"");
+        assert_eq!(extension(b"x.\xff"), b"\xff");
+    }
+}
