@@ -53,6 +53,7 @@ struct SnapshotState {
     state_name: String,
     ranks: u32,
     entries: u64,
+    started: u32,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -78,7 +79,7 @@ fn check_snapshot(
     let states: Vec<SnapshotState> = db.query(
         rt,
         &format!(
-            "SELECT snapshot_id, toString(state) AS state_name, ranks, entries FROM {d}.snapshots FINAL"
+            "SELECT snapshot_id, toString(state) AS state_name, ranks, entries, toUInt32(started_at) AS started FROM {d}.snapshots FINAL"
         ),
     );
     assert_eq!(states.len(), 1, "{states:?}");
@@ -159,6 +160,8 @@ fn check_snapshot(
         };
         assert_eq!(got, want, "rollup of {}", String::from_utf8_lossy(&r.path));
     }
+
+    support::check_reports(rt, db, id, &truth, snap.started);
 
     // The API, through the read-only user: children of two directories, exactly.
     let state = AppState::new(ReadConfig {
@@ -368,7 +371,7 @@ fn permission_errors_of_an_unprivileged_scan_reach_the_store() {
         (errors[0].op_name.as_str(), errors[0].errno),
         ("open", libc::EACCES)
     );
-    let snapshot: Vec<SnapshotState> = db.query(&rt, &format!("SELECT snapshot_id, toString(state) AS state_name, ranks, entries FROM {d}.snapshots FINAL"));
+    let snapshot: Vec<SnapshotState> = db.query(&rt, &format!("SELECT snapshot_id, toString(state) AS state_name, ranks, entries, toUInt32(started_at) AS started FROM {d}.snapshots FINAL"));
     assert_eq!(
         (snapshot[0].state_name.as_str(), snapshot[0].entries),
         ("committed", 3),

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -243,6 +243,30 @@ impl Fixture {
             }
         }
 
+        // Old, pre-1970 and future times, for the age histograms.
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        for (p, mtime, atime) in [
+            ("wide/d000/f0", now - day * 400, now - day * 800),
+            (
+                "wide/d001/f1",
+                std::time::UNIX_EPOCH - day * 3650,
+                now - day * 2000,
+            ),
+            ("wide/d002/f2", now + day * 30, now - day * 8),
+        ] {
+            std::fs::File::options()
+                .write(true)
+                .open(root.join(p))
+                .unwrap()
+                .set_times(
+                    std::fs::FileTimes::new()
+                        .set_modified(mtime)
+                        .set_accessed(atime),
+                )
+                .unwrap();
+        }
+
         // Deep: a chain deeper than 10.
         let mut p = String::from("deep");
         for level in 1..=DEPTH {
@@ -278,6 +302,29 @@ pub struct TruthEntry {
     pub path: Vec<u8>,
     pub kind: &'static str,
     pub size: u64,
+    pub allocated: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub mtime_ns: i64,
+    pub atime_ns: i64,
+}
+
+impl TruthEntry {
+    pub fn name(&self) -> &[u8] {
+        let at = self
+            .path
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |i| i + 1);
+        &self.path[at..]
+    }
+
+    fn hard_linked(&self) -> bool {
+        self.kind != "dir" && self.nlink > 1
+    }
 }
 
 fn kind_of(md: &std::fs::Metadata) -> &'static str {
@@ -318,6 +365,14 @@ pub fn ground_truth(root: &Path) -> Vec<TruthEntry> {
             path: p.as_os_str().as_bytes().to_vec(),
             kind,
             size: md.size(),
+            allocated: md.blocks() * 512,
+            uid: md.uid(),
+            gid: md.gid(),
+            dev: md.dev(),
+            ino: md.ino(),
+            nlink: md.nlink(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
         });
     }
     out
@@ -381,4 +436,211 @@ pub fn kind_counts(truth: &[TruthEntry]) -> BTreeMap<String, u64> {
         *m.entry(e.kind.to_owned()).or_insert(0) += 1;
     }
     m
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct FullRollup {
+    #[serde(with = "serde_bytes")]
+    path: Vec<u8>,
+    bytes: u64,
+    allocated: u64,
+    entries: u64,
+    files: u64,
+    dirs: u64,
+    direct_bytes: u64,
+    direct_allocated: u64,
+    direct_entries: u64,
+    direct_files: u64,
+    direct_dirs: u64,
+}
+
+/// (bytes, allocated, entries, files, dirs) recursive then direct, by the product's rules:
+/// recursive totals include the directory's own bytes; a hard-linked file's allocated bytes
+/// count once per directory.
+fn expected_rollup(truth: &[TruthEntry], dir: &TruthEntry) -> [u64; 10] {
+    let mut below = dir.path.clone();
+    below.push(b'/');
+    let mut r = [0u64; 10];
+    r[0] = dir.size;
+    r[1] = dir.allocated;
+    let mut inodes = BTreeSet::new();
+    let mut direct_inodes = BTreeSet::new();
+    for e in truth.iter().filter(|e| e.path.starts_with(&below)) {
+        let direct = !e.path[below.len()..].contains(&b'/');
+        let counts = |r: &mut [u64], at: usize, inodes: &mut BTreeSet<(u64, u64)>| {
+            r[at] += e.size;
+            if !e.hard_linked() || inodes.insert((e.dev, e.ino)) {
+                r[at + 1] += e.allocated;
+            }
+            r[at + 2] += 1;
+            r[at + 3] += u64::from(e.kind == "file");
+            r[at + 4] += u64::from(e.kind == "dir");
+        };
+        counts(&mut r, 0, &mut inodes);
+        if direct {
+            counts(&mut r, 5, &mut direct_inodes);
+        }
+    }
+    // The recursive entry count excludes the directory itself; bytes include it.
+    r
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Usage {
+    id: u32,
+    files: u64,
+    bytes: u64,
+    allocated: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct TypeUsage {
+    #[serde(with = "serde_bytes")]
+    extension: Vec<u8>,
+    files: u64,
+    bytes: u64,
+    allocated: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Bucket {
+    histogram_name: String,
+    bucket: u8,
+    files: u64,
+    bytes: u64,
+    allocated: u64,
+}
+
+/// Checks every report of committed snapshot `id` against `truth`: the rollups of every
+/// directory (recursive and direct), usage per user and group, per file type, and the size and
+/// age histograms (ages seen from `started_at`, the snapshot's start in Unix seconds).
+pub fn check_reports(
+    rt: &tokio::runtime::Runtime,
+    db: &TestDatabase,
+    id: u64,
+    truth: &[TruthEntry],
+    started_at: u32,
+) {
+    use storage_tracker_proto::reports::{age_bucket, extension, size_bucket};
+    let d = &db.database;
+    let rollups: Vec<FullRollup> = db.query(rt, &format!(
+        "SELECT path, bytes, allocated, entries, files, dirs, direct_bytes, direct_allocated, direct_entries, \
+         direct_files, direct_dirs FROM {d}.dir_rollups WHERE snapshot_id = {id}"
+    ));
+    let dirs: BTreeMap<&[u8], &TruthEntry> = truth
+        .iter()
+        .filter(|e| e.kind == "dir")
+        .map(|e| (e.path.as_slice(), e))
+        .collect();
+    assert_eq!(rollups.len(), dirs.len(), "one rollup per directory");
+    for r in &rollups {
+        let dir = dirs
+            .get(r.path.as_slice())
+            .unwrap_or_else(|| panic!("rollup of {}", String::from_utf8_lossy(&r.path)));
+        let got = [
+            r.bytes,
+            r.allocated,
+            r.entries,
+            r.files,
+            r.dirs,
+            r.direct_bytes,
+            r.direct_allocated,
+            r.direct_entries,
+            r.direct_files,
+            r.direct_dirs,
+        ];
+        assert_eq!(
+            got,
+            expected_rollup(truth, dir),
+            "rollup of {} (bytes, allocated, entries, files, dirs; then direct)",
+            String::from_utf8_lossy(&r.path)
+        );
+    }
+
+    // Per snapshot, a hard-linked file's allocated bytes count once, on its smallest path.
+    let mut first_link: BTreeMap<(u64, u64), &[u8]> = BTreeMap::new();
+    for e in truth.iter().filter(|e| e.hard_linked()) {
+        let first = first_link.entry((e.dev, e.ino)).or_insert(&e.path);
+        if e.path.as_slice() < *first {
+            *first = &e.path;
+        }
+    }
+    let alloc_once = |e: &TruthEntry| {
+        if e.hard_linked() && first_link[&(e.dev, e.ino)] != e.path.as_slice() {
+            0
+        } else {
+            e.allocated
+        }
+    };
+
+    for (principal, of) in [
+        ("user", (|e: &TruthEntry| e.uid) as fn(&TruthEntry) -> u32),
+        ("group", |e| e.gid),
+    ] {
+        let mut want: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
+        for e in truth {
+            let w = want.entry(of(e)).or_default();
+            w.0 += u64::from(e.kind == "file");
+            w.1 += e.size;
+            w.2 += alloc_once(e);
+        }
+        let got: BTreeMap<u32, (u64, u64, u64)> = db
+            .query::<Usage>(rt, &format!(
+                "SELECT id, sum(files) AS files, sum(bytes) AS bytes, sum(allocated) AS allocated \
+                 FROM {d}.owner_usage WHERE snapshot_id = {id} AND principal = '{principal}' GROUP BY id"
+            ))
+            .into_iter()
+            .map(|u| (u.id, (u.files, u.bytes, u.allocated)))
+            .collect();
+        assert_eq!(got, want, "usage per {principal} (files, bytes, allocated)");
+    }
+
+    let files: Vec<&TruthEntry> = truth.iter().filter(|e| e.kind == "file").collect();
+    let mut want: BTreeMap<Vec<u8>, (u64, u64, u64)> = BTreeMap::new();
+    for e in &files {
+        let w = want.entry(extension(e.name())).or_default();
+        w.0 += 1;
+        w.1 += e.size;
+        w.2 += alloc_once(e);
+    }
+    let got: BTreeMap<Vec<u8>, (u64, u64, u64)> = db
+        .query::<TypeUsage>(rt, &format!(
+            "SELECT extension, files, bytes, allocated FROM {d}.type_usage WHERE snapshot_id = {id}"
+        ))
+        .into_iter()
+        .map(|t| (t.extension, (t.files, t.bytes, t.allocated)))
+        .collect();
+    assert_eq!(got, want, "usage per file type (files, bytes, allocated)");
+
+    let now = i64::from(started_at) * 1_000_000_000;
+    let mut want: BTreeMap<(String, u8), (u64, u64, u64)> = BTreeMap::new();
+    for e in &files {
+        for (h, bucket) in [
+            ("size", size_bucket(e.size)),
+            ("mtime", age_bucket(e.mtime_ns, now)),
+            ("atime", age_bucket(e.atime_ns, now)),
+        ] {
+            let w = want.entry((h.to_owned(), bucket)).or_default();
+            w.0 += 1;
+            w.1 += e.size;
+            w.2 += alloc_once(e);
+        }
+    }
+    let got: BTreeMap<(String, u8), (u64, u64, u64)> = db
+        .query::<Bucket>(
+            rt,
+            &format!(
+                "SELECT toString(histogram) AS histogram_name, bucket, files, bytes, allocated \
+             FROM {d}.histograms WHERE snapshot_id = {id}"
+            ),
+        )
+        .into_iter()
+        .map(|b| {
+            (
+                (b.histogram_name, b.bucket),
+                (b.files, b.bytes, b.allocated),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "histograms (files, bytes, allocated)");
 }
