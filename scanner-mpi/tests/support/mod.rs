@@ -35,8 +35,13 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub fn new(runtime: &tokio::runtime::Runtime, tag: &str) -> Self {
+        Self::on(runtime, &clickhouse_url(), tag)
+    }
+
+    /// A fresh database on the ClickHouse at `url`.
+    pub fn on(runtime: &tokio::runtime::Runtime, url: &str, tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        let url = clickhouse_url();
+        let url = url.to_owned();
         let name = format!(
             "st_test_{tag}_{}_{}",
             std::process::id(),
