@@ -380,3 +380,164 @@ fn clickhouse_down_at_start_is_an_error_naming_the_server() {
         .to_string();
     assert!(e.contains(&closed.to_string()), "names the server: {e}");
 }
+
+/// Runs one whole snapshot of `rows` files through the service; returns its id.
+async fn commit_one(
+    c: &mut IngestClient<tonic::transport::Channel>,
+    request: BeginSnapshotRequest,
+    rows: usize,
+) -> u64 {
+    let id = c
+        .begin_snapshot(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot_id;
+    let (_, e) = stream(c, vec![chunk(id, 0, 0, rows)]).await;
+    assert!(e.is_none(), "{e:?}");
+    let finish = FinishSnapshotRequest {
+        snapshot_id: id,
+        ranks: vec![RankTotals {
+            rank: 0,
+            chunks: 1,
+            entries: rows as u64 + 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let first = c
+        .finish_snapshot(finish.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    // A finish sent again (its answer lost) gets the same answer.
+    let again = c.finish_snapshot(finish).await.unwrap().into_inner();
+    assert_eq!(
+        (first.entries, first.directories),
+        (again.entries, again.directories)
+    );
+    id
+}
+
+#[test]
+fn a_begin_sent_again_gets_the_same_snapshot() {
+    let (rt, _db, agg) = setup("rebegin");
+    rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        let request = BeginSnapshotRequest {
+            scan_id: "host-1-42".into(),
+            ..begin_request(1)
+        };
+        let a = c
+            .begin_snapshot(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let b = c.begin_snapshot(request).await.unwrap().into_inner();
+        assert_eq!(a.snapshot_id, b.snapshot_id);
+        let other = c
+            .begin_snapshot(begin_request(1))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(other.snapshot_id, a.snapshot_id);
+    });
+}
+
+#[test]
+fn a_snapshot_that_hears_nothing_is_failed_as_abandoned() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "abandon");
+    let agg = Aggregator::start_with(&rt, &db, |o| {
+        o.abandon_after = std::time::Duration::from_millis(300);
+    });
+    rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        let id = begin(&mut c, 2).await;
+        let (_, e) = stream(&mut c, vec![chunk(id, 0, 0, 10)]).await;
+        assert!(e.is_none());
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    });
+    let s = state(&rt, &db, 1);
+    assert_eq!(s.state_name, "failed");
+    assert!(s.message.contains("abandoned"), "{}", s.message);
+    assert_eq!(rows(&rt, &db, 1), 0);
+}
+
+#[test]
+fn retention_drops_snapshots_and_everything_derived_from_them() {
+    let (rt, db, agg) = setup("retention");
+    let day = 86_400;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        // Two in one week long ago, one this week; another filesystem is left alone.
+        for (label, started_at) in [
+            ("fs", now - 60 * day),
+            ("fs", now - 60 * day + 60),
+            ("fs", now),
+            ("other", now - 90 * day),
+        ] {
+            let request = BeginSnapshotRequest {
+                filesystem_label: label.into(),
+                started_at,
+                ..begin_request(1)
+            };
+            commit_one(&mut c, request, 20).await;
+        }
+    });
+    let store = Store::new(db.store_config());
+    let policy = storage_tracker_aggregator::retention::Retention {
+        last: 1,
+        weekly: 4,
+        monthly: 0,
+    };
+    let dry = rt
+        .block_on(storage_tracker_aggregator::retention::apply(
+            &store, &policy, "fs", true,
+        ))
+        .unwrap();
+    assert_eq!(dry, [1], "the older of two snapshots in one week goes");
+    assert_eq!(
+        state(&rt, &db, 1).state_name,
+        "committed",
+        "a dry run drops nothing"
+    );
+    let dropped = rt
+        .block_on(storage_tracker_aggregator::retention::apply(
+            &store, &policy, "fs", false,
+        ))
+        .unwrap();
+    assert_eq!(dropped, [1]);
+    assert_eq!(state(&rt, &db, 1).state_name, "deleted");
+    for table in storage_tracker_proto::ddl::SNAPSHOT_PARTITIONED_TABLES {
+        let left: Vec<Count> = db.query(
+            &rt,
+            &format!(
+                "SELECT count() AS n FROM {}.{table} WHERE snapshot_id = 1",
+                db.database
+            ),
+        );
+        assert_eq!(
+            left[0].n, 0,
+            "{table} keeps nothing of the dropped snapshot"
+        );
+        let kept: Vec<Count> = db.query(
+            &rt,
+            &format!(
+                "SELECT count() AS n FROM {}.{table} WHERE snapshot_id = 2",
+                db.database
+            ),
+        );
+        assert!(
+            kept[0].n > 0 || table == "principals",
+            "{table} keeps snapshot 2"
+        );
+    }
+    for id in [2, 3, 4] {
+        assert_eq!(state(&rt, &db, id).state_name, "committed");
+    }
+}

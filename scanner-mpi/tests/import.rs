@@ -1,0 +1,188 @@
+//! Offline scans and their import: `storage-scan --output DIR`, then `storage-aggregator
+//! import DIR` commits a snapshot equal to the ground truth; importing again changes nothing;
+//! a directory with a broken or foreign chunk file is refused by the file's name and leaves
+//! nothing behind.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+use support::*;
+
+const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
+
+fn aggregator_binary() -> PathBuf {
+    let path = Path::new(SCANNER).with_file_name("storage-aggregator");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p storage-tracker-aggregator` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+fn import(db: &TestDatabase, dir: &Path) -> Output {
+    Command::new(aggregator_binary())
+        .arg("import")
+        .arg(dir)
+        .env("STORAGE_TRACKER_CLICKHOUSE_URL", &db.url)
+        .env("STORAGE_TRACKER_DATABASE", db.database.as_str())
+        .output()
+        .unwrap()
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Snapshot {
+    snapshot_id: u64,
+    state_name: String,
+    entries: u64,
+    started: u32,
+    scan_id: String,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Count {
+    n: u64,
+}
+
+fn snapshots(rt: &tokio::runtime::Runtime, db: &TestDatabase) -> Vec<Snapshot> {
+    db.query(rt, &format!("SELECT snapshot_id, toString(state) AS state_name, entries, toUInt32(started_at) AS started, scan_id FROM {}.snapshots FINAL ORDER BY snapshot_id", db.database))
+}
+
+fn rows(rt: &tokio::runtime::Runtime, db: &TestDatabase) -> u64 {
+    db.query::<Count>(
+        rt,
+        &format!("SELECT count() AS n FROM {}.entries", db.database),
+    )[0]
+    .n
+}
+
+#[test]
+fn an_offline_scan_imports_once_and_equals_ground_truth() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "import");
+    let fixture = Fixture::build();
+    let out = tempfile::tempdir().unwrap();
+    let scan = Command::new(SCANNER)
+        .arg("--output")
+        .arg(out.path())
+        .args(["--chunk-rows", "2048", "--label", "offline"])
+        .arg(&fixture.root)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    assert!(
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+
+    let first = import(&db, out.path());
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(said.contains("as snapshot 1"), "{said}");
+    let truth = ground_truth(&fixture.root);
+    let s = snapshots(&rt, &db);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        (s[0].state_name.as_str(), s[0].entries),
+        ("committed", truth.len() as u64)
+    );
+    assert!(!s[0].scan_id.is_empty());
+    assert_eq!(rows(&rt, &db), truth.len() as u64);
+    check_reports(&rt, &db, 1, &truth, s[0].started);
+
+    // Again: nothing changes.
+    let second = import(&db, out.path());
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{said}");
+    assert!(said.contains("imported before as snapshot 1"), "{said}");
+    assert_eq!(snapshots(&rt, &db).len(), 1);
+    assert_eq!(rows(&rt, &db), truth.len() as u64);
+}
+
+#[test]
+fn broken_or_foreign_chunk_files_are_refused_by_name_and_nothing_is_kept() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "import_bad");
+    let tree = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        std::fs::write(tree.path().join(format!("f{i}")), b"x").unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let scan = Command::new(SCANNER)
+        .arg("--output")
+        .arg(out.path())
+        .args(["--chunk-rows", "2048"])
+        .arg(tree.path())
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    assert!(
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    let chunk = out.path().join("rank00000-seq000000000.parquet");
+    let good = std::fs::read(&chunk).unwrap();
+
+    // A truncated footer.
+    std::fs::write(&chunk, &good[..good.len() - 9]).unwrap();
+    let o = import(&db, out.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rank00000-seq000000000.parquet is not a valid chunk"),
+        "{err}"
+    );
+
+    // A Parquet file of another schema.
+    let foreign = {
+        use arrow_array::{Int32Array, RecordBatch};
+        use std::sync::Arc;
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "path",
+            arrow_schema::DataType::Int32,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![1]))])
+            .unwrap();
+        let mut bytes = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        bytes
+    };
+    std::fs::write(&chunk, foreign).unwrap();
+    let o = import(&db, out.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rank00000-seq000000000.parquet is not a valid chunk"),
+        "{err}"
+    );
+    assert!(err.contains("schema"), "{err}");
+
+    // A missing chunk and a missing manifest.
+    std::fs::remove_file(&chunk).unwrap();
+    let o = import(&db, out.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("rank00000-seq000000000.parquet is missing"),
+        "{err}"
+    );
+    std::fs::write(&chunk, &good).unwrap();
+    std::fs::remove_file(out.path().join("manifest.pb")).unwrap();
+    let o = import(&db, out.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("has no manifest.pb"), "{err}");
+
+    assert!(snapshots(&rt, &db).is_empty(), "nothing was begun");
+    assert_eq!(rows(&rt, &db), 0);
+}
