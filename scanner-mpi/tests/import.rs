@@ -91,8 +91,8 @@ fn an_offline_scan_imports_once_and_equals_ground_truth() {
     let s = snapshots(&rt, &db);
     assert_eq!(s.len(), 1);
     assert_eq!(
-        (s[0].state_name.as_str(), s[0].entries),
-        ("committed", truth.len() as u64)
+        (s[0].snapshot_id, s[0].state_name.as_str(), s[0].entries),
+        (1, "committed", truth.len() as u64)
     );
     assert!(!s[0].scan_id.is_empty());
     assert_eq!(rows(&rt, &db), truth.len() as u64);
