@@ -5,6 +5,7 @@
 //! (standard base64 of the raw bytes), and every endpoint that takes a path accepts either.
 
 pub mod error;
+pub mod history;
 pub mod paths;
 pub mod query;
 pub mod routes;

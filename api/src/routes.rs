@@ -28,6 +28,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/snapshots", get(list_snapshots))
         .route("/api/v1/snapshots/{snapshot_id}", get(one_snapshot))
         .route("/api/v1/snapshots/{snapshot_id}/children", get(children))
+        .route("/api/v1/history", get(crate::history::history))
+        .route("/api/v1/growth", get(crate::history::growth))
+        .route("/api/v1/growth/owners", get(crate::history::owner_growth))
         .fallback(|| async {
             ApiError::NotFound("no such route; the API lives under /api/v1".into())
         })
@@ -60,6 +63,11 @@ impl Page {
         }
         Ok((limit, offset))
     }
+}
+
+/// `limit` and `offset` checked.
+pub(crate) fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(u64, u64), ApiError> {
+    Page { limit, offset }.checked()
 }
 
 fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -180,7 +188,7 @@ async fn list_snapshots(
     }))
 }
 
-async fn committed(state: &AppState, snapshot_id: u64) -> Result<SnapshotRow, ApiError> {
+pub(crate) async fn committed(state: &AppState, snapshot_id: u64) -> Result<SnapshotRow, ApiError> {
     state
         .client
         .query(&query::committed_snapshot(&state.database, snapshot_id))

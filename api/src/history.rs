@@ -1,0 +1,407 @@
+//! History and growth: the series of one directory across snapshots, and what changed between
+//! two snapshots per directory and per owner. Both read only the rollups, the reports and the
+//! children of one directory, all found through the tables' sort keys, so they cost the same
+//! whatever the snapshot's size.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::entry::split_path;
+use storage_tracker_proto::sql::quote_bytes;
+
+use crate::paths::{PathParam, Text};
+use crate::{ApiError, AppState};
+
+/// Committed snapshot ids, for `IN (...)`.
+fn committed_ids(db: &Database) -> String {
+    format!("SELECT snapshot_id FROM {db}.snapshots FINAL WHERE state = 'committed'")
+}
+
+#[derive(Debug, Row, Deserialize, Serialize)]
+pub struct Point {
+    pub snapshot_id: u64,
+    pub started_at: u32,
+    pub bytes: u64,
+    pub allocated: u64,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub max_mtime_ns: i64,
+}
+
+/// The directory `parent`/`name` in every committed snapshot that has it, oldest first.
+pub fn history_sql(db: &Database, parent: &[u8], name: &[u8]) -> String {
+    format!(
+        "SELECT snapshot_id, started_at, bytes, allocated, entries, files, dirs, max_mtime_ns
+FROM
+(
+    SELECT snapshot_id, bytes, allocated, entries, files, dirs, max_mtime_ns
+    FROM {db}.dir_rollups
+    WHERE snapshot_id IN ({ids}) AND parent_path = {parent} AND name = {name}
+) AS r
+ANY LEFT JOIN
+(
+    SELECT snapshot_id, toUInt32(started_at) AS started_at FROM {db}.snapshots FINAL WHERE state = 'committed'
+) AS s USING snapshot_id
+ORDER BY snapshot_id
+LIMIT 10000",
+        ids = committed_ids(db),
+        parent = quote_bytes(parent),
+        name = quote_bytes(name)
+    )
+}
+
+/// The children of `dir` in one snapshot: name, kind, recursive bytes and files.
+fn children_totals(db: &Database, snapshot_id: u64, dir: &[u8], side: &str) -> String {
+    let dir = quote_bytes(dir);
+    format!(
+        "(
+    SELECT name, toString(kind) AS {side}_kind, if(kind = 'dir', dir_bytes, size) AS {side}_bytes,
+        if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS {side}_files, toUInt8(1) AS in_{side}
+    FROM
+    (
+        SELECT name, kind, size FROM {db}.entries
+        WHERE snapshot_id = {snapshot_id} AND parent_path = {dir} AND path != {dir}
+    ) AS e
+    ANY LEFT JOIN
+    (
+        SELECT name, bytes AS dir_bytes, files AS dir_files FROM {db}.dir_rollups
+        WHERE snapshot_id = {snapshot_id} AND parent_path = {dir}
+    ) AS r USING name
+) AS {side}"
+    )
+}
+
+fn joined_children(db: &Database, from: u64, to: u64, dir: &[u8]) -> String {
+    format!(
+        "(
+    SELECT name, a_kind, b_kind, a_bytes, b_bytes, a_files, b_files, in_a, in_b
+    FROM {} ALL FULL OUTER JOIN {} USING name
+) AS j",
+        children_totals(db, from, dir, "a"),
+        children_totals(db, to, dir, "b")
+    )
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub struct ChangeRow {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    pub a_kind: String,
+    pub b_kind: String,
+    pub a_bytes: u64,
+    pub b_bytes: u64,
+    pub a_files: u64,
+    pub b_files: u64,
+    pub in_a: u8,
+    pub in_b: u8,
+}
+
+/// The children of `dir` that differ between the snapshots, largest change first.
+pub fn growth_sql(
+    db: &Database,
+    from: u64,
+    to: u64,
+    dir: &[u8],
+    limit: u64,
+    offset: u64,
+) -> String {
+    format!(
+        "SELECT name, a_kind, b_kind, a_bytes, b_bytes, a_files, b_files, in_a, in_b
+FROM {}
+WHERE in_a != in_b OR a_bytes != b_bytes OR a_files != b_files
+ORDER BY abs(toInt64(b_bytes) - toInt64(a_bytes)) DESC, name ASC
+LIMIT {limit} OFFSET {offset}",
+        joined_children(db, from, to, dir)
+    )
+}
+
+#[derive(Debug, Row, Deserialize, Serialize, Default)]
+pub struct ChangeSummary {
+    pub changed: u64,
+    pub added: u64,
+    pub added_bytes: u64,
+    pub added_files: u64,
+    pub removed: u64,
+    pub removed_bytes: u64,
+    pub removed_files: u64,
+}
+
+pub fn growth_summary_sql(db: &Database, from: u64, to: u64, dir: &[u8]) -> String {
+    format!(
+        "SELECT countIf(in_a != in_b OR a_bytes != b_bytes OR a_files != b_files) AS changed,
+    countIf(in_a = 0) AS added, sumIf(b_bytes, in_a = 0) AS added_bytes, sumIf(b_files, in_a = 0) AS added_files,
+    countIf(in_b = 0) AS removed, sumIf(a_bytes, in_b = 0) AS removed_bytes, sumIf(a_files, in_b = 0) AS removed_files
+FROM {}",
+        joined_children(db, from, to, dir)
+    )
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub struct OwnerChangeRow {
+    pub id: u32,
+    pub a_bytes: u64,
+    pub b_bytes: u64,
+    pub a_files: u64,
+    pub b_files: u64,
+    pub in_a: u8,
+    pub in_b: u8,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Per user or group: bytes and files in each snapshot.
+pub fn owner_growth_sql(db: &Database, from: u64, to: u64, principal: &str) -> String {
+    let side = |id: u64, s: &str| {
+        format!(
+            "(SELECT id, sum(bytes) AS {s}_bytes, sum(files) AS {s}_files, toUInt8(1) AS in_{s}
+    FROM {db}.owner_usage WHERE snapshot_id = {id} AND principal = '{principal}' GROUP BY id) AS {s}"
+        )
+    };
+    format!(
+        "SELECT id, a_bytes, b_bytes, a_files, b_files, in_a, in_b, name
+FROM
+(
+    SELECT id, a_bytes, b_bytes, a_files, b_files, in_a, in_b
+    FROM {} ALL FULL OUTER JOIN {} USING id
+) AS j
+ANY LEFT JOIN
+(
+    SELECT id, name FROM {db}.principals WHERE snapshot_id IN ({from}, {to}) AND kind = '{principal}'
+) AS n USING id
+ORDER BY abs(toInt64(b_bytes) - toInt64(a_bytes)) DESC, id ASC
+LIMIT 10000",
+        side(from, "a"),
+        side(to, "b")
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryParams {
+    path: Option<String>,
+    path_b64: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct History {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    points: Vec<Point>,
+}
+
+fn required_path(path: Option<String>, path_b64: Option<String>) -> Result<Vec<u8>, ApiError> {
+    PathParam { path, path_b64 }
+        .bytes()?
+        .ok_or_else(|| ApiError::BadRequest("give the directory as path= or path_b64=".into()))
+}
+
+/// `GET /api/v1/history?path=/dir`: the directory's totals in every committed snapshot.
+pub async fn history(
+    State(state): State<AppState>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<History>, ApiError> {
+    let Query(p) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    let dir = required_path(p.path, p.path_b64)?;
+    let (parent, name) = split_path(&dir);
+    let points = state
+        .client
+        .query(&history_sql(&state.database, parent, name))
+        .fetch_all::<Point>()
+        .await?;
+    let shown = Text::of(&dir);
+    Ok(Json(History {
+        path: shown.text,
+        path_b64: shown.b64,
+        points,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GrowthParams {
+    from: Option<u64>,
+    to: Option<u64>,
+    path: Option<String>,
+    path_b64: Option<String>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Change {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_b64: Option<String>,
+    /// added, removed or changed.
+    status: &'static str,
+    kind: String,
+    bytes_from: u64,
+    bytes_to: u64,
+    files_from: u64,
+    files_to: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Growth {
+    from: u64,
+    to: u64,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    summary: ChangeSummary,
+    limit: u64,
+    offset: u64,
+    changes: Vec<Change>,
+}
+
+/// Both snapshots, committed; `from` before `to` is not required.
+async fn two_committed(
+    state: &AppState,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<(u64, u64), ApiError> {
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(ApiError::BadRequest(
+            "give both snapshots: from= and to=".into(),
+        ));
+    };
+    for id in [from, to] {
+        crate::routes::committed(state, id).await?;
+    }
+    Ok((from, to))
+}
+
+/// `GET /api/v1/growth?from=A&to=B&path=/dir`: what changed below the directory's children.
+pub async fn growth(
+    State(state): State<AppState>,
+    params: Result<Query<GrowthParams>, QueryRejection>,
+) -> Result<Json<Growth>, ApiError> {
+    let Query(p) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    let (limit, offset) = crate::routes::page(p.limit, p.offset)?;
+    let dir = required_path(p.path, p.path_b64)?;
+    let (from, to) = two_committed(&state, p.from, p.to).await?;
+    let db = &state.database;
+    let summary = state
+        .client
+        .query(&growth_summary_sql(db, from, to, &dir))
+        .fetch_optional::<ChangeSummary>()
+        .await?
+        .unwrap_or_default();
+    let rows = state
+        .client
+        .query(&growth_sql(db, from, to, &dir, limit, offset))
+        .fetch_all::<ChangeRow>()
+        .await?;
+    let changes = rows
+        .into_iter()
+        .map(|r| {
+            let shown = Text::of(&r.name);
+            let (status, kind) = match (r.in_a, r.in_b) {
+                (0, _) => ("added", r.b_kind),
+                (_, 0) => ("removed", r.a_kind),
+                _ => ("changed", r.b_kind),
+            };
+            Change {
+                name: shown.text,
+                name_b64: shown.b64,
+                status,
+                kind,
+                bytes_from: r.a_bytes,
+                bytes_to: r.b_bytes,
+                files_from: r.a_files,
+                files_to: r.b_files,
+            }
+        })
+        .collect();
+    let shown = Text::of(&dir);
+    Ok(Json(Growth {
+        from,
+        to,
+        path: shown.text,
+        path_b64: shown.b64,
+        summary,
+        limit,
+        offset,
+        changes,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OwnerGrowthParams {
+    from: Option<u64>,
+    to: Option<u64>,
+    /// user (default) or group.
+    by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OwnerChange {
+    id: u32,
+    name: String,
+    status: &'static str,
+    bytes_from: u64,
+    bytes_to: u64,
+    files_from: u64,
+    files_to: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OwnerGrowth {
+    from: u64,
+    to: u64,
+    by: &'static str,
+    owners: Vec<OwnerChange>,
+}
+
+/// `GET /api/v1/growth/owners?from=A&to=B&by=user|group`: bytes and files per owner in both.
+pub async fn owner_growth(
+    State(state): State<AppState>,
+    params: Result<Query<OwnerGrowthParams>, QueryRejection>,
+) -> Result<Json<OwnerGrowth>, ApiError> {
+    let Query(p) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    let by = match p.by.as_deref() {
+        None | Some("user") => "user",
+        Some("group") => "group",
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "by must be user or group, got {other:?}"
+            )));
+        }
+    };
+    let (from, to) = two_committed(&state, p.from, p.to).await?;
+    let rows = state
+        .client
+        .query(&owner_growth_sql(&state.database, from, to, by))
+        .fetch_all::<OwnerChangeRow>()
+        .await?;
+    let owners = rows
+        .into_iter()
+        .map(|r| OwnerChange {
+            id: r.id,
+            name: r.name,
+            status: match (r.in_a, r.in_b) {
+                (0, _) => "added",
+                (_, 0) => "removed",
+                _ if r.a_bytes == r.b_bytes && r.a_files == r.b_files => "unchanged",
+                _ => "changed",
+            },
+            bytes_from: r.a_bytes,
+            bytes_to: r.b_bytes,
+            files_from: r.a_files,
+            files_to: r.b_files,
+        })
+        .collect();
+    Ok(Json(OwnerGrowth {
+        from,
+        to,
+        by,
+        owners,
+    }))
+}
