@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages storage-tracker builds and tests with (Debian/Ubuntu, as root or
 # with sudo): ClickHouse, MPICH with what the MPI bindings' bindgen needs, Slurm and munge,
-# protoc. Packages already present are left alone; apt is retried while another apt holds the lock.
+# protoc; and, from PyPI, chdb-core (a current ClickHouse engine in process, for the portable-SQL
+# test). Packages already present are left alone; apt is retried while another apt holds the lock.
 set -euo pipefail
 
 packages=(
@@ -16,14 +17,9 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all system packages present"
-  exit 0
-fi
-
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "install-deps: installing ${missing[*]}"
+[ ${#missing[@]} -eq 0 ] || echo "install-deps: installing ${missing[*]}"
 apt_get() {
   local attempt
   for attempt in 1 2 3 4 5; do
@@ -36,8 +32,23 @@ apt_get() {
   echo "install-deps: apt-get $* kept failing; check the network and the apt sources" >&2
   return 1
 }
-apt_get update
-apt_get install -y --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all system packages present"
+else
+  apt_get update
+  apt_get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if python3 -c 'import chdb' 2>/dev/null; then
+  echo "install-deps: chdb-core present"
+else
+  echo "install-deps: installing chdb-core from PyPI (about 180 MB)"
+  for attempt in 1 2 3; do
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'chdb-core==26.9.*' && break
+    [ "$attempt" -eq 3 ] && { echo "install-deps: pip install chdb-core kept failing" >&2; exit 1; }
+    sleep $((attempt * 10))
+  done
+fi
 
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo is missing: install a Rust toolchain (rustup) first" >&2

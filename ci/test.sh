@@ -40,6 +40,32 @@ cargo test --workspace --locked 2>&1 | tee "$work/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
 
+# The integration tests run again through a recording proxy; every statement they sent to
+# 18.16 is replayed on a current ClickHouse engine (chDB) and every result compared.
+step "portable SQL: statements replayed on a modern ClickHouse (chDB)"
+conformance_port=${STORAGE_TRACKER_CONFORMANCE_PORT:-18124}
+rm -f "$work/statements.jsonl"
+python3 ci/conformance.py proxy --listen "$conformance_port" \
+  --upstream "$STORAGE_TRACKER_TEST_CLICKHOUSE_URL" --log "$work/statements.jsonl" &
+proxy=$!
+trap 'kill $proxy 2>/dev/null || true; cleanup' EXIT
+for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$conformance_port/ping" >/dev/null 2>&1 && break; sleep 0.1; done
+set +e
+(
+  export STORAGE_TRACKER_TEST_CLICKHOUSE_URL="http://127.0.0.1:$conformance_port"
+  cargo test --locked -p storage-tracker-aggregator --test ingest &&
+    cargo test --locked -p storage-tracker-scanner --test end_to_end --test import --test history
+) >"$work/conformance-tests.log" 2>&1
+recorded=$?
+kill $proxy 2>/dev/null
+python3 ci/conformance.py replay --log "$work/statements.jsonl"
+replayed=$?
+set -e
+if [ $recorded -ne 0 ]; then
+  echo "the integration tests failed through the recording proxy; see $work/conformance-tests.log"
+fi
+[ $recorded -eq 0 ] && [ $replayed -eq 0 ] || status=1
+
 echo
 echo "ci/test.sh: $(( $(date +%s) - started )) s"
 awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
