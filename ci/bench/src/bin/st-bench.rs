@@ -45,10 +45,22 @@ struct Args {
     /// Internal: print the rows and apparent bytes of the Parquet chunks in this directory.
     #[arg(long, hide = true)]
     count_parquet: Option<PathBuf>,
+    /// Also time ingest end to end: storage-scan streaming to storage-aggregator into the
+    /// ClickHouse at this URL, from the scan's start to the committed snapshot with its reports.
+    #[arg(long)]
+    ingest: Option<String>,
+    /// The storage-aggregator binary (for --ingest).
+    #[arg(long, default_value = "target/release/storage-aggregator")]
+    aggregator_bin: PathBuf,
+    /// Internal: run one ingest into the ClickHouse at this URL and print "seconds entries".
+    #[arg(long, hide = true)]
+    ingest_run: Option<String>,
 }
 
 struct Tool {
     name: String,
+    /// The tool prints its own seconds (and entries) on stdout: the time that counts.
+    self_timed: bool,
     /// Ranks x threads, as shown.
     parallel: String,
     threads: usize,
@@ -64,6 +76,7 @@ enum Check {
     ParquetRows,
     Lines,
     DuAllocated,
+    Committed,
 }
 
 struct Run {
@@ -176,7 +189,11 @@ fn parquet_totals(dir: &Path) -> anyhow::Result<(u64, u64)> {
     use arrow_array::types::UInt64Type;
     let (mut rows, mut bytes) = (0, 0);
     for f in std::fs::read_dir(dir)? {
-        let batch = storage_tracker_proto::read_chunk_file(&f?.path())?;
+        let path = f?.path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue; // the manifest
+        }
+        let batch = storage_tracker_proto::read_chunk_file(&path)?;
         rows += batch.num_rows() as u64;
         bytes += batch
             .column_by_name(col::SIZE)
@@ -217,6 +234,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             tree,
         ]));
         Tool {
+            self_timed: false,
             name: "storage-scan".into(),
             parallel: format!(
                 "{ranks} rank{} x {threads}",
@@ -230,6 +248,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
     };
     let mut t = vec![
         Tool {
+            self_timed: false,
             name: "floor (getdents64+statx)".into(),
             parallel: "1".into(),
             threads: 1,
@@ -238,6 +257,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::None,
         },
         Tool {
+            self_timed: false,
             name: "floor (getdents64+statx)".into(),
             parallel: "2".into(),
             threads: 2,
@@ -249,6 +269,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
         scan_tool(1, 2),
         scan_tool(2, 1),
         Tool {
+            self_timed: false,
             name: "find -printf (stat fields)".into(),
             parallel: "1".into(),
             threads: 1,
@@ -262,6 +283,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::Lines,
         },
         Tool {
+            self_timed: false,
             name: "du -s".into(),
             parallel: "1".into(),
             threads: 1,
@@ -270,6 +292,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::DuAllocated,
         },
         Tool {
+            self_timed: false,
             name: "ncdu -o".into(),
             parallel: "1".into(),
             threads: 1,
@@ -284,6 +307,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::None,
         },
         Tool {
+            self_timed: false,
             name: "pdu".into(),
             parallel: "2".into(),
             threads: 2,
@@ -292,6 +316,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::None,
         },
         Tool {
+            self_timed: false,
             name: "dust".into(),
             parallel: "2 (all)".into(),
             threads: 2,
@@ -300,6 +325,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::None,
         },
         Tool {
+            self_timed: false,
             name: "gdu -n".into(),
             parallel: "2 (all)".into(),
             threads: 2,
@@ -308,6 +334,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::None,
         },
         Tool {
+            self_timed: false,
             name: "fd -uu --size +0b (stats files)".into(),
             parallel: "2".into(),
             threads: 2,
@@ -325,6 +352,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::None,
         },
         Tool {
+            self_timed: false,
             name: "fd -uu (lists only)".into(),
             parallel: "2".into(),
             threads: 2,
@@ -336,11 +364,87 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
     if !args.only.is_empty() {
         t.retain(|tool| args.only.iter().any(|o| tool.name.starts_with(o.as_str())));
     }
+    if let Some(url) = &args.ingest {
+        t.push(Tool {
+            self_timed: true,
+            name: "storage-scan -> aggregator -> ClickHouse, committed with reports".into(),
+            parallel: "1 rank x 2".into(),
+            threads: 2,
+            argv: vec![
+                me.clone(),
+                "--ingest-run".into(),
+                url.clone(),
+                "--scan-bin".into(),
+                scan.clone(),
+                "--aggregator-bin".into(),
+                args.aggregator_bin.display().to_string(),
+                "--scratch".into(),
+                args.scratch.display().to_string(),
+                tree.to_owned(),
+            ],
+            stdout: scratch("ingest.txt"),
+            check: Check::Committed,
+        });
+    }
     t
+}
+
+/// One ingest: an aggregator on a fresh database, then the scan; prints "seconds entries", the
+/// seconds from the scan's start to its exit (after the commit) and the committed entries.
+fn ingest_run(args: &Args, url: &str, tree: &Path) -> anyhow::Result<()> {
+    let database = format!("st_bench_{}", std::process::id());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let spool = args.scratch.join("spool");
+    let _ = std::fs::remove_dir_all(&spool);
+    let mut aggregator = Command::new(&args.aggregator_bin)
+        .args(["serve", "--listen", &addr, "--spool"])
+        .arg(&spool)
+        .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
+        .env("STORAGE_TRACKER_DATABASE", &database)
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", args.aggregator_bin.display()))?;
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if let Some(status) = aggregator.try_wait()? {
+            bail!("the aggregator exited ({status})");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let start = Instant::now();
+    let status = Command::new(&args.scan_bin)
+        .args(["--aggregator", &format!("http://{addr}"), "--threads", "2"])
+        .args(["--progress-interval", "86400"])
+        .arg(tree)
+        .stderr(Stdio::null())
+        .status()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = aggregator.kill();
+    let _ = aggregator.wait();
+    let sql = |q: String| -> anyhow::Result<String> {
+        let out = Command::new("curl")
+            .args(["-fsS", url, "--data-binary", &q])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let entries = sql(format!(
+        "SELECT entries FROM {database}.snapshots FINAL WHERE state = 'committed'"
+    ))?;
+    sql(format!("DROP DATABASE IF EXISTS {database}"))?;
+    if !status.success() {
+        bail!("the scan failed ({status})");
+    }
+    println!("{seconds} {entries}");
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let (Some(url), Some(tree)) = (&args.ingest_run, &args.tree) {
+        return ingest_run(&args, url, tree);
+    }
     if let Some(dir) = &args.count_parquet {
         let (rows, bytes) = parquet_totals(dir)?;
         println!("{rows} {bytes}");
@@ -380,8 +484,19 @@ fn main() -> anyhow::Result<()> {
             let chunks = args.scratch.join("chunks");
             let _ = std::fs::remove_dir_all(&chunks);
             std::fs::create_dir_all(&chunks)?;
-            let run =
+            let mut run =
                 timed(&tool.argv, tool.stdout.as_deref()).with_context(|| tool.name.clone())?;
+            let printed = match &tool.stdout {
+                Some(p) if tool.self_timed => std::fs::read_to_string(p)?,
+                _ => String::new(),
+            };
+            if tool.self_timed {
+                run.seconds = printed
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .context("the ingest run printed no time")?;
+            }
             eprintln!(
                 "  {} [{}]: {:.3} s, {} MiB",
                 tool.name,
@@ -422,6 +537,17 @@ fn main() -> anyhow::Result<()> {
                                 ""
                             } else {
                                 " (names with newlines split)"
+                            }
+                        )
+                    }
+                    Check::Committed => {
+                        let committed = printed.split_whitespace().nth(1).unwrap_or("0");
+                        format!(
+                            "{committed} entries committed{}",
+                            if committed == entries.to_string() {
+                                ""
+                            } else {
+                                " != truth"
                             }
                         )
                     }
@@ -508,7 +634,11 @@ fn scanned_dirs(
     use arrow_array::types::{UInt8Type, UInt64Type};
     let mut dirs: std::collections::HashMap<Vec<u8>, DirTotals> = std::collections::HashMap::new();
     for f in std::fs::read_dir(chunks)? {
-        let batch = storage_tracker_proto::read_chunk_file(&f?.path())?;
+        let path = f?.path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue; // the manifest
+        }
+        let batch = storage_tracker_proto::read_chunk_file(&path)?;
         let path = batch
             .column_by_name(col::PATH)
             .expect("path")
