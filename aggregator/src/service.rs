@@ -71,6 +71,10 @@ impl ServiceOptions {
 
 type Outcome = Option<Result<FinishSnapshotResponse, Status>>;
 
+/// Most rows in one INSERT: well below ClickHouse's block size (1,048,576 rows), so an INSERT
+/// is stored whole or not at all.
+const INSERT_ROWS: u64 = 262_144;
+
 /// Times ClickHouse may answer an insert with an error before the snapshot is failed.
 const MAX_REFUSED_INSERTS: u32 = 5;
 
@@ -421,77 +425,125 @@ impl Inner {
         Ok(ack(true))
     }
 
-    /// Moves spooled chunks into ClickHouse, one at a time, until the service is dropped.
+    /// Moves spooled chunks into ClickHouse until the service is dropped. Chunks of one
+    /// snapshot waiting together go in one INSERT of up to [`INSERT_ROWS`] rows: fewer, larger
+    /// parts for ClickHouse to merge.
     async fn insert_worker(
         self: Arc<Self>,
         queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
     ) {
+        let mut carried: Option<Job> = None;
         loop {
-            let Some(mut job) = queue.lock().await.recv().await else {
-                return;
-            };
-            let held = job.batch.take();
-            if let Some((_, size)) = &held {
-                self.held_bytes.fetch_sub(*size, Ordering::Relaxed);
+            let mut jobs = Vec::new();
+            {
+                let mut queue = queue.lock().await;
+                let first = match carried.take() {
+                    Some(job) => job,
+                    None => match queue.recv().await {
+                        Some(job) => job,
+                        None => return,
+                    },
+                };
+                let mut rows = first.rows;
+                jobs.push(first);
+                while rows < INSERT_ROWS {
+                    match queue.try_recv() {
+                        Ok(job) if job.snapshot_id == jobs[0].snapshot_id => {
+                            rows += job.rows;
+                            jobs.push(job);
+                        }
+                        Ok(job) => {
+                            carried = Some(job);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
             }
+            let snapshot_id = jobs[0].snapshot_id;
+            let held: Vec<Option<RecordBatch>> = jobs
+                .iter_mut()
+                .map(|job| {
+                    job.batch.take().map(|(batch, size)| {
+                        self.held_bytes.fetch_sub(size, Ordering::Relaxed);
+                        batch
+                    })
+                })
+                .collect();
             let Some(gate) = self
                 .running()
-                .get(&job.snapshot_id)
+                .get(&snapshot_id)
                 .map(|s| Arc::clone(&s.gate))
             else {
                 continue;
             };
-            let _shared = gate.read().await;
-            if !self.running().contains_key(&job.snapshot_id) {
+            let shared = gate.read().await;
+            if !self.running().contains_key(&snapshot_id) {
                 continue;
             }
-            let batch = match held {
-                Some((batch, _)) => batch,
-                None => match read_spooled(job.path.clone(), job.rows).await {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        drop(_shared);
-                        self.fail_running(
-                            job.snapshot_id,
-                            format!(
+            let mut batches = Vec::with_capacity(jobs.len());
+            let mut unreadable = None;
+            for (job, held) in jobs.iter().zip(held) {
+                match held {
+                    Some(batch) => batches.push(batch),
+                    None => match read_spooled(job.path.clone(), job.rows).await {
+                        Ok(batch) => batches.push(batch),
+                        Err(e) => {
+                            unreadable = Some(format!(
                                 "the spooled chunk {} cannot be read: {e}",
                                 job.path.display()
-                            ),
-                        )
-                        .await;
-                        continue;
-                    }
-                },
+                            ));
+                            break;
+                        }
+                    },
+                }
+            }
+            let failure = match unreadable {
+                Some(message) => Some(message),
+                None => self
+                    .insert_exactly_once(snapshot_id, &jobs, &batches)
+                    .await
+                    .err()
+                    .map(|e| {
+                        format!("ClickHouse refused an insert {MAX_REFUSED_INSERTS} times: {e}")
+                    }),
             };
-            if let Err(e) = self.insert_exactly_once(&job, &batch).await {
-                drop(_shared);
-                let message = format!(
-                    "ClickHouse refused chunk (rank {}, seq {}) {MAX_REFUSED_INSERTS} times: {e}",
-                    job.rank, job.seq
-                );
-                self.fail_running(job.snapshot_id, message).await;
+            drop(shared);
+            if let Some(message) = failure {
+                self.fail_running(snapshot_id, message).await;
                 continue;
             }
-            if let Err(e) = self.spool().remove_chunk(&job.path) {
-                warn!("{e}");
+            for job in &jobs {
+                if let Err(e) = self.spool().remove_chunk(&job.path) {
+                    warn!("{e}");
+                }
             }
-            if let Some(s) = self.running().get_mut(&job.snapshot_id) {
-                s.unstored -= 1;
+            if let Some(s) = self.running().get_mut(&snapshot_id) {
+                s.unstored -= jobs.len();
             }
             self.progressed.notify_waiters();
         }
     }
 
-    /// Inserts a chunk, retrying while ClickHouse fails. After a failed insert it counts what
-    /// landed: all of it (the answer was lost) ends the work, none means insert again, and a
-    /// part is deleted before inserting again. ClickHouse refusing the insert (rather than
-    /// failing to answer) several times over is an error.
-    async fn insert_exactly_once(&self, job: &Job, batch: &RecordBatch) -> Result<(), StoreError> {
-        let (id, rank, seq) = (job.snapshot_id, job.rank, job.seq);
+    /// Inserts chunks as one INSERT, retrying while ClickHouse fails. After a failed insert it
+    /// counts what landed, per chunk: a chunk stored whole (the answer was lost) is done, one
+    /// not stored goes again, and a part of one is deleted before it goes again. ClickHouse
+    /// refusing the insert (rather than failing to answer) several times over is an error.
+    async fn insert_exactly_once(
+        &self,
+        snapshot_id: u64,
+        jobs: &[Job],
+        batches: &[RecordBatch],
+    ) -> Result<(), StoreError> {
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
         let mut backoff = Backoff::new();
         let mut refused = 0;
         loop {
-            let Err(e) = self.store.insert_entries(id, rank, seq, batch).await else {
+            let chunks: Vec<(u32, u64, &RecordBatch)> = pending
+                .iter()
+                .map(|&i| (jobs[i].rank, jobs[i].seq, &batches[i]))
+                .collect();
+            let Err(e) = self.store.insert_chunks(snapshot_id, &chunks).await else {
                 return Ok(());
             };
             if !e.is_transient() {
@@ -501,33 +553,51 @@ impl Inner {
                 }
             }
             warn!(
-                snapshot_id = id,
-                rank, seq, "storing the chunk failed, will retry: {e}"
+                snapshot_id,
+                chunks = pending.len(),
+                "storing chunks failed, will retry: {e}"
             );
-            loop {
+            // Find out what landed, once ClickHouse answers again.
+            let stored = loop {
                 backoff.wait().await;
-                match self.store.chunk_rows(id, rank, seq).await {
-                    Ok(n) if n == job.rows => return Ok(()),
-                    Ok(0) => break,
-                    Ok(n) => {
-                        warn!(
-                            snapshot_id = id,
-                            rank,
-                            seq,
-                            "{n} of {} rows landed; deleting them before inserting again",
-                            job.rows
-                        );
-                        match self.store.delete_chunk_rows(id, rank, seq).await {
-                            Ok(()) => break,
-                            Err(e) => warn!("deleting a partial chunk: {e}"),
-                        }
-                    }
-                    Err(e) => warn!(
-                        snapshot_id = id,
-                        rank, seq, "ClickHouse is still failing: {e}"
-                    ),
+                match self.store.chunk_counts(snapshot_id).await {
+                    Ok(counts) => break counts,
+                    Err(e) => warn!(snapshot_id, "ClickHouse is still failing: {e}"),
                 }
+            };
+            let mut again = Vec::new();
+            for &i in &pending {
+                let job = &jobs[i];
+                let landed = stored
+                    .iter()
+                    .find(|c| (c.rank, c.seq) == (job.rank, job.seq))
+                    .map_or(0, |c| c.rows);
+                if landed == job.rows {
+                    continue;
+                }
+                if landed > 0 {
+                    warn!(
+                        snapshot_id,
+                        rank = job.rank,
+                        seq = job.seq,
+                        "{landed} of {} rows landed; deleting them before inserting again",
+                        job.rows
+                    );
+                    while let Err(e) = self
+                        .store
+                        .delete_chunk_rows(snapshot_id, job.rank, job.seq)
+                        .await
+                    {
+                        warn!("deleting a partial chunk: {e}");
+                        backoff.wait().await;
+                    }
+                }
+                again.push(i);
             }
+            if again.is_empty() {
+                return Ok(());
+            }
+            pending = again;
         }
     }
 

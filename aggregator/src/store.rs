@@ -232,26 +232,26 @@ impl Store {
         insert.end().await.map_err(self.err())
     }
 
-    /// Inserts one chunk's rows (checked with [`validate_batch`]) as one INSERT.
-    pub async fn insert_entries(
+    /// Inserts chunks' rows (checked with [`validate_batch`]) as one INSERT: (rank, seq, rows).
+    pub async fn insert_chunks(
         &self,
         snapshot_id: u64,
-        rank: u32,
-        seq: u64,
-        batch: &RecordBatch,
+        chunks: &[(u32, u64, &RecordBatch)],
     ) -> Result<(), StoreError> {
         let client = self
             .client
             .clone()
             .with_database(self.config.database.as_str());
-        let columns = EntryColumns::of(batch);
         let mut insert = client
             .insert::<EntryRecord<'static>>("entries")
             .await
             .map_err(self.err())?;
-        for row in 0..batch.num_rows() {
-            let record = columns.record(snapshot_id, rank, seq, row);
-            insert.write(&record).await.map_err(self.err())?;
+        for &(rank, seq, batch) in chunks {
+            let columns = EntryColumns::of(batch);
+            for row in 0..batch.num_rows() {
+                let record = columns.record(snapshot_id, rank, seq, row);
+                insert.write(&record).await.map_err(self.err())?;
+            }
         }
         insert.end().await.map_err(self.err())
     }
@@ -262,21 +262,6 @@ impl Store {
         self.client
             .query(&format!("SELECT rank, seq, count() AS n FROM {db}.entries WHERE snapshot_id = {snapshot_id} GROUP BY rank, seq"))
             .fetch_all()
-            .await
-            .map_err(self.err())
-    }
-
-    /// Rows stored of one chunk.
-    pub async fn chunk_rows(
-        &self,
-        snapshot_id: u64,
-        rank: u32,
-        seq: u64,
-    ) -> Result<u64, StoreError> {
-        let db = &self.config.database;
-        self.client
-            .query(&format!("SELECT count() FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND rank = {rank} AND seq = {seq}"))
-            .fetch_one()
             .await
             .map_err(self.err())
     }
@@ -384,13 +369,23 @@ impl Store {
         let db = &self.config.database;
         self.drop_partitions(snapshot_id, &ddl::DERIVED_TABLES[..4])
             .await?;
-        for sql in [
-            sql::dir_rollups(db, snapshot_id, root),
-            sql::owner_usage(db, snapshot_id, root),
-            sql::type_usage(db, snapshot_id),
-            sql::histograms(db, snapshot_id, started_at_ns),
+        for (report, sql) in [
+            ("dir_rollups", sql::dir_rollups(db, snapshot_id, root)),
+            ("owner_usage", sql::owner_usage(db, snapshot_id, root)),
+            ("type_usage", sql::type_usage(db, snapshot_id)),
+            (
+                "histograms",
+                sql::histograms(db, snapshot_id, started_at_ns),
+            ),
         ] {
+            let start = std::time::Instant::now();
             self.execute(&sql).await?;
+            tracing::debug!(
+                snapshot_id,
+                report,
+                seconds = start.elapsed().as_secs_f64(),
+                "report computed"
+            );
         }
         self.client
             .query(&format!(
