@@ -19,7 +19,7 @@ fn ancestors(dir: &str) -> String {
 const HARD_LINKED: &str = "kind != 'dir' AND nlink > 1";
 
 /// Fills `dir_rollups`. Three parts, so the expansion to ancestors runs over directories, not
-/// entries: (1) entries summed per parent directory; (2) those sums spread to every ancestor
+/// entries: (1) entries below the root (depth > 0: no string compared) summed per parent directory; (2) those sums spread to every ancestor
 /// within the root; (3) hard-linked files, spread per distinct (dev, ino, directory).
 pub fn dir_rollups(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
     let root_lit = quote_bytes(root);
@@ -59,7 +59,7 @@ FROM
         (
             SELECT parent_path, sum(size) AS b, sum(if({HARD_LINKED}, 0, allocated)) AS a, count() AS n,
                 countIf(kind = 'file') AS f, countIf(kind = 'dir') AS dd, max(mtime_ns) AS mt, max(atime_ns) AS at
-            FROM {of_snapshot} AND path != {root_lit}
+            FROM {of_snapshot} AND depth > 0
             GROUP BY parent_path
         ) AS g
         ARRAY JOIN {parents} AS dir
@@ -76,7 +76,7 @@ ANY LEFT JOIN
         FROM
         (
             SELECT dev, ino, allocated, parent_path
-            FROM {of_snapshot} AND {HARD_LINKED} AND path != {root_lit}
+            FROM {of_snapshot} AND {HARD_LINKED} AND depth > 0
         ) AS h
         ARRAY JOIN {parents} AS dir
         WHERE {within}
