@@ -225,25 +225,7 @@ fn a_chunk_sent_twice_is_stored_once_and_the_snapshot_commits() {
 #[test]
 fn a_chunk_with_the_wrong_schema_is_refused_by_name_and_nothing_of_it_is_stored() {
     let (rt, db, agg) = setup("schema");
-    let foreign = {
-        use arrow_array::{Int32Array, RecordBatch};
-        use std::sync::Arc;
-        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
-            "path",
-            arrow_schema::DataType::Int32,
-            false,
-        )]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(Int32Array::from(vec![1, 2, 3]))],
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        out
-    };
+    let foreign = support::foreign_parquet(3);
     let (acks, err) = rt.block_on(async {
         let mut c = connect(&agg.addr).await;
         let id = begin(&mut c, 1).await;

@@ -19,13 +19,7 @@ use support::*;
 const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 fn aggregator_binary() -> PathBuf {
-    let path = Path::new(SCANNER).with_file_name("storage-aggregator");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p storage-tracker-aggregator` (cargo test --workspace does)",
-        path.display()
-    );
-    path
+    support::aggregator_binary(SCANNER)
 }
 
 fn free_port() -> u16 {

@@ -14,13 +14,24 @@ use support::*;
 const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 fn aggregator_binary() -> PathBuf {
-    let path = Path::new(SCANNER).with_file_name("storage-aggregator");
+    support::aggregator_binary(SCANNER)
+}
+
+/// An offline scan of `tree` into `out` with 2048-row chunks.
+fn offline_scan(tree: &Path, out: &Path) {
+    let scan = Command::new(SCANNER)
+        .arg("--output")
+        .arg(out)
+        .args(["--chunk-rows", "2048", "--label", "offline"])
+        .arg(tree)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
     assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p storage-tracker-aggregator` (cargo test --workspace does)",
-        path.display()
+        scan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scan.stderr)
     );
-    path
 }
 
 fn import(db: &TestDatabase, dir: &Path) -> Output {
@@ -65,19 +76,7 @@ fn an_offline_scan_imports_once_and_equals_ground_truth() {
     let db = TestDatabase::new(&rt, "import");
     let fixture = Fixture::build();
     let out = tempfile::tempdir().unwrap();
-    let scan = Command::new(SCANNER)
-        .arg("--output")
-        .arg(out.path())
-        .args(["--chunk-rows", "2048", "--label", "offline"])
-        .arg(&fixture.root)
-        .env_remove("SLURM_PROCID")
-        .output()
-        .unwrap();
-    assert!(
-        scan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&scan.stderr)
-    );
+    offline_scan(&fixture.root, out.path());
 
     let first = import(&db, out.path());
     let said = String::from_utf8_lossy(&first.stdout);
@@ -116,19 +115,7 @@ fn broken_or_foreign_chunk_files_are_refused_by_name_and_nothing_is_kept() {
         std::fs::write(tree.path().join(format!("f{i}")), b"x").unwrap();
     }
     let out = tempfile::tempdir().unwrap();
-    let scan = Command::new(SCANNER)
-        .arg("--output")
-        .arg(out.path())
-        .args(["--chunk-rows", "2048"])
-        .arg(tree.path())
-        .env_remove("SLURM_PROCID")
-        .output()
-        .unwrap();
-    assert!(
-        scan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&scan.stderr)
-    );
+    offline_scan(tree.path(), out.path());
     let chunk = out.path().join("rank00000-seq000000000.parquet");
     let good = std::fs::read(&chunk).unwrap();
 
@@ -143,22 +130,7 @@ fn broken_or_foreign_chunk_files_are_refused_by_name_and_nothing_is_kept() {
     );
 
     // A Parquet file of another schema.
-    let foreign = {
-        use arrow_array::{Int32Array, RecordBatch};
-        use std::sync::Arc;
-        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
-            "path",
-            arrow_schema::DataType::Int32,
-            false,
-        )]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![1]))])
-            .unwrap();
-        let mut bytes = Vec::new();
-        let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        bytes
-    };
+    let foreign = foreign_parquet(1);
     std::fs::write(&chunk, foreign).unwrap();
     let o = import(&db, out.path());
     let err = String::from_utf8_lossy(&o.stderr);

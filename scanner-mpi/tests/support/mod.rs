@@ -159,6 +159,35 @@ impl Drop for Aggregator {
     }
 }
 
+/// A valid Parquet file of another schema: one Int32 column named "path" with `rows` rows.
+pub fn foreign_parquet(rows: i32) -> Vec<u8> {
+    use arrow_array::{Int32Array, RecordBatch};
+    use std::sync::Arc;
+    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+        "path",
+        arrow_schema::DataType::Int32,
+        false,
+    )]));
+    let values = Int32Array::from((1..=rows).collect::<Vec<_>>());
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(values)]).unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
+
+/// The `storage-aggregator` binary beside `scanner` (`cargo test --workspace` builds both).
+pub fn aggregator_binary(scanner: &str) -> PathBuf {
+    let path = Path::new(scanner).with_file_name("storage-aggregator");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p storage-tracker-aggregator` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
 /// `scanner` with the arguments that run it as "nobody" (root ignores permission bits). The
 /// binary is copied into `dir` first: the build directory need not be readable by others.
 pub fn as_nobody(scanner: &str, dir: &Path) -> Command {
