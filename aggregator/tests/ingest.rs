@@ -523,3 +523,24 @@ fn retention_drops_snapshots_and_everything_derived_from_them() {
         assert_eq!(state(&rt, &db, id).state_name, "committed");
     }
 }
+
+#[test]
+fn a_retention_policy_runs_after_each_commit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "keep");
+    let agg = Aggregator::start_with(&rt, &db, |o| {
+        o.retention = Some(storage_tracker_aggregator::retention::Retention {
+            last: 1,
+            weekly: 0,
+            monthly: 0,
+        });
+    });
+    rt.block_on(async {
+        let mut c = connect(&agg.addr).await;
+        commit_one(&mut c, begin_request(1), 5).await;
+        commit_one(&mut c, begin_request(1), 5).await;
+    });
+    assert_eq!(state(&rt, &db, 1).state_name, "deleted");
+    assert_eq!(rows(&rt, &db, 1), 0);
+    assert_eq!(state(&rt, &db, 2).state_name, "committed");
+}

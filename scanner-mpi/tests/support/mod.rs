@@ -528,6 +528,15 @@ struct Usage {
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct TopUsage {
+    id: u32,
+    #[serde(with = "serde_bytes")]
+    top: Vec<u8>,
+    entries: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct TypeUsage {
     #[serde(with = "serde_bytes")]
     extension: Vec<u8>,
@@ -606,6 +615,37 @@ pub fn check_reports(
             e.allocated
         }
     };
+
+    // Per user, per top-level directory below the root ('' for the root itself).
+    let root_depth = truth.iter().map(|e| e.path.len()).min().unwrap_or(0);
+    let top_of = |e: &TruthEntry| -> Vec<u8> {
+        if e.path.len() == root_depth {
+            return Vec::new();
+        }
+        let below = &e.path[root_depth + 1..];
+        below
+            .split(|&b| b == b'/')
+            .next()
+            .unwrap_or_default()
+            .to_vec()
+    };
+    let mut want: BTreeMap<(u32, Vec<u8>), (u64, u64)> = BTreeMap::new();
+    for e in truth {
+        let w = want.entry((e.uid, top_of(e))).or_default();
+        w.0 += 1;
+        w.1 += e.size;
+    }
+    let got: BTreeMap<(u32, Vec<u8>), (u64, u64)> = db
+        .query::<TopUsage>(rt, &format!(
+            "SELECT id, top, entries, bytes FROM {d}.owner_usage WHERE snapshot_id = {id} AND principal = 'user'"
+        ))
+        .into_iter()
+        .map(|u| ((u.id, u.top), (u.entries, u.bytes)))
+        .collect();
+    assert_eq!(
+        got, want,
+        "usage per user and top-level directory (entries, bytes)"
+    );
 
     for (principal, of) in [
         ("user", (|e: &TruthEntry| e.uid) as fn(&TruthEntry) -> u32),
