@@ -8,6 +8,7 @@ pub mod error;
 pub mod history;
 pub mod paths;
 pub mod query;
+pub mod reports;
 pub mod routes;
 
 use clickhouse::Client;

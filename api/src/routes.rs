@@ -28,6 +28,30 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/snapshots", get(list_snapshots))
         .route("/api/v1/snapshots/{snapshot_id}", get(one_snapshot))
         .route("/api/v1/snapshots/{snapshot_id}/children", get(children))
+        .route(
+            "/api/v1/snapshots/{snapshot_id}/entry",
+            get(crate::reports::entry),
+        )
+        .route(
+            "/api/v1/snapshots/{snapshot_id}/top",
+            get(crate::reports::top),
+        )
+        .route(
+            "/api/v1/snapshots/{snapshot_id}/usage",
+            get(crate::reports::usage),
+        )
+        .route(
+            "/api/v1/snapshots/{snapshot_id}/histograms",
+            get(crate::reports::histograms),
+        )
+        .route(
+            "/api/v1/snapshots/{snapshot_id}/stale",
+            get(crate::reports::stale),
+        )
+        .route(
+            "/api/v1/snapshots/{snapshot_id}/search",
+            get(crate::reports::search),
+        )
         .route("/api/v1/history", get(crate::history::history))
         .route("/api/v1/growth", get(crate::history::growth))
         .route("/api/v1/growth/owners", get(crate::history::owner_growth))
@@ -75,7 +99,7 @@ fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
 }
 
-fn snapshot_id(
+pub(crate) fn snapshot_id(
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<u64, ApiError> {
     let Path(raw) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -226,45 +250,45 @@ struct Totals {
 }
 
 #[derive(Debug, Serialize)]
-struct EntryError {
+pub(crate) struct EntryError {
     op: &'static str,
     errno: i32,
 }
 
 #[derive(Debug, Serialize)]
-struct Child {
-    name: String,
+pub(crate) struct Child {
+    pub(crate) name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     name_b64: Option<String>,
-    path: String,
+    pub(crate) path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
-    kind: &'static str,
+    pub(crate) kind: &'static str,
     /// Recursive apparent bytes for a directory (itself included), the size otherwise.
-    bytes: u64,
-    allocated: u64,
+    pub(crate) bytes: u64,
+    pub(crate) allocated: u64,
     /// Entries, files and directories below a directory; 0 otherwise.
-    entries: u64,
-    files: u64,
-    dirs: u64,
+    pub(crate) entries: u64,
+    pub(crate) files: u64,
+    pub(crate) dirs: u64,
     /// Newest mtime in a directory's tree; the entry's own otherwise.
-    max_mtime_ns: i64,
-    size: u64,
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    nlink: u64,
-    mtime_ns: i64,
-    atime_ns: i64,
+    pub(crate) max_mtime_ns: i64,
+    pub(crate) size: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+    pub(crate) nlink: u64,
+    pub(crate) mtime_ns: i64,
+    pub(crate) atime_ns: i64,
     /// Names of the owner and group, where the scan could resolve them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<String>,
+    pub(crate) group: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    symlink_target: Option<String>,
+    pub(crate) symlink_target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<EntryError>,
+    pub(crate) error: Option<EntryError>,
 }
 
 impl From<ChildRow> for Child {
@@ -386,7 +410,7 @@ async fn children(
 }
 
 /// Fills in the user and group names of a page of entries.
-async fn name_owners(
+pub(crate) async fn name_owners(
     state: &AppState,
     snapshot_id: u64,
     children: &mut [Child],

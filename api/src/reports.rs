@@ -1,0 +1,780 @@
+//! The reports of one snapshot: an entry's details, the largest files and directories, usage by
+//! owner, group and file type, the histograms, stale data (JSON or CSV), and search.
+//!
+//! Every value from a request is checked here and enters SQL through `quote_bytes` or as a
+//! number; sort orders and columns come from fixed lists.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::entry::split_path;
+use storage_tracker_proto::reports::{AGE_BOUNDS_DAYS, extension_sql};
+use storage_tracker_proto::sql::{below_prefix, quote_bytes};
+
+use crate::paths::{PathParam, Text};
+use crate::query::{ChildRow, SnapshotRow};
+use crate::routes::{Child, committed, name_owners, page, snapshot_id};
+use crate::{ApiError, AppState};
+
+fn params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
+}
+
+/// The snapshot, and the directory a request limits itself to (the root when none is given).
+async fn scope(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+    path: Option<String>,
+    path_b64: Option<String>,
+) -> Result<(SnapshotRow, Vec<u8>), ApiError> {
+    let snapshot_id = snapshot_id(id)?;
+    let requested = PathParam { path, path_b64 }.bytes()?;
+    let snapshot = committed(state, snapshot_id).await?;
+    let dir = requested.unwrap_or_else(|| snapshot.root_path.clone());
+    Ok((snapshot, dir))
+}
+
+/// `path` and everything below it.
+fn under(dir: &[u8]) -> String {
+    format!(
+        "(path = {} OR startsWith(path, {}))",
+        quote_bytes(dir),
+        quote_bytes(&below_prefix(dir))
+    )
+}
+
+/// Entries of a snapshot matching `condition`, as [`ChildRow`]s with their own sizes.
+fn entries_sql(
+    db: &Database,
+    snapshot_id: u64,
+    condition: &str,
+    order: &str,
+    limit: u64,
+    offset: u64,
+) -> String {
+    format!(
+        "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
+    size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
+    toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns
+FROM {db}.entries
+WHERE snapshot_id = {snapshot_id} AND {condition}
+ORDER BY {order}
+LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+async fn listed(state: &AppState, snapshot_id: u64, sql: &str) -> Result<Vec<Child>, ApiError> {
+    let rows = state.client.query(sql).fetch_all::<ChildRow>().await?;
+    let mut children: Vec<Child> = rows.into_iter().map(Child::from).collect();
+    name_owners(state, snapshot_id, &mut children).await?;
+    Ok(children)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EntryParams {
+    path: Option<String>,
+    path_b64: Option<String>,
+}
+
+/// `GET /api/v1/snapshots/{id}/entry?path=…`: one entry, with its tree's totals when a
+/// directory.
+pub(crate) async fn entry(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<EntryParams>, QueryRejection>,
+) -> Result<Json<Child>, ApiError> {
+    let p = params(q)?;
+    if p.path.is_none() && p.path_b64.is_none() {
+        return Err(ApiError::BadRequest(
+            "give the entry as path= or path_b64=".into(),
+        ));
+    }
+    let (snapshot, path) = scope(&state, id, p.path, p.path_b64).await?;
+    let (parent, name) = split_path(&path);
+    let db = &state.database;
+    let sql = format!(
+        "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
+    if(kind = 'dir', dir_bytes, size) AS tree_bytes, if(kind = 'dir', dir_allocated, allocated) AS tree_allocated,
+    tree_entries, tree_files, tree_dirs, if(kind = 'dir', dir_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns
+FROM
+(
+    SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target
+    FROM {db}.entries WHERE snapshot_id = {id} AND parent_path = {parent} AND name = {name}
+) AS e
+ANY LEFT JOIN
+(
+    SELECT name, bytes AS dir_bytes, allocated AS dir_allocated, entries AS tree_entries, files AS tree_files,
+        dirs AS tree_dirs, max_mtime_ns AS dir_max_mtime_ns
+    FROM {db}.dir_rollups WHERE snapshot_id = {id} AND parent_path = {parent} AND name = {name}
+) AS r USING name
+LIMIT 1",
+        id = snapshot.snapshot_id,
+        parent = quote_bytes(parent),
+        name = quote_bytes(name)
+    );
+    listed(&state, snapshot.snapshot_id, &sql)
+        .await?
+        .pop()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no entry {:?} in snapshot {}",
+                String::from_utf8_lossy(&path),
+                snapshot.snapshot_id
+            ))
+        })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TopParams {
+    /// files (default) or dirs.
+    what: Option<String>,
+    path: Option<String>,
+    path_b64: Option<String>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Listing {
+    snapshot_id: u64,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    limit: u64,
+    offset: u64,
+    entries: Vec<Child>,
+}
+
+/// `GET /api/v1/snapshots/{id}/top?what=files|dirs&path=…`: the largest files (by size) or
+/// directories (by recursive bytes) under a directory.
+pub(crate) async fn top(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<TopParams>, QueryRejection>,
+) -> Result<Json<Listing>, ApiError> {
+    let p = params(q)?;
+    let (limit, offset) = page(p.limit, p.offset)?;
+    let (snapshot, dir) = scope(&state, id, p.path, p.path_b64).await?;
+    let db = &state.database;
+    let snapshot_id = snapshot.snapshot_id;
+    let sql = match p.what.as_deref() {
+        None | Some("files") => entries_sql(
+            db,
+            snapshot_id,
+            &format!("kind = 'file' AND {}", under(&dir)),
+            "size DESC, path ASC",
+            limit,
+            offset,
+        ),
+        Some("dirs") => format!(
+            "SELECT name, path, toInt8(2) AS kind, toUInt64(0) AS size, toUInt64(0) AS allocated, uid, gid,
+    toUInt32(0) AS mode, toUInt64(0) AS nlink, mtime_ns, atime_ns, toInt8(0) AS error_op, toInt32(0) AS errno,
+    '' AS symlink_target, bytes AS tree_bytes, allocated AS tree_allocated, entries AS tree_entries,
+    files AS tree_files, dirs AS tree_dirs, max_mtime_ns AS tree_max_mtime_ns
+FROM {db}.dir_rollups
+WHERE snapshot_id = {snapshot_id} AND {}
+ORDER BY bytes DESC, path ASC
+LIMIT {limit} OFFSET {offset}",
+            under(&dir)
+        ),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "what must be files or dirs, got {other:?}"
+            )));
+        }
+    };
+    let entries = listed(&state, snapshot_id, &sql).await?;
+    let shown = Text::of(&dir);
+    Ok(Json(Listing {
+        snapshot_id,
+        path: shown.text,
+        path_b64: shown.b64,
+        limit,
+        offset,
+        entries,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UsageParams {
+    /// user (default), group or type.
+    by: Option<String>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct UsageRow {
+    #[serde(with = "serde_bytes")]
+    key: Vec<u8>,
+    id: u32,
+    name: String,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    allocated: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct UsageItem {
+    /// The uid or gid (absent for file types).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u32>,
+    /// The user or group name, or the extension ("" for files without one).
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_b64: Option<String>,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    allocated: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Usage {
+    snapshot_id: u64,
+    by: &'static str,
+    limit: u64,
+    offset: u64,
+    items: Vec<UsageItem>,
+}
+
+/// `GET /api/v1/snapshots/{id}/usage?by=user|group|type`: usage, largest first.
+pub(crate) async fn usage(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<UsageParams>, QueryRejection>,
+) -> Result<Json<Usage>, ApiError> {
+    let p = params(q)?;
+    let (limit, offset) = page(p.limit, p.offset)?;
+    let snapshot_id = snapshot_id(id)?;
+    committed(&state, snapshot_id).await?;
+    let db = &state.database;
+    let (by, sql) = match p.by.as_deref() {
+        None | Some("user") | Some("group") => {
+            let by = if p.by.as_deref() == Some("group") { "group" } else { "user" };
+            (by, format!(
+                "SELECT '' AS key, id, name, entries, files, bytes, allocated
+FROM
+(
+    SELECT id, sum(entries) AS entries, sum(files) AS files, sum(bytes) AS bytes, sum(allocated) AS allocated
+    FROM {db}.owner_usage WHERE snapshot_id = {snapshot_id} AND principal = '{by}' GROUP BY id
+) AS u
+ANY LEFT JOIN
+(
+    SELECT id, name FROM {db}.principals WHERE snapshot_id = {snapshot_id} AND kind = '{by}'
+) AS n USING id
+ORDER BY bytes DESC, id ASC
+LIMIT {limit} OFFSET {offset}"
+            ))
+        }
+        Some("type") => ("type", format!(
+            "SELECT extension AS key, toUInt32(0) AS id, '' AS name, files AS entries, files, bytes, allocated
+FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}
+ORDER BY bytes DESC, key ASC
+LIMIT {limit} OFFSET {offset}"
+        )),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "by must be user, group or type, got {other:?}"
+            )));
+        }
+    };
+    let rows = state.client.query(&sql).fetch_all::<UsageRow>().await?;
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            let (id, name) = if by == "type" {
+                (None, Text::of(&r.key))
+            } else {
+                (Some(r.id), Text::of(r.name.as_bytes()))
+            };
+            UsageItem {
+                id,
+                name: name.text,
+                name_b64: name.b64,
+                entries: r.entries,
+                files: r.files,
+                bytes: r.bytes,
+                allocated: r.allocated,
+            }
+        })
+        .collect();
+    Ok(Json(Usage {
+        snapshot_id,
+        by,
+        limit,
+        offset,
+        items,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct HistogramParams {
+    /// size (default), mtime or atime.
+    of: Option<String>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct BucketRow {
+    bucket: u8,
+    files: u64,
+    bytes: u64,
+    allocated: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Bucket {
+    bucket: u8,
+    /// What the bucket holds, e.g. "[4 KiB, 8 KiB)" or "1-7 days".
+    label: String,
+    files: u64,
+    bytes: u64,
+    allocated: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Histogram {
+    snapshot_id: u64,
+    of: &'static str,
+    buckets: Vec<Bucket>,
+}
+
+fn size_label(bucket: u8) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let human = |exp: u32| format!("{} {}", 1u64 << (exp % 10), UNITS[(exp / 10) as usize]);
+    match bucket {
+        0 => "empty".into(),
+        b => format!(
+            "[{}, {})",
+            human(u32::from(b) - 1),
+            human(u32::from(b).min(63))
+        ),
+    }
+}
+
+fn age_label(bucket: u8) -> String {
+    let bounds = AGE_BOUNDS_DAYS;
+    match bucket as usize {
+        0 => "in the future".into(),
+        1 => format!("under {} day", bounds[0]),
+        b if b <= bounds.len() => format!("{}-{} days", bounds[b - 2], bounds[b - 1]),
+        _ => format!("{} days or more", bounds[bounds.len() - 1]),
+    }
+}
+
+/// `GET /api/v1/snapshots/{id}/histograms?of=size|mtime|atime`: files per bucket.
+pub(crate) async fn histograms(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<HistogramParams>, QueryRejection>,
+) -> Result<Json<Histogram>, ApiError> {
+    let p = params(q)?;
+    let snapshot_id = snapshot_id(id)?;
+    let of = match p.of.as_deref() {
+        None | Some("size") => "size",
+        Some("mtime") => "mtime",
+        Some("atime") => "atime",
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "of must be size, mtime or atime, got {other:?}"
+            )));
+        }
+    };
+    committed(&state, snapshot_id).await?;
+    let sql = format!(
+        "SELECT bucket, files, bytes, allocated FROM {}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = '{of}' ORDER BY bucket",
+        state.database
+    );
+    let rows = state.client.query(&sql).fetch_all::<BucketRow>().await?;
+    let buckets = rows
+        .into_iter()
+        .map(|r| Bucket {
+            bucket: r.bucket,
+            label: if of == "size" {
+                size_label(r.bucket)
+            } else {
+                age_label(r.bucket)
+            },
+            files: r.files,
+            bytes: r.bytes,
+            allocated: r.allocated,
+        })
+        .collect();
+    Ok(Json(Histogram {
+        snapshot_id,
+        of,
+        buckets,
+    }))
+}
+
+const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StaleParams {
+    /// Not accessed (or modified, with by=mtime) for this many days before the scan.
+    days: Option<u32>,
+    /// Only files at least this large (bytes).
+    min_size: Option<u64>,
+    by: Option<String>,
+    /// json (default) or csv.
+    format: Option<String>,
+    path: Option<String>,
+    path_b64: Option<String>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+/// Most rows of one CSV download; page through larger sets with `offset`.
+pub(crate) const MAX_CSV_ROWS: u64 = 100_000;
+
+/// `GET /api/v1/snapshots/{id}/stale?days=180&min_size=…&by=atime|mtime&format=json|csv`: large
+/// files untouched for a while, largest first.
+pub(crate) async fn stale(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<StaleParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = params(q)?;
+    let csv = match p.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format must be json or csv, got {other:?}"
+            )));
+        }
+    };
+    let (limit, offset) = if csv {
+        let limit = p.limit.unwrap_or(MAX_CSV_ROWS);
+        if !(1..=MAX_CSV_ROWS).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_CSV_ROWS} for CSV, got {limit}"
+            )));
+        }
+        (limit, page(Some(1), p.offset)?.1)
+    } else {
+        page(p.limit, p.offset)?
+    };
+    let column = match p.by.as_deref() {
+        None | Some("atime") => "atime_ns",
+        Some("mtime") => "mtime_ns",
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "by must be atime or mtime, got {other:?}"
+            )));
+        }
+    };
+    let days = p.days.unwrap_or(180);
+    if days > 36_500 {
+        return Err(ApiError::BadRequest(format!(
+            "days must be at most 36500, got {days}"
+        )));
+    }
+    let (snapshot, dir) = scope(&state, id, p.path, p.path_b64).await?;
+    let cutoff = i64::from(snapshot.started_at) * 1_000_000_000 - i64::from(days) * NS_PER_DAY;
+    let condition = format!(
+        "kind = 'file' AND {column} < {cutoff} AND size >= {} AND {}",
+        p.min_size.unwrap_or(0),
+        under(&dir)
+    );
+    let sql = entries_sql(
+        &state.database,
+        snapshot.snapshot_id,
+        &condition,
+        "size DESC, path ASC",
+        limit,
+        offset,
+    );
+    let entries = listed(&state, snapshot.snapshot_id, &sql).await?;
+    if !csv {
+        let shown = Text::of(&dir);
+        return Ok(Json(Listing {
+            snapshot_id: snapshot.snapshot_id,
+            path: shown.text,
+            path_b64: shown.b64,
+            limit,
+            offset,
+            entries,
+        })
+        .into_response());
+    }
+    let mut out = String::from("path,size,allocated,user,group,uid,gid,mtime_ns,atime_ns\n");
+    for e in &entries {
+        let field = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            field(&e.path),
+            e.size,
+            e.allocated,
+            field(e.user.as_deref().unwrap_or("")),
+            field(e.group.as_deref().unwrap_or("")),
+            e.uid,
+            e.gid,
+            e.mtime_ns,
+            e.atime_ns
+        ));
+    }
+    let disposition = format!(
+        "attachment; filename=\"stale-snapshot{}-{days}d.csv\"",
+        snapshot.snapshot_id
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SearchParams {
+    /// What to look for.
+    q: Option<String>,
+    /// substring (default), glob or regex.
+    #[serde(rename = "match")]
+    how: Option<String>,
+    /// name (default) or path.
+    field: Option<String>,
+    /// Only under this directory.
+    path: Option<String>,
+    path_b64: Option<String>,
+    min_size: Option<u64>,
+    max_size: Option<u64>,
+    /// Owner or group, by name or number.
+    user: Option<String>,
+    group: Option<String>,
+    /// File type: the extension, without the dot.
+    #[serde(rename = "type")]
+    extension: Option<String>,
+    /// Dates as YYYY-MM-DD (UTC).
+    mtime_before: Option<String>,
+    mtime_after: Option<String>,
+    atime_before: Option<String>,
+    atime_after: Option<String>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A `YYYY-MM-DD` date as nanoseconds since the epoch (midnight UTC).
+fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "{name} must be a date as YYYY-MM-DD, got {value:?}"
+        ))
+    };
+    let parts: Vec<&str> = value.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, d): (i64, u32, u32) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    Ok(days_from_civil(y, m, d) * NS_PER_DAY)
+}
+
+/// A shell glob as a `LIKE` pattern: `*` any run, `?` one byte, `%`, `_` and `\` literal.
+fn glob_to_like(glob: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(glob.len() + 4);
+    for &b in glob {
+        match b {
+            b'*' => out.push(b'%'),
+            b'?' => out.push(b'_'),
+            b'%' | b'_' | b'\\' => {
+                out.push(b'\\');
+                out.push(b);
+            }
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+/// The condition for an owner or group given by name or number.
+fn principal_condition(
+    db: &Database,
+    snapshot_id: u64,
+    column: &str,
+    kind: &str,
+    who: &str,
+) -> String {
+    match who.parse::<u32>() {
+        Ok(id) => format!("{column} = {id}"),
+        Err(_) => format!(
+            "{column} IN (SELECT id FROM {db}.principals WHERE snapshot_id = {snapshot_id} AND kind = '{kind}' AND name = {})",
+            quote_bytes(who.as_bytes())
+        ),
+    }
+}
+
+/// `GET /api/v1/snapshots/{id}/search?q=…&match=substring|glob|regex&field=name|path&…`:
+/// entries matching every filter given, largest first.
+pub(crate) async fn search(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<Listing>, ApiError> {
+    let p = params(q)?;
+    let (limit, offset) = page(p.limit, p.offset)?;
+    let field = match p.field.as_deref() {
+        None | Some("name") => "name",
+        Some("path") => "path",
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "field must be name or path, got {other:?}"
+            )));
+        }
+    };
+    let mut conditions = Vec::new();
+    if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
+        if text.len() > 1024 {
+            return Err(ApiError::BadRequest("q is longer than 1024 bytes".into()));
+        }
+        let literal = quote_bytes(text.as_bytes());
+        conditions.push(match p.how.as_deref() {
+            None | Some("substring") => format!("position({field}, {literal}) > 0"),
+            Some("glob") => format!(
+                "{field} LIKE {}",
+                quote_bytes(&glob_to_like(text.as_bytes()))
+            ),
+            Some("regex") => {
+                regex_syntax::Parser::new().parse(text).map_err(|e| {
+                    ApiError::BadRequest(format!("q is not a valid regular expression: {e}"))
+                })?;
+                format!("match({field}, {literal})")
+            }
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "match must be substring, glob or regex, got {other:?}"
+                )));
+            }
+        });
+    }
+    if let Some(min) = p.min_size {
+        conditions.push(format!("size >= {min}"));
+    }
+    if let Some(max) = p.max_size {
+        conditions.push(format!("size <= {max}"));
+    }
+    for (name, value, column, op) in [
+        ("mtime_before", &p.mtime_before, "mtime_ns", "<"),
+        ("mtime_after", &p.mtime_after, "mtime_ns", ">="),
+        ("atime_before", &p.atime_before, "atime_ns", "<"),
+        ("atime_after", &p.atime_after, "atime_ns", ">="),
+    ] {
+        if let Some(v) = value {
+            conditions.push(format!("{column} {op} {}", date_ns(name, v)?));
+        }
+    }
+    let (snapshot, dir) = scope(&state, id, p.path, p.path_b64).await?;
+    let db = &state.database;
+    let snapshot_id = snapshot.snapshot_id;
+    if let Some(who) = &p.user {
+        conditions.push(principal_condition(db, snapshot_id, "uid", "user", who));
+    }
+    if let Some(who) = &p.group {
+        conditions.push(principal_condition(db, snapshot_id, "gid", "group", who));
+    }
+    if let Some(ext) = &p.extension {
+        conditions.push(format!(
+            "kind = 'file' AND {} = {}",
+            extension_sql("name"),
+            quote_bytes(ext.to_ascii_lowercase().as_bytes())
+        ));
+    }
+    if dir != snapshot.root_path {
+        conditions.push(under(&dir));
+    }
+    let condition = if conditions.is_empty() {
+        "1".to_owned()
+    } else {
+        conditions.join(" AND ")
+    };
+    let sql = entries_sql(
+        db,
+        snapshot_id,
+        &condition,
+        "size DESC, path ASC",
+        limit,
+        offset,
+    );
+    let entries = listed(&state, snapshot_id, &sql).await?;
+    let shown = Text::of(&dir);
+    Ok(Json(Listing {
+        snapshot_id,
+        path: shown.text,
+        path_b64: shown.b64,
+        limit,
+        offset,
+        entries,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_become_like_patterns_with_literals_escaped() {
+        assert_eq!(glob_to_like(b"*.tar.?z"), b"%.tar._z");
+        assert_eq!(glob_to_like(b"100%_\\x"), b"100\\%\\_\\\\x");
+    }
+
+    #[test]
+    fn dates_parse_to_utc_midnight() {
+        assert_eq!(date_ns("d", "1970-01-01").unwrap(), 0);
+        assert_eq!(date_ns("d", "2026-03-04").unwrap(), 20_516 * NS_PER_DAY);
+        assert_eq!(date_ns("d", "1969-12-31").unwrap(), -NS_PER_DAY);
+        for bad in [
+            "2026-13-01",
+            "yesterday",
+            "2026-1",
+            "2026-01-01-01",
+            "0-01-01",
+        ] {
+            assert!(
+                date_ns("mtime_before", bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("mtime_before")
+            );
+        }
+    }
+
+    #[test]
+    fn labels_name_the_bucket_bounds() {
+        assert_eq!(size_label(0), "empty");
+        assert_eq!(size_label(1), "[1 B, 2 B)");
+        assert_eq!(size_label(13), "[4 KiB, 8 KiB)");
+        assert_eq!(age_label(0), "in the future");
+        assert_eq!(age_label(1), "under 1 day");
+        assert_eq!(age_label(2), "1-7 days");
+        assert_eq!(age_label(10), "1825 days or more");
+    }
+}

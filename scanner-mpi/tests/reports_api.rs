@@ -1,0 +1,253 @@
+//! The report endpoints of the API over one real scan of a small tree whose answers are
+//! known: an entry, the largest files and directories, usage by owner and type, histograms,
+//! stale data (JSON and CSV), and search with every kind of filter.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::Request;
+use tower::ServiceExt;
+
+use storage_tracker_api::{AppState, ReadConfig};
+use support::*;
+
+const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
+
+struct Api {
+    rt: tokio::runtime::Runtime,
+    app: axum::Router,
+}
+
+impl Api {
+    /// (status, content type, body).
+    fn raw(&self, uri: &str) -> (u16, String, Vec<u8>) {
+        let response = self
+            .rt
+            .block_on(
+                self.app
+                    .clone()
+                    .oneshot(Request::get(uri).body(Body::empty()).unwrap()),
+            )
+            .unwrap();
+        let status = response.status().as_u16();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = self
+            .rt
+            .block_on(axum::body::to_bytes(response.into_body(), 16 << 20))
+            .unwrap();
+        (status, kind, body.to_vec())
+    }
+
+    fn json(&self, uri: &str) -> serde_json::Value {
+        let (status, _, body) = self.raw(uri);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 200, "{uri}: {json}");
+        json
+    }
+
+    fn names(&self, uri: &str) -> Vec<String> {
+        self.json(uri)["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn set_times(path: &std::path::Path, mtime_days_ago: u64, atime_days_ago: u64) {
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_times(
+            std::fs::FileTimes::new()
+                .set_modified(now - day * mtime_days_ago as u32)
+                .set_accessed(now - day * atime_days_ago as u32),
+        )
+        .unwrap();
+}
+
+#[test]
+fn report_endpoints_answer_exactly_and_refuse_bad_input() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "reports");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    let write = |p: &str, n: usize| {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![b'x'; n]).unwrap();
+        path
+    };
+    set_times(&write("big.dat", 5000), 400, 400);
+    write("docs/a.txt", 100);
+    write("docs/b.TXT", 200);
+    set_times(&write("docs/c.md", 50), 10, 10);
+    write("src/main.rs", 300);
+    write("weird/<i>x<i>.txt", 10);
+    set_times(&write("sub/deep/old.bin", 3000), 20, 1000);
+    let o = Command::new(SCANNER)
+        .args(["--aggregator", &aggregator.addr])
+        .arg(&root)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(ReadConfig {
+            url: db.url.clone(),
+            user: "storage_reader".into(),
+            password: String::new(),
+            database: db.database.clone(),
+        })),
+        rt,
+    };
+    let r = root.to_str().unwrap();
+    let s = "/api/v1/snapshots/1";
+    let dir_size = |p: &str| std::fs::metadata(root.join(p)).unwrap().len();
+
+    let docs = api.json(&format!("{s}/entry?path={r}/docs"));
+    assert_eq!(docs["kind"], "dir");
+    assert_eq!(docs["files"], 3);
+    assert_eq!(docs["bytes"], dir_size("docs") + 350);
+    assert_eq!(
+        api.json(&format!("{s}/entry?path={r}/big.dat"))["size"],
+        5000
+    );
+    assert_eq!(api.raw(&format!("{s}/entry?path={r}/nothing")).0, 404);
+
+    assert_eq!(
+        api.names(&format!("{s}/top?what=files&limit=2")),
+        ["big.dat", "old.bin"]
+    );
+    assert_eq!(
+        api.names(&format!("{s}/top?what=dirs&limit=1"))[0],
+        root.file_name().unwrap().to_str().unwrap()
+    );
+    assert_eq!(
+        api.names(&format!("{s}/top?what=files&path={r}/docs")),
+        ["b.TXT", "a.txt", "c.md"]
+    );
+
+    let types = api.json(&format!("{s}/usage?by=type"));
+    let txt = types["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "txt")
+        .unwrap();
+    assert_eq!(
+        (txt["files"].as_u64(), txt["bytes"].as_u64()),
+        (Some(3), Some(310))
+    );
+    let users = api.json(&format!("{s}/usage?by=user"));
+    assert_eq!(users["items"][0]["name"], "root");
+    assert_eq!(users["items"][0]["files"], 7);
+
+    let sizes = api.json(&format!("{s}/histograms?of=size"));
+    let files: u64 = sizes["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["files"].as_u64().unwrap())
+        .sum();
+    assert_eq!(files, 7);
+    let mtimes = api.json(&format!("{s}/histograms?of=mtime"));
+    assert!(
+        mtimes["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["label"] == "365-730 days"),
+        "{mtimes}"
+    );
+
+    assert_eq!(
+        api.names(&format!("{s}/stale?days=365&min_size=1000")),
+        ["big.dat", "old.bin"]
+    );
+    assert_eq!(
+        api.names(&format!("{s}/stale?days=365&by=mtime")),
+        ["big.dat"]
+    );
+    let (status, kind, csv) = api.raw(&format!("{s}/stale?days=365&min_size=1000&format=csv"));
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].starts_with(&format!("\"{r}/big.dat\",5000,")),
+        "{csv}"
+    );
+
+    let search = |q: &str| api.names(&format!("{s}/search?{q}"));
+    assert_eq!(search("q=.txt"), ["a.txt", "<i>x<i>.txt"]);
+    assert_eq!(search("q=*.TXT&match=glob"), ["b.TXT"]);
+    assert_eq!(search("q=%5E%5Bab%5D%5C.&match=regex"), ["b.TXT", "a.txt"]);
+    assert_eq!(search("type=txt"), ["b.TXT", "a.txt", "<i>x<i>.txt"]);
+    assert_eq!(search(&format!("q=a&path={r}/docs")), ["a.txt"]);
+    assert_eq!(search("q=docs/&field=path&min_size=60"), ["b.TXT", "a.txt"]);
+    let month_ago = {
+        let days = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 86_400
+            - 30;
+        let (y, m, d) = civil(days as i64);
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    assert_eq!(search(&format!("mtime_before={month_ago}")), ["big.dat"]);
+    assert_eq!(
+        search(&format!("atime_before={month_ago}&min_size=1")),
+        ["big.dat", "old.bin"]
+    );
+    assert_eq!(search("user=root&max_size=60&type=md"), ["c.md"]);
+    assert_eq!(search("user=nobody-at-all").len(), 0);
+
+    for bad in [
+        format!("{s}/top?what=everything"),
+        format!("{s}/usage?by=planet"),
+        format!("{s}/histograms?of=color"),
+        format!("{s}/stale?format=xml"),
+        format!("{s}/stale?days=99999"),
+        format!("{s}/stale?min_size=-1"),
+        format!("{s}/search?q=(&match=regex"),
+        format!("{s}/search?q=x&match=fuzzy"),
+        format!("{s}/search?mtime_before=yesterday"),
+        format!("{s}/search?limit=0"),
+        format!("{s}/entry"),
+        "/api/v1/snapshots/0/top".to_owned(),
+    ] {
+        let (status, _, body) = api.raw(&bad);
+        assert!(
+            (400..500).contains(&status),
+            "{bad}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
