@@ -100,17 +100,71 @@ pub struct ChildRow {
     pub tree_files: u64,
     pub tree_dirs: u64,
     pub tree_max_mtime_ns: i64,
+    pub tree_max_atime_ns: i64,
 }
 
-/// Children of `dir`, largest first (recursive bytes for directories), then by name.
-pub fn children(db: &Database, snapshot_id: u64, dir: &[u8], limit: u64, offset: u64) -> String {
+/// How children are sorted: by recursive bytes (directories) or size (the rest), allocated
+/// bytes, files below, newest mtime or atime in the tree, or name; ties by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildSort {
+    Bytes,
+    Allocated,
+    Files,
+    Mtime,
+    Atime,
+    Name,
+}
+
+impl ChildSort {
+    pub const NAMES: [&str; 6] = ["bytes", "allocated", "files", "mtime", "atime", "name"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "bytes" => Self::Bytes,
+            "allocated" => Self::Allocated,
+            "files" => Self::Files,
+            "mtime" => Self::Mtime,
+            "atime" => Self::Atime,
+            "name" => Self::Name,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Bytes => "tree_bytes",
+            Self::Allocated => "tree_allocated",
+            Self::Files => "tree_files",
+            Self::Mtime => "tree_max_mtime_ns",
+            Self::Atime => "tree_max_atime_ns",
+            Self::Name => "name",
+        }
+    }
+}
+
+/// Children of `dir` in the order asked, then by name.
+pub fn children(
+    db: &Database,
+    snapshot_id: u64,
+    dir: &[u8],
+    sort: ChildSort,
+    descending: bool,
+    limit: u64,
+    offset: u64,
+) -> String {
+    let direction = if descending { "DESC" } else { "ASC" };
+    let order = match sort {
+        ChildSort::Name => format!("name {direction}"),
+        other => format!("{} {direction}, name ASC", other.column()),
+    };
     let dir = quote_bytes(dir);
     format!(
         "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
     if(kind = 'dir', dir_bytes, size) AS tree_bytes,
     if(kind = 'dir', dir_allocated, allocated) AS tree_allocated,
     tree_entries, tree_files, tree_dirs,
-    if(kind = 'dir', dir_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns
+    if(kind = 'dir', dir_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns,
+    if(kind = 'dir', dir_max_atime_ns, atime_ns) AS tree_max_atime_ns
 FROM
 (
     SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target
@@ -120,11 +174,11 @@ FROM
 ANY LEFT JOIN
 (
     SELECT name, bytes AS dir_bytes, allocated AS dir_allocated, entries AS tree_entries, files AS tree_files,
-        dirs AS tree_dirs, max_mtime_ns AS dir_max_mtime_ns
+        dirs AS tree_dirs, max_mtime_ns AS dir_max_mtime_ns, max_atime_ns AS dir_max_atime_ns
     FROM {db}.dir_rollups
     WHERE snapshot_id = {snapshot_id} AND parent_path = {dir}
 ) AS r USING name
-ORDER BY tree_bytes DESC, name ASC
+ORDER BY {order}
 LIMIT {limit} OFFSET {offset}"
     )
 }

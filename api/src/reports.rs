@@ -62,7 +62,7 @@ fn entries_sql(
     format!(
         "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
     size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
-    toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns
+    toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns, atime_ns AS tree_max_atime_ns
 FROM {db}.entries
 WHERE snapshot_id = {snapshot_id} AND {condition}
 ORDER BY {order}
@@ -102,7 +102,8 @@ pub(crate) async fn entry(
     let sql = format!(
         "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
     if(kind = 'dir', dir_bytes, size) AS tree_bytes, if(kind = 'dir', dir_allocated, allocated) AS tree_allocated,
-    tree_entries, tree_files, tree_dirs, if(kind = 'dir', dir_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns
+    tree_entries, tree_files, tree_dirs, if(kind = 'dir', dir_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns,
+    if(kind = 'dir', dir_max_atime_ns, atime_ns) AS tree_max_atime_ns
 FROM
 (
     SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target
@@ -111,7 +112,7 @@ FROM
 ANY LEFT JOIN
 (
     SELECT name, bytes AS dir_bytes, allocated AS dir_allocated, entries AS tree_entries, files AS tree_files,
-        dirs AS tree_dirs, max_mtime_ns AS dir_max_mtime_ns
+        dirs AS tree_dirs, max_mtime_ns AS dir_max_mtime_ns, max_atime_ns AS dir_max_atime_ns
     FROM {db}.dir_rollups WHERE snapshot_id = {id} AND parent_path = {parent} AND name = {name}
 ) AS r USING name
 LIMIT 1",
@@ -178,7 +179,8 @@ pub(crate) async fn top(
             "SELECT name, path, toInt8(2) AS kind, toUInt64(0) AS size, toUInt64(0) AS allocated, uid, gid,
     toUInt32(0) AS mode, toUInt64(0) AS nlink, mtime_ns, atime_ns, toInt8(0) AS error_op, toInt32(0) AS errno,
     '' AS symlink_target, bytes AS tree_bytes, allocated AS tree_allocated, entries AS tree_entries,
-    files AS tree_files, dirs AS tree_dirs, max_mtime_ns AS tree_max_mtime_ns
+    files AS tree_files, dirs AS tree_dirs, max_mtime_ns AS tree_max_mtime_ns,
+    max_atime_ns AS tree_max_atime_ns
 FROM {db}.dir_rollups
 WHERE snapshot_id = {snapshot_id} AND {}
 ORDER BY bytes DESC, path ASC
@@ -777,4 +779,238 @@ mod tests {
         assert_eq!(age_label(2), "1-7 days");
         assert_eq!(age_label(10), "1825 days or more");
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TreemapParams {
+    path: Option<String>,
+    path_b64: Option<String>,
+    /// Levels below the directory (1 to 4, default 2).
+    depth: Option<u32>,
+    /// Children kept per directory (1 to 500, default 40); the rest are folded into one node.
+    max_children: Option<u32>,
+    /// bytes (default) or files: what the areas are.
+    size: Option<String>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct TileRow {
+    #[serde(with = "serde_bytes")]
+    parent_path: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    name: Vec<u8>,
+    kind: String,
+    bytes: u64,
+    files: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct TotalRow {
+    #[serde(with = "serde_bytes")]
+    parent_path: Vec<u8>,
+    children: u64,
+    bytes: u64,
+    files: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Tile {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_b64: Option<String>,
+    /// dir, file, …, or "other": the smaller children folded into one tile.
+    kind: String,
+    bytes: u64,
+    files: u64,
+    /// For "other": how many children it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    children: Vec<Tile>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Treemap {
+    snapshot_id: u64,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    depth: u32,
+    max_children: u32,
+    size: &'static str,
+    root: Tile,
+}
+
+/// `GET /api/v1/snapshots/{id}/treemap?path=…&depth=2&max_children=40&size=bytes|files`: a
+/// directory's tree a few levels deep, the largest children of each directory kept and the
+/// rest folded into one "other" tile.
+pub(crate) async fn treemap(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<TreemapParams>, QueryRejection>,
+) -> Result<Json<Treemap>, ApiError> {
+    let p = params(q)?;
+    let depth = p.depth.unwrap_or(2);
+    if !(1..=4).contains(&depth) {
+        return Err(ApiError::BadRequest(format!(
+            "depth must be between 1 and 4, got {depth}"
+        )));
+    }
+    let max_children = p.max_children.unwrap_or(40);
+    if !(1..=500).contains(&max_children) {
+        return Err(ApiError::BadRequest(format!(
+            "max_children must be between 1 and 500, got {max_children}"
+        )));
+    }
+    let size = match p.size.as_deref() {
+        None | Some("bytes") => "bytes",
+        Some("files") => "files",
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "size must be bytes or files, got {other:?}"
+            )));
+        }
+    };
+    let (snapshot, dir) = scope(&state, id, p.path, p.path_b64).await?;
+    let snapshot_id = snapshot.snapshot_id;
+    let db = &state.database;
+    let (parent, name) = split_path(&dir);
+    let top: Option<crate::query::RollupRow> = state
+        .client
+        .query(&crate::query::directory_rollup(
+            db,
+            snapshot_id,
+            parent,
+            name,
+        ))
+        .fetch_optional()
+        .await?;
+    let Some(top) = top else {
+        return Err(ApiError::NotFound(format!(
+            "no directory {:?} in snapshot {snapshot_id}",
+            String::from_utf8_lossy(&dir)
+        )));
+    };
+    let base_depth: u32 = state
+        .client
+        .query(&format!(
+            "SELECT depth FROM {db}.dir_rollups WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
+            quote_bytes(parent),
+            quote_bytes(name)
+        ))
+        .fetch_one()
+        .await?;
+    // Every entry whose parent lies within `depth - 1` levels below the directory.
+    let within = format!(
+        "snapshot_id = {snapshot_id} AND (parent_path = {dir_lit} OR startsWith(parent_path, {below})) AND depth <= {max_depth} AND depth > {base_depth}",
+        dir_lit = quote_bytes(&dir),
+        below = quote_bytes(&below_prefix(&dir)),
+        max_depth = base_depth + depth,
+    );
+    let tiles = format!(
+        "(
+    SELECT parent_path, name, toString(kind) AS kind, if(kind = 'dir', dir_bytes, size) AS bytes,
+        if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files
+    FROM (SELECT parent_path, name, kind, size FROM {db}.entries WHERE {within}) AS e
+    ANY LEFT JOIN
+    (
+        SELECT parent_path, name, bytes AS dir_bytes, files AS dir_files FROM {db}.dir_rollups WHERE {within}
+    ) AS r USING (parent_path, name)
+) AS t"
+    );
+    let rows: Vec<TileRow> = state
+        .client
+        .query(&format!(
+            "SELECT parent_path, name, kind, bytes, files FROM {tiles} ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
+        ))
+        .fetch_all()
+        .await?;
+    let totals: Vec<TotalRow> = state
+        .client
+        .query(&format!(
+            "SELECT parent_path, count() AS children, sum(bytes) AS bytes, sum(files) AS files FROM {tiles} GROUP BY parent_path"
+        ))
+        .fetch_all()
+        .await?;
+    let mut by_parent: std::collections::HashMap<Vec<u8>, Vec<TileRow>> = Default::default();
+    for row in rows {
+        by_parent
+            .entry(row.parent_path.clone())
+            .or_default()
+            .push(row);
+    }
+    let totals: std::collections::HashMap<Vec<u8>, TotalRow> = totals
+        .into_iter()
+        .map(|t| (t.parent_path.clone(), t))
+        .collect();
+    fn build(
+        dir: &[u8],
+        by_parent: &mut std::collections::HashMap<Vec<u8>, Vec<TileRow>>,
+        totals: &std::collections::HashMap<Vec<u8>, TotalRow>,
+    ) -> Vec<Tile> {
+        let rows = by_parent.remove(dir).unwrap_or_default();
+        let (mut bytes, mut files) = (0u64, 0u64);
+        let shown = rows.len() as u64;
+        let mut out: Vec<Tile> = rows
+            .into_iter()
+            .map(|r| {
+                bytes += r.bytes;
+                files += r.files;
+                let mut path = dir.to_vec();
+                if path.last() != Some(&b'/') {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&r.name);
+                let children = if r.kind == "dir" {
+                    build(&path, by_parent, totals)
+                } else {
+                    Vec::new()
+                };
+                let name = Text::of(&r.name);
+                Tile {
+                    name: name.text,
+                    name_b64: name.b64,
+                    kind: r.kind,
+                    bytes: r.bytes,
+                    files: r.files,
+                    count: None,
+                    children,
+                }
+            })
+            .collect();
+        if let Some(t) = totals.get(dir)
+            && t.children > shown
+        {
+            out.push(Tile {
+                name: format!("{} smaller items", t.children - shown),
+                name_b64: None,
+                kind: "other".into(),
+                bytes: t.bytes.saturating_sub(bytes),
+                files: t.files.saturating_sub(files),
+                count: Some(t.children - shown),
+                children: Vec::new(),
+            });
+        }
+        out
+    }
+    let children = build(&dir, &mut by_parent, &totals);
+    let shown = Text::of(&dir);
+    let name = Text::of(name);
+    Ok(Json(Treemap {
+        snapshot_id,
+        path: shown.text,
+        path_b64: shown.b64,
+        depth,
+        max_children,
+        size,
+        root: Tile {
+            name: name.text,
+            name_b64: name.b64,
+            kind: "dir".into(),
+            bytes: top.bytes,
+            files: top.files,
+            count: None,
+            children,
+        },
+    }))
 }

@@ -13,7 +13,7 @@ use storage_tracker_proto::{EntryKind, ErrorOp};
 use crate::paths::{PathParam, Text};
 use std::collections::BTreeSet;
 
-use crate::query::{self, ChildRow, PrincipalRow, RollupRow, SnapshotRow};
+use crate::query::{self, ChildRow, ChildSort, PrincipalRow, RollupRow, SnapshotRow};
 use crate::{ApiError, AppState};
 
 pub const MAX_PAGE: u64 = 1000;
@@ -51,6 +51,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/snapshots/{snapshot_id}/search",
             get(crate::reports::search),
+        )
+        .route(
+            "/api/v1/snapshots/{snapshot_id}/treemap",
+            get(crate::reports::treemap),
         )
         .route("/api/v1/history", get(crate::history::history))
         .route("/api/v1/growth", get(crate::history::growth))
@@ -234,6 +238,10 @@ async fn one_snapshot(
 struct ChildrenParams {
     path: Option<String>,
     path_b64: Option<String>,
+    /// bytes (default), allocated, files, mtime, atime or name.
+    sort: Option<String>,
+    /// desc (default, except for name) or asc.
+    order: Option<String>,
     limit: Option<u64>,
     offset: Option<u64>,
 }
@@ -271,8 +279,9 @@ pub(crate) struct Child {
     pub(crate) entries: u64,
     pub(crate) files: u64,
     pub(crate) dirs: u64,
-    /// Newest mtime in a directory's tree; the entry's own otherwise.
+    /// Newest mtime and atime in a directory's tree; the entry's own otherwise.
     pub(crate) max_mtime_ns: i64,
+    pub(crate) max_atime_ns: i64,
     pub(crate) size: u64,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -313,6 +322,7 @@ impl From<ChildRow> for Child {
             files: r.tree_files,
             dirs: r.tree_dirs,
             max_mtime_ns: r.tree_max_mtime_ns,
+            max_atime_ns: r.tree_max_atime_ns,
             size: r.size,
             uid: r.uid,
             gid: r.gid,
@@ -355,6 +365,25 @@ async fn children(
         offset: params.offset,
     }
     .checked()?;
+    let sort = match params.sort.as_deref() {
+        None => ChildSort::Bytes,
+        Some(s) => ChildSort::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "sort must be one of {}, got {s:?}",
+                ChildSort::NAMES.join(", ")
+            ))
+        })?,
+    };
+    let descending = match params.order.as_deref() {
+        None => sort != ChildSort::Name,
+        Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "order must be asc or desc, got {other:?}"
+            )));
+        }
+    };
     let requested = PathParam {
         path: params.path,
         path_b64: params.path_b64,
@@ -383,7 +412,15 @@ async fn children(
         .await?;
     let rows = state
         .client
-        .query(&query::children(db, snapshot_id, &dir, limit, offset))
+        .query(&query::children(
+            db,
+            snapshot_id,
+            &dir,
+            sort,
+            descending,
+            limit,
+            offset,
+        ))
         .fetch_all::<ChildRow>()
         .await?;
     let mut children: Vec<Child> = rows.into_iter().map(Child::from).collect();

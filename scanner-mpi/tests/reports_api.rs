@@ -216,7 +216,59 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
     assert_eq!(search("user=root&max_size=60&type=md"), ["c.md"]);
     assert_eq!(search("user=nobody-at-all").len(), 0);
 
+    // Children in any order asked.
+    let children = |q: &str| -> Vec<String> {
+        api.json(&format!("{s}/children?path={r}&{q}"))["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        children("sort=name"),
+        ["big.dat", "docs", "src", "sub", "weird"]
+    );
+    assert_eq!(children("sort=name&order=desc")[0], "weird");
+    assert_eq!(children("sort=files")[0], "docs");
+    assert_eq!(children("sort=mtime&order=asc")[0], "big.dat");
+
+    // The treemap: the two largest children of the root, the rest folded.
+    let tree_bytes = |p: &str| -> u64 { ground_truth(&root.join(p)).iter().map(|e| e.size).sum() };
+    let map = api.json(&format!("{s}/treemap?depth=2&max_children=2"));
+    let top = &map["root"];
+    assert_eq!(top["bytes"], tree_bytes(""));
+    let tiles: Vec<&str> = top["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tiles, ["sub", "big.dat", "3 smaller items"], "{map}");
+    let other = &top["children"][2];
+    assert_eq!(other["kind"], "other");
+    assert_eq!(other["count"], 3);
+    assert_eq!(
+        other["bytes"],
+        tree_bytes("docs") + tree_bytes("src") + tree_bytes("weird")
+    );
+    let sub = &top["children"][0];
+    assert_eq!(sub["children"][0]["name"], "deep");
+    assert_eq!(sub["children"][0]["bytes"], tree_bytes("sub/deep"));
+    assert!(
+        sub["children"][0].get("children").is_none(),
+        "two levels only: {map}"
+    );
+    let by_files = api.json(&format!("{s}/treemap?depth=1&size=files&path={r}/docs"));
+    assert_eq!(by_files["root"]["children"].as_array().unwrap().len(), 3);
+
     for bad in [
+        format!("{s}/children?sort=colour"),
+        format!("{s}/children?order=sideways"),
+        format!("{s}/treemap?depth=9"),
+        format!("{s}/treemap?max_children=0"),
+        format!("{s}/treemap?size=weight"),
+        format!("{s}/treemap?path={r}/nothing"),
         format!("{s}/top?what=everything"),
         format!("{s}/usage?by=planet"),
         format!("{s}/histograms?of=color"),
