@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,7 @@ use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::sql::quote_bytes;
 
+use crate::access::Scope;
 use crate::paths::{PathParam, Text};
 use crate::{ApiError, AppState};
 
@@ -203,11 +204,13 @@ fn required_path(path: Option<String>, path_b64: Option<String>) -> Result<Vec<u
 /// `GET /api/v1/history?path=/dir`: the directory's totals in every committed snapshot.
 pub async fn history(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Json<History>, ApiError> {
     let Query(p) =
         params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
     let dir = required_path(p.path, p.path_b64)?;
+    access.check(&dir)?;
     let (parent, name) = split_path(&dir);
     let points = state
         .client
@@ -279,12 +282,14 @@ async fn two_committed(
 /// `GET /api/v1/growth?from=A&to=B&path=/dir`: what changed below the directory's children.
 pub async fn growth(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     params: Result<Query<GrowthParams>, QueryRejection>,
 ) -> Result<Json<Growth>, ApiError> {
     let Query(p) =
         params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
     let (limit, offset) = crate::routes::page(p.limit, p.offset)?;
     let dir = required_path(p.path, p.path_b64)?;
+    access.check(&dir)?;
     let (from, to) = two_committed(&state, p.from, p.to).await?;
     let db = &state.database;
     let summary = state
@@ -362,10 +367,12 @@ pub struct OwnerGrowth {
 /// `GET /api/v1/growth/owners?from=A&to=B&by=user|group`: bytes and files per owner in both.
 pub async fn owner_growth(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     params: Result<Query<OwnerGrowthParams>, QueryRejection>,
 ) -> Result<Json<OwnerGrowth>, ApiError> {
     let Query(p) =
         params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    access.check_all("growth per owner")?;
     let by = match p.by.as_deref() {
         None | Some("user") => "user",
         Some("group") => "group",

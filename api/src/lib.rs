@@ -4,8 +4,10 @@
 //! Paths travel as text where they are UTF-8; a path that is not also comes as `path_b64`
 //! (standard base64 of the raw bytes), and every endpoint that takes a path accepts either.
 
+pub mod access;
 pub mod error;
 pub mod history;
+pub mod openapi;
 pub mod paths;
 pub mod query;
 pub mod reports;
@@ -31,6 +33,7 @@ pub struct ReadConfig {
 pub struct AppState {
     pub client: Client,
     pub database: Database,
+    pub access: std::sync::Arc<access::Access>,
 }
 
 impl AppState {
@@ -43,6 +46,13 @@ impl AppState {
         Self {
             client,
             database: config.database,
+            access: std::sync::Arc::new(access::Access::open()),
         }
+    }
+
+    /// With these tokens required (see [`access`]).
+    pub fn with_access(mut self, access: access::Access) -> Self {
+        self.access = std::sync::Arc::new(access);
+        self
     }
 }

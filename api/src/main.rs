@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tracing::info;
 
+use storage_tracker_api::access::Access;
 use storage_tracker_api::{AppState, ReadConfig, app};
 use storage_tracker_proto::ddl::Database;
 
@@ -15,8 +16,8 @@ use storage_tracker_proto::ddl::Database;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on. Only loopback addresses are allowed until access control is
-    /// configured, since every snapshot is readable through the API.
+    /// Address to listen on. Without tokens configured only loopback addresses are allowed,
+    /// since every snapshot is readable through the API.
     #[arg(
         long,
         env = "STORAGE_TRACKER_API_LISTEN",
@@ -56,6 +57,15 @@ struct Args {
         default_value = "storage_tracker"
     )]
     database: Database,
+
+    /// File of bearer tokens, one a line: NAME TOKEN SCOPE..., the scope `*` (admin) or path
+    /// prefixes. Keep it readable by the API's user only.
+    #[arg(long, env = "STORAGE_TRACKER_API_TOKENS_FILE")]
+    tokens_file: Option<std::path::PathBuf>,
+
+    /// The same lines, in the environment (for service managers that inject secrets).
+    #[arg(long, env = "STORAGE_TRACKER_API_TOKENS", hide_env_values = true)]
+    tokens: Option<String>,
 }
 
 async fn shutdown_signal() {
@@ -81,9 +91,17 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if !args.listen.ip().is_loopback() {
+    let mut config = args.tokens.clone().unwrap_or_default();
+    if let Some(file) = &args.tokens_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the tokens file {}", file.display()))?;
+        config.push('\n');
+        config.push_str(&text);
+    }
+    let access = Access::parse(&config).context("the tokens (--tokens-file, --tokens)")?;
+    if access.is_open() && !args.listen.ip().is_loopback() {
         bail!(
-            "refusing to listen on {}: without access control the API serves loopback only (use 127.0.0.1 and a reverse proxy that authenticates)",
+            "refusing to listen on {}: without tokens (--tokens-file) the API serves loopback only",
             args.listen
         );
     }
@@ -92,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
         user: args.clickhouse_user,
         password: args.clickhouse_password,
         database: args.database,
-    });
+    })
+    .with_access(access.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -101,7 +120,14 @@ async fn main() -> anyhow::Result<()> {
                 args.listen
             )
         })?;
-    info!("serving on http://{}", args.listen);
+    info!(
+        tokens = if access.is_open() {
+            "none (open, loopback only)"
+        } else {
+            "required"
+        },
+        "serving on http://{}", args.listen
+    );
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

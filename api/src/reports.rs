@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use clickhouse::Row;
@@ -17,6 +17,7 @@ use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::reports::{AGE_BOUNDS_DAYS, extension_sql};
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 
+use crate::access::Scope;
 use crate::paths::{PathParam, Text};
 use crate::query::{ChildRow, SnapshotRow};
 use crate::routes::{Child, committed, name_owners, page, snapshot_id};
@@ -28,8 +29,10 @@ fn params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 /// The snapshot, and the directory a request limits itself to (the root when none is given).
+/// The directory must be readable with the request's token.
 async fn scope(
     state: &AppState,
+    access: &Scope,
     id: Result<Path<String>, PathRejection>,
     path: Option<String>,
     path_b64: Option<String>,
@@ -38,6 +41,7 @@ async fn scope(
     let requested = PathParam { path, path_b64 }.bytes()?;
     let snapshot = committed(state, snapshot_id).await?;
     let dir = requested.unwrap_or_else(|| snapshot.root_path.clone());
+    access.check(&dir)?;
     Ok((snapshot, dir))
 }
 
@@ -87,6 +91,7 @@ pub(crate) struct EntryParams {
 /// directory.
 pub(crate) async fn entry(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<EntryParams>, QueryRejection>,
 ) -> Result<Json<Child>, ApiError> {
@@ -96,7 +101,7 @@ pub(crate) async fn entry(
             "give the entry as path= or path_b64=".into(),
         ));
     }
-    let (snapshot, path) = scope(&state, id, p.path, p.path_b64).await?;
+    let (snapshot, path) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let (parent, name) = split_path(&path);
     let db = &state.database;
     let sql = format!(
@@ -158,12 +163,13 @@ pub(crate) struct Listing {
 /// directories (by recursive bytes) under a directory.
 pub(crate) async fn top(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<TopParams>, QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
     let p = params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
-    let (snapshot, dir) = scope(&state, id, p.path, p.path_b64).await?;
+    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
     let sql = match p.what.as_deref() {
@@ -252,11 +258,13 @@ pub(crate) struct Usage {
 /// `GET /api/v1/snapshots/{id}/usage?by=user|group|type`: usage, largest first.
 pub(crate) async fn usage(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<UsageParams>, QueryRejection>,
 ) -> Result<Json<Usage>, ApiError> {
     let p = params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
+    access.check_all("usage")?;
     let snapshot_id = snapshot_id(id)?;
     committed(&state, snapshot_id).await?;
     let db = &state.database;
@@ -376,6 +384,7 @@ fn age_label(bucket: u8) -> String {
 /// `GET /api/v1/snapshots/{id}/histograms?of=size|mtime|atime`: files per bucket.
 pub(crate) async fn histograms(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HistogramParams>, QueryRejection>,
 ) -> Result<Json<Histogram>, ApiError> {
@@ -391,6 +400,7 @@ pub(crate) async fn histograms(
             )));
         }
     };
+    access.check_all("a histogram")?;
     committed(&state, snapshot_id).await?;
     let sql = format!(
         "SELECT bucket, files, bytes, allocated FROM {}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = '{of}' ORDER BY bucket",
@@ -442,6 +452,7 @@ pub(crate) const MAX_CSV_ROWS: u64 = 100_000;
 /// files untouched for a while, largest first.
 pub(crate) async fn stale(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<StaleParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -481,7 +492,7 @@ pub(crate) async fn stale(
             "days must be at most 36500, got {days}"
         )));
     }
-    let (snapshot, dir) = scope(&state, id, p.path, p.path_b64).await?;
+    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let cutoff = i64::from(snapshot.started_at) * 1_000_000_000 - i64::from(days) * NS_PER_DAY;
     let condition = format!(
         "kind = 'file' AND {column} < {cutoff} AND size >= {} AND {}",
@@ -639,6 +650,7 @@ fn principal_condition(
 /// entries matching every filter given, largest first.
 pub(crate) async fn search(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
@@ -694,7 +706,7 @@ pub(crate) async fn search(
             conditions.push(format!("{column} {op} {}", date_ns(name, v)?));
         }
     }
-    let (snapshot, dir) = scope(&state, id, p.path, p.path_b64).await?;
+    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
     if let Some(who) = &p.user {
@@ -846,6 +858,7 @@ pub(crate) struct Treemap {
 /// rest folded into one "other" tile.
 pub(crate) async fn treemap(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<TreemapParams>, QueryRejection>,
 ) -> Result<Json<Treemap>, ApiError> {
@@ -871,7 +884,7 @@ pub(crate) async fn treemap(
             )));
         }
     };
-    let (snapshot, dir) = scope(&state, id, p.path, p.path_b64).await?;
+    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
     let (parent, name) = split_path(&dir);

@@ -1,7 +1,7 @@
 //! The HTTP routes. Every list is paged with `limit` (1..=1000, default 100) and `offset`.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,6 +25,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(ui))
         .route("/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/snapshots", get(list_snapshots))
         .route("/api/v1/snapshots/{snapshot_id}", get(one_snapshot))
         .route("/api/v1/snapshots/{snapshot_id}/children", get(children))
@@ -62,7 +63,15 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::NotFound("no such route; the API lives under /api/v1".into())
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::authorize,
+        ))
         .with_state(state)
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
 }
 
 async fn ui() -> Html<&'static str> {
@@ -355,6 +364,7 @@ struct Children {
 /// `GET /api/v1/snapshots/{id}/children?path=/dir`: a directory's entries, largest first.
 async fn children(
     State(state): State<AppState>,
+    Extension(access): Extension<crate::access::Scope>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     params: Result<Query<ChildrenParams>, QueryRejection>,
 ) -> Result<Json<Children>, ApiError> {
@@ -391,6 +401,7 @@ async fn children(
     .bytes()?;
     let snapshot = committed(&state, snapshot_id).await?;
     let dir = requested.unwrap_or(snapshot.root_path);
+    access.check(&dir)?;
     let db = &state.database;
 
     let (parent, name) = split_path(&dir);

@@ -24,12 +24,21 @@ struct Api {
 impl Api {
     /// (status, content type, body).
     fn raw(&self, uri: &str) -> (u16, String, Vec<u8>) {
+        self.raw_as(uri, None)
+    }
+
+    /// The same, with `Authorization: Bearer token`.
+    fn raw_as(&self, uri: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
+        let mut request = Request::get(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
         let response = self
             .rt
             .block_on(
                 self.app
                     .clone()
-                    .oneshot(Request::get(uri).body(Body::empty()).unwrap()),
+                    .oneshot(request.body(Body::empty()).unwrap()),
             )
             .unwrap();
         let status = response.status().as_u16();
@@ -289,6 +298,109 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
             String::from_utf8_lossy(&body)
         );
     }
+}
+
+#[test]
+fn tokens_limit_every_endpoint_to_their_prefixes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "tokens");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    for p in ["team/a.txt", "team/sub/b.txt", "other/secret.txt"] {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"data").unwrap();
+    }
+    let o = Command::new(SCANNER)
+        .args(["--aggregator", &aggregator.addr])
+        .arg(&root)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = root.to_str().unwrap();
+    let admin = "admin-token-0123456789abcdef";
+    let lead = "lead-token-0123456789abcdefgh";
+    let access = storage_tracker_api::access::Access::parse(&format!(
+        "admin {admin} *\nlead {lead} {r}/team\n"
+    ))
+    .unwrap();
+    let api = Api {
+        app: storage_tracker_api::app(
+            AppState::new(ReadConfig {
+                url: db.url.clone(),
+                user: "storage_reader".into(),
+                password: String::new(),
+                database: db.database.clone(),
+            })
+            .with_access(access),
+        ),
+        rt,
+    };
+    let s = "/api/v1/snapshots/1";
+    let status = |uri: &str, token: Option<&str>| api.raw_as(uri, token).0;
+    let body = |uri: &str, token: Option<&str>| -> serde_json::Value {
+        let (status, _, body) = api.raw_as(uri, token);
+        assert_eq!(status, 200, "{uri}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    };
+
+    // Public: health and the API's description. Everything else needs a valid token.
+    assert_eq!(status("/health", None), 200);
+    assert_eq!(status("/api/v1/openapi.json", None), 200);
+    assert_eq!(status("/api/v1/snapshots", None), 401);
+    assert_eq!(
+        status("/api/v1/snapshots", Some("wrong-token-0123456789abcdef")),
+        401
+    );
+    assert_eq!(status(&format!("{s}/children"), Some(admin)), 200);
+
+    // The lead reads the team's directory and below, nothing else.
+    let team = format!("path={r}/team");
+    for uri in [
+        format!("{s}/children?{team}"),
+        format!("{s}/entry?path={r}/team/a.txt"),
+        format!("{s}/treemap?{team}"),
+        format!("{s}/top?{team}"),
+        format!("{s}/stale?days=0&{team}"),
+        format!("{s}/search?q=txt&{team}"),
+        format!("/api/v1/history?{team}"),
+    ] {
+        assert_eq!(status(&uri, Some(lead)), 200, "{uri}");
+    }
+    let found = body(&format!("{s}/search?q=.txt&{team}"), Some(lead));
+    let names: Vec<&str> = found["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{found}");
+    assert!(!names.contains(&"secret.txt"));
+    for uri in [
+        format!("{s}/children"),
+        format!("{s}/children?path={r}/other"),
+        format!("{s}/children?path={r}/teamwork"),
+        format!("{s}/entry?path={r}/other/secret.txt"),
+        format!("{s}/treemap"),
+        format!("{s}/top"),
+        format!("{s}/stale?days=0"),
+        format!("{s}/search?q=secret"),
+        format!("{s}/usage"),
+        format!("{s}/histograms"),
+        format!("/api/v1/history?path={r}"),
+        format!("/api/v1/growth?from=1&to=1&path={r}"),
+        "/api/v1/growth/owners?from=1&to=1".to_owned(),
+    ] {
+        assert_eq!(status(&uri, Some(lead)), 403, "{uri}");
+    }
+    let (_, _, denied) = api.raw_as(&format!("{s}/search?q=secret"), Some(lead));
+    let denied = String::from_utf8_lossy(&denied);
+    assert!(
+        denied.contains(&format!("{r}/team")),
+        "names what the token may read: {denied}"
+    );
 }
 
 /// (year, month, day) of a day count since 1970-01-01.

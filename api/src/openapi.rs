@@ -1,0 +1,351 @@
+//! The OpenAPI 3.0 document of the API, served at `/api/v1/openapi.json`. A test checks that it
+//! names exactly the routes the router serves.
+
+use serde_json::{Value, json};
+
+fn integer(min: u64, max: u64) -> Value {
+    json!({ "type": "integer", "minimum": min, "maximum": max })
+}
+
+fn one_of(values: &[&str]) -> Value {
+    json!({ "type": "string", "enum": values })
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
+}
+
+fn path_params() -> Vec<Value> {
+    vec![
+        query(
+            "path",
+            "A directory (absolute, as text); the snapshot's root when absent",
+            json!({ "type": "string", "pattern": "^/" }),
+        ),
+        query(
+            "path_b64",
+            "The same, as base64 of the raw bytes (for names that are not UTF-8)",
+            json!({ "type": "string" }),
+        ),
+    ]
+}
+
+fn paging() -> Vec<Value> {
+    vec![
+        query("limit", "Items per page", integer(1, 1000)),
+        query("offset", "Items to skip", integer(0, 100_000_000)),
+    ]
+}
+
+fn snapshot_id() -> Value {
+    json!({ "name": "snapshot_id", "in": "path", "required": true, "description": "A committed snapshot", "schema": integer(1, u64::from(u32::MAX)) })
+}
+
+fn operation(summary: &str, parameters: Vec<Value>, content: &str) -> Value {
+    let error = json!({ "description": "An error with a message saying what was wrong", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    json!({
+        "get": {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": {
+                "200": { "description": "OK", "content": { content: { "schema": { "type": if content == "application/json" { "object" } else { "string" } } } } },
+                "400": error,
+                "401": error,
+                "403": error,
+                "404": error,
+                "503": error,
+            }
+        }
+    })
+}
+
+fn with(mut base: Vec<Value>, more: Vec<Value>) -> Vec<Value> {
+    base.extend(more);
+    base
+}
+
+/// The document.
+pub fn document() -> Value {
+    let json_type = "application/json";
+    let s = || vec![snapshot_id()];
+    let mut paths = serde_json::Map::new();
+    let mut add = |path: &str, op: Value| {
+        paths.insert(path.to_owned(), op);
+    };
+    add(
+        "/health",
+        operation("Liveness and the ClickHouse version", vec![], json_type),
+    );
+    add(
+        "/api/v1/openapi.json",
+        operation("This document", vec![], json_type),
+    );
+    add(
+        "/api/v1/snapshots",
+        operation("Committed snapshots, newest first", paging(), json_type),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}",
+        operation("One committed snapshot", s(), json_type),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/children",
+        operation(
+            "A directory's entries with their totals, sorted and paged",
+            with(
+                with(s(), path_params()),
+                with(
+                    vec![
+                        query(
+                            "sort",
+                            "Sort key",
+                            one_of(&["bytes", "allocated", "files", "mtime", "atime", "name"]),
+                        ),
+                        query(
+                            "order",
+                            "Direction (desc by default, asc for name)",
+                            one_of(&["asc", "desc"]),
+                        ),
+                    ],
+                    paging(),
+                ),
+            ),
+            json_type,
+        ),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/entry",
+        operation("One entry's details", with(s(), path_params()), json_type),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/treemap",
+        operation(
+            "A directory's tree a few levels deep, for a treemap",
+            with(
+                with(s(), path_params()),
+                vec![
+                    query("depth", "Levels below the directory", integer(1, 4)),
+                    query(
+                        "max_children",
+                        "Children kept per directory; the rest are folded",
+                        integer(1, 500),
+                    ),
+                    query("size", "What the areas are", one_of(&["bytes", "files"])),
+                ],
+            ),
+            json_type,
+        ),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/top",
+        operation(
+            "The largest files or directories under a directory",
+            with(
+                with(s(), path_params()),
+                with(
+                    vec![query("what", "files or dirs", one_of(&["files", "dirs"]))],
+                    paging(),
+                ),
+            ),
+            json_type,
+        ),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/usage",
+        operation(
+            "Usage per user, group or file type",
+            with(
+                s(),
+                with(
+                    vec![query(
+                        "by",
+                        "The grouping",
+                        one_of(&["user", "group", "type"]),
+                    )],
+                    paging(),
+                ),
+            ),
+            json_type,
+        ),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/histograms",
+        operation(
+            "Files by size, mtime age or atime age",
+            with(
+                s(),
+                vec![query(
+                    "of",
+                    "The histogram",
+                    one_of(&["size", "mtime", "atime"]),
+                )],
+            ),
+            json_type,
+        ),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/stale",
+        operation(
+            "Files not accessed (or modified) for some days, largest first; JSON or CSV",
+            with(
+                with(s(), path_params()),
+                with(
+                    vec![
+                        query("days", "Days before the scan", integer(0, 36_500)),
+                        query(
+                            "min_size",
+                            "Smallest size, bytes",
+                            integer(0, u64::from(u32::MAX) << 16),
+                        ),
+                        query("by", "Which time", one_of(&["atime", "mtime"])),
+                        query("format", "Response format", one_of(&["json", "csv"])),
+                    ],
+                    vec![
+                        query(
+                            "limit",
+                            "Items (up to 1000 for JSON, 100000 for CSV)",
+                            integer(1, 1000),
+                        ),
+                        query("offset", "Items to skip", integer(0, 100_000_000)),
+                    ],
+                ),
+            ),
+            json_type,
+        ),
+    );
+    let date = json!({ "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" });
+    add(
+        "/api/v1/snapshots/{snapshot_id}/search",
+        operation(
+            "Entries matching every filter given, largest first",
+            with(
+                with(s(), path_params()),
+                with(
+                    vec![
+                        query(
+                            "q",
+                            "Text to look for",
+                            json!({ "type": "string", "maxLength": 1024 }),
+                        ),
+                        query(
+                            "match",
+                            "How q matches",
+                            one_of(&["substring", "glob", "regex"]),
+                        ),
+                        query("field", "What q matches", one_of(&["name", "path"])),
+                        query(
+                            "min_size",
+                            "Smallest size, bytes",
+                            integer(0, u64::from(u32::MAX) << 16),
+                        ),
+                        query(
+                            "max_size",
+                            "Largest size, bytes",
+                            integer(0, u64::from(u32::MAX) << 16),
+                        ),
+                        query("user", "Owner, by name or uid", json!({ "type": "string" })),
+                        query(
+                            "group",
+                            "Group, by name or gid",
+                            json!({ "type": "string" }),
+                        ),
+                        query(
+                            "type",
+                            "File extension, without the dot",
+                            json!({ "type": "string" }),
+                        ),
+                        query("mtime_before", "YYYY-MM-DD (UTC)", date.clone()),
+                        query("mtime_after", "YYYY-MM-DD (UTC)", date.clone()),
+                        query("atime_before", "YYYY-MM-DD (UTC)", date.clone()),
+                        query("atime_after", "YYYY-MM-DD (UTC)", date),
+                    ],
+                    paging(),
+                ),
+            ),
+            json_type,
+        ),
+    );
+    let two = || {
+        vec![
+            query(
+                "from",
+                "The earlier snapshot",
+                integer(1, u64::from(u32::MAX)),
+            ),
+            query("to", "The later snapshot", integer(1, u64::from(u32::MAX))),
+        ]
+    };
+    add(
+        "/api/v1/history",
+        operation(
+            "A directory's totals in every committed snapshot",
+            path_params(),
+            json_type,
+        ),
+    );
+    add(
+        "/api/v1/growth",
+        operation(
+            "What changed in a directory's children between two snapshots",
+            with(with(two(), path_params()), paging()),
+            json_type,
+        ),
+    );
+    add(
+        "/api/v1/growth/owners",
+        operation(
+            "Bytes and files per owner in two snapshots",
+            with(
+                two(),
+                vec![query("by", "Users or groups", one_of(&["user", "group"]))],
+            ),
+            json_type,
+        ),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "storage-tracker API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Committed filesystem snapshots: directory trees, reports, search, history and growth. Paths travel as text, or as base64 (`*_b64`) when not UTF-8. Send `Authorization: Bearer TOKEN` when the server has tokens configured."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": { "error": { "type": "string" }, "message": { "type": "string" } }
+                }
+            }
+        },
+        "security": [ { "bearer": [] }, {} ],
+        "paths": paths,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paths the router serves, read from its source.
+    fn routed() -> std::collections::BTreeSet<String> {
+        let source = include_str!("routes.rs");
+        source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"'))
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|p| *p != "/")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_document_names_exactly_the_routes_served() {
+        let doc = document();
+        let documented: std::collections::BTreeSet<String> =
+            doc["paths"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(documented, routed());
+    }
+}
