@@ -170,8 +170,8 @@ impl Access {
         for g in &self.grants {
             let (a, b) = (g.token.as_bytes(), presented.as_bytes());
             let mut diff = a.len() ^ b.len();
-            for i in 0..a.len() {
-                diff |= usize::from(a[i] ^ b.get(i).copied().unwrap_or(0));
+            for (i, x) in a.iter().enumerate() {
+                diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
             }
             if diff == 0 {
                 found = Some(g);
