@@ -2,7 +2,7 @@
 # Installs the system packages storage-tracker builds and tests with (Debian/Ubuntu, as root or
 # with sudo): ClickHouse, MPICH with what the MPI bindings' bindgen needs, Slurm and munge,
 # protoc; and, from PyPI, chdb-core (a current ClickHouse engine in process, for the portable-SQL
-# test). Packages already present are left alone; apt is retried while another apt holds the lock.
+# test) and schemathesis (requests generated from the API's OpenAPI document). Packages already present are left alone; apt is retried while another apt holds the lock.
 set -euo pipefail
 
 packages=(
@@ -39,15 +39,25 @@ else
   apt_get install -y --no-install-recommends "${missing[@]}"
 fi
 
+pip_install() {
+  for attempt in 1 2 3; do
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@" && return 0
+    sleep $((attempt * 10))
+  done
+  echo "install-deps: pip install $* kept failing" >&2
+  return 1
+}
 if python3 -c 'import chdb' 2>/dev/null; then
   echo "install-deps: chdb-core present"
 else
   echo "install-deps: installing chdb-core from PyPI (about 180 MB)"
-  for attempt in 1 2 3; do
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'chdb-core==26.9.*' && break
-    [ "$attempt" -eq 3 ] && { echo "install-deps: pip install chdb-core kept failing" >&2; exit 1; }
-    sleep $((attempt * 10))
-  done
+  pip_install 'chdb-core==26.9.*'
+fi
+if command -v schemathesis >/dev/null; then
+  echo "install-deps: schemathesis present"
+else
+  echo "install-deps: installing schemathesis from PyPI"
+  pip_install 'schemathesis==4.*'
 fi
 
 if ! command -v cargo >/dev/null; then

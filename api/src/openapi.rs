@@ -41,14 +41,28 @@ fn snapshot_id() -> Value {
     json!({ "name": "snapshot_id", "in": "path", "required": true, "description": "A committed snapshot", "schema": integer(1, u64::from(u32::MAX)) })
 }
 
-fn operation(summary: &str, parameters: Vec<Value>, content: &str) -> Value {
+fn required(mut parameter: Value) -> Value {
+    parameter["required"] = json!(true);
+    parameter
+}
+
+fn operation(summary: &str, parameters: Vec<Value>, content: &[&str]) -> Value {
     let error = json!({ "description": "An error with a message saying what was wrong", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let mut ok = serde_json::Map::new();
+    for c in content {
+        let schema = if *c == "application/json" {
+            json!({ "type": "object" })
+        } else {
+            json!({ "type": "string" })
+        };
+        ok.insert((*c).to_owned(), json!({ "schema": schema }));
+    }
     json!({
         "get": {
             "summary": summary,
             "parameters": parameters,
             "responses": {
-                "200": { "description": "OK", "content": { content: { "schema": { "type": if content == "application/json" { "object" } else { "string" } } } } },
+                "200": { "description": "OK", "content": ok },
                 "400": error,
                 "401": error,
                 "403": error,
@@ -66,7 +80,7 @@ fn with(mut base: Vec<Value>, more: Vec<Value>) -> Vec<Value> {
 
 /// The document.
 pub fn document() -> Value {
-    let json_type = "application/json";
+    let json_type: &[&str] = &["application/json"];
     let s = || vec![snapshot_id()];
     let mut paths = serde_json::Map::new();
     let mut add = |path: &str, op: Value| {
@@ -210,7 +224,7 @@ pub fn document() -> Value {
                     ],
                 ),
             ),
-            json_type,
+            &["application/json", "text/csv; charset=utf-8"],
         ),
     );
     let date = json!({ "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" });
@@ -267,12 +281,16 @@ pub fn document() -> Value {
     );
     let two = || {
         vec![
-            query(
+            required(query(
                 "from",
                 "The earlier snapshot",
                 integer(1, u64::from(u32::MAX)),
-            ),
-            query("to", "The later snapshot", integer(1, u64::from(u32::MAX))),
+            )),
+            required(query(
+                "to",
+                "The later snapshot",
+                integer(1, u64::from(u32::MAX)),
+            )),
         ]
     };
     add(

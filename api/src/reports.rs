@@ -609,7 +609,13 @@ fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
     if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return Err(bad());
     }
-    Ok(days_from_civil(y, m, d) * NS_PER_DAY)
+    days_from_civil(y, m, d)
+        .checked_mul(NS_PER_DAY)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name} must lie between 1678-01-01 and 2262-04-11 (nanosecond timestamps), got {value:?}"
+            ))
+        })
 }
 
 /// A shell glob as a `LIKE` pattern: `*` any run, `?` one byte, `%`, `_` and `\` literal.

@@ -2,7 +2,9 @@
 //!
 //! Paths are arbitrary bytes, so every value is written byte by byte: printable ASCII as is
 //! (quote and backslash escaped), everything else as `\xHH`. Both ClickHouse 18.16 and current
-//! releases read these escapes, and the result is plain ASCII whatever the input was.
+//! releases read these escapes, and the result is plain ASCII whatever the input was. `?` is
+//! written as `\x3F` too: the `clickhouse` client reads a bare `?` in a query as a placeholder
+//! for a bound value.
 
 use std::fmt::Write;
 
@@ -16,6 +18,7 @@ pub fn quote_bytes(value: &[u8]) -> String {
                 out.push('\\');
                 out.push(b as char);
             }
+            b'?' => out.push_str("\\x3F"),
             0x20..=0x7e => out.push(b as char),
             _ => write!(out, "\\x{b:02X}").expect("writing to a String"),
         }
@@ -67,6 +70,12 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn question_marks_are_not_left_for_the_client_to_bind() {
+        assert_eq!(quote_str("/a?b"), r"'/a\x3Fb'");
+        assert!(!quote_bytes(&(0..=255).collect::<Vec<u8>>()).contains('?'));
     }
 
     #[test]

@@ -179,10 +179,15 @@ pub fn foreign_parquet(rows: i32) -> Vec<u8> {
 
 /// The `storage-aggregator` binary beside `scanner` (`cargo test --workspace` builds both).
 pub fn aggregator_binary(scanner: &str) -> PathBuf {
-    let path = Path::new(scanner).with_file_name("storage-aggregator");
+    sibling_binary(scanner, "storage-aggregator", "storage-tracker-aggregator")
+}
+
+/// The binary `name` of package `package`, beside `scanner`.
+pub fn sibling_binary(scanner: &str, name: &str, package: &str) -> PathBuf {
+    let path = Path::new(scanner).with_file_name(name);
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build -p storage-tracker-aggregator` (cargo test --workspace does)",
+        "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",
         path.display()
     );
     path
