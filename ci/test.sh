@@ -35,6 +35,8 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
+# Integration tests run the binaries of other packages too (storage-aggregator, storage-api).
+cargo build --workspace --bins --locked
 set +e
 cargo test --workspace --locked 2>&1 | tee "$work/cargo-test.log"
 status=${PIPESTATUS[0]}
