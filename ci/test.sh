@@ -38,7 +38,7 @@ step "tests"
 # Integration tests run the binaries of other packages too (storage-aggregator, storage-api).
 cargo build --workspace --bins --locked
 set +e
-cargo test --workspace --locked 2>&1 | tee "$work/cargo-test.log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$work/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
 

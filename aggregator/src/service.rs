@@ -75,6 +75,10 @@ type Outcome = Option<Result<FinishSnapshotResponse, Status>>;
 /// is stored whole or not at all.
 const INSERT_ROWS: u64 = 262_144;
 
+/// How long an insert whose outcome is unknown may keep running in ClickHouse before it is
+/// killed, so that what it stored can be counted.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Times ClickHouse may answer an insert with an error before the snapshot is failed.
 const MAX_REFUSED_INSERTS: u32 = 5;
 
@@ -557,11 +561,19 @@ impl Inner {
                 chunks = pending.len(),
                 "storing chunks failed, will retry: {e}"
             );
-            // Find out what landed, once ClickHouse answers again.
+            // Find out what landed, once ClickHouse answers again and the failed insert (which
+            // may outlive its connection) has finished.
             let stored = loop {
                 backoff.wait().await;
-                match self.store.chunk_counts(snapshot_id).await {
-                    Ok(counts) => break counts,
+                let settled = self
+                    .store
+                    .settle_inserts(snapshot_id, SETTLE_PATIENCE)
+                    .await;
+                match settled.and(Ok(())) {
+                    Ok(()) => match self.store.chunk_counts(snapshot_id).await {
+                        Ok(counts) => break counts,
+                        Err(e) => warn!(snapshot_id, "ClickHouse is still failing: {e}"),
+                    },
                     Err(e) => warn!(snapshot_id, "ClickHouse is still failing: {e}"),
                 }
             };
@@ -928,6 +940,10 @@ impl Inner {
                 Some(_) => {}
                 None => self.store.record_snapshot(&s.record).await?,
             }
+            // Inserts of the previous process may still be running: count after them.
+            self.store
+                .settle_inserts(snapshot_id, SETTLE_PATIENCE)
+                .await?;
             let stored: HashMap<(u32, u64), u64> = self
                 .store
                 .chunk_counts(snapshot_id)

@@ -21,6 +21,7 @@ use storage_tracker_proto::v1::Principal;
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
 use crate::sql;
+use storage_tracker_proto::sql::quote_str;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -232,16 +233,33 @@ impl Store {
         insert.end().await.map_err(self.err())
     }
 
+    /// The `query_id` prefix of every insert into a snapshot, so that inserts still running in
+    /// ClickHouse (their client gone) can be found.
+    fn insert_query_prefix(&self, snapshot_id: u64) -> String {
+        format!(
+            "storage-tracker-insert-{}-{snapshot_id}-",
+            self.config.database
+        )
+    }
+
     /// Inserts chunks' rows (checked with [`validate_batch`]) as one INSERT: (rank, seq, rows).
     pub async fn insert_chunks(
         &self,
         snapshot_id: u64,
         chunks: &[(u32, u64, &RecordBatch)],
     ) -> Result<(), StoreError> {
+        static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let query_id = format!(
+            "{}{}-{}",
+            self.insert_query_prefix(snapshot_id),
+            std::process::id(),
+            ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let client = self
             .client
             .clone()
-            .with_database(self.config.database.as_str());
+            .with_database(self.config.database.as_str())
+            .with_setting("query_id", query_id);
         let mut insert = client
             .insert::<EntryRecord<'static>>("entries")
             .await
@@ -254,6 +272,40 @@ impl Store {
             }
         }
         insert.end().await.map_err(self.err())
+    }
+
+    /// Waits until no insert into the snapshot is running in ClickHouse: one whose client went
+    /// away (a crash, a timeout) may still commit, so rows are counted only after. One still
+    /// running after `patience` is killed (an INSERT of one block is stored whole or not at all).
+    pub async fn settle_inserts(
+        &self,
+        snapshot_id: u64,
+        patience: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let prefix = quote_str(&self.insert_query_prefix(snapshot_id));
+        let running =
+            format!("SELECT count() FROM system.processes WHERE startsWith(query_id, {prefix})");
+        let start = std::time::Instant::now();
+        loop {
+            let n: u64 = self
+                .client
+                .query(&running)
+                .fetch_one()
+                .await
+                .map_err(self.err())?;
+            if n == 0 {
+                return Ok(());
+            }
+            if start.elapsed() > patience {
+                tracing::warn!(snapshot_id, "killing {n} insert(s) still running");
+                self.execute(&format!(
+                    "KILL QUERY WHERE startsWith(query_id, {prefix}) SYNC"
+                ))
+                .await?;
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Rows stored per (rank, seq) of a snapshot.

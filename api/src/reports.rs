@@ -170,6 +170,20 @@ pub(crate) struct Listing {
     entries: Vec<Child>,
 }
 
+impl Listing {
+    fn new(snapshot_id: u64, dir: &[u8], (limit, offset): (u64, u64), entries: Vec<Child>) -> Self {
+        let shown = Text::of(dir);
+        Self {
+            snapshot_id,
+            path: shown.text,
+            path_b64: shown.b64,
+            limit,
+            offset,
+            entries,
+        }
+    }
+}
+
 /// `GET /api/v1/snapshots/{id}/top?what=files|dirs&path=…`: the largest files (by size) or
 /// directories (by recursive bytes) under a directory.
 pub(crate) async fn top(
@@ -211,15 +225,12 @@ LIMIT {limit} OFFSET {offset}",
         }
     };
     let entries = listed(&state, snapshot_id, &sql).await?;
-    let shown = Text::of(&dir);
-    Ok(Json(Listing {
+    Ok(Json(Listing::new(
         snapshot_id,
-        path: shown.text,
-        path_b64: shown.b64,
-        limit,
-        offset,
+        &dir,
+        (limit, offset),
         entries,
-    }))
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -520,15 +531,12 @@ pub(crate) async fn stale(
     );
     let entries = listed(&state, snapshot.snapshot_id, &sql).await?;
     if !csv {
-        let shown = Text::of(&dir);
-        return Ok(Json(Listing {
-            snapshot_id: snapshot.snapshot_id,
-            path: shown.text,
-            path_b64: shown.b64,
-            limit,
-            offset,
+        return Ok(Json(Listing::new(
+            snapshot.snapshot_id,
+            &dir,
+            (limit, offset),
             entries,
-        })
+        ))
         .into_response());
     }
     let mut out = String::from("path,size,allocated,user,group,uid,gid,mtime_ns,atime_ns\n");
@@ -756,15 +764,12 @@ pub(crate) async fn search(
         offset,
     );
     let entries = listed(&state, snapshot_id, &sql).await?;
-    let shown = Text::of(&dir);
-    Ok(Json(Listing {
+    Ok(Json(Listing::new(
         snapshot_id,
-        path: shown.text,
-        path_b64: shown.b64,
-        limit,
-        offset,
+        &dir,
+        (limit, offset),
         entries,
-    }))
+    )))
 }
 
 #[cfg(test)]

@@ -75,8 +75,19 @@ impl Drop for PrivateClickHouse {
     }
 }
 
+/// A child process killed when dropped, so a failing test leaves none behind (one would hold
+/// the test's output open).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `storage-aggregator serve` as a child process.
-fn start_aggregator(ch: &PrivateClickHouse, db: &TestDatabase, port: u16, spool: &Path) -> Child {
+fn start_aggregator(ch: &PrivateClickHouse, db: &TestDatabase, port: u16, spool: &Path) -> Killed {
     let child = Command::new(aggregator_binary())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--spool")
@@ -87,6 +98,7 @@ fn start_aggregator(ch: &PrivateClickHouse, db: &TestDatabase, port: u16, spool:
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let child = Killed(child);
     wait_for(Duration::from_secs(30), "the aggregator listens", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -140,7 +152,7 @@ fn aggregator_killed_and_clickhouse_restarted_mid_scan_lose_and_duplicate_nothin
     let fixture = Fixture::build();
     let spool = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut aggregator = start_aggregator(&ch, &db, port, spool.path());
+    let aggregator = start_aggregator(&ch, &db, port, spool.path());
 
     // Small chunks, one in flight: hundreds of chunks, each acknowledged before the next.
     let scanner = Command::new(SCANNER)
@@ -158,12 +170,11 @@ fn aggregator_killed_and_clickhouse_restarted_mid_scan_lose_and_duplicate_nothin
     wait_for(Duration::from_secs(60), "some chunks are stored", || {
         stored_rows(&rt, &db).is_some_and(|n| n >= 5 * 64)
     });
-    aggregator.kill().unwrap();
-    aggregator.wait().unwrap();
+    drop(aggregator);
     let before_restart = stored_rows(&rt, &db).unwrap();
 
     // 2. Start it again on its spool; once inserts flow again, restart ClickHouse under them.
-    let mut aggregator = start_aggregator(&ch, &db, port, spool.path());
+    let aggregator = start_aggregator(&ch, &db, port, spool.path());
     wait_for(Duration::from_secs(60), "inserts resume", || {
         stored_rows(&rt, &db).is_some_and(|n| n > before_restart)
     });
@@ -184,8 +195,7 @@ fn aggregator_killed_and_clickhouse_restarted_mid_scan_lose_and_duplicate_nothin
         "the scanner had to retry: {stderr}"
     );
     assert!(stderr.contains("snapshot committed"), "{stderr}");
-    aggregator.kill().unwrap();
-    aggregator.wait().unwrap();
+    drop(aggregator);
 
     let truth = ground_truth(&fixture.root);
     let d = &db.database;
