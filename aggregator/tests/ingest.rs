@@ -250,6 +250,12 @@ fn a_chunk_with_the_wrong_schema_is_refused_by_name_and_nothing_of_it_is_stored(
         "{}",
         err.message()
     );
+    // Acknowledged means spooled; the insert follows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rows(&rt, &db, 1) < 11 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(
         rows(&rt, &db, 1),
         11,
