@@ -86,6 +86,27 @@ fn set_times(path: &std::path::Path, mtime_days_ago: u64, atime_days_ago: u64) {
         .unwrap();
 }
 
+/// Scans `root` into the aggregator's database as one committed snapshot.
+fn scan(aggregator: &Aggregator, root: &std::path::Path) {
+    let o = Command::new(SCANNER)
+        .args(["--aggregator", &aggregator.addr])
+        .arg(root)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The API's read-only view of the test database.
+fn reader(db: &TestDatabase) -> ReadConfig {
+    ReadConfig {
+        url: db.url.clone(),
+        user: "storage_reader".into(),
+        password: String::new(),
+        database: db.database.clone(),
+    }
+}
+
 #[test]
 fn report_endpoints_answer_exactly_and_refuse_bad_input() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -106,20 +127,9 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
     write("src/main.rs", 300);
     write("weird/<i>x<i>.txt", 10);
     set_times(&write("sub/deep/old.bin", 3000), 20, 1000);
-    let o = Command::new(SCANNER)
-        .args(["--aggregator", &aggregator.addr])
-        .arg(&root)
-        .env_remove("SLURM_PROCID")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    scan(&aggregator, &root);
     let api = Api {
-        app: storage_tracker_api::app(AppState::new(ReadConfig {
-            url: db.url.clone(),
-            user: "storage_reader".into(),
-            password: String::new(),
-            database: db.database.clone(),
-        })),
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
         rt,
     };
     let r = root.to_str().unwrap();
@@ -312,13 +322,7 @@ fn tokens_limit_every_endpoint_to_their_prefixes() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"data").unwrap();
     }
-    let o = Command::new(SCANNER)
-        .args(["--aggregator", &aggregator.addr])
-        .arg(&root)
-        .env_remove("SLURM_PROCID")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    scan(&aggregator, &root);
     let r = root.to_str().unwrap();
     let admin = "admin-token-0123456789abcdef";
     let lead = "lead-token-0123456789abcdefgh";
@@ -327,15 +331,7 @@ fn tokens_limit_every_endpoint_to_their_prefixes() {
     ))
     .unwrap();
     let api = Api {
-        app: storage_tracker_api::app(
-            AppState::new(ReadConfig {
-                url: db.url.clone(),
-                user: "storage_reader".into(),
-                password: String::new(),
-                database: db.database.clone(),
-            })
-            .with_access(access),
-        ),
+        app: storage_tracker_api::app(AppState::new(reader(&db)).with_access(access)),
         rt,
     };
     let s = "/api/v1/snapshots/1";
