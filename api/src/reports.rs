@@ -86,10 +86,63 @@ LIMIT {limit} OFFSET {offset}"
 }
 
 async fn listed(state: &AppState, snapshot_id: u64, sql: &str) -> Result<Vec<Child>, ApiError> {
-    let rows = state.client.query(sql).fetch_all::<ChildRow>().await?;
+    let mut rows = state.client.query(sql).fetch_all::<ChildRow>().await?;
+    with_tree_totals(state, snapshot_id, &mut rows).await?;
     let mut children: Vec<Child> = rows.into_iter().map(Child::from).collect();
     name_owners(state, snapshot_id, &mut children).await?;
     Ok(children)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct DirTotals {
+    #[serde(with = "serde_bytes")]
+    path: Vec<u8>,
+    bytes: u64,
+    allocated: u64,
+    entries: u64,
+    files: u64,
+    dirs: u64,
+    max_mtime_ns: i64,
+    max_atime_ns: i64,
+}
+
+/// Gives the directories of a page of entries their trees' totals (one lookup by key).
+async fn with_tree_totals(
+    state: &AppState,
+    snapshot_id: u64,
+    rows: &mut [ChildRow],
+) -> Result<(), ApiError> {
+    let dir_code = storage_tracker_proto::EntryKind::Dir as i8;
+    let keys: Vec<String> = rows
+        .iter()
+        .filter(|r| r.kind == dir_code && r.tree_entries == 0)
+        .map(|r| {
+            let (parent, name) = split_path(&r.path);
+            format!("({}, {})", quote_bytes(parent), quote_bytes(name))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT path, bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns FROM {}.dir_rollups \
+         WHERE snapshot_id = {snapshot_id} AND (parent_path, name) IN ({})",
+        state.database,
+        keys.join(", ")
+    );
+    let totals = state.client.query(&sql).fetch_all::<DirTotals>().await?;
+    for r in rows.iter_mut().filter(|r| r.kind == dir_code) {
+        if let Some(t) = totals.iter().find(|t| t.path == r.path) {
+            r.tree_bytes = t.bytes;
+            r.tree_allocated = t.allocated;
+            r.tree_entries = t.entries;
+            r.tree_files = t.files;
+            r.tree_dirs = t.dirs;
+            r.tree_max_mtime_ns = t.max_mtime_ns;
+            r.tree_max_atime_ns = t.max_atime_ns;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

@@ -216,6 +216,12 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
     assert_eq!(search("q=%5E%5Bab%5D%5C.&match=regex"), ["b.TXT", "a.txt"]);
     assert_eq!(search("type=txt"), ["b.TXT", "a.txt", "<i>x<i>.txt"]);
     assert_eq!(search(&format!("q=a&path={r}/docs")), ["a.txt"]);
+    // A directory found by search carries its tree's totals.
+    let found = api.json(&format!("{s}/search?q=docs&field=name"));
+    let docs_found = &found["entries"][0];
+    assert_eq!(docs_found["name"], "docs");
+    assert_eq!(docs_found["files"], 3);
+    assert_eq!(docs_found["bytes"], dir_size("docs") + 350);
     assert_eq!(search("q=docs/&field=path&min_size=60"), ["b.TXT", "a.txt"]);
     let month_ago = {
         let days = SystemTime::now()
