@@ -14,17 +14,17 @@ use bytes::Bytes;
 use prost::Message;
 
 use storage_tracker_proto::v1::{Chunk, OfflineManifest};
-use storage_tracker_proto::{ChunkError, read_chunk_file};
+use storage_tracker_proto::{
+    ChunkError, MANIFEST_FILE, chunk_file_name, parse_chunk_file_name, read_chunk_file,
+};
 
 use crate::service::IngestService;
 use crate::store::{STATE_COMMITTED, STATE_FAILED, STATE_RUNNING, Store, StoreError, unix_now};
 
-pub const MANIFEST: &str = "manifest.pb";
-
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error(
-        "{dir} has no {MANIFEST}: pass the directory an offline scan wrote (storage-scan --output DIR), after the scan finished"
+        "{dir} has no {MANIFEST_FILE}: pass the directory an offline scan wrote (storage-scan --output DIR), after the scan finished"
     )]
     NoManifest { dir: PathBuf },
     #[error("reading {path}: {source}")]
@@ -62,19 +62,12 @@ pub enum Imported {
     AlreadyCommitted { snapshot_id: u64 },
 }
 
-/// `rank<R>-seq<S>.parquet` parsed.
-fn chunk_key(name: &str) -> Option<(u32, u64)> {
-    let rest = name.strip_suffix(".parquet")?.strip_prefix("rank")?;
-    let (rank, seq) = rest.split_once("-seq")?;
-    Some((rank.parse().ok()?, seq.parse().ok()?))
-}
-
 /// An offline scan's chunk files by (rank, seq), with their row counts.
 pub type ChunkFiles = BTreeMap<(u32, u64), (PathBuf, u64)>;
 
 /// The manifest and the chunk files of an offline scan, checked; nothing is stored.
 pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
-    let manifest_path = dir.join(MANIFEST);
+    let manifest_path = dir.join(MANIFEST_FILE);
     let bytes = match std::fs::read(&manifest_path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -123,7 +116,7 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
         let Some(key) = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(chunk_key)
+            .and_then(parse_chunk_file_name)
         else {
             continue;
         };
@@ -166,10 +159,6 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
         *rows = batch.num_rows() as u64;
     }
     Ok((manifest, files))
-}
-
-fn chunk_file_name(rank: u32, seq: u64) -> String {
-    format!("rank{rank:05}-seq{seq:09}.parquet")
 }
 
 /// Imports the offline scan in `dir` through `service` (which stores into `store`).
@@ -245,18 +234,5 @@ pub async fn import(
                 .await;
             Err(fail(status))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_file_names_parse() {
-        assert_eq!(chunk_key("rank00007-seq000000012.parquet"), Some((7, 12)));
-        assert_eq!(chunk_key(&chunk_file_name(3, 4)), Some((3, 4)));
-        assert_eq!(chunk_key("rank00007-seq000000012.parquet.tmp"), None);
-        assert_eq!(chunk_key("manifest.pb"), None);
     }
 }

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeSet;
 
+use storage_tracker_proto::calendar::civil_from_days;
+
 use crate::store::{STATE_COMMITTED, STATE_DELETED, SnapshotRecord, Store, StoreError, unix_now};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,16 +28,9 @@ impl Retention {
 
 const DAY: i64 = 86_400;
 
-/// (year, month) of a day count since 1970-01-01 (proleptic Gregorian, H. Hinnant's algorithm).
+/// (year, month) of a day count since 1970-01-01.
 fn year_month(days: i64) -> (i64, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, _) = civil_from_days(days);
     (year, month)
 }
 

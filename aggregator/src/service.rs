@@ -764,13 +764,10 @@ impl Inner {
         request: &FinishSnapshotRequest,
     ) -> Result<FinishSnapshotResponse, CommitError> {
         let snapshot_id = record.snapshot_id;
-        let counted: HashMap<u32, u64> = self
-            .store
-            .rows_per_rank(snapshot_id)
-            .await?
-            .into_iter()
-            .map(|c| (c.rank, c.rows))
-            .collect();
+        let mut counted: HashMap<u32, u64> = HashMap::new();
+        for c in self.store.chunk_counts(snapshot_id).await? {
+            *counted.entry(c.rank).or_default() += c.rows;
+        }
         verify_totals(&record, ranks, &request.ranks, &counted).map_err(CommitError::Refused)?;
         self.store
             .insert_principals(snapshot_id, &request.users, &request.groups)

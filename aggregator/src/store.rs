@@ -153,13 +153,6 @@ pub fn unix_now() -> u32 {
         .map_or(0, |d| d.as_secs() as u32)
 }
 
-/// The rows a snapshot holds per rank, as stored.
-#[derive(Debug, Row, Deserialize)]
-pub struct RankCount {
-    pub rank: u32,
-    pub rows: u64,
-}
-
 /// The rows a snapshot holds per chunk, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Deserialize)]
 pub struct ChunkCount {
@@ -398,15 +391,6 @@ impl Store {
             }
         }
         insert.end().await.map_err(self.err())
-    }
-
-    pub async fn rows_per_rank(&self, snapshot_id: u64) -> Result<Vec<RankCount>, StoreError> {
-        let db = &self.config.database;
-        self.client
-            .query(&format!("SELECT rank, count() AS rows FROM {db}.entries WHERE snapshot_id = {snapshot_id} GROUP BY rank ORDER BY rank"))
-            .fetch_all()
-            .await
-            .map_err(self.err())
     }
 
     /// Computes every report of a snapshot in ClickHouse: directory rollups, usage by owner

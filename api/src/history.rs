@@ -15,6 +15,7 @@ use storage_tracker_proto::sql::quote_bytes;
 
 use crate::access::Scope;
 use crate::paths::{PathParam, Text};
+use crate::routes::query_params;
 use crate::{ApiError, AppState};
 
 /// Committed snapshot ids, for `IN (...)`.
@@ -207,8 +208,7 @@ pub async fn history(
     Extension(access): Extension<Scope>,
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Json<History>, ApiError> {
-    let Query(p) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    let p = query_params(params)?;
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
     let (parent, name) = split_path(&dir);
@@ -285,8 +285,7 @@ pub async fn growth(
     Extension(access): Extension<Scope>,
     params: Result<Query<GrowthParams>, QueryRejection>,
 ) -> Result<Json<Growth>, ApiError> {
-    let Query(p) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    let p = query_params(params)?;
     let (limit, offset) = crate::routes::page(p.limit, p.offset)?;
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
@@ -370,8 +369,7 @@ pub async fn owner_growth(
     Extension(access): Extension<Scope>,
     params: Result<Query<OwnerGrowthParams>, QueryRejection>,
 ) -> Result<Json<OwnerGrowth>, ApiError> {
-    let Query(p) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    let p = query_params(params)?;
     access.check_all("growth per owner")?;
     let by = match p.by.as_deref() {
         None | Some("user") => "user",

@@ -55,12 +55,13 @@ pub struct RollupRow {
     pub dirs: u64,
     pub max_mtime_ns: i64,
     pub max_atime_ns: i64,
+    pub depth: u32,
 }
 
 /// The rollup of the directory `parent`/`name`, looked up by the table's sort key.
 pub fn directory_rollup(db: &Database, snapshot_id: u64, parent: &[u8], name: &[u8]) -> String {
     format!(
-        "SELECT bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns FROM {db}.dir_rollups \
+        "SELECT bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns, depth FROM {db}.dir_rollups \
          WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
         quote_bytes(parent),
         quote_bytes(name)

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use storage_tracker_proto::calendar::days_from_civil;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::reports::{AGE_BOUNDS_DAYS, extension_sql};
@@ -20,13 +21,8 @@ use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 use crate::access::Scope;
 use crate::paths::{PathParam, Text};
 use crate::query::{ChildRow, SnapshotRow};
-use crate::routes::{Child, committed, name_owners, page, snapshot_id};
+use crate::routes::{Child, committed, name_owners, page, query_params, snapshot_id};
 use crate::{ApiError, AppState};
-
-fn params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
-}
 
 /// The snapshot, and the directory a request limits itself to (the root when none is given).
 /// The directory must be readable with the request's token.
@@ -159,7 +155,7 @@ pub(crate) async fn entry(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<EntryParams>, QueryRejection>,
 ) -> Result<Json<Child>, ApiError> {
-    let p = params(q)?;
+    let p = query_params(q)?;
     if p.path.is_none() && p.path_b64.is_none() {
         return Err(ApiError::BadRequest(
             "give the entry as path= or path_b64=".into(),
@@ -245,7 +241,7 @@ pub(crate) async fn top(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<TopParams>, QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
-    let p = params(q)?;
+    let p = query_params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
     let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let db = &state.database;
@@ -337,7 +333,7 @@ pub(crate) async fn usage(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<UsageParams>, QueryRejection>,
 ) -> Result<Json<Usage>, ApiError> {
-    let p = params(q)?;
+    let p = query_params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
     access.check_all("usage")?;
     let snapshot_id = snapshot_id(id)?;
@@ -463,7 +459,7 @@ pub(crate) async fn histograms(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HistogramParams>, QueryRejection>,
 ) -> Result<Json<Histogram>, ApiError> {
-    let p = params(q)?;
+    let p = query_params(q)?;
     let snapshot_id = snapshot_id(id)?;
     let of = match p.of.as_deref() {
         None | Some("size") => "size",
@@ -531,7 +527,7 @@ pub(crate) async fn stale(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<StaleParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = params(q)?;
+    let p = query_params(q)?;
     let csv = match p.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -651,17 +647,6 @@ pub(crate) struct SearchParams {
     offset: Option<u64>,
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A `YYYY-MM-DD` date as nanoseconds since the epoch (midnight UTC).
 fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
     let bad = || {
@@ -732,7 +717,7 @@ pub(crate) async fn search(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
-    let p = params(q)?;
+    let p = query_params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
     let field = match p.field.as_deref() {
         None | Some("name") => "name",
@@ -949,7 +934,7 @@ pub(crate) async fn treemap(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<TreemapParams>, QueryRejection>,
 ) -> Result<Json<Treemap>, ApiError> {
-    let p = params(q)?;
+    let p = query_params(q)?;
     let depth = p.depth.unwrap_or(2);
     if !(1..=4).contains(&depth) {
         return Err(ApiError::BadRequest(format!(
@@ -991,15 +976,7 @@ pub(crate) async fn treemap(
             String::from_utf8_lossy(&dir)
         )));
     };
-    let base_depth: u32 = state
-        .client
-        .query(&format!(
-            "SELECT depth FROM {db}.dir_rollups WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
-            quote_bytes(parent),
-            quote_bytes(name)
-        ))
-        .fetch_one()
-        .await?;
+    let base_depth = top.depth;
     // Every entry whose parent lies within `depth - 1` levels below the directory. The depth
     // test goes first (PREWHERE): a small column that drops most rows before a path is read;
     // the parent's range is on the sort key.

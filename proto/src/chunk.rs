@@ -83,6 +83,21 @@ pub fn decode_chunk(parquet: Bytes, declared_rows: u64) -> Result<RecordBatch, C
     }
 }
 
+/// The file an offline scan writes beside its chunk files: the scan's `OfflineManifest`.
+pub const MANIFEST_FILE: &str = "manifest.pb";
+
+/// The file name of an offline scan's chunk: sorting names sorts by rank, then sequence.
+pub fn chunk_file_name(rank: u32, seq: u64) -> String {
+    format!("rank{rank:05}-seq{seq:09}.parquet")
+}
+
+/// (rank, seq) of a chunk file name made by [`chunk_file_name`].
+pub fn parse_chunk_file_name(name: &str) -> Option<(u32, u64)> {
+    let rest = name.strip_suffix(".parquet")?.strip_prefix("rank")?;
+    let (rank, seq) = rest.split_once("-seq")?;
+    Some((rank.parse().ok()?, seq.parse().ok()?))
+}
+
 /// Reads and validates a chunk file (an offline scan's output): the row count is the footer's.
 pub fn read_chunk_file(path: &std::path::Path) -> Result<RecordBatch, ChunkError> {
     use parquet::file::reader::FileReader;
@@ -133,6 +148,17 @@ fn check_schema(schema: &arrow_schema::Schema) -> Result<(), ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_file_names_round_trip() {
+        assert_eq!(chunk_file_name(7, 12), "rank00007-seq000000012.parquet");
+        assert_eq!(parse_chunk_file_name(&chunk_file_name(3, 4)), Some((3, 4)));
+        assert_eq!(
+            parse_chunk_file_name("rank00007-seq000000012.parquet.tmp"),
+            None
+        );
+        assert_eq!(parse_chunk_file_name(MANIFEST_FILE), None);
+    }
     use crate::entry::{EntryBatchBuilder, EntryKind, EntryRef, EntryStat, ErrorOp};
     use arrow_array::{Array, Int32Array};
     use std::sync::Arc;

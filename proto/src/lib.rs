@@ -2,6 +2,7 @@
 //! entry row, the Parquet chunk format, and the ClickHouse DDL. Every crate takes these from
 //! here, so a change to the row layout is made once and bumps [`SCHEMA_VERSION`].
 
+pub mod calendar;
 pub mod chunk;
 pub mod ddl;
 pub mod entry;
@@ -18,5 +19,8 @@ pub mod v1 {
     tonic::include_proto!("storage_tracker.v1");
 }
 
-pub use chunk::{ChunkError, decode_chunk, encode_chunk, read_chunk_file};
+pub use chunk::{
+    ChunkError, MANIFEST_FILE, chunk_file_name, decode_chunk, encode_chunk, parse_chunk_file_name,
+    read_chunk_file,
+};
 pub use entry::{EntryBatchBuilder, EntryKind, ErrorOp, entry_schema};

@@ -123,11 +123,6 @@ impl DirSink {
         }
     }
 
-    /// The file name of a chunk: sorting names sorts by rank, then sequence.
-    pub fn file_name(rank: u32, seq: u64) -> String {
-        format!("rank{rank:05}-seq{seq:09}.parquet")
-    }
-
     pub fn chunks_written(&self) -> u64 {
         *self.next_seq.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -135,7 +130,7 @@ impl DirSink {
     /// Writes the scan's manifest (rank 0, once every rank finished): `manifest.pb`, which
     /// `storage-aggregator import` reads. Returns its path.
     pub fn write_manifest(&self, encoded: &[u8]) -> Result<PathBuf, SinkError> {
-        let path = self.dir.join("manifest.pb");
+        let path = self.dir.join(storage_tracker_proto::MANIFEST_FILE);
         let tmp = path.with_extension("pb.tmp");
         std::fs::write(&tmp, encoded)
             .and_then(|()| std::fs::rename(&tmp, &path))
@@ -150,7 +145,9 @@ impl DirSink {
 impl ChunkSink for DirSink {
     fn submit(&self, _rows: u64, parquet: Vec<u8>) -> Result<(), SinkError> {
         let mut seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let path = self.dir.join(Self::file_name(self.rank, *seq));
+        let path = self
+            .dir
+            .join(storage_tracker_proto::chunk_file_name(self.rank, *seq));
         let tmp = path.with_extension("parquet.tmp");
         let write = || -> std::io::Result<()> {
             std::fs::write(&tmp, &parquet)?;

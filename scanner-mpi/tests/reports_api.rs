@@ -230,7 +230,7 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
             .as_secs()
             / 86_400
             - 30;
-        let (y, m, d) = civil(days as i64);
+        let (y, m, d) = storage_tracker_proto::calendar::civil_from_days(days as i64);
         format!("{y:04}-{m:02}-{d:02}")
     };
     assert_eq!(search(&format!("mtime_before={month_ago}")), ["big.dat"]);
@@ -403,17 +403,4 @@ fn tokens_limit_every_endpoint_to_their_prefixes() {
         denied.contains(&format!("{r}/team")),
         "names what the token may read: {denied}"
     );
-}
-
-/// (year, month, day) of a day count since 1970-01-01.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }

@@ -17,7 +17,9 @@ use storage_tracker_proto::entry::{EntryRef, EntryStat};
 use storage_tracker_proto::v1::{
     BeginSnapshotRequest, FinishSnapshotRequest, OfflineManifest, Principal, RankTotals,
 };
-use storage_tracker_proto::{EntryBatchBuilder, EntryKind, SCHEMA_VERSION, encode_chunk};
+use storage_tracker_proto::{
+    EntryBatchBuilder, EntryKind, MANIFEST_FILE, SCHEMA_VERSION, chunk_file_name, encode_chunk,
+};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -71,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let path = args.out.join(format!("rank00000-seq{:09}.parquet", *seq));
+        let path = args.out.join(chunk_file_name(0, *seq));
         std::fs::write(&path, encode_chunk(&batch)?)?;
         *seq += 1;
         Ok(())
@@ -220,7 +222,7 @@ fn main() -> anyhow::Result<()> {
         }),
         finished_at: now,
     };
-    std::fs::write(args.out.join("manifest.pb"), manifest.encode_to_vec())?;
+    std::fs::write(args.out.join(MANIFEST_FILE), manifest.encode_to_vec())?;
     println!("{written} entries in {seq} chunk files, {apparent} apparent bytes");
     Ok(())
 }
