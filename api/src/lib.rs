@@ -12,6 +12,7 @@ pub mod paths;
 pub mod query;
 pub mod reports;
 pub mod routes;
+pub mod ui;
 
 use clickhouse::Client;
 use storage_tracker_proto::ddl::Database;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub client: Client,
     pub database: Database,
     pub access: std::sync::Arc<access::Access>,
+    /// The built web UI served at `/` (empty: `/` says how to build it).
+    pub ui: std::sync::Arc<ui::UiFiles>,
 }
 
 impl AppState {
@@ -47,7 +50,14 @@ impl AppState {
             client,
             database: config.database,
             access: std::sync::Arc::new(access::Access::open()),
+            ui: std::sync::Arc::new(ui::UiFiles::none()),
         }
+    }
+
+    /// Serving this built UI at `/`.
+    pub fn with_ui(mut self, ui: ui::UiFiles) -> Self {
+        self.ui = std::sync::Arc::new(ui);
+        self
     }
 
     /// With these tokens required (see [`access`]).

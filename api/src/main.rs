@@ -9,6 +9,7 @@ use clap::Parser;
 use tracing::info;
 
 use storage_tracker_api::access::Access;
+use storage_tracker_api::ui::UiFiles;
 use storage_tracker_api::{AppState, ReadConfig, app};
 use storage_tracker_proto::ddl::Database;
 
@@ -66,6 +67,10 @@ struct Args {
     /// The same lines, in the environment (for service managers that inject secrets).
     #[arg(long, env = "STORAGE_TRACKER_API_TOKENS", hide_env_values = true)]
     tokens: Option<String>,
+
+    /// The built web UI to serve at `/` (`ui/dist` after `npm run build` in ui/).
+    #[arg(long, env = "STORAGE_TRACKER_UI_DIR")]
+    ui_dir: Option<std::path::PathBuf>,
 }
 
 async fn shutdown_signal() {
@@ -112,6 +117,14 @@ async fn main() -> anyhow::Result<()> {
         database: args.database,
     })
     .with_access(access.clone());
+    let state = match &args.ui_dir {
+        Some(dir) => {
+            let ui = UiFiles::load(dir).with_context(|| format!("--ui-dir {}", dir.display()))?;
+            info!(files = ui.len(), dir = %dir.display(), "serving the web UI");
+            state.with_ui(ui)
+        }
+        None => state,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {

@@ -18,6 +18,8 @@ use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::reports::{AGE_BOUNDS_DAYS, extension_sql};
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 
+use std::collections::{BTreeSet, HashMap};
+
 use crate::access::Scope;
 use crate::paths::{PathParam, Text};
 use crate::query::{ChildRow, SnapshotRow};
@@ -886,6 +888,8 @@ struct TileRow {
     kind: String,
     bytes: u64,
     files: u64,
+    uid: u32,
+    newest_mtime_ns: i64,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -906,6 +910,17 @@ pub(crate) struct Tile {
     kind: String,
     bytes: u64,
     files: u64,
+    /// The owner's uid and, where the snapshot resolved it, name (not on "other").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    /// A file's type (see `usage?by=type`); absent for directories and "other".
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    file_type: Option<String>,
+    /// Newest mtime: the file's own, or the newest in a directory's tree (not on "other").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<i64>,
     /// For "other": how many children it stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     count: Option<u64>,
@@ -988,18 +1003,20 @@ pub(crate) async fn treemap(
     let tiles = format!(
         "(
     SELECT parent_path, name, toString(kind) AS kind, if(kind = 'dir', dir_bytes, size) AS bytes,
-        if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files
-    FROM (SELECT parent_path, name, kind, size FROM {db}.entries {within}) AS e
+        if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files, uid,
+        if(kind = 'dir', dir_mtime_ns, mtime_ns) AS newest_mtime_ns
+    FROM (SELECT parent_path, name, kind, size, uid, mtime_ns FROM {db}.entries {within}) AS e
     ANY LEFT JOIN
     (
-        SELECT parent_path, name, bytes AS dir_bytes, files AS dir_files FROM {db}.dir_rollups {within}
+        SELECT parent_path, name, bytes AS dir_bytes, files AS dir_files, max_mtime_ns AS dir_mtime_ns
+        FROM {db}.dir_rollups {within}
     ) AS r USING (parent_path, name)
 ) AS t"
     );
     let rows: Vec<TileRow> = state
         .client
         .query(&format!(
-            "SELECT parent_path, name, kind, bytes, files FROM {tiles} ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
+            "SELECT parent_path, name, kind, bytes, files, uid, newest_mtime_ns FROM {tiles} ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
         ))
         .fetch_all()
         .await?;
@@ -1010,21 +1027,41 @@ pub(crate) async fn treemap(
         ))
         .fetch_all()
         .await?;
-    let mut by_parent: std::collections::HashMap<Vec<u8>, Vec<TileRow>> = Default::default();
+    let uids: Vec<u32> = rows
+        .iter()
+        .map(|r| r.uid)
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    let users: HashMap<u32, String> = if uids.is_empty() {
+        Default::default()
+    } else {
+        state
+            .client
+            .query(&crate::query::principals(db, snapshot_id, &uids, &[]))
+            .fetch_all::<crate::query::PrincipalRow>()
+            .await?
+            .into_iter()
+            .filter(|p| p.kind == 1 && !p.name.is_empty())
+            .map(|p| (p.id, p.name))
+            .collect()
+    };
+    let mut by_parent: HashMap<Vec<u8>, Vec<TileRow>> = Default::default();
     for row in rows {
         by_parent
             .entry(row.parent_path.clone())
             .or_default()
             .push(row);
     }
-    let totals: std::collections::HashMap<Vec<u8>, TotalRow> = totals
+    let totals: HashMap<Vec<u8>, TotalRow> = totals
         .into_iter()
         .map(|t| (t.parent_path.clone(), t))
         .collect();
     fn build(
         dir: &[u8],
-        by_parent: &mut std::collections::HashMap<Vec<u8>, Vec<TileRow>>,
-        totals: &std::collections::HashMap<Vec<u8>, TotalRow>,
+        by_parent: &mut HashMap<Vec<u8>, Vec<TileRow>>,
+        totals: &HashMap<Vec<u8>, TotalRow>,
+        users: &HashMap<u32, String>,
     ) -> Vec<Tile> {
         let rows = by_parent.remove(dir).unwrap_or_default();
         let (mut bytes, mut files) = (0u64, 0u64);
@@ -1040,10 +1077,14 @@ pub(crate) async fn treemap(
                 }
                 path.extend_from_slice(&r.name);
                 let children = if r.kind == "dir" {
-                    build(&path, by_parent, totals)
+                    build(&path, by_parent, totals, users)
                 } else {
                     Vec::new()
                 };
+                let file_type = (r.kind == "file").then(|| {
+                    String::from_utf8_lossy(&storage_tracker_proto::reports::extension(&r.name))
+                        .into_owned()
+                });
                 let name = Text::of(&r.name);
                 Tile {
                     name: name.text,
@@ -1051,6 +1092,10 @@ pub(crate) async fn treemap(
                     kind: r.kind,
                     bytes: r.bytes,
                     files: r.files,
+                    uid: Some(r.uid),
+                    user: users.get(&r.uid).cloned(),
+                    file_type,
+                    mtime_ns: Some(r.newest_mtime_ns),
                     count: None,
                     children,
                 }
@@ -1065,13 +1110,17 @@ pub(crate) async fn treemap(
                 kind: "other".into(),
                 bytes: t.bytes.saturating_sub(bytes),
                 files: t.files.saturating_sub(files),
+                uid: None,
+                user: None,
+                file_type: None,
+                mtime_ns: None,
                 count: Some(t.children - shown),
                 children: Vec::new(),
             });
         }
         out
     }
-    let children = build(&dir, &mut by_parent, &totals);
+    let children = build(&dir, &mut by_parent, &totals, &users);
     let shown = Text::of(&dir);
     let name = Text::of(name);
     Ok(Json(Treemap {
@@ -1087,6 +1136,10 @@ pub(crate) async fn treemap(
             kind: "dir".into(),
             bytes: top.bytes,
             files: top.files,
+            uid: None,
+            user: None,
+            file_type: None,
+            mtime_ns: Some(top.max_mtime_ns),
             count: None,
             children,
         },

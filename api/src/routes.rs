@@ -2,7 +2,6 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,8 @@ const MAX_OFFSET: u64 = 100_000_000;
 /// The router of the whole API and the UI.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/", get(ui))
+        .route("/", get(crate::ui::serve))
+        .route("/assets/{*file}", get(crate::ui::serve))
         .route("/health", get(health))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/snapshots", get(list_snapshots))
@@ -72,10 +72,6 @@ pub fn app(state: AppState) -> Router {
 
 async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
-}
-
-async fn ui() -> Html<&'static str> {
-    Html(include_str!("../../ui/index.html"))
 }
 
 #[derive(Debug, Deserialize)]

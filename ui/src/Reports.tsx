@@ -1,0 +1,305 @@
+// Reports: the largest files and directories under the current directory, usage by owner, group
+// and file type, size and age histograms, and stale data with a CSV download.
+import { useState } from "preact/hooks";
+import { download, type Histogram, type Listing, type Snapshot, type Usage, type UsageItem } from "./api";
+import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, sortRows, type Direction } from "./components";
+import { useApi } from "./data";
+import { age, bytes, count, dateNs, day, percent } from "./format";
+import { parent, pathParams, type PathRef } from "./paths";
+import { choice, intParam, navigate, pathPatch } from "./route";
+import { Breadcrumbs, entryRef } from "./Explorer";
+import { parseSize } from "./Search";
+
+export const REPORTS = [
+  ["top-files", "Largest files"],
+  ["top-dirs", "Largest directories"],
+  ["users", "Users"],
+  ["groups", "Groups"],
+  ["types", "File types"],
+  ["sizes", "File sizes"],
+  ["mtime", "Age (modified)"],
+  ["atime", "Age (accessed)"],
+  ["stale", "Stale data"],
+] as const;
+type Report = (typeof REPORTS)[number][0];
+const PAGE = 100;
+
+export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root: PathRef; path: PathRef; q: URLSearchParams }) {
+  const report = choice<Report>(
+    q,
+    "report",
+    REPORTS.map(([k]) => k),
+    "top-files",
+  );
+  const underPath = report === "top-files" || report === "top-dirs" || report === "stale";
+  return (
+    <div class="reports">
+      <nav class="subtabs" aria-label="Reports">
+        {REPORTS.map(([key, label]) => (
+          <Link key={key} to={{ report: key, offset: null }} class={key === report ? "active" : undefined}>
+            <span aria-current={key === report ? "page" : undefined}>{label}</span>
+          </Link>
+        ))}
+      </nav>
+      {underPath ? <Breadcrumbs path={path} root={root} view="reports" /> : <p class="muted small">Whole snapshot ({snapshot.root_path})</p>}
+      {report === "top-files" || report === "top-dirs" ? (
+        <Top snapshot={snapshot} path={path} q={q} what={report === "top-files" ? "files" : "dirs"} />
+      ) : report === "users" || report === "groups" || report === "types" ? (
+        <UsageReport snapshot={snapshot} by={report === "users" ? "user" : report === "groups" ? "group" : "type"} />
+      ) : report === "stale" ? (
+        <Stale snapshot={snapshot} path={path} q={q} />
+      ) : (
+        <HistogramReport snapshot={snapshot} of={report === "sizes" ? "size" : report} q={q} />
+      )}
+    </div>
+  );
+}
+
+function Top({ snapshot, path, q, what }: { snapshot: Snapshot; path: PathRef; q: URLSearchParams; what: "files" | "dirs" }) {
+  const offset = intParam(q, "offset", 0);
+  const data = useApi<Listing>(`snapshots/${snapshot.snapshot_id}/top`, { ...pathParams(path), what, limit: PAGE, offset });
+  return (
+    <>
+      <ErrorBox error={data.error} />
+      <Loading when={data.loading} what={`the largest ${what}`} />
+      {data.data ? (
+        <>
+          <EntryTable snapshot={snapshot} rows={data.data.entries} rank={offset} />
+          <Pager offset={offset} shown={data.data.entries.length} limit={PAGE} />
+        </>
+      ) : null}
+    </>
+  );
+}
+
+function EntryTable({ snapshot, rows, rank }: { snapshot: Snapshot; rows: Listing["entries"]; rank: number }) {
+  const largest = rows.reduce((m, r) => Math.max(m, r.bytes), 0);
+  return (
+    <table class="entries">
+      <thead>
+        <tr>
+          <th scope="col" class="num">
+            #
+          </th>
+          <th scope="col">Path</th>
+          <th scope="col" class="num">
+            Size
+          </th>
+          <th scope="col" class="num">
+            Files
+          </th>
+          <th scope="col" class="num">
+            Modified
+          </th>
+          <th scope="col" class="num">
+            Accessed
+          </th>
+          <th scope="col">Owner</th>
+        </tr>
+      </thead>
+      <tbody>
+        {rows.map((e, i) => (
+          <tr key={e.path_b64 ?? e.path}>
+            <td class="num muted">{rank + i + 1}</td>
+            <td class="path">
+              <KindIcon kind={e.kind} />
+              <Link to={{ view: "explorer", ...pathPatch(e.kind === "dir" ? entryRef(e) : parent(entryRef(e))), offset: null }}>{e.path}</Link>
+            </td>
+            <td class="num size">
+              <span>{bytes(e.bytes)}</span>
+              <Bar part={e.bytes} whole={largest} />
+            </td>
+            <td class="num">{e.kind === "dir" ? count(e.files) : ""}</td>
+            <td class="num" title={dateNs(e.max_mtime_ns)}>
+              {age(e.max_mtime_ns, snapshot.started_at)}
+            </td>
+            <td class="num" title={dateNs(e.max_atime_ns)}>
+              {age(e.max_atime_ns, snapshot.started_at)}
+            </td>
+            <td>{e.user ?? e.uid}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+type UsageKey = "name" | "bytes" | "allocated" | "files" | "entries";
+
+function UsageReport({ snapshot, by }: { snapshot: Snapshot; by: "user" | "group" | "type" }) {
+  const data = useApi<Usage>(`snapshots/${snapshot.snapshot_id}/usage`, { by, limit: 1000 });
+  const [sort, setSort] = useState<[UsageKey, Direction]>(["bytes", "desc"]);
+  const label = by === "type" ? "Type" : by === "user" ? "User" : "Group";
+  const columns: Column<UsageKey>[] = [
+    { key: "name", label, sortable: true },
+    { key: "bytes", label: "Size", numeric: true, sortable: true },
+    { key: "allocated", label: "On disk", numeric: true, sortable: true },
+    { key: "files", label: "Files", numeric: true, sortable: true },
+    { key: "entries", label: "Entries", numeric: true, sortable: true },
+  ];
+  const items = data.data?.items ?? [];
+  const total = items.reduce((s, i) => s + i.bytes, 0);
+  const name = (i: UsageItem) => (by === "type" ? (i.name ? `.${i.name}` : "(no extension)") : i.name || `${by === "user" ? "uid" : "gid"} ${i.id}`);
+  const rows = sortRows(items, (i) => (sort[0] === "name" ? name(i) : i[sort[0]]), sort[1]);
+  return (
+    <>
+      <ErrorBox error={data.error} />
+      <Loading when={data.loading} what="usage" />
+      {data.data ? (
+        <table class="usage" aria-label={`Usage by ${by}`}>
+          <SortableHead columns={columns} sort={sort[0]} order={sort[1]} onSort={(k, o) => setSort([k, o])} />
+          <tbody>
+            {rows.map((i) => (
+              <tr key={`${i.id ?? ""}:${i.name}`}>
+                <td>
+                  {by === "type" ? (
+                    name(i)
+                  ) : (
+                    <Link to={{ view: "search", q: "*", match: "glob", [by]: i.name || String(i.id), offset: null }} title={`Search the files of ${name(i)}`}>
+                      {name(i)}
+                    </Link>
+                  )}
+                </td>
+                <td class="num size">
+                  <span>{bytes(i.bytes)}</span>
+                  <Bar part={i.bytes} whole={total} />
+                  <span class="muted pct">{percent(i.bytes, total)}</span>
+                </td>
+                <td class="num">{bytes(i.allocated)}</td>
+                <td class="num">{count(i.files)}</td>
+                <td class="num">{count(i.entries)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+    </>
+  );
+}
+
+function HistogramReport({ snapshot, of, q }: { snapshot: Snapshot; of: "size" | "mtime" | "atime"; q: URLSearchParams }) {
+  const measure = choice(q, "measure", ["files", "bytes"], "files");
+  const data = useApi<Histogram>(`snapshots/${snapshot.snapshot_id}/histograms`, { of });
+  const buckets = data.data?.buckets ?? [];
+  const most = buckets.reduce((m, b) => Math.max(m, b[measure]), 0);
+  const total = buckets.reduce((m, b) => m + b[measure], 0);
+  const title = of === "size" ? "Files by size" : of === "mtime" ? "Files by time since last modification" : "Files by time since last access";
+  return (
+    <>
+      <div class="toolbar">
+        <strong>{title}</strong>
+        <label>
+          Measure{" "}
+          <select value={measure} onChange={(e) => navigate({ measure: (e.target as HTMLSelectElement).value })}>
+            <option value="files">number of files</option>
+            <option value="bytes">bytes</option>
+          </select>
+        </label>
+      </div>
+      <ErrorBox error={data.error} />
+      <Loading when={data.loading} what="the histogram" />
+      {data.data ? (
+        <table class="histogram" aria-label={title}>
+          <thead>
+            <tr>
+              <th scope="col">{of === "size" ? "Size" : "Age"}</th>
+              <th scope="col" class="num">
+                Files
+              </th>
+              <th scope="col" class="num">
+                Bytes
+              </th>
+              <th scope="col" class="chart">
+                Share of {measure}
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {buckets.map((b) => (
+              <tr key={b.bucket}>
+                <th scope="row">{b.label}</th>
+                <td class="num">{count(b.files)}</td>
+                <td class="num">{bytes(b.bytes)}</td>
+                <td class="chart">
+                  <Bar part={b[measure]} whole={most} />
+                  <span class="muted pct">{percent(b[measure], total)}</span>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+    </>
+  );
+}
+
+function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: URLSearchParams }) {
+  const days = intParam(q, "days", 180, 1, 100_000);
+  const by = choice(q, "by", ["atime", "mtime"], "atime");
+  const minText = q.get("min_size") ?? "";
+  const minSize = parseSize(minText);
+  const offset = intParam(q, "offset", 0);
+  const params = { ...pathParams(path), days, by, min_size: typeof minSize === "number" ? minSize : undefined };
+  const data = useApi<Listing>(typeof minSize === "string" ? null : `snapshots/${snapshot.snapshot_id}/stale`, { ...params, limit: PAGE, offset });
+  const [downloading, setDownloading] = useState<string | null>(null);
+  const rows = data.data?.entries ?? [];
+  const submit = (e: Event) => {
+    e.preventDefault();
+    const form = new FormData(e.target as HTMLFormElement);
+    navigate({ days: form.get("days") as string, by: form.get("by") as string, min_size: (form.get("min_size") as string).trim() || null, offset: null });
+  };
+  const csv = async () => {
+    setDownloading("Preparing the CSV…");
+    try {
+      await download(`snapshots/${snapshot.snapshot_id}/stale`, { ...params, format: "csv" }, `stale-${snapshot.filesystem_label}-${day(snapshot.started_at)}-${by}-${days}d.csv`);
+      setDownloading(null);
+    } catch (e) {
+      setDownloading(`The download failed: ${(e as Error).message}`);
+    }
+  };
+  return (
+    <>
+      <form class="filters" onSubmit={submit} aria-label="Stale data">
+        <div class="row">
+          <label>
+            Not{" "}
+            <select name="by" value={by}>
+              <option value="atime">accessed</option>
+              <option value="mtime">modified</option>
+            </select>
+          </label>
+          <label>
+            for <input name="days" type="number" min={1} value={days} size={5} /> days
+          </label>
+          <label>
+            at least <input name="min_size" value={minText} placeholder="e.g. 100M" size={8} />
+          </label>
+          <button type="submit">Show</button>
+          <button type="button" onClick={csv} disabled={typeof minSize === "string"}>
+            Download CSV
+          </button>
+          <span class="muted" role="status">
+            {downloading ?? ""}
+          </span>
+        </div>
+      </form>
+      {typeof minSize === "string" ? (
+        <p class="error" role="alert">
+          {minSize}
+        </p>
+      ) : null}
+      <ErrorBox error={data.error} />
+      <Loading when={data.loading} what="stale files" />
+      {data.data ? (
+        <>
+          <p class="muted small">
+            Files under {path.text} not {by === "atime" ? "accessed" : "modified"} in the {days} days before the scan ({day(snapshot.started_at)}), largest first.
+          </p>
+          <EntryTable snapshot={snapshot} rows={rows} rank={offset} />
+          {rows.length === 0 ? <p class="muted">None.</p> : null}
+          <Pager offset={offset} shown={rows.length} limit={PAGE} />
+        </>
+      ) : null}
+    </>
+  );
+}

@@ -1,0 +1,175 @@
+// Search by name or path (substring, glob or regex) under a directory, with filters on size,
+// owner, group, type and times. The form's fields live in the URL, so a search is a link.
+import type { Listing, Snapshot } from "./api";
+import { ErrorBox, KindIcon, Link, Loading, Pager, announce } from "./components";
+import { useApi } from "./data";
+import { age, bytes, count, dateNs } from "./format";
+import { parent, pathParams, type PathRef } from "./paths";
+import { choice, intParam, navigate, pathPatch } from "./route";
+import { entryRef } from "./Explorer";
+import { useEffect } from "preact/hooks";
+
+const PAGE = 100;
+const FIELDS = ["q", "match", "field", "min_size", "max_size", "user", "group", "type", "mtime_after", "mtime_before", "atime_after", "atime_before"] as const;
+
+const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 };
+
+/** "10G", "1.5 TiB", "4096": bytes; undefined when empty; an error message when not a size. */
+export function parseSize(text: string | null): number | undefined | string {
+  if (!text || !text.trim()) return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) return `"${text}" is not a size; write e.g. 500M, 10G or 1.5T`;
+  return Math.round(Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()]);
+}
+
+export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: URLSearchParams }) {
+  const query = q.get("q") ?? "";
+  const offset = intParam(q, "offset", 0);
+  const minSize = parseSize(q.get("min_size"));
+  const maxSize = parseSize(q.get("max_size"));
+  const badSize = [minSize, maxSize].find((s) => typeof s === "string") as string | undefined;
+  const active = query !== "" && !badSize;
+  const params: Record<string, string | number | undefined> = { ...pathParams(path), limit: PAGE, offset };
+  for (const f of FIELDS) params[f] = q.get(f) ?? undefined;
+  params.min_size = minSize as number | undefined;
+  params.max_size = maxSize as number | undefined;
+  const data = useApi<Listing>(active ? `snapshots/${snapshot.snapshot_id}/search` : null, params);
+  const rows = data.data?.entries ?? [];
+  useEffect(() => {
+    if (data.data) announce(`${rows.length === PAGE ? "more than " : ""}${rows.length} found`);
+  }, [data.data]);
+
+  const submit = (e: Event) => {
+    e.preventDefault();
+    const form = new FormData(e.target as HTMLFormElement);
+    const patch: Record<string, string | null> = { offset: null };
+    for (const f of FIELDS) patch[f] = ((form.get(f) as string | null) ?? "").trim() || null;
+    const under = ((form.get("under") as string | null) ?? "").trim();
+    Object.assign(patch, under && under !== path.text ? pathPatch({ text: under }) : {});
+    navigate(patch);
+  };
+  const value = (f: string) => q.get(f) ?? "";
+  const how = choice(q, "match", ["substring", "glob", "regex"], "substring");
+  const field = choice(q, "field", ["name", "path"], "name");
+  return (
+    <div class="search">
+      <form class="filters" onSubmit={submit} role="search" aria-label="Search the snapshot">
+        <div class="row">
+          <label class="grow">
+            Find <input name="q" type="search" value={query} placeholder="part of a name, *.tar or ^core\.\d+$" autoFocus required />
+          </label>
+          <label>
+            as{" "}
+            <select name="match" value={how}>
+              <option value="substring">substring</option>
+              <option value="glob">glob</option>
+              <option value="regex">regex</option>
+            </select>
+          </label>
+          <label>
+            in{" "}
+            <select name="field" value={field}>
+              <option value="name">name</option>
+              <option value="path">path</option>
+            </select>
+          </label>
+          <button type="submit">Search</button>
+        </div>
+        <div class="row">
+          <label class="grow">
+            Under <input name="under" value={path.b64 ? "" : path.text} placeholder={path.text} />
+          </label>
+          <label>
+            Size ≥ <input name="min_size" value={value("min_size")} placeholder="e.g. 1G" size={7} />
+          </label>
+          <label>
+            ≤ <input name="max_size" value={value("max_size")} size={7} />
+          </label>
+          <label>
+            Owner <input name="user" value={value("user")} placeholder="name or uid" size={10} />
+          </label>
+          <label>
+            Group <input name="group" value={value("group")} size={10} />
+          </label>
+          <label>
+            Type <input name="type" value={value("type")} placeholder="e.g. h5" size={6} />
+          </label>
+        </div>
+        <div class="row">
+          <label>
+            Modified after <input name="mtime_after" type="date" value={value("mtime_after")} />
+          </label>
+          <label>
+            before <input name="mtime_before" type="date" value={value("mtime_before")} />
+          </label>
+          <label>
+            Accessed after <input name="atime_after" type="date" value={value("atime_after")} />
+          </label>
+          <label>
+            before <input name="atime_before" type="date" value={value("atime_before")} />
+          </label>
+        </div>
+      </form>
+      {badSize ? (
+        <p class="error" role="alert">
+          {badSize}
+        </p>
+      ) : null}
+      <ErrorBox error={data.error} />
+      <Loading when={data.loading} what="matches" />
+      {data.data ? (
+        <>
+          <table class="results" aria-label="Matches">
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Path</th>
+                <th scope="col" class="num">
+                  Size
+                </th>
+                <th scope="col" class="num">
+                  Modified
+                </th>
+                <th scope="col" class="num">
+                  Accessed
+                </th>
+                <th scope="col">Owner</th>
+                <th scope="col">Group</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map((e) => (
+                <tr key={e.path_b64 ?? e.path} class={e.kind}>
+                  <td>
+                    <KindIcon kind={e.kind} />
+                    {e.name}
+                  </td>
+                  <td class="path">
+                    <Link
+                      to={{ view: "explorer", ...pathPatch(e.kind === "dir" ? entryRef(e) : parent(entryRef(e))), offset: null }}
+                      title="Open in the explorer"
+                    >
+                      {e.path}
+                    </Link>
+                  </td>
+                  <td class="num">{bytes(e.bytes)}</td>
+                  <td class="num" title={dateNs(e.max_mtime_ns)}>
+                    {age(e.max_mtime_ns, snapshot.started_at)}
+                  </td>
+                  <td class="num" title={dateNs(e.max_atime_ns)}>
+                    {age(e.max_atime_ns, snapshot.started_at)}
+                  </td>
+                  <td>{e.user ?? e.uid}</td>
+                  <td>{e.group ?? e.gid}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          {rows.length === 0 ? <p class="muted">Nothing matches.</p> : null}
+          <Pager offset={offset} shown={rows.length} limit={PAGE} />
+          <p class="muted small">{count(rows.length)} shown; largest first.</p>
+        </>
+      ) : null}
+    </div>
+  );
+}
