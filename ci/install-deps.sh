@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages storage-tracker builds and tests with (Debian/Ubuntu, as root or
 # with sudo): ClickHouse, MPICH with what the MPI bindings' bindgen needs, Slurm and munge,
-# protoc; and, from PyPI, chdb-core (a current ClickHouse engine in process, for the portable-SQL
-# test) and schemathesis (requests generated from the API's OpenAPI document). Packages already present are left alone; apt is retried while another apt holds the lock.
+# protoc, Node.js and Chromium (the web UI's build and browser tests); from PyPI, chdb-core (a
+# current ClickHouse engine in process, for the portable-SQL test) and schemathesis (requests
+# generated from the API's OpenAPI document); from npm, the UI's packages (ui/package-lock.json).
+# Packages already present are left alone; apt is retried while another apt holds the lock.
 set -euo pipefail
 
 packages=(
@@ -10,6 +12,7 @@ packages=(
   mpich libmpich-dev libclang1-14 libclang-common-14-dev
   slurm-wlm munge
   protobuf-compiler
+  nodejs chromium
   curl ca-certificates pkg-config
 )
 
@@ -58,6 +61,30 @@ if command -v schemathesis >/dev/null; then
 else
   echo "install-deps: installing schemathesis from PyPI"
   pip_install 'schemathesis==4.*'
+fi
+
+# The UI's build (Vite 8) needs Node.js 20.19 or later; Debian's own nodejs may be older.
+node_ok=$(node -e 'const [a, b] = process.versions.node.split(".").map(Number); console.log(a > 20 || (a === 20 && b >= 19) ? 1 : 0)' 2>/dev/null || echo 0)
+if [ "$node_ok" != 1 ]; then
+  echo "install-deps: Node.js $(node --version 2>/dev/null || echo missing) is too old for the UI's build; install Node.js 20.19 or later (e.g. from NodeSource)" >&2
+  exit 1
+fi
+if ! command -v npm >/dev/null; then
+  apt_get install -y --no-install-recommends npm
+fi
+ui=$(cd "$(dirname "$0")/../ui" && pwd)
+stamp="$ui/node_modules/.installed-from"
+lock_sum=$(sha256sum "$ui/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$lock_sum" ]; then
+  echo "install-deps: UI packages present"
+else
+  echo "install-deps: installing the UI's packages (npm ci)"
+  for attempt in 1 2 3; do
+    (cd "$ui" && npm ci --no-audit --no-fund --loglevel=error) && break
+    [ "$attempt" -eq 3 ] && { echo "install-deps: npm ci kept failing; check the npm registry" >&2; exit 1; }
+    sleep $((attempt * 10))
+  done
+  echo "$lock_sum" >"$stamp"
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -22,6 +22,7 @@ ranks=${STORAGE_TRACKER_RANKS:-1}
 bash ci/install-deps.sh
 cargo build --release --locked --bins
 bin="$repo/target/release"
+(cd ui && npm run --silent build)
 
 export STORAGE_TRACKER_CLICKHOUSE_URL
 STORAGE_TRACKER_CLICKHOUSE_URL=$(bash ci/clickhouse.sh start)
@@ -57,4 +58,4 @@ trap - EXIT
 
 echo
 echo "storage-tracker is serving on http://$listen/  (Ctrl-C stops it; ci/clickhouse.sh stop stops ClickHouse)"
-exec "$bin/storage-api" --listen "$listen"
+exec "$bin/storage-api" --listen "$listen" --ui-dir "$repo/ui/dist"

@@ -68,8 +68,24 @@ if [ $recorded -ne 0 ]; then
 fi
 [ $recorded -eq 0 ] && [ $replayed -eq 0 ] || status=1
 
+# The web UI: type check and build, then browser tests (Debian's Chromium driven by
+# playwright-core) against storage-api, storage-aggregator and the test ClickHouse.
+step "web UI: build and browser tests"
+set +e
+(
+  cd ui &&
+    npm run --silent build &&
+    STORAGE_TRACKER_BIN_DIR="$repo/target/debug" STORAGE_TRACKER_SCREENSHOTS="$work/screenshots" \
+      node --test --test-reporter=tap tests/ui.test.mjs
+) 2>&1 | tee "$work/ui-test.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+set -e
+echo "screenshots: $work/screenshots"
+
 echo
 echo "ci/test.sh: $(( $(date +%s) - started )) s"
 awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$work/cargo-test.log"
+     FILENAME ~ /ui-test/ && /^# pass / { p += $3 }
+     FILENAME ~ /ui-test/ && /^# fail / { f += $3 }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$work/cargo-test.log" "$work/ui-test.log"
 exit "$status"

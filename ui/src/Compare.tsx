@@ -14,8 +14,8 @@ const PAGE = 200;
 /** The snapshot before `to` of the same filesystem, the usual thing to compare with. */
 export function previousOf(to: Snapshot, all: Snapshot[]): Snapshot | undefined {
   return all
-    .filter((s) => s.snapshot_id !== to.snapshot_id && s.root_path === to.root_path && s.started_at < to.started_at)
-    .sort((a, b) => b.started_at - a.started_at)[0];
+    .filter((s) => s.root_path === to.root_path && (s.started_at < to.started_at || (s.started_at === to.started_at && s.snapshot_id < to.snapshot_id)))
+    .sort((a, b) => b.started_at - a.started_at || b.snapshot_id - a.snapshot_id)[0];
 }
 
 function snapshotLabel(s: Snapshot): string {

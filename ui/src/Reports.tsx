@@ -1,8 +1,9 @@
 // Reports: the largest files and directories under the current directory, usage by owner, group
 // and file type, size and age histograms, and stale data with a CSV download.
+import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { download, type Histogram, type Listing, type Snapshot, type Usage, type UsageItem } from "./api";
-import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, sortRows, type Direction } from "./components";
+import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, sortRows, useFields, type Direction } from "./components";
 import { useApi } from "./data";
 import { age, bytes, count, dateNs, day, percent } from "./format";
 import { parent, pathParams, type PathRef } from "./paths";
@@ -243,11 +244,6 @@ function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: UR
   const data = useApi<Listing>(typeof minSize === "string" ? null : `snapshots/${snapshot.snapshot_id}/stale`, { ...params, limit: PAGE, offset });
   const [downloading, setDownloading] = useState<string | null>(null);
   const rows = data.data?.entries ?? [];
-  const submit = (e: Event) => {
-    e.preventDefault();
-    const form = new FormData(e.target as HTMLFormElement);
-    navigate({ days: form.get("days") as string, by: form.get("by") as string, min_size: (form.get("min_size") as string).trim() || null, offset: null });
-  };
   const csv = async () => {
     setDownloading("Preparing the CSV…");
     try {
@@ -259,30 +255,14 @@ function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: UR
   };
   return (
     <>
-      <form class="filters" onSubmit={submit} aria-label="Stale data">
-        <div class="row">
-          <label>
-            Not{" "}
-            <select name="by" value={by}>
-              <option value="atime">accessed</option>
-              <option value="mtime">modified</option>
-            </select>
-          </label>
-          <label>
-            for <input name="days" type="number" min={1} value={days} size={5} /> days
-          </label>
-          <label>
-            at least <input name="min_size" value={minText} placeholder="e.g. 100M" size={8} />
-          </label>
-          <button type="submit">Show</button>
-          <button type="button" onClick={csv} disabled={typeof minSize === "string"}>
-            Download CSV
-          </button>
-          <span class="muted" role="status">
-            {downloading ?? ""}
-          </span>
-        </div>
-      </form>
+      <StaleForm key={q.toString()} by={by} days={days} minText={minText}>
+        <button type="button" onClick={csv} disabled={typeof minSize === "string"}>
+          Download CSV
+        </button>
+        <span class="muted" role="status">
+          {downloading ?? ""}
+        </span>
+      </StaleForm>
       {typeof minSize === "string" ? (
         <p class="error" role="alert">
           {minSize}
@@ -301,5 +281,34 @@ function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: UR
         </>
       ) : null}
     </>
+  );
+}
+
+function StaleForm(props: { by: string; days: number; minText: string; children: ComponentChildren }) {
+  const { values, bind } = useFields({ by: props.by, days: String(props.days), min_size: props.minText });
+  const submit = (e: Event) => {
+    e.preventDefault();
+    navigate({ days: values.days, by: values.by, min_size: values.min_size.trim() || null, offset: null });
+  };
+  return (
+    <form class="filters" onSubmit={submit} aria-label="Stale data">
+      <div class="row">
+        <label>
+          Not{" "}
+          <select {...bind("by")}>
+            <option value="atime">accessed</option>
+            <option value="mtime">modified</option>
+          </select>
+        </label>
+        <label>
+          for <input {...bind("days")} type="number" min={1} size={5} /> days
+        </label>
+        <label>
+          at least <input {...bind("min_size")} placeholder="e.g. 100M" size={8} />
+        </label>
+        <button type="submit">Show</button>
+        {props.children}
+      </div>
+    </form>
   );
 }

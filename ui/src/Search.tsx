@@ -1,7 +1,7 @@
 // Search by name or path (substring, glob or regex) under a directory, with filters on size,
 // owner, group, type and times. The form's fields live in the URL, so a search is a link.
 import type { Listing, Snapshot } from "./api";
-import { ErrorBox, KindIcon, Link, Loading, Pager, announce } from "./components";
+import { ErrorBox, KindIcon, Link, Loading, Pager, announce, useFields } from "./components";
 import { useApi } from "./data";
 import { age, bytes, count, dateNs } from "./format";
 import { parent, pathParams, type PathRef } from "./paths";
@@ -39,77 +39,9 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
     if (data.data) announce(`${rows.length === PAGE ? "more than " : ""}${rows.length} found`);
   }, [data.data]);
 
-  const submit = (e: Event) => {
-    e.preventDefault();
-    const form = new FormData(e.target as HTMLFormElement);
-    const patch: Record<string, string | null> = { offset: null };
-    for (const f of FIELDS) patch[f] = ((form.get(f) as string | null) ?? "").trim() || null;
-    const under = ((form.get("under") as string | null) ?? "").trim();
-    Object.assign(patch, under && under !== path.text ? pathPatch({ text: under }) : {});
-    navigate(patch);
-  };
-  const value = (f: string) => q.get(f) ?? "";
-  const how = choice(q, "match", ["substring", "glob", "regex"], "substring");
-  const field = choice(q, "field", ["name", "path"], "name");
   return (
     <div class="search">
-      <form class="filters" onSubmit={submit} role="search" aria-label="Search the snapshot">
-        <div class="row">
-          <label class="grow">
-            Find <input name="q" type="search" value={query} placeholder="part of a name, *.tar or ^core\.\d+$" autoFocus required />
-          </label>
-          <label>
-            as{" "}
-            <select name="match" value={how}>
-              <option value="substring">substring</option>
-              <option value="glob">glob</option>
-              <option value="regex">regex</option>
-            </select>
-          </label>
-          <label>
-            in{" "}
-            <select name="field" value={field}>
-              <option value="name">name</option>
-              <option value="path">path</option>
-            </select>
-          </label>
-          <button type="submit">Search</button>
-        </div>
-        <div class="row">
-          <label class="grow">
-            Under <input name="under" value={path.b64 ? "" : path.text} placeholder={path.text} />
-          </label>
-          <label>
-            Size ≥ <input name="min_size" value={value("min_size")} placeholder="e.g. 1G" size={7} />
-          </label>
-          <label>
-            ≤ <input name="max_size" value={value("max_size")} size={7} />
-          </label>
-          <label>
-            Owner <input name="user" value={value("user")} placeholder="name or uid" size={10} />
-          </label>
-          <label>
-            Group <input name="group" value={value("group")} size={10} />
-          </label>
-          <label>
-            Type <input name="type" value={value("type")} placeholder="e.g. h5" size={6} />
-          </label>
-        </div>
-        <div class="row">
-          <label>
-            Modified after <input name="mtime_after" type="date" value={value("mtime_after")} />
-          </label>
-          <label>
-            before <input name="mtime_before" type="date" value={value("mtime_before")} />
-          </label>
-          <label>
-            Accessed after <input name="atime_after" type="date" value={value("atime_after")} />
-          </label>
-          <label>
-            before <input name="atime_before" type="date" value={value("atime_before")} />
-          </label>
-        </div>
-      </form>
+      <SearchForm key={q.toString()} path={path} q={q} />
       {badSize ? (
         <p class="error" role="alert">
           {badSize}
@@ -171,5 +103,80 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
         </>
       ) : null}
     </div>
+  );
+}
+
+function SearchForm({ path, q }: { path: PathRef; q: URLSearchParams }) {
+  const initial: Record<string, string> = { under: path.b64 ? "" : path.text };
+  for (const f of FIELDS) initial[f] = q.get(f) ?? "";
+  initial.match = choice(q, "match", ["substring", "glob", "regex"], "substring");
+  initial.field = choice(q, "field", ["name", "path"], "name");
+  const { values, bind } = useFields(initial);
+  const submit = (e: Event) => {
+    e.preventDefault();
+    const patch: Record<string, string | null> = { offset: null };
+    for (const f of FIELDS) patch[f] = values[f].trim() || null;
+    const under = values.under.trim();
+    if (under && under !== path.text) Object.assign(patch, pathPatch({ text: under.length > 1 ? under.replace(/\/+$/, "") : under }));
+    navigate(patch);
+  };
+  return (
+    <form class="filters" onSubmit={submit} role="search" aria-label="Search the snapshot">
+      <div class="row">
+        <label class="grow">
+          Find <input {...bind("q")} type="search" placeholder="part of a name, *.tar or ^core\.\d+$" autoFocus required />
+        </label>
+        <label>
+          as{" "}
+          <select {...bind("match")}>
+            <option value="substring">substring</option>
+            <option value="glob">glob</option>
+            <option value="regex">regex</option>
+          </select>
+        </label>
+        <label>
+          in{" "}
+          <select {...bind("field")}>
+            <option value="name">name</option>
+            <option value="path">path</option>
+          </select>
+        </label>
+        <button type="submit">Search</button>
+      </div>
+      <div class="row">
+        <label class="grow">
+          Under <input {...bind("under")} placeholder={path.text} />
+        </label>
+        <label>
+          Size ≥ <input {...bind("min_size")} placeholder="e.g. 1G" size={7} />
+        </label>
+        <label>
+          ≤ <input {...bind("max_size")} size={7} />
+        </label>
+        <label>
+          Owner <input {...bind("user")} placeholder="name or uid" size={10} />
+        </label>
+        <label>
+          Group <input {...bind("group")} size={10} />
+        </label>
+        <label>
+          Type <input {...bind("type")} placeholder="e.g. h5" size={6} />
+        </label>
+      </div>
+      <div class="row">
+        <label>
+          Modified after <input {...bind("mtime_after")} type="date" />
+        </label>
+        <label>
+          before <input {...bind("mtime_before")} type="date" />
+        </label>
+        <label>
+          Accessed after <input {...bind("atime_after")} type="date" />
+        </label>
+        <label>
+          before <input {...bind("atime_before")} type="date" />
+        </label>
+      </div>
+    </form>
   );
 }

@@ -1,6 +1,7 @@
 // Small pieces shared by the views. File names are only ever rendered as text: Preact sets text
 // nodes, never innerHTML, so `<img onerror=...>` in a name is shown, not run.
 import type { ComponentChildren } from "preact";
+import { useState } from "preact/hooks";
 import type { ApiError } from "./api";
 import { count } from "./format";
 import { href, onLink, type Patch } from "./route";
@@ -145,4 +146,20 @@ export function sortRows<T>(rows: T[], key: (row: T) => number | string, order: 
     const y = key(b);
     return x < y ? -sign : x > y ? sign : 0;
   });
+}
+
+/**
+ * The fields of a form, kept as the user types them and read on submit. Forms are remounted
+ * (keyed by the URL) when the URL changes, so they always start from what the URL says.
+ */
+export function useFields(initial: Record<string, string>) {
+  const [values, setValues] = useState(initial);
+  const bind = (name: string) => {
+    const update = (e: Event) => {
+      const v = (e.currentTarget as HTMLInputElement | HTMLSelectElement).value;
+      setValues((s) => ({ ...s, [name]: v }));
+    };
+    return { name, value: values[name] ?? "", onInput: update, onChange: update };
+  };
+  return { values, bind };
 }

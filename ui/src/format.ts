@@ -24,7 +24,7 @@ export function count(n: number): string {
 }
 
 export function deltaCount(n: number): string {
-  return n > 0 ? `+${count(n)}` : count(n);
+  return n > 0 ? `+${count(n)}` : n === 0 ? "0" : count(n);
 }
 
 const NS_PER_MS = 1_000_000;
