@@ -63,6 +63,8 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
     { key: "files_delta", label: "Files ±", numeric: true, sortable: true },
   ];
   const rows = sortRows(changes, key, sort[1]);
+  // Links are made from the directory the answer is about, which lags the URL while loading.
+  const base: PathRef = growth.data ? { text: growth.data.path, b64: growth.data.path_b64 } : path;
   const s = growth.data?.summary;
   return (
     <div class="compare">
@@ -107,7 +109,7 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
                   <td>
                     <KindIcon kind={c.kind} />
                     {c.kind === "dir" && c.status === "changed" ? (
-                      <Link to={{ ...pathPatch(join(path, c.name, c.name_b64)), offset: null }} title="Compare inside this directory">
+                      <Link to={{ ...pathPatch(join(base, c.name, c.name_b64)), offset: null }} title="Compare inside this directory">
                         {c.name}
                       </Link>
                     ) : (

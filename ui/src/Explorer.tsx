@@ -6,7 +6,7 @@ import type { Children, Entry, Snapshot } from "./api";
 import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, type Direction } from "./components";
 import { useApi } from "./data";
 import { age, bytes, count, dateNs, percent } from "./format";
-import { baseName, crumbs, join, parent, pathParams, same, type PathRef } from "./paths";
+import { baseName, crumbs, parent, pathParams, same, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
 import { Treemap } from "./Treemap";
 
@@ -177,7 +177,7 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
                 <td class="name-cell">
                   <KindIcon kind={e.kind} />
                   {e.kind === "dir" ? (
-                    <Link to={{ ...pathPatch(join(path, e.name, e.name_b64)), offset: null }}>{e.name}</Link>
+                    <Link to={{ ...pathPatch(entryRef(e)), offset: null }}>{e.name}</Link>
                   ) : (
                     <button type="button" class="link" onClick={() => setSelected(e)} aria-label={`${e.name}: details`}>
                       {e.name}

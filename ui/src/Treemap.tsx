@@ -77,13 +77,14 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
     return () => observer.disconnect();
   }, []);
   const height = Math.round(Math.min(560, Math.max(300, width * 0.45)));
-  const [result, setResult] = useState<LayoutResult | null>(null);
+  const [result, setResult] = useState<(LayoutResult & { base: PathRef }) | null>(null);
   const [layoutError, setLayoutError] = useState<string | null>(null);
   const [hover, setHover] = useState<Cell | null>(null);
   useEffect(() => {
     if (!data.data || width < 50) return;
     let live = true;
     setLayoutError(null);
+    const laidOut: PathRef = { text: data.data.path, b64: data.data.path_b64 };
     layoutInWorker({
       root: data.data.root,
       width,
@@ -92,7 +93,7 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
       size: sizeBy,
       seed: `${snapshot.snapshot_id}:${path.b64 ?? path.text}`,
     }).then(
-      (r) => live && setResult(r),
+      (r) => live && setResult({ ...r, base: laidOut }),
       (e: Error) => live && setLayoutError(e.message),
     );
     return () => {
@@ -116,8 +117,11 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
       .map(([key, v]) => ({ key, share: percent(v, all) }));
   }, [result, colorBy]);
 
+  // The tiles on screen may still be those of the previous directory while the next loads:
+  // their targets are made from the directory they were laid out for.
+  const base: PathRef = result ? result.base : path;
   const go = (cell: Cell) => {
-    const to = target(path, cell);
+    const to = target(base, cell);
     if (to) navigate(pathPatch(to));
   };
   const describe = (c: Cell) => {
@@ -165,7 +169,7 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
             height={height}
             viewBox={`0 0 ${width} ${height}`}
             role="group"
-            aria-label={`Treemap of ${path.text}, ${result.layout}, coloured by ${colorBy}`}
+            aria-label={`Treemap of ${base.text}, ${result.layout}, coloured by ${colorBy}`}
             data-layout={result.layout}
           >
             {result.cells.map((c) => {
@@ -173,7 +177,7 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
               const container = c.hasChildren;
               const fill = container ? undefined : colorOf(key, colorBy);
               const name = c.names[c.names.length - 1];
-              const drill = target(path, c) !== null;
+              const drill = target(base, c) !== null;
               return (
                 <g
                   key={`${c.names.join("\u0000")}`}

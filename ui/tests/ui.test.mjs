@@ -80,11 +80,12 @@ describe("web UI", () => {
     const name = await first.getAttribute("data-name");
     await k.keyboard.press("Enter");
     await k.waitForURL(new RegExp(`path=.*%2F${name}(&|$)`));
-    await k.locator("table.children tbody tr").first().waitFor();
+    await k.locator(`.crumbs [aria-current]:has-text("${name}")`).waitFor();
+    await k.locator('table.children[aria-busy="false"] tbody tr').first().waitFor();
     // u goes back up, and the table's rows are reachable with j and Enter.
     await k.keyboard.press("u");
     await k.waitForURL(/path=.*%2Fprojects(&|$)/);
-    await k.locator("table.children tbody tr.dir").first().waitFor();
+    await k.locator('table.children tbody td.name-cell:has-text("genomics")').waitFor();
     await k.keyboard.press("j");
     await k.keyboard.press("j");
     const focused = await k.evaluate(() => document.activeElement?.textContent);
