@@ -15,7 +15,7 @@ use tracing::info;
 
 use storage_tracker_aggregator::import::{self, Imported};
 use storage_tracker_aggregator::retention::{self, Retention};
-use storage_tracker_aggregator::store::{STATE_RUNNING, state_name};
+use storage_tracker_aggregator::store::{STATE_COMMITTED, STATE_RUNNING, state_name};
 use storage_tracker_aggregator::{IngestService, ServiceOptions, Spool, Store, StoreConfig, serve};
 use storage_tracker_proto::ddl::Database;
 
@@ -135,6 +135,18 @@ enum Command {
     },
     /// List the snapshots with their state.
     List,
+    /// Export a directory of a committed snapshot, with everything below it, in ncdu's JSON
+    /// format: `ncdu -f FILE` (or `gdu -f FILE`) browses it.
+    ExportNcdu {
+        /// The snapshot (see `list`).
+        snapshot_id: u64,
+        /// The directory (default: the snapshot's root).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Where to write (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Drop snapshots and everything derived from them (their record stays, as deleted).
     Drop {
         #[arg(required = true)]
@@ -286,6 +298,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     r.message
                 );
             }
+        }
+        Command::ExportNcdu {
+            snapshot_id,
+            path,
+            output,
+        } => {
+            let Some(snapshot) = store.snapshot(snapshot_id).await? else {
+                bail!("there is no snapshot {snapshot_id} (see `storage-aggregator list`)");
+            };
+            if snapshot.state != STATE_COMMITTED {
+                bail!(
+                    "snapshot {snapshot_id} is {}, not committed: only committed snapshots can be exported",
+                    state_name(snapshot.state)
+                );
+            }
+            let dir = match &path {
+                Some(p) => {
+                    let bytes = p.as_os_str().as_encoded_bytes();
+                    if !bytes.starts_with(b"/") {
+                        bail!("--path must be absolute, got {}", p.display());
+                    }
+                    let trimmed = bytes
+                        .strip_suffix(b"/")
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or(bytes);
+                    trimmed.to_vec()
+                }
+                None => snapshot.root_path.clone(),
+            };
+            let entries = match &output {
+                Some(file) => {
+                    let f = std::fs::File::create(file)
+                        .with_context(|| format!("creating {}", file.display()))?;
+                    store
+                        .export_ncdu(
+                            &snapshot,
+                            &dir,
+                            std::io::BufWriter::with_capacity(1 << 20, f),
+                        )
+                        .await?
+                }
+                None => {
+                    store
+                        .export_ncdu(
+                            &snapshot,
+                            &dir,
+                            std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+                        )
+                        .await?
+                }
+            };
+            eprintln!(
+                "exported {entries} entries of {} from snapshot {snapshot_id}",
+                String::from_utf8_lossy(&dir)
+            );
         }
         Command::Drop { snapshot_ids } => {
             let all = store.snapshots().await?;

@@ -40,6 +40,8 @@ pub enum StoreError {
         storage_tracker_proto::SCHEMA_VERSION
     )]
     BadErrorOp { row: usize, code: u8 },
+    #[error("{0}")]
+    Export(#[from] storage_tracker_proto::ncdu::NcduError),
 }
 
 impl StoreError {
@@ -344,6 +346,34 @@ impl Store {
             .fetch_optional()
             .await
             .map_err(self.err())
+    }
+
+    /// Writes `dir` of snapshot `snapshot` and everything below it to `out` in ncdu's JSON
+    /// export format, streaming the rows as ClickHouse sends them; the number of entries.
+    pub async fn export_ncdu<W: std::io::Write>(
+        &self,
+        snapshot: &SnapshotRecord,
+        dir: &[u8],
+        out: W,
+    ) -> Result<u64, StoreError> {
+        use storage_tracker_proto::ncdu::{NcduEntry, NcduError, NcduWriter, export_sql};
+        let db = &self.config.database;
+        let mut rows = self
+            .client
+            .query(&export_sql(db, snapshot.snapshot_id, dir))
+            .fetch::<NcduEntry>()
+            .map_err(self.err())?;
+        let mut writer = NcduWriter::new(
+            out,
+            dir,
+            env!("CARGO_PKG_VERSION"),
+            u64::from(snapshot.started_at),
+        )
+        .map_err(NcduError::Io)?;
+        while let Some(row) = rows.next().await.map_err(self.err())? {
+            writer.push(&row)?;
+        }
+        Ok(writer.finish()?.1)
     }
 
     /// The current records of every snapshot, oldest first.

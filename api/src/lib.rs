@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod error;
+pub mod export;
 pub mod history;
 pub mod openapi;
 pub mod paths;

@@ -150,6 +150,14 @@ pub fn document() -> Value {
             json_type,
         ),
     );
+    let mut ncdu = operation(
+        "A directory and everything below it in ncdu's JSON export format (for ncdu -f or gdu -f), at most 1,000,000 entries",
+        with(s(), path_params()),
+        json_type,
+    );
+    ncdu["get"]["responses"]["200"]["content"]["application/json"]["schema"] =
+        json!({ "type": "array" });
+    add("/api/v1/snapshots/{snapshot_id}/export/ncdu", ncdu);
     add(
         "/api/v1/snapshots/{snapshot_id}/top",
         operation(

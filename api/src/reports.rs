@@ -16,7 +16,7 @@ use storage_tracker_proto::calendar::days_from_civil;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::reports::{AGE_BOUNDS_DAYS, extension_sql};
-use storage_tracker_proto::sql::{below_prefix, quote_bytes};
+use storage_tracker_proto::sql::{parent_within, quote_bytes, subtree};
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -28,7 +28,7 @@ use crate::{ApiError, AppState};
 
 /// The snapshot, and the directory a request limits itself to (the root when none is given).
 /// The directory must be readable with the request's token.
-async fn scope(
+pub(crate) async fn scope(
     state: &AppState,
     access: &Scope,
     id: Result<Path<String>, PathRejection>,
@@ -41,26 +41,6 @@ async fn scope(
     let dir = requested.unwrap_or_else(|| snapshot.root_path.clone());
     access.check(&dir)?;
     Ok((snapshot, dir))
-}
-
-/// Entries whose parent is `dir` or below it, as key ranges on `parent_path` (the tables' sort
-/// key after the snapshot), so ClickHouse reads only that part of the table.
-fn parent_within(dir: &[u8]) -> String {
-    let below = below_prefix(dir);
-    // Everything that starts with "…/" sorts before the same prefix ending in '0' ('/' + 1).
-    let mut after = below.clone();
-    *after.last_mut().expect("ends with '/'") = b'0';
-    format!(
-        "(parent_path = {} OR (parent_path >= {} AND parent_path < {}))",
-        quote_bytes(dir),
-        quote_bytes(&below),
-        quote_bytes(&after)
-    )
-}
-
-/// `dir` itself and everything below it.
-fn under(dir: &[u8]) -> String {
-    format!("(path = {} OR {})", quote_bytes(dir), parent_within(dir))
 }
 
 /// Entries of a snapshot matching `condition`, as [`ChildRow`]s with their own sizes.
@@ -252,7 +232,7 @@ pub(crate) async fn top(
         None | Some("files") => entries_sql(
             db,
             snapshot_id,
-            &format!("kind = 'file' AND {}", under(&dir)),
+            &format!("kind = 'file' AND {}", subtree(&dir)),
             "size DESC, path ASC",
             limit,
             offset,
@@ -267,7 +247,7 @@ FROM {db}.dir_rollups
 WHERE snapshot_id = {snapshot_id} AND {}
 ORDER BY bytes DESC, path ASC
 LIMIT {limit} OFFSET {offset}",
-            under(&dir)
+            subtree(&dir)
         ),
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
@@ -570,7 +550,7 @@ pub(crate) async fn stale(
     let condition = format!(
         "kind = 'file' AND {column} < {cutoff} AND size >= {} AND {}",
         p.min_size.unwrap_or(0),
-        under(&dir)
+        subtree(&dir)
     );
     let sql = entries_sql(
         &state.database,
@@ -788,7 +768,7 @@ pub(crate) async fn search(
         ));
     }
     if dir != snapshot.root_path {
-        conditions.push(under(&dir));
+        conditions.push(subtree(&dir));
     }
     let condition = if conditions.is_empty() {
         "1".to_owned()
@@ -815,18 +795,6 @@ pub(crate) async fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subtrees_are_key_ranges_on_the_parent() {
-        assert_eq!(
-            parent_within(b"/a/b"),
-            r"(parent_path = '/a/b' OR (parent_path >= '/a/b/' AND parent_path < '/a/b0'))"
-        );
-        assert_eq!(
-            parent_within(b"/"),
-            r"(parent_path = '/' OR (parent_path >= '/' AND parent_path < '0'))"
-        );
-    }
 
     #[test]
     fn globs_become_like_patterns_with_literals_escaped() {
@@ -890,6 +858,8 @@ struct TileRow {
     files: u64,
     uid: u32,
     newest_mtime_ns: i64,
+    /// The entry's own size (a directory's inode size).
+    size: u64,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -1004,7 +974,7 @@ pub(crate) async fn treemap(
         "(
     SELECT parent_path, name, toString(kind) AS kind, if(kind = 'dir', dir_bytes, size) AS bytes,
         if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files, uid,
-        if(kind = 'dir', dir_mtime_ns, mtime_ns) AS newest_mtime_ns
+        if(kind = 'dir', dir_mtime_ns, mtime_ns) AS newest_mtime_ns, size
     FROM (SELECT parent_path, name, kind, size, uid, mtime_ns FROM {db}.entries {within}) AS e
     ANY LEFT JOIN
     (
@@ -1016,17 +986,32 @@ pub(crate) async fn treemap(
     let rows: Vec<TileRow> = state
         .client
         .query(&format!(
-            "SELECT parent_path, name, kind, bytes, files, uid, newest_mtime_ns FROM {tiles} ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
+            "SELECT parent_path, name, kind, bytes, files, uid, newest_mtime_ns, size FROM {tiles} ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
         ))
         .fetch_all()
         .await?;
+    // What each directory holds, from its rollup alone (no join): its children, and the bytes
+    // and files below it. Its tiles' bytes add up to its recursive bytes less its own size.
     let totals: Vec<TotalRow> = state
         .client
         .query(&format!(
-            "SELECT parent_path, count() AS children, sum(bytes) AS bytes, sum(files) AS files FROM {tiles} GROUP BY parent_path"
+            "SELECT path AS parent_path, direct_entries AS children, bytes, files FROM {db}.dir_rollups
+PREWHERE depth >= {base_depth} AND depth < {below} WHERE snapshot_id = {snapshot_id} AND {}",
+            subtree(&dir),
+            below = base_depth + depth,
         ))
         .fetch_all()
         .await?;
+    let top_size: u64 = state
+        .client
+        .query(&format!(
+            "SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
+            quote_bytes(parent),
+            quote_bytes(name)
+        ))
+        .fetch_optional::<u64>()
+        .await?
+        .unwrap_or(0);
     let uids: Vec<u32> = rows
         .iter()
         .map(|r| r.uid)
@@ -1057,8 +1042,10 @@ pub(crate) async fn treemap(
         .into_iter()
         .map(|t| (t.parent_path.clone(), t))
         .collect();
+    /// The tiles of `dir`, whose own (inode) size is `own_size`.
     fn build(
         dir: &[u8],
+        own_size: u64,
         by_parent: &mut HashMap<Vec<u8>, Vec<TileRow>>,
         totals: &HashMap<Vec<u8>, TotalRow>,
         users: &HashMap<u32, String>,
@@ -1077,7 +1064,7 @@ pub(crate) async fn treemap(
                 }
                 path.extend_from_slice(&r.name);
                 let children = if r.kind == "dir" {
-                    build(&path, by_parent, totals, users)
+                    build(&path, r.size, by_parent, totals, users)
                 } else {
                     Vec::new()
                 };
@@ -1108,7 +1095,7 @@ pub(crate) async fn treemap(
                 name: format!("{} smaller items", t.children - shown),
                 name_b64: None,
                 kind: "other".into(),
-                bytes: t.bytes.saturating_sub(bytes),
+                bytes: t.bytes.saturating_sub(own_size).saturating_sub(bytes),
                 files: t.files.saturating_sub(files),
                 uid: None,
                 user: None,
@@ -1120,7 +1107,7 @@ pub(crate) async fn treemap(
         }
         out
     }
-    let children = build(&dir, &mut by_parent, &totals, &users);
+    let children = build(&dir, top_size, &mut by_parent, &totals, &users);
     let shown = Text::of(&dir);
     let name = Text::of(name);
     Ok(Json(Treemap {

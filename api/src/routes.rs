@@ -57,6 +57,10 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/snapshots/{snapshot_id}/treemap",
             get(crate::reports::treemap),
         )
+        .route(
+            "/api/v1/snapshots/{snapshot_id}/export/ncdu",
+            get(crate::export::ncdu),
+        )
         .route("/api/v1/history", get(crate::history::history))
         .route("/api/v1/growth", get(crate::history::growth))
         .route("/api/v1/growth/owners", get(crate::history::owner_growth))

@@ -6,6 +6,7 @@ pub mod calendar;
 pub mod chunk;
 pub mod ddl;
 pub mod entry;
+pub mod ncdu;
 pub mod reports;
 pub mod sql;
 

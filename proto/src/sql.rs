@@ -41,9 +41,41 @@ pub fn below_prefix(dir: &[u8]) -> Vec<u8> {
     prefix
 }
 
+/// Entries whose parent is `dir` or below it, as key ranges on `parent_path` (the tables' sort
+/// key after the snapshot), so ClickHouse reads only that part of the table.
+pub fn parent_within(dir: &[u8]) -> String {
+    let below = below_prefix(dir);
+    // Everything that starts with "…/" sorts before the same prefix ending in '0' ('/' + 1).
+    let mut after = below.clone();
+    *after.last_mut().expect("ends with '/'") = b'0';
+    format!(
+        "(parent_path = {} OR (parent_path >= {} AND parent_path < {}))",
+        quote_bytes(dir),
+        quote_bytes(&below),
+        quote_bytes(&after)
+    )
+}
+
+/// `dir` itself and everything below it.
+pub fn subtree(dir: &[u8]) -> String {
+    format!("(path = {} OR {})", quote_bytes(dir), parent_within(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subtrees_are_key_ranges_on_the_parent() {
+        assert_eq!(
+            parent_within(b"/a/b"),
+            r"(parent_path = '/a/b' OR (parent_path >= '/a/b/' AND parent_path < '/a/b0'))"
+        );
+        assert_eq!(
+            parent_within(b"/"),
+            r"(parent_path = '/' OR (parent_path >= '/' AND parent_path < '0'))"
+        );
+    }
 
     #[test]
     fn quotes_and_backslashes_cannot_escape() {

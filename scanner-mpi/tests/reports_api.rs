@@ -404,3 +404,151 @@ fn tokens_limit_every_endpoint_to_their_prefixes() {
         "names what the token may read: {denied}"
     );
 }
+
+/// Sums an ncdu JSON export (as ncdu itself re-exports it): for every directory, by path, the
+/// apparent bytes of it and everything below, and the entries below it.
+fn ncdu_totals(doc: &serde_json::Value) -> std::collections::BTreeMap<String, (u64, u64)> {
+    fn walk(
+        node: &serde_json::Value,
+        parent: &str,
+        out: &mut std::collections::BTreeMap<String, (u64, u64)>,
+    ) -> (u64, u64) {
+        let items = node.as_array().expect("a directory is an array");
+        let name = items[0]["name"].as_str().unwrap();
+        let path = if parent.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{parent}/{name}")
+        };
+        let (mut bytes, mut entries) = (items[0]["asize"].as_u64().unwrap_or(0), 0);
+        for child in &items[1..] {
+            if child.is_array() {
+                let (b, e) = walk(child, &path, out);
+                bytes += b;
+                entries += e + 1;
+            } else {
+                bytes += child["asize"].as_u64().unwrap_or(0);
+                entries += 1;
+            }
+        }
+        out.insert(path, (bytes, entries));
+        (bytes, entries)
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(&doc[3], "", &mut out);
+    out
+}
+
+fn tool(name: &str) -> std::path::PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = std::path::Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run ci/install-deps.sh");
+}
+
+#[test]
+fn ncdu_export_loads_in_ncdu_and_gdu_and_matches_the_tree() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "ncdu");
+    let aggregator = Aggregator::start(&rt, &db);
+    let fixture = Fixture::build();
+    scan(&aggregator, &fixture.root);
+    let truth = ground_truth(&fixture.root);
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
+        rt,
+    };
+    let s = "/api/v1/snapshots/1";
+    let (status, kind, from_api) = api.raw(&format!("{s}/export/ncdu"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&from_api));
+    assert_eq!(kind, "application/json");
+
+    // The command line writes the same bytes.
+    let out = tempfile::tempdir().unwrap();
+    let exported = out.path().join("export.json");
+    let cli = Command::new(sibling_binary(
+        SCANNER,
+        "storage-aggregator",
+        "storage-tracker-aggregator",
+    ))
+    .args([
+        "--clickhouse-url",
+        &db.url,
+        "--database",
+        db.database.as_str(),
+    ])
+    .args(["export-ncdu", "1", "--output"])
+    .arg(&exported)
+    .output()
+    .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(std::fs::read(&exported).unwrap(), from_api);
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains(&format!("exported {} entries", truth.len()))
+    );
+
+    // ncdu reads it and writes it back out; every directory's totals match the tree's.
+    let again = out.path().join("ncdu.json");
+    let ncdu = Command::new(tool("ncdu"))
+        .arg("-f")
+        .arg(&exported)
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(
+        ncdu.status.success(),
+        "ncdu: {}",
+        String::from_utf8_lossy(&ncdu.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&String::from_utf8_lossy(&std::fs::read(&again).unwrap())).unwrap();
+    assert_eq!(doc[2]["progname"], "ncdu");
+    let totals = ncdu_totals(&doc);
+    let dirs: Vec<&TruthEntry> = truth.iter().filter(|e| e.kind == "dir").collect();
+    assert_eq!(totals.len(), dirs.len());
+    for d in dirs {
+        let key = String::from_utf8_lossy(&d.path).into_owned();
+        let want = tree_totals(&truth, &d.path);
+        assert_eq!(totals.get(&key), Some(&(want.bytes, want.entries)), "{key}");
+    }
+
+    // gdu reads it too.
+    let gdu = Command::new(tool("gdu"))
+        .args(["--non-interactive", "--no-progress", "--input-file"])
+        .arg(&exported)
+        .output()
+        .unwrap();
+    assert!(
+        gdu.status.success(),
+        "gdu: {}",
+        String::from_utf8_lossy(&gdu.stderr)
+    );
+    assert!(String::from_utf8_lossy(&gdu.stdout).contains("mixed"));
+
+    // A subdirectory exports alone; a path outside the snapshot is a 404.
+    let r = fixture.root.to_str().unwrap();
+    let (status, _, mixed) = api.raw(&format!("{s}/export/ncdu?path={r}/mixed"));
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&mixed);
+    assert!(
+        text.contains(&format!("[{{\"name\":\"{r}/mixed\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"hlnkc\":true"),
+        "hard links are marked: {text}"
+    );
+    assert!(
+        text.contains("\"notreg\":true"),
+        "symlinks and the FIFO are marked"
+    );
+    assert_eq!(api.raw(&format!("{s}/export/ncdu?path=/nowhere")).0, 404);
+}

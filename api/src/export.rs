@@ -1,0 +1,130 @@
+//! `GET /api/v1/snapshots/{id}/export/ncdu?path=…`: a directory of a snapshot in ncdu's JSON
+//! format (see [`storage_tracker_proto::ncdu`]), streamed as ClickHouse returns the rows, for
+//! `ncdu -f FILE` or `gdu -f FILE`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use storage_tracker_proto::ncdu::{NcduEntry, NcduWriter, count_sql, export_sql};
+
+use crate::access::Scope;
+use crate::reports::scope;
+use crate::routes::query_params;
+use crate::{ApiError, AppState};
+
+/// Most entries one export through the API holds (the read-only profile's `max_result_rows`
+/// bounds it too); `storage-aggregator export-ncdu` exports trees of any size.
+pub const MAX_EXPORT_ENTRIES: u64 = 1_000_000;
+
+/// Bytes gathered before they are sent on.
+const SEND_BYTES: usize = 256 << 10;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExportParams {
+    path: Option<String>,
+    path_b64: Option<String>,
+}
+
+pub(crate) async fn ncdu(
+    State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<ExportParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_params(q)?;
+    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
+    let snapshot_id = snapshot.snapshot_id;
+    let db = &state.database;
+    let count: u64 = state
+        .client
+        .query(&count_sql(db, snapshot_id, &dir))
+        .fetch_one::<u64>()
+        .await?;
+    if count == 0 {
+        return Err(ApiError::NotFound(format!(
+            "no directory {:?} in snapshot {snapshot_id}",
+            String::from_utf8_lossy(&dir)
+        )));
+    }
+    if count > MAX_EXPORT_ENTRIES {
+        return Err(ApiError::BadRequest(format!(
+            "{} holds {count} entries; the API exports at most {MAX_EXPORT_ENTRIES}: export a \
+             subdirectory, or the whole tree with `storage-aggregator export-ncdu`",
+            String::from_utf8_lossy(&dir)
+        )));
+    }
+    let mut rows = state
+        .client
+        .query(&export_sql(db, snapshot_id, &dir))
+        .fetch::<NcduEntry>()?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let name = format!(
+        "ncdu-{}-{snapshot_id}.json",
+        snapshot
+            .filesystem_label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
+    );
+    tokio::spawn(async move {
+        let fail = |e: String| std::io::Error::other(e);
+        let mut writer = match NcduWriter::new(
+            Vec::with_capacity(SEND_BYTES * 2),
+            &dir,
+            env!("CARGO_PKG_VERSION"),
+            u64::from(snapshot.started_at),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        loop {
+            let row = match rows.next().await {
+                Ok(Some(row)) => row,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(snapshot_id, "ncdu export failed: {e}");
+                    let _ = tx.send(Err(fail(e.to_string()))).await;
+                    return;
+                }
+            };
+            if let Err(e) = writer.push(&row) {
+                let _ = tx.send(Err(fail(e.to_string()))).await;
+                return;
+            }
+            if writer.output().len() >= SEND_BYTES {
+                let chunk = std::mem::take(writer.output());
+                if tx.send(Ok(chunk.into())).await.is_err() {
+                    return; // The client went away.
+                }
+            }
+        }
+        match writer.finish() {
+            Ok((rest, _)) => {
+                let _ = tx.send(Ok(rest.into())).await;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(fail(e.to_string()))).await;
+            }
+        }
+    });
+    let mut rx = rx;
+    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
