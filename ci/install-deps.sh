@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system packages storage-tracker builds and tests with (Debian/Ubuntu, as root or
-# with sudo): ClickHouse, MPICH with what the MPI bindings' bindgen needs, Slurm and munge,
-# protoc, Node.js and Chromium (the web UI's build and browser tests), ncdu and gdu (which must
-# read the ncdu exports); from PyPI, chdb-core (a current ClickHouse engine in process, for the
-# portable-SQL test) and schemathesis (requests generated from the API's OpenAPI document); from
-# npm, the UI's packages (ui/package-lock.json).
-# Packages already present are left alone; apt is retried while another apt holds the lock.
+# with sudo): ClickHouse, MPICH and Open MPI with what the MPI bindings' bindgen needs, Slurm
+# and munge, protoc, Node.js and Chromium (the web UI's build and browser tests), ncdu and gdu
+# (which must read the ncdu exports); from PyPI, chdb-core (a current ClickHouse engine in
+# process, for the portable-SQL test) and schemathesis (requests generated from the API's
+# OpenAPI document); from npm, the UI's packages (ui/package-lock.json). Packages already present
+# are left alone; apt is retried while another apt holds the lock.
 set -euo pipefail
 
 packages=(
   clickhouse-server clickhouse-client
   mpich libmpich-dev libclang1-14 libclang-common-14-dev
+  openmpi-bin libopenmpi-dev
   slurm-wlm munge
   protobuf-compiler
   nodejs chromium

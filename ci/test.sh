@@ -19,7 +19,8 @@ step "local ClickHouse and Slurm"
 export STORAGE_TRACKER_TEST_CLICKHOUSE_URL
 STORAGE_TRACKER_TEST_CLICKHOUSE_URL=$(bash ci/clickhouse.sh start "$work")
 export SLURM_CONF
-SLURM_CONF=$(bash ci/slurm.sh start "$work")
+# Two Slurm "nodes" on this host, so that batch jobs span more than one.
+SLURM_CONF=$(STORAGE_TRACKER_SLURM_NODES=2 bash ci/slurm.sh start "$work")
 cleanup() {
   bash ci/slurm.sh stop "$work" || true
   bash ci/clickhouse.sh stop "$work" || true
@@ -37,6 +38,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 # Integration tests run the binaries of other packages too (storage-aggregator, storage-api).
 cargo build --workspace --bins --locked
+# storage-scan once more against Open MPI (srun --mpi=pmix), in a target directory of its own.
+MPICC=mpicc.openmpi cargo build --locked -p storage-tracker-scanner --bin storage-scan --target-dir target/openmpi
+export STORAGE_TRACKER_OPENMPI_SCANNER="$repo/target/openmpi/debug/storage-scan"
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$work/cargo-test.log"
 status=${PIPESTATUS[0]}

@@ -356,8 +356,24 @@ impl Store {
         dir: &[u8],
         out: W,
     ) -> Result<u64, StoreError> {
-        use storage_tracker_proto::ncdu::{NcduEntry, NcduError, NcduWriter, export_sql};
+        use storage_tracker_proto::ncdu::{
+            NcduEntry, NcduError, NcduWriter, export_sql, is_directory_sql,
+        };
         let db = &self.config.database;
+        let is_directory: u64 = self
+            .client
+            .query(&is_directory_sql(db, snapshot.snapshot_id, dir))
+            .fetch_one()
+            .await
+            .map_err(self.err())?;
+        if is_directory == 0 {
+            return Err(NcduError::Order(format!(
+                "snapshot {} has no directory {}",
+                snapshot.snapshot_id,
+                String::from_utf8_lossy(dir)
+            ))
+            .into());
+        }
         let mut rows = self
             .client
             .query(&export_sql(db, snapshot.snapshot_id, dir))

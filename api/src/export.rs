@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use storage_tracker_proto::ncdu::{NcduEntry, NcduWriter, count_sql, export_sql};
+use storage_tracker_proto::ncdu::{NcduEntry, NcduWriter, count_sql, export_sql, is_directory_sql};
 
 use crate::access::Scope;
 use crate::reports::scope;
@@ -39,17 +39,22 @@ pub(crate) async fn ncdu(
     let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
-    let count: u64 = state
+    let is_directory: u64 = state
         .client
-        .query(&count_sql(db, snapshot_id, &dir))
-        .fetch_one::<u64>()
+        .query(&is_directory_sql(db, snapshot_id, &dir))
+        .fetch_one()
         .await?;
-    if count == 0 {
+    if is_directory == 0 {
         return Err(ApiError::NotFound(format!(
             "no directory {:?} in snapshot {snapshot_id}",
             String::from_utf8_lossy(&dir)
         )));
     }
+    let count: u64 = state
+        .client
+        .query(&count_sql(db, snapshot_id, &dir))
+        .fetch_one::<u64>()
+        .await?;
     if count > MAX_EXPORT_ENTRIES {
         return Err(ApiError::BadRequest(format!(
             "{} holds {count} entries; the API exports at most {MAX_EXPORT_ENTRIES}: export a \

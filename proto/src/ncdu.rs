@@ -56,6 +56,16 @@ ORDER BY replaceAll(path, '/', '\\0')",
     )
 }
 
+/// 1 when `dir` is a directory of the snapshot, 0 otherwise (an export must start at one).
+pub fn is_directory_sql(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
+    let (parent, name) = crate::entry::split_path(dir);
+    format!(
+        "SELECT count() FROM {db}.dir_rollups WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
+        crate::sql::quote_bytes(parent),
+        crate::sql::quote_bytes(name)
+    )
+}
+
 /// How many entries an export of `dir` holds.
 pub fn count_sql(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
     format!(

@@ -8,6 +8,7 @@ pub mod chunks;
 pub mod mpi_transport;
 pub mod owners;
 pub mod scan;
+pub mod signals;
 pub mod steal;
 pub mod upload;
 pub mod walk;

@@ -236,6 +236,8 @@ fn main() -> ExitCode {
         error!("the MPI library offers {threading:?}; the scanner needs at least Funneled");
         return ExitCode::from(EXIT_FAILED);
     }
+    // After MPI's own set-up, so that these handlers are the ones in place.
+    storage_tracker_scanner::signals::install();
     let world = universe.world();
     if let Some(tasks) = slurm_step_tasks()
         && tasks != world.size()

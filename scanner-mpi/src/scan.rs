@@ -132,6 +132,10 @@ impl Worker<ScanWork> for ScanWorker<'_> {
         if self.failed.load(Ordering::Relaxed) {
             return;
         }
+        if crate::signals::received().is_some() {
+            self.failed.store(true, Ordering::Relaxed);
+            return;
+        }
         let before = self.counts;
         let mut sink = NotingIds {
             inner: &mut self.writer,
@@ -188,6 +192,11 @@ pub fn scan_rank<T: Transport>(
         steal,
         ..Default::default()
     };
+    if let Some(signal) = crate::signals::received() {
+        report.error = Some(format!(
+            "stopped by {signal} (a Slurm time limit, scancel or Ctrl-C): the snapshot is aborted"
+        ));
+    }
     for mut w in workers {
         w.writer.flush();
         if let Some(e) = w.writer.take_error() {

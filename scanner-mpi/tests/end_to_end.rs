@@ -378,3 +378,276 @@ fn permission_errors_of_an_unprivileged_scan_reach_the_store() {
         "the tree, closed/ and open.txt"
     );
 }
+
+/// The repository's `slurm/scan.sbatch`.
+fn batch_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../slurm/scan.sbatch")
+}
+
+/// `sbatch --wait` of the batch script in `dir` (its output files land there); the job's
+/// output and error, and whether it succeeded.
+fn sbatch_wait(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    options: &[&str],
+    script_args: &[&str],
+) -> (bool, String) {
+    let output = Command::new("sbatch")
+        .env("SLURM_CONF", slurm_conf())
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .args(["--wait", "--output", "job-%j.out", "--error", "job-%j.out"])
+        .args(options)
+        .arg(batch_script())
+        .args(script_args)
+        .output()
+        .expect("sbatch runs (is Slurm installed? ci/install-deps.sh)");
+    (
+        output.status.success(),
+        format!(
+            "{}{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            job_outputs(dir)
+        ),
+    )
+}
+
+/// Every job output file in `dir`, in job order.
+fn job_outputs(dir: &std::path::Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "out"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            format!(
+                "--- {}\n{}",
+                p.display(),
+                std::fs::read_to_string(p).unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sbatch_scan_over_two_nodes_commits_a_snapshot_equal_to_ground_truth() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "sbatch");
+    let aggregator = Aggregator::start(&rt, &db);
+    let fixture = Fixture::build();
+    let logs = tempfile::tempdir().unwrap();
+    let (ok, log) = sbatch_wait(
+        logs.path(),
+        &[],
+        &["--nodes=2", "--time=10"],
+        &[
+            "--aggregator",
+            &aggregator.addr,
+            "--label",
+            "two-nodes",
+            "--scanner",
+            SCANNER,
+            fixture.root.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("on 2 node(s) [n[1-2]]: 2 rank(s), 4 thread(s) each"),
+        "{log}"
+    );
+    assert!(log.contains("storage-scan: snapshot committed"), "{log}");
+    check_snapshot(&rt, &db, &fixture, 2);
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct SnapshotOutcome {
+    state_name: String,
+    entries: u64,
+    message: String,
+}
+
+#[test]
+fn weekly_job_resubmits_itself_and_a_failed_run_does_not_stop_the_next() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "weekly");
+    let aggregator = Aggregator::start(&rt, &db);
+    let logs = tempfile::tempdir().unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    // The first run finds no directory to scan and fails; the second, 5 s later, finds it.
+    let root = tree.path().join("later");
+    let name = format!("st-weekly-{}", std::process::id());
+    let (ok, log) = sbatch_wait(
+        logs.path(),
+        &[],
+        &["--nodes=1", "--time=10", "--job-name", &name],
+        &[
+            "--aggregator",
+            &aggregator.addr,
+            "--label",
+            "weekly",
+            "--scanner",
+            SCANNER,
+            "--every",
+            "5",
+            "--runs",
+            "2",
+            root.to_str().unwrap(),
+            "--",
+            "--threads",
+            "2",
+        ],
+    );
+    assert!(!ok, "the first run must fail: {log}");
+    assert!(
+        log.contains("Submitted batch job"),
+        "it resubmitted itself: {log}"
+    );
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/data.bin"), vec![7u8; 12_345]).unwrap();
+    // The second run, submitted by the first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let queued = Command::new("squeue")
+            .env("SLURM_CONF", slurm_conf())
+            .args(["-h", "-n", &name, "-o", "%i %T"])
+            .output()
+            .unwrap();
+        let queued = String::from_utf8_lossy(&queued.stdout).trim().to_owned();
+        let outputs = job_outputs(logs.path());
+        if queued.is_empty() && outputs.contains("the last of the scheduled runs") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second run did not run: queue {queued:?}\n{outputs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let outputs = job_outputs(logs.path());
+    assert_eq!(outputs.matches("--- ").count(), 2, "two runs: {outputs}");
+    assert!(
+        outputs.contains("storage-scan: snapshot committed"),
+        "{outputs}"
+    );
+    let d = &db.database;
+    let snapshots: Vec<SnapshotOutcome> = db.query(
+        &rt,
+        &format!("SELECT toString(state) AS state_name, entries, message FROM {d}.snapshots FINAL"),
+    );
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!(
+        (snapshots[0].state_name.as_str(), snapshots[0].entries),
+        ("committed", 3)
+    );
+}
+
+#[test]
+fn sigterm_stops_the_scan_and_fails_its_snapshot() {
+    use std::io::BufRead;
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "sigterm");
+    let aggregator = Aggregator::start(&rt, &db);
+    let fixture = Fixture::build();
+    // Enough to read that the signal lands while the walk is under way.
+    let many = fixture.root.join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..100 {
+        let d = many.join(format!("d{i}"));
+        std::fs::create_dir(&d).unwrap();
+        for j in 0..400 {
+            std::fs::write(d.join(format!("f{j}")), b"x").unwrap();
+        }
+    }
+    let mut child = Command::new(SCANNER)
+        .args(["--aggregator", &aggregator.addr, "--threads", "1"])
+        .arg(&fixture.root)
+        .env_remove("SLURM_PROCID")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "no scan started: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("scanning") {
+            break;
+        }
+    }
+    // SAFETY: signalling a child process this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    seen.push_str(&rest);
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(seen.contains("stopped by SIGTERM"), "{seen}");
+    let d = &db.database;
+    let snapshots: Vec<SnapshotOutcome> = db.query(
+        &rt,
+        &format!("SELECT toString(state) AS state_name, entries, message FROM {d}.snapshots FINAL"),
+    );
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!(snapshots[0].state_name, "failed", "{snapshots:?}");
+    assert!(snapshots[0].message.contains("SIGTERM"), "{snapshots:?}");
+}
+
+#[test]
+fn openmpi_scan_under_srun_pmix_commits_a_snapshot_equal_to_ground_truth() {
+    let scanner = std::env::var("STORAGE_TRACKER_OPENMPI_SCANNER").unwrap_or_else(|_| {
+        panic!(
+            "STORAGE_TRACKER_OPENMPI_SCANNER is not set: build storage-scan against Open MPI \
+             (MPICC=mpicc.openmpi cargo build -p storage-tracker-scanner --bin storage-scan \
+             --target-dir target/openmpi, as ci/test.sh does) and point it at the binary"
+        )
+    });
+    assert!(
+        std::path::Path::new(&scanner).exists(),
+        "{scanner} is missing: build it as ci/test.sh does"
+    );
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "openmpi");
+    let aggregator = Aggregator::start(&rt, &db);
+    let fixture = Fixture::build();
+    let logs = tempfile::tempdir().unwrap();
+    // Open MPI's shared-memory transport between the ranks of one node; nothing on the network.
+    let (ok, log) = sbatch_wait(
+        logs.path(),
+        &[("OMPI_MCA_btl", "self,vader")],
+        &[
+            "--nodes=1",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=2",
+            "--time=10",
+        ],
+        &[
+            "--aggregator",
+            &aggregator.addr,
+            "--label",
+            "openmpi",
+            "--mpi",
+            "pmix",
+            "--scanner",
+            &scanner,
+            fixture.root.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("2 rank(s), 2 thread(s) each, srun --mpi=pmix"),
+        "{log}"
+    );
+    check_snapshot(&rt, &db, &fixture, 2);
+}
