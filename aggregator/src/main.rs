@@ -1,6 +1,9 @@
 //! `storage-aggregator`: the gRPC service that scanners stream their chunks to, and the
 //! commands that manage what it stored.
 //!
+//! Configuration: options, their `STORAGE_TRACKER_*` environment variables, or a file of
+//! `KEY=VALUE` lines (`--config`), in that order of precedence.
+//!
 //! Exit codes: 0 success (for `serve`, a clean shutdown on SIGTERM or Ctrl-C); 1 failure (the
 //! address is taken, ClickHouse is unreachable, an import was refused); 2 a usage error.
 
@@ -18,6 +21,7 @@ use storage_tracker_aggregator::retention::{self, Retention};
 use storage_tracker_aggregator::store::{STATE_COMMITTED, STATE_RUNNING, state_name};
 use storage_tracker_aggregator::{IngestService, ServiceOptions, Spool, Store, StoreConfig, serve};
 use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::service::{LogFormat, apply_config_file, init_logging};
 
 /// Receive scanner chunks over gRPC and store them in ClickHouse; import offline scans; list
 /// and drop snapshots.
@@ -26,6 +30,19 @@ use storage_tracker_proto::ddl::Database;
 struct Cli {
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
+    /// A file of KEY=VALUE lines setting options by their environment variables (what systemd's
+    /// EnvironmentFile= reads); the environment and the command line win.
+    #[arg(long, global = true, env = "STORAGE_TRACKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log lines as text or as JSON objects (for log collectors).
+    #[arg(
+        long,
+        global = true,
+        env = "STORAGE_TRACKER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,13 +90,13 @@ struct ClickHouseArgs {
 #[derive(Debug, Args)]
 struct RetentionArgs {
     /// Keep the newest N snapshots of a filesystem label.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "STORAGE_TRACKER_KEEP_LAST", default_value_t = 0)]
     keep_last: usize,
     /// Keep the newest snapshot of each of the newest N ISO weeks that have one.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "STORAGE_TRACKER_KEEP_WEEKLY", default_value_t = 0)]
     keep_weekly: usize,
     /// Keep the newest snapshot of each of the newest N calendar months that have one.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "STORAGE_TRACKER_KEEP_MONTHLY", default_value_t = 0)]
     keep_monthly: usize,
 }
 
@@ -109,16 +126,27 @@ enum Command {
         #[arg(long, env = "STORAGE_TRACKER_SPOOL")]
         spool: PathBuf,
         /// Chunks inserted into ClickHouse at the same time.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, env = "STORAGE_TRACKER_INSERT_WORKERS", default_value_t = 2)]
         insert_workers: usize,
         /// MiB of decoded chunks kept in memory for inserting; the rest are read back from the
         /// spool.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, env = "STORAGE_TRACKER_MEMORY_MIB", default_value_t = 256)]
         memory_mib: usize,
         /// Seconds without a chunk or call after which a running snapshot is failed (its
         /// scan died).
-        #[arg(long, default_value_t = 3600)]
+        #[arg(long, env = "STORAGE_TRACKER_ABANDON_AFTER", default_value_t = 3600)]
         abandon_after: u64,
+        /// Address of the Prometheus metrics (`GET /metrics`); "off" for none.
+        #[arg(
+            long,
+            env = "STORAGE_TRACKER_METRICS_LISTEN",
+            default_value = "127.0.0.1:9464"
+        )]
+        metrics_listen: String,
+        /// Seconds that streams, inserts and commits under way get to finish after SIGTERM;
+        /// what is acknowledged and not yet stored stays in the spool either way.
+        #[arg(long, env = "STORAGE_TRACKER_SHUTDOWN_GRACE", default_value_t = 20)]
+        shutdown_grace: u64,
         /// Retention applied after each commit to the snapshots of the same filesystem label
         /// (none unless a --keep option is given).
         #[command(flatten)]
@@ -181,15 +209,68 @@ async fn shutdown_signal() {
     info!("shutting down; acknowledged chunks not yet stored stay in the spool");
 }
 
+/// `GET /metrics` for Prometheus: the service's counters and the snapshots by state.
+async fn serve_metrics(listener: tokio::net::TcpListener, service: IngestService, store: Store) {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let (service, store) = (service.clone(), store.clone());
+            async move {
+                let metrics = service.metrics();
+                match store.snapshot_states().await {
+                    Ok(states) => {
+                        for state in ["running", "committed", "failed", "deleted"] {
+                            let n = states
+                                .iter()
+                                .find(|(s, _)| s == state)
+                                .map_or(0, |(_, n)| *n);
+                            metrics.set(
+                                "storage_tracker_snapshots",
+                                "Snapshots in ClickHouse by state.",
+                                &[("state", state)],
+                                n as f64,
+                            );
+                        }
+                        metrics.set(
+                            "storage_tracker_clickhouse_up",
+                            "Whether ClickHouse answered this scrape.",
+                            &[],
+                            1.0,
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!("metrics: counting snapshots: {e}");
+                        metrics.set(
+                            "storage_tracker_clickhouse_up",
+                            "Whether ClickHouse answered this scrape.",
+                            &[],
+                            0.0,
+                        );
+                    }
+                }
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics server: {e}");
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(e) = apply_config_file() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -226,6 +307,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             memory_mib,
             abandon_after,
             retention,
+            metrics_listen,
+            shutdown_grace,
         } => {
             let spool = Spool::open(&spool).context("opening the spool (--spool)")?;
             let options = ServiceOptions {
@@ -243,10 +326,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "listening on {listen}; is another aggregator running there? (--listen)"
                     )
                 })?;
+            if metrics_listen != "off" {
+                let addr: SocketAddr = metrics_listen.parse().with_context(|| {
+                    format!("--metrics-listen {metrics_listen:?}: expected ADDRESS:PORT or off")
+                })?;
+                let metrics = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!(
+                        "listening for metrics on {addr}; is the port taken? (--metrics-listen)"
+                    )
+                })?;
+                info!(%addr, "metrics on http://{addr}/metrics");
+                tokio::spawn(serve_metrics(metrics, service.clone(), store.clone()));
+            }
             info!(%listen, database = %store.database(), resumed = ?service.running_snapshots(), "aggregator ready");
-            serve(listener, service, shutdown_signal())
-                .await
-                .context("serving gRPC")?;
+            let grace = Duration::from_secs(shutdown_grace);
+            let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = serve(listener, service.clone(), async move {
+                shutdown_signal().await;
+                let _ = stopped_tx.send(());
+            });
+            tokio::select! {
+                served = server => served.context("serving gRPC")?,
+                () = async {
+                    if stopped_rx.await.is_ok() {
+                        tokio::time::sleep(grace).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    tracing::warn!("scanner streams still open after {shutdown_grace} s; closing them (the scanners resend what was not acknowledged)");
+                }
+            }
+            if service.shutdown(grace).await {
+                info!(
+                    "stopped; chunks acknowledged and not yet stored stay in the spool for the next start"
+                );
+            } else {
+                tracing::warn!(
+                    "stopped with inserts or commits under way; they are taken up again from the spool at the next start"
+                );
+            }
         }
         Command::Import { dir, check } => {
             if check {

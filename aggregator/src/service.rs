@@ -13,13 +13,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
 use tokio::sync::{Notify, RwLock, mpsc, watch};
+
+use storage_tracker_proto::metrics::{Metrics, SECONDS_BUCKETS};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{error, info, warn};
@@ -54,6 +56,8 @@ pub struct ServiceOptions {
     /// Fail running snapshots that ClickHouse knows and the spool does not (on start). Only the
     /// one aggregator serving a database may do this.
     pub fail_unspooled: bool,
+    /// Where the service counts chunks, rows, inserts and commits (see `/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl ServiceOptions {
@@ -65,6 +69,7 @@ impl ServiceOptions {
             abandon_after: Duration::from_secs(3600),
             retention: None,
             fail_unspooled: true,
+            metrics: Arc::default(),
         }
     }
 }
@@ -140,6 +145,26 @@ struct Inner {
     /// Signalled whenever a chunk is stored or a snapshot leaves `running`.
     progressed: Notify,
     held_bytes: AtomicUsize,
+    /// Set by [`IngestService::shutdown`]: the workers take no new inserts.
+    stopping: AtomicBool,
+    /// Inserts and commits under way.
+    busy: AtomicUsize,
+}
+
+/// Counts an insert or commit as under way while it lives.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The tonic service; cheap to clone.
@@ -181,6 +206,8 @@ impl IngestService {
             jobs,
             progressed: Notify::new(),
             held_bytes: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
         });
         inner.recover().await?;
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
@@ -205,7 +232,42 @@ impl IngestService {
 
     /// Stores one chunk (as one message of StreamChunks).
     pub async fn chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
-        self.inner.accept_chunk(chunk).await
+        self.inner.receive_chunk(chunk).await
+    }
+
+    /// The service's metrics, with the spool depth brought up to date.
+    pub fn metrics(&self) -> &Metrics {
+        let m = &self.inner.options.metrics;
+        let running = self.inner.running();
+        let unstored: usize = running.values().map(|s| s.unstored).sum();
+        m.set(
+            "storage_tracker_spool_chunks",
+            "Chunks acknowledged and spooled, not yet stored in ClickHouse.",
+            &[],
+            unstored as f64,
+        );
+        m.set(
+            "storage_tracker_running_snapshots",
+            "Snapshots being scanned or committed by this aggregator.",
+            &[],
+            running.len() as f64,
+        );
+        m
+    }
+
+    /// Stops taking work: inserts and commits under way may finish within `grace`; everything
+    /// acknowledged and not yet stored stays in the spool for the next start. Whether all work
+    /// under way finished.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while self.inner.busy.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// Finishes a snapshot (as the FinishSnapshot call).
@@ -332,6 +394,33 @@ impl Inner {
     }
 
     /// Spools one chunk and returns its acknowledgement.
+    /// [`Self::accept_chunk`], counted in the metrics.
+    async fn receive_chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
+        let rows = chunk.rows;
+        let outcome = self.accept_chunk(chunk).await;
+        let result = match &outcome {
+            Ok(ack) if ack.stored => "accepted",
+            Ok(_) => "duplicate",
+            Err(_) => "refused",
+        };
+        let m = &self.options.metrics;
+        m.inc(
+            "storage_tracker_chunks_received_total",
+            "Chunks received from scanners: accepted (spooled, then acknowledged), duplicate (acknowledged before) or refused.",
+            &[("result", result)],
+            1.0,
+        );
+        if result == "accepted" {
+            m.inc(
+                "storage_tracker_rows_received_total",
+                "Entry rows in accepted chunks.",
+                &[],
+                rows as f64,
+            );
+        }
+        outcome
+    }
+
     async fn accept_chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
         let Chunk {
             snapshot_id,
@@ -438,6 +527,9 @@ impl Inner {
     ) {
         let mut carried: Option<Job> = None;
         loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
             let mut jobs = Vec::new();
             {
                 let mut queue = queue.lock().await;
@@ -464,6 +556,11 @@ impl Inner {
                     }
                 }
             }
+            // Taken while stopping: left in the spool, queued again at the next start.
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let _busy = Busy::new(&self.busy);
             let snapshot_id = jobs[0].snapshot_id;
             let held: Vec<Option<RecordBatch>> = jobs
                 .iter_mut()
@@ -502,6 +599,7 @@ impl Inner {
                     },
                 }
             }
+            let started = Instant::now();
             let failure = match unreadable {
                 Some(message) => Some(message),
                 None => self
@@ -512,6 +610,22 @@ impl Inner {
                         format!("ClickHouse refused an insert {MAX_REFUSED_INSERTS} times: {e}")
                     }),
             };
+            let m = &self.options.metrics;
+            if failure.is_none() {
+                m.observe(
+                    "storage_tracker_insert_duration_seconds",
+                    "Time to store one INSERT of spooled chunks in ClickHouse, retries included.",
+                    &[],
+                    SECONDS_BUCKETS,
+                    started.elapsed().as_secs_f64(),
+                );
+                m.inc(
+                    "storage_tracker_rows_inserted_total",
+                    "Entry rows stored in ClickHouse.",
+                    &[],
+                    jobs.iter().map(|j| j.rows).sum::<u64>() as f64,
+                );
+            }
             drop(shared);
             if let Some(message) = failure {
                 self.fail_running(snapshot_id, message).await;
@@ -704,7 +818,32 @@ impl Inner {
             let _ = tx.send(Some(Err(unavailable("spooling the finish request", e))));
             return;
         }
+        let _busy = Busy::new(&self.busy);
+        let started = Instant::now();
         let outcome = self.commit_spooled(request).await;
+        let m = &self.options.metrics;
+        m.inc(
+            "storage_tracker_commits_total",
+            "Finished snapshots by result: committed, or failed (verification or storage).",
+            &[(
+                "result",
+                if outcome.is_ok() {
+                    "committed"
+                } else {
+                    "failed"
+                },
+            )],
+            1.0,
+        );
+        if outcome.is_ok() {
+            m.observe(
+                "storage_tracker_commit_duration_seconds",
+                "Time from a spooled finish to the committed snapshot: remaining inserts, verification and reports.",
+                &[],
+                SECONDS_BUCKETS,
+                started.elapsed().as_secs_f64(),
+            );
+        }
         let _ = tx.send(Some(outcome));
     }
 
@@ -1119,7 +1258,7 @@ impl Ingest for IngestService {
             loop {
                 match inbound.message().await {
                     Ok(Some(chunk)) => {
-                        let result = inner.accept_chunk(chunk).await;
+                        let result = inner.receive_chunk(chunk).await;
                         let failed = result.is_err();
                         if let Err(status) = &result {
                             warn!("{}", status.message());

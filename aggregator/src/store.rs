@@ -42,6 +42,11 @@ pub enum StoreError {
     BadErrorOp { row: usize, code: u8 },
     #[error("{0}")]
     Export(#[from] storage_tracker_proto::ncdu::NcduError),
+    #[error(
+        "the database is at schema version {database}, newer than this aggregator's ({ours}): \
+         upgrade storage-tracker, or point it at another database"
+    )]
+    NewerSchema { database: u32, ours: u32 },
 }
 
 impl StoreError {
@@ -197,10 +202,50 @@ impl Store {
 
     /// Creates the database and tables where missing.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        for statement in ddl::create_statements(&self.config.database) {
+        let db = &self.config.database;
+        for statement in ddl::create_statements(db) {
             self.execute(&statement).await?;
         }
+        let mut at: u32 = self
+            .client
+            .query(&ddl::schema_version_sql(db))
+            .fetch_one()
+            .await
+            .map_err(self.err())?;
+        let ours = storage_tracker_proto::SCHEMA_VERSION;
+        if at > ours {
+            return Err(StoreError::NewerSchema { database: at, ours });
+        }
+        if at == 0 {
+            // A new database: created at this version by the statements above.
+            self.execute(&ddl::record_schema_version_sql(db, ours))
+                .await?;
+            return Ok(());
+        }
+        for &(version, statements) in ddl::MIGRATIONS {
+            if version <= at || version > ours {
+                continue;
+            }
+            tracing::info!(from = at, to = version, "upgrading the database schema");
+            for statement in statements {
+                self.execute(&statement.replace("{db}", db.as_str()))
+                    .await?;
+            }
+            self.execute(&ddl::record_schema_version_sql(db, version))
+                .await?;
+            at = version;
+        }
         Ok(())
+    }
+
+    /// The schema version the database is at (0 for a database from before versions were
+    /// recorded, or an empty one).
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        self.client
+            .query(&ddl::schema_version_sql(&self.config.database))
+            .fetch_one()
+            .await
+            .map_err(self.err())
     }
 
     /// The next unused snapshot id (ids start at 1).
@@ -390,6 +435,25 @@ impl Store {
             writer.push(&row)?;
         }
         Ok(writer.finish()?.1)
+    }
+
+    /// How many snapshots are in each state (`running`, `committed`, ...).
+    pub async fn snapshot_states(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        #[derive(Row, serde::Deserialize)]
+        struct StateCount {
+            state: String,
+            n: u64,
+        }
+        let db = &self.config.database;
+        let rows: Vec<StateCount> = self
+            .client
+            .query(&format!(
+                "SELECT toString(state) AS state, count() AS n FROM {db}.snapshots FINAL GROUP BY state"
+            ))
+            .fetch_all()
+            .await
+            .map_err(self.err())?;
+        Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
     }
 
     /// The current records of every snapshot, oldest first.

@@ -550,3 +550,33 @@ fn a_retention_policy_runs_after_each_commit() {
     assert_eq!(rows(&rt, &db, 1), 0);
     assert_eq!(state(&rt, &db, 2).state_name, "committed");
 }
+
+#[test]
+fn the_schema_version_is_recorded_once_and_a_newer_database_is_refused() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "schema");
+    let store = Store::new(db.store_config());
+    // Created by TestDatabase::new; migrating again changes nothing.
+    rt.block_on(store.migrate()).unwrap();
+    assert_eq!(rt.block_on(store.schema_version()).unwrap(), SCHEMA_VERSION);
+    let d = &db.database;
+    assert_eq!(
+        db.query::<u64>(&rt, &format!("SELECT count() FROM {d}.schema_version")),
+        [1]
+    );
+    // A database written by a newer storage-tracker.
+    rt.block_on(
+        clickhouse::Client::default()
+            .with_url(&db.url)
+            .query(&format!(
+                "INSERT INTO {d}.schema_version (version, applied_at) VALUES (99, now())"
+            ))
+            .execute(),
+    )
+    .unwrap();
+    let err = rt.block_on(store.migrate()).unwrap_err().to_string();
+    assert!(
+        err.contains("schema version 99, newer than this aggregator's"),
+        "{err}"
+    );
+}

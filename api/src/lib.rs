@@ -8,6 +8,7 @@ pub mod access;
 pub mod error;
 pub mod export;
 pub mod history;
+pub mod metrics;
 pub mod openapi;
 pub mod paths;
 pub mod query;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub access: std::sync::Arc<access::Access>,
     /// The built web UI served at `/` (empty: `/` says how to build it).
     pub ui: std::sync::Arc<ui::UiFiles>,
+    /// Requests and their latency by route, served at `/metrics`.
+    pub metrics: std::sync::Arc<storage_tracker_proto::metrics::Metrics>,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ impl AppState {
             database: config.database,
             access: std::sync::Arc::new(access::Access::open()),
             ui: std::sync::Arc::new(ui::UiFiles::none()),
+            metrics: Default::default(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! `storage-api`: the HTTP API and web UI over committed snapshots.
 //!
-//! Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C); 1 when it cannot start.
+//! Configuration: options, their `STORAGE_TRACKER_*` environment variables, or a file of
+//! `KEY=VALUE` lines (`--config`), in that order of precedence. Exit codes: 0 after a clean
+//! shutdown (SIGTERM or Ctrl-C: requests under way are answered first); 1 when it cannot start.
 
 use std::net::SocketAddr;
 
@@ -12,6 +14,7 @@ use storage_tracker_api::access::Access;
 use storage_tracker_api::ui::UiFiles;
 use storage_tracker_api::{AppState, ReadConfig, app};
 use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::service::{LogFormat, apply_config_file, init_logging};
 
 /// Serve storage-tracker's HTTP API and web UI.
 #[derive(Debug, Parser)]
@@ -68,6 +71,20 @@ struct Args {
     #[arg(long, env = "STORAGE_TRACKER_API_TOKENS", hide_env_values = true)]
     tokens: Option<String>,
 
+    /// A file of KEY=VALUE lines setting these options by their environment variables
+    /// (what systemd's EnvironmentFile= reads); the environment and the command line win.
+    #[arg(long, env = "STORAGE_TRACKER_CONFIG")]
+    config: Option<std::path::PathBuf>,
+
+    /// Log lines as text or as JSON objects (for log collectors).
+    #[arg(
+        long,
+        env = "STORAGE_TRACKER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
     /// The built web UI to serve at `/` (`ui/dist` after `npm run build` in ui/).
     #[arg(long, env = "STORAGE_TRACKER_UI_DIR")]
     ui_dir: Option<std::path::PathBuf>,
@@ -86,16 +103,30 @@ async fn shutdown_signal() {
     info!("shutting down");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+fn main() -> std::process::ExitCode {
+    if let Err(e) = apply_config_file() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let args = Args::parse();
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     let mut config = args.tokens.clone().unwrap_or_default();
     if let Some(file) = &args.tokens_file {
         let text = std::fs::read_to_string(file)

@@ -362,8 +362,8 @@ mod tests {
             .skip(1)
             .filter_map(|rest| rest.trim_start().strip_prefix('"'))
             .filter_map(|rest| rest.split('"').next())
-            // The UI's pages are not part of the API.
-            .filter(|p| *p != "/" && !p.starts_with("/assets/"))
+            // The UI's pages and the Prometheus metrics are not part of the API.
+            .filter(|p| *p != "/" && *p != "/metrics" && !p.starts_with("/assets/"))
             .map(str::to_owned)
             .collect()
     }

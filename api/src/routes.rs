@@ -25,6 +25,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(crate::ui::serve))
         .route("/assets/{*file}", get(crate::ui::serve))
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/snapshots", get(list_snapshots))
         .route("/api/v1/snapshots/{snapshot_id}", get(one_snapshot))
@@ -67,9 +68,15 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::NotFound("no such route; the API lives under /api/v1".into())
         })
-        .layer(axum::middleware::from_fn_with_state(
+        // Route layers see the matched route; the later one runs first, so refusals by
+        // `authorize` are counted too. The fallback (404) needs neither.
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::access::authorize,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::record,
         ))
         .with_state(state)
 }

@@ -68,6 +68,23 @@ pub const STATE_ENUM: &str = "Enum8('running' = 1, 'committed' = 2, 'failed' = 3
 /// The `Enum8` of histograms; codes match [`crate::reports::Histogram`].
 pub const HISTOGRAM_ENUM: &str = "Enum8('size' = 1, 'mtime' = 2, 'atime' = 3)";
 
+/// How to bring a database from one schema version to the next: the statements that take it
+/// from `version - 1` to `version`, for every version after the first. The aggregator applies
+/// the missing ones in order at start and records each in `schema_version`; it refuses a
+/// database whose version is newer than its own [`crate::SCHEMA_VERSION`]. Statements must be
+/// safe to run again (`IF NOT EXISTS`, `ADD COLUMN` guarded by the version).
+pub const MIGRATIONS: &[(u32, &[&str])] = &[];
+
+/// The version a database is at: the highest recorded.
+pub fn schema_version_sql(db: &Database) -> String {
+    format!("SELECT max(version) FROM {db}.schema_version")
+}
+
+/// Records that the database is at `version`.
+pub fn record_schema_version_sql(db: &Database, version: u32) -> String {
+    format!("INSERT INTO {db}.schema_version (version, applied_at) VALUES ({version}, now())")
+}
+
 /// Statements that create the database and its tables; each is idempotent.
 pub fn create_statements(db: &Database) -> Vec<String> {
     let per_snapshot = |table: &str, columns: &str, order: &str| {
@@ -78,6 +95,11 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     };
     vec![
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        // One row per schema version the database was brought to (see [`MIGRATIONS`]).
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_version (version UInt32, applied_at DateTime) \
+             ENGINE = MergeTree ORDER BY version"
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.snapshots (
     snapshot_id UInt64,

@@ -6,8 +6,11 @@ pub mod calendar;
 pub mod chunk;
 pub mod ddl;
 pub mod entry;
+pub mod metrics;
 pub mod ncdu;
 pub mod reports;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod sql;
 
 /// Version of the entry schema and the ClickHouse layout. The aggregator refuses scanners

@@ -26,6 +26,7 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use prost::Message;
 use tracing::{error, info, warn};
 
+use storage_tracker_proto::service::{LogFormat, init_logging};
 use storage_tracker_proto::v1::{
     BeginSnapshotRequest, FinishSnapshotRequest, OfflineManifest, Principal, RankTotals,
 };
@@ -220,13 +221,7 @@ fn gather_hosts(world: &SimpleCommunicator, host: &str) -> Vec<String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(LogFormat::Text);
 
     let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Funneled) else {
         error!("MPI could not be initialized");

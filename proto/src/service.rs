@@ -1,0 +1,168 @@
+//! What the long-running programs share: configuration from a file and the environment, and
+//! logs (text for people, JSON lines for log collectors).
+//!
+//! A configuration file holds `KEY=VALUE` lines, the format of systemd's `EnvironmentFile=`, with
+//! the same keys as the environment variables each option names (`STORAGE_TRACKER_...`). The
+//! command line wins over the environment, and the environment over the file.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The environment variable naming a configuration file (also `--config FILE`).
+pub const CONFIG_ENV: &str = "STORAGE_TRACKER_CONFIG";
+
+/// The `KEY=VALUE` pairs of a configuration file. Blank lines and `#` comments are skipped, a
+/// value may be quoted with `"` or `'`, and only `STORAGE_TRACKER_*` and `RUST_LOG` keys are
+/// accepted, so that a typo is an error rather than a silently ignored line.
+pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the configuration file {}: {e}", path.display()))?;
+    let mut pairs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "{}:{}: expected KEY=VALUE, got {line:?}",
+                path.display(),
+                n + 1
+            ));
+        };
+        let key = key.trim();
+        if !(key.starts_with("STORAGE_TRACKER_") || key == "RUST_LOG")
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(format!(
+                "{}:{}: unknown key {key:?}; keys are the STORAGE_TRACKER_* variables of `--help`",
+                path.display(),
+                n + 1
+            ));
+        }
+        let value = value.trim();
+        let value = ['"', '\'']
+            .iter()
+            .find_map(|q| {
+                value
+                    .strip_prefix(*q)
+                    .and_then(|v| v.strip_suffix(*q))
+                    .filter(|_| value.len() >= 2)
+            })
+            .unwrap_or(value);
+        pairs.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(pairs)
+}
+
+/// The configuration file named by `--config FILE` (or `--config=FILE`) in `args`, else by
+/// `STORAGE_TRACKER_CONFIG`.
+pub fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(rest) = a.to_str().and_then(|s| s.strip_prefix("--config=")) {
+            return Some(PathBuf::from(rest));
+        }
+    }
+    std::env::var_os(CONFIG_ENV).map(PathBuf::from)
+}
+
+/// Puts the configuration file's values into the environment where the environment has none.
+/// Call it first thing in `main`, before any thread starts (changing the environment is only
+/// sound while the process has one thread).
+pub fn apply_config_file() -> Result<Option<PathBuf>, String> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let Some(path) = config_path(&args) else {
+        return Ok(None);
+    };
+    for (key, value) in read_config(&path)? {
+        if std::env::var_os(&key).is_none() {
+            // SAFETY: called at the start of main, while the process has a single thread.
+            unsafe { std::env::set_var(&key, value) };
+        }
+    }
+    Ok(Some(path))
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields).
+    Json,
+}
+
+/// Logs to standard error at the level of `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_is_key_value_lines() {
+        let dir = std::env::temp_dir().join(format!("st-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("api.conf");
+        std::fs::write(
+            &file,
+            "# the API\nSTORAGE_TRACKER_API_LISTEN=127.0.0.1:9000\n\nexport RUST_LOG=\"debug\"\nSTORAGE_TRACKER_DATABASE = 'st'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_config(&file).unwrap(),
+            [
+                ("STORAGE_TRACKER_API_LISTEN".into(), "127.0.0.1:9000".into()),
+                ("RUST_LOG".into(), "debug".into()),
+                ("STORAGE_TRACKER_DATABASE".into(), "st".into()),
+            ]
+        );
+        std::fs::write(&file, "LISTEN=1\n").unwrap();
+        assert!(
+            read_config(&file)
+                .unwrap_err()
+                .contains("unknown key \"LISTEN\"")
+        );
+        std::fs::write(&file, "STORAGE_TRACKER_X\n").unwrap();
+        assert!(
+            read_config(&file)
+                .unwrap_err()
+                .contains(":1: expected KEY=VALUE")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_config_flag_names_the_file() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            config_path(&args(&["api", "--config", "/etc/a.conf"])),
+            Some(PathBuf::from("/etc/a.conf"))
+        );
+        assert_eq!(
+            config_path(&args(&["api", "--listen", "x", "--config=/etc/b.conf"])),
+            Some(PathBuf::from("/etc/b.conf"))
+        );
+    }
+}
