@@ -264,7 +264,9 @@ mod tests {
         let db = Database::new("st_test").unwrap();
         let stmts = create_statements(&db);
         assert!(stmts.iter().all(|s| s.contains("st_test")));
-        assert_eq!(stmts.len(), 2 + SNAPSHOT_PARTITIONED_TABLES.len());
+        // The database, schema_version, snapshots, and the per-snapshot tables.
+        assert_eq!(stmts.len(), 3 + SNAPSHOT_PARTITIONED_TABLES.len());
+        assert!(stmts[1].contains(&format!("{db}.schema_version (")));
         for table in SNAPSHOT_PARTITIONED_TABLES {
             assert!(stmts.iter().any(|s| s.contains(&format!("{db}.{table} ("))));
         }

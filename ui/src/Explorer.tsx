@@ -2,7 +2,7 @@
 // sortable, paged table. Keys: j/k or arrows move between rows, Enter opens, Backspace or u goes
 // up, t toggles the treemap.
 import { useEffect, useState } from "preact/hooks";
-import type { Children, Entry, Snapshot } from "./api";
+import { download, type Children, type Entry, type Snapshot } from "./api";
 import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, type Direction } from "./components";
 import { useApi } from "./data";
 import { age, bytes, count, dateNs, percent } from "./format";
@@ -92,6 +92,16 @@ function Details({ entry, snapshot, onClose }: { entry: Entry; snapshot: Snapsho
   );
 }
 
+async function exportNcdu(snapshot: Snapshot, path: PathRef, report: (s: string | null) => void) {
+  report("exporting…");
+  try {
+    await download(`snapshots/${snapshot.snapshot_id}/export/ncdu`, pathParams(path), `ncdu-${snapshot.filesystem_label}-${snapshot.snapshot_id}.json`);
+    report(null);
+  } catch (e) {
+    report(`the export failed: ${(e as Error).message}`);
+  }
+}
+
 export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root: PathRef; path: PathRef; q: URLSearchParams }) {
   const sort = choice(q, "sort", SORTS, "bytes");
   const order = choice<Direction>(q, "order", ["asc", "desc"], sort === "name" ? "asc" : "desc");
@@ -105,6 +115,7 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
     offset,
   });
   const [selected, setSelected] = useState<Entry | null>(null);
+  const [exporting, setExporting] = useState<string | null>(null);
   useEffect(() => setSelected(null), [path.text, path.b64, snapshot.snapshot_id]);
   const rows = data.data?.children ?? [];
   const dir = data.data?.directory;
@@ -142,7 +153,11 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
         <p class="summary">
           <strong>{bytes(dir.bytes)}</strong> in {count(dir.files)} files and {count(dir.dirs)} directories ·{" "}
           {bytes(dir.allocated)} on disk · newest change {dateNs(dir.max_mtime_ns)} ·{" "}
-          <Link to={{ view: "compare", offset: null }}>history and growth</Link>
+          <Link to={{ view: "compare", offset: null }}>history and growth</Link> ·{" "}
+          <button type="button" class="link" onClick={() => exportNcdu(snapshot, path, setExporting)} title="Browse this directory offline with ncdu -f FILE or gdu -f FILE">
+            export for ncdu
+          </button>
+          {exporting ? <span class="muted"> {exporting}</span> : null}
         </p>
       ) : null}
       {showMap ? <Treemap snapshot={snapshot} path={path} q={q} /> : null}

@@ -57,6 +57,12 @@ describe("web UI", () => {
     assert.equal(await p.locator(".treemap svg g.cell").count(), 9);
     const summary = await p.locator("p.summary").innerText();
     assert.match(summary, new RegExp(`in ${37} files`), summary);
+    // The directory as an ncdu export.
+    const [download] = await Promise.all([p.waitForEvent("download"), p.locator('button:has-text("export for ncdu")').click()]);
+    assert.equal(download.suggestedFilename(), "ncdu-cluster-2.json");
+    const ncdu = JSON.parse(readFileSync(await download.path(), "utf8"));
+    assert.equal(ncdu[0], 1);
+    assert.equal(ncdu[3][0].name, stack.root);
     await done(p, "01-load");
   });
 
