@@ -28,7 +28,7 @@ try {
         const label = p.locator('[data-testid="layout-time"]');
         await p.waitForFunction(() => /laid out in/.test(document.querySelector('[data-testid="layout-time"]')?.textContent ?? ""), null, { timeout: 600_000 });
         const text = await label.innerText();
-        const [, n, ms] = /(\d+) tiles, laid out in (\d+) ms/.exec(text);
+        const [, n, ms] = /(\d+) tiles?, laid out in (\d+) ms/.exec(text);
         tiles = Number(n);
         times.push({ layout: Number(ms), page: Date.now() - t0 });
         await p.close();

@@ -152,7 +152,7 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
         {options("size", SIZE_BY, sizeBy, "Area by")}
         {options("depth", ["1", "2", "3"], String(depth), "Levels")}
         <span class="muted" data-testid="layout-time">
-          {result ? `${result.cells.length} tiles, laid out in ${result.ms.toFixed(0)} ms` : ""}
+          {result ? `${result.cells.length} tile${result.cells.length === 1 ? "" : "s"}, laid out in ${result.ms.toFixed(0)} ms` : ""}
         </span>
       </div>
       <ErrorBox error={data.error} />

@@ -17,6 +17,9 @@ export const UI_DIST = resolve(here, "../dist");
 export const HTML_FILE = '<img src=x onerror="window.__xss=1">.txt';
 export const HTML_DIR = "<svg onload=window.__xss=2>";
 
+/** Bearer tokens of the API started with tokens (test values, at least 24 characters). */
+export const TOKENS = { admin: "admin-token-0123456789abcdef", leader: "leader-token-0123456789abcdef" };
+
 const DAY = 86_400;
 const MiB = 1 << 20;
 
@@ -99,8 +102,8 @@ function run(cmd, args, log) {
   });
 }
 
-function daemon(cmd, args, log) {
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+function daemon(cmd, args, log, env = {}) {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
@@ -191,6 +194,17 @@ export async function startStack() {
     );
     stack.url = `http://127.0.0.1:${http}`;
     await waitFor("storage-api", async () => (await fetch(`${stack.url}/health`)).ok, api);
+
+    // The same data behind tokens: an admin, and a group leader who may read alice's home only.
+    const guarded = await freePort();
+    const tokensApi = daemon(
+      join(bin, "storage-api"),
+      ["--listen", `127.0.0.1:${guarded}`, "--clickhouse-url", chUrl, "--database", database, "--ui-dir", UI_DIST],
+      processes,
+      { STORAGE_TRACKER_API_TOKENS: `admin ${TOKENS.admin} *\nleader ${TOKENS.leader} ${root}/home/alice` },
+    );
+    stack.guardedUrl = `http://127.0.0.1:${guarded}`;
+    await waitFor("storage-api with tokens", async () => (await fetch(`${stack.guardedUrl}/health`)).ok, tokensApi);
     return stack;
   } catch (e) {
     await stack.stop();

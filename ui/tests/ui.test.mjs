@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { launch, page as newPage } from "./browser.mjs";
-import { HTML_DIR, HTML_FILE, REPO, fixtureBytes, startStack } from "./stack.mjs";
+import { HTML_DIR, HTML_FILE, REPO, TOKENS, fixtureBytes, startStack } from "./stack.mjs";
 
 const SHOTS = process.env.STORAGE_TRACKER_SCREENSHOTS ?? join(REPO, ".work/test/screenshots");
 const MiB = 1 << 20;
@@ -240,6 +240,35 @@ describe("web UI", () => {
     await p.goto(`${stack.url}/`);
     await p.locator(".treemap svg g.cell.d1").first().waitFor();
     await done(p, "10-dark-theme");
+  });
+
+  test("asks for a token where tokens are required, and a scoped token reads only its prefix", async () => {
+    const p = await newPage(browser.context);
+    await p.goto(stack.guardedUrl);
+    await p.locator("form.token").waitFor();
+    await p.locator('form.token input[name="token"]').fill(TOKENS.admin);
+    await p.locator('form.token button[type="submit"]').click();
+    await p.locator("table.children tbody tr.dir").first().waitFor();
+    assert.deepEqual((await rowNames(p)).map((s) => s.trim()), ["projects", "scratch", "home"]);
+    await p.screenshot({ path: join(SHOTS, "12-token-admin.png"), fullPage: true });
+    // The first answer was a 401 (the page then asked for the token); nothing else went wrong.
+    assert.deepEqual(
+      p.problems().filter((m) => !m.includes("status of 401")),
+      [],
+    );
+    await p.close();
+
+    // A group leader's token: the root is refused with what the token may read; the prefix opens.
+    const l = await newPage(browser.context);
+    await l.goto(stack.guardedUrl);
+    await l.locator('form.token input[name="token"]').fill(TOKENS.leader);
+    await l.locator('form.token button[type="submit"]').click();
+    await l.locator('p.error:has-text("403")').first().waitFor();
+    assert.match(await l.locator("p.error").first().innerText(), /home\/alice/);
+    await l.goto(`${stack.guardedUrl}${q({ path: `${stack.root}/home/alice` })}`);
+    await l.locator('table.children tbody td.name-cell:has-text("thesis.pdf")').waitFor();
+    await l.screenshot({ path: join(SHOTS, "13-token-scoped.png"), fullPage: true });
+    await l.close();
   });
 
   test("says what was wrong for a path outside the snapshot or a bad parameter", async () => {
