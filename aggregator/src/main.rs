@@ -252,7 +252,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, service: IngestService
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        storage_tracker_proto::metrics::CONTENT_TYPE,
                     )],
                     metrics.render(),
                 )

@@ -7,11 +7,11 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use storage_tracker_proto::ncdu::{NcduEntry, NcduWriter, count_sql, export_sql, is_directory_sql};
 
 use crate::access::Scope;
+use crate::paths::PathParam;
 use crate::reports::scope;
 use crate::routes::query_params;
 use crate::{ApiError, AppState};
@@ -23,17 +23,11 @@ pub const MAX_EXPORT_ENTRIES: u64 = 1_000_000;
 /// Bytes gathered before they are sent on.
 const SEND_BYTES: usize = 256 << 10;
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ExportParams {
-    path: Option<String>,
-    path_b64: Option<String>,
-}
-
 pub(crate) async fn ncdu(
     State(state): State<AppState>,
     Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
-    q: Result<Query<ExportParams>, QueryRejection>,
+    q: Result<Query<PathParam>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = query_params(q)?;
     let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;

@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use storage_tracker_proto::metrics::SECONDS_BUCKETS;
+use storage_tracker_proto::metrics::{CONTENT_TYPE, SECONDS_BUCKETS};
 
 use crate::AppState;
 
@@ -48,10 +48,7 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
         state.metrics.render(),
     )
         .into_response()

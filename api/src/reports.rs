@@ -123,19 +123,13 @@ async fn with_tree_totals(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct EntryParams {
-    path: Option<String>,
-    path_b64: Option<String>,
-}
-
 /// `GET /api/v1/snapshots/{id}/entry?path=…`: one entry, with its tree's totals when a
 /// directory.
 pub(crate) async fn entry(
     State(state): State<AppState>,
     Extension(access): Extension<Scope>,
     id: Result<Path<String>, PathRejection>,
-    q: Result<Query<EntryParams>, QueryRejection>,
+    q: Result<Query<PathParam>, QueryRejection>,
 ) -> Result<Json<Child>, ApiError> {
     let p = query_params(q)?;
     if p.path.is_none() && p.path_b64.is_none() {

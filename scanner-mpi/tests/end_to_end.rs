@@ -470,6 +470,15 @@ struct SnapshotOutcome {
     message: String,
 }
 
+/// Every snapshot's state, entries and message.
+fn outcomes(rt: &tokio::runtime::Runtime, db: &TestDatabase) -> Vec<SnapshotOutcome> {
+    let d = &db.database;
+    db.query(
+        rt,
+        &format!("SELECT toString(state) AS state_name, entries, message FROM {d}.snapshots FINAL"),
+    )
+}
+
 #[test]
 fn weekly_job_resubmits_itself_and_a_failed_run_does_not_stop_the_next() {
     let rt = runtime();
@@ -533,11 +542,7 @@ fn weekly_job_resubmits_itself_and_a_failed_run_does_not_stop_the_next() {
         outputs.contains("storage-scan: snapshot committed"),
         "{outputs}"
     );
-    let d = &db.database;
-    let snapshots: Vec<SnapshotOutcome> = db.query(
-        &rt,
-        &format!("SELECT toString(state) AS state_name, entries, message FROM {d}.snapshots FINAL"),
-    );
+    let snapshots = outcomes(&rt, &db);
     assert_eq!(snapshots.len(), 1, "{snapshots:?}");
     assert_eq!(
         (snapshots[0].state_name.as_str(), snapshots[0].entries),
@@ -594,11 +599,7 @@ fn sigterm_stops_the_scan_and_fails_its_snapshot() {
     seen.push_str(&rest);
     assert_eq!(status.code(), Some(1), "{seen}");
     assert!(seen.contains("stopped by SIGTERM"), "{seen}");
-    let d = &db.database;
-    let snapshots: Vec<SnapshotOutcome> = db.query(
-        &rt,
-        &format!("SELECT toString(state) AS state_name, entries, message FROM {d}.snapshots FINAL"),
-    );
+    let snapshots = outcomes(&rt, &db);
     assert_eq!(snapshots.len(), 1, "{snapshots:?}");
     assert_eq!(snapshots[0].state_name, "failed", "{snapshots:?}");
     assert!(snapshots[0].message.contains("SIGTERM"), "{snapshots:?}");

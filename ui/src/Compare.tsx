@@ -2,7 +2,7 @@
 // into any changed directory), growth per owner, and the directory's history across snapshots.
 import { useState } from "preact/hooks";
 import type { Growth, History, OwnerGrowth, Snapshot } from "./api";
-import { type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, sortRows, type Direction } from "./components";
+import { type Column, ErrorBox, Head, KindIcon, Link, Loading, Pager, SortableHead, sortRows, type Direction } from "./components";
 import { useApi } from "./data";
 import { bytes, count, dateSeconds, deltaBytes, deltaCount } from "./format";
 import { join, pathParams, type PathRef } from "./paths";
@@ -147,23 +147,7 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
           <Loading when={owners.loading} what="owners" />
           {owners.data ? (
             <table class="owners" aria-label={`Growth per ${by}`}>
-              <thead>
-                <tr>
-                  <th scope="col">{by === "user" ? "User" : "Group"}</th>
-                  <th scope="col" class="num">
-                    Before
-                  </th>
-                  <th scope="col" class="num">
-                    After
-                  </th>
-                  <th scope="col" class="num" aria-sort="descending">
-                    Growth
-                  </th>
-                  <th scope="col" class="num">
-                    Files ±
-                  </th>
-                </tr>
-              </thead>
+              <Head columns={[by === "user" ? "User" : "Group", ["Before", "num"], ["After", "num"], ["Growth", "num"], ["Files ±", "num"]]} sorted="Growth" />
               <tbody>
                 {sortRows(owners.data.owners, (o) => o.bytes_to - o.bytes_from, "desc").map((o) => (
                   <tr key={o.id}>
@@ -188,21 +172,7 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
         <ErrorBox error={history.error} />
         {history.data ? (
           <table class="history">
-            <thead>
-              <tr>
-                <th scope="col">Snapshot</th>
-                <th scope="col">Scanned</th>
-                <th scope="col" class="num">
-                  Size
-                </th>
-                <th scope="col" class="num">
-                  Change
-                </th>
-                <th scope="col" class="num">
-                  Files
-                </th>
-              </tr>
-            </thead>
+            <Head columns={["Snapshot", "Scanned", ["Size", "num"], ["Change", "num"], ["Files", "num"]]} />
             <tbody>
               {history.data.points.map((p, i, all) => (
                 <tr key={p.snapshot_id} class={p.snapshot_id === to.snapshot_id ? "current" : undefined}>

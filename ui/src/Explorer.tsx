@@ -3,7 +3,7 @@
 // up, t toggles the treemap.
 import { useEffect, useState } from "preact/hooks";
 import { download, type Children, type Entry, type Snapshot } from "./api";
-import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, type Direction } from "./components";
+import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, type Direction } from "./components";
 import { useApi } from "./data";
 import { age, bytes, count, dateNs, percent } from "./format";
 import { baseName, crumbs, parent, pathParams, same, type PathRef } from "./paths";
@@ -212,12 +212,7 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
                 <td class="num">{bytes(e.allocated)}</td>
                 <td class="num">{e.kind === "dir" ? count(e.files) : ""}</td>
                 <td class="num">{e.kind === "dir" ? count(e.dirs) : ""}</td>
-                <td class="num" title={dateNs(e.max_mtime_ns)}>
-                  {age(e.max_mtime_ns, snapshot.started_at)}
-                </td>
-                <td class="num" title={dateNs(e.max_atime_ns)}>
-                  {age(e.max_atime_ns, snapshot.started_at)}
-                </td>
+                <TimeCells entry={e} scanSeconds={snapshot.started_at} />
                 <td>{e.user ?? e.uid}</td>
               </tr>
             ))}

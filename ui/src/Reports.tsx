@@ -3,9 +3,9 @@
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { download, type Histogram, type Listing, type Snapshot, type Usage, type UsageItem } from "./api";
-import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, sortRows, useFields, type Direction } from "./components";
+import { Bar, type Column, ErrorBox, Head, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, sortRows, useFields, type Direction } from "./components";
 import { useApi } from "./data";
-import { age, bytes, count, dateNs, day, percent } from "./format";
+import { bytes, count, day, percent } from "./format";
 import { parent, pathParams, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
 import { Breadcrumbs, entryRef } from "./Explorer";
@@ -77,27 +77,7 @@ function EntryTable({ snapshot, rows, rank }: { snapshot: Snapshot; rows: Listin
   const largest = rows.reduce((m, r) => Math.max(m, r.bytes), 0);
   return (
     <table class="entries">
-      <thead>
-        <tr>
-          <th scope="col" class="num">
-            #
-          </th>
-          <th scope="col">Path</th>
-          <th scope="col" class="num">
-            Size
-          </th>
-          <th scope="col" class="num">
-            Files
-          </th>
-          <th scope="col" class="num">
-            Modified
-          </th>
-          <th scope="col" class="num">
-            Accessed
-          </th>
-          <th scope="col">Owner</th>
-        </tr>
-      </thead>
+      <Head columns={[["#", "num"], "Path", ["Size", "num"], ["Files", "num"], ["Modified", "num"], ["Accessed", "num"], "Owner"]} />
       <tbody>
         {rows.map((e, i) => (
           <tr key={e.path_b64 ?? e.path}>
@@ -111,12 +91,7 @@ function EntryTable({ snapshot, rows, rank }: { snapshot: Snapshot; rows: Listin
               <Bar part={e.bytes} whole={largest} />
             </td>
             <td class="num">{e.kind === "dir" ? count(e.files) : ""}</td>
-            <td class="num" title={dateNs(e.max_mtime_ns)}>
-              {age(e.max_mtime_ns, snapshot.started_at)}
-            </td>
-            <td class="num" title={dateNs(e.max_atime_ns)}>
-              {age(e.max_atime_ns, snapshot.started_at)}
-            </td>
+            <TimeCells entry={e} scanSeconds={snapshot.started_at} />
             <td>{e.user ?? e.uid}</td>
           </tr>
         ))}

@@ -1,9 +1,9 @@
 // Search by name or path (substring, glob or regex) under a directory, with filters on size,
 // owner, group, type and times. The form's fields live in the URL, so a search is a link.
 import type { Listing, Snapshot } from "./api";
-import { ErrorBox, KindIcon, Link, Loading, Pager, announce, useFields } from "./components";
+import { ErrorBox, Head, KindIcon, Link, Loading, Pager, TimeCells, announce, useFields } from "./components";
 import { useApi } from "./data";
-import { age, bytes, count, dateNs } from "./format";
+import { bytes, count } from "./format";
 import { parent, pathParams, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
 import { entryRef } from "./Explorer";
@@ -52,23 +52,7 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
       {data.data ? (
         <>
           <table class="results" aria-label="Matches">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Path</th>
-                <th scope="col" class="num">
-                  Size
-                </th>
-                <th scope="col" class="num">
-                  Modified
-                </th>
-                <th scope="col" class="num">
-                  Accessed
-                </th>
-                <th scope="col">Owner</th>
-                <th scope="col">Group</th>
-              </tr>
-            </thead>
+            <Head columns={["Name", "Path", ["Size", "num"], ["Modified", "num"], ["Accessed", "num"], "Owner", "Group"]} />
             <tbody>
               {rows.map((e) => (
                 <tr key={e.path_b64 ?? e.path} class={e.kind}>
@@ -85,12 +69,7 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
                     </Link>
                   </td>
                   <td class="num">{bytes(e.bytes)}</td>
-                  <td class="num" title={dateNs(e.max_mtime_ns)}>
-                    {age(e.max_mtime_ns, snapshot.started_at)}
-                  </td>
-                  <td class="num" title={dateNs(e.max_atime_ns)}>
-                    {age(e.max_atime_ns, snapshot.started_at)}
-                  </td>
+                  <TimeCells entry={e} scanSeconds={snapshot.started_at} />
                   <td>{e.user ?? e.uid}</td>
                   <td>{e.group ?? e.gid}</td>
                 </tr>

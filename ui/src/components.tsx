@@ -3,7 +3,7 @@
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import type { ApiError } from "./api";
-import { count } from "./format";
+import { age, count, dateNs } from "./format";
 import { href, onLink, type Patch } from "./route";
 
 /** Says something to screen readers (the sort order of a table, a finished search). */
@@ -91,6 +91,38 @@ export function SortableHead<K extends string>(props: {
         })}
       </tr>
     </thead>
+  );
+}
+
+/** A header row of columns that are not sortable; `sorted` marks the one the rows come in. */
+export function Head(props: { columns: (string | [string, "num"])[]; sorted?: string }) {
+  return (
+    <thead>
+      <tr>
+        {props.columns.map((c) => {
+          const [label, num] = typeof c === "string" ? [c, undefined] : c;
+          return (
+            <th key={label} scope="col" class={num} aria-sort={label === props.sorted ? "descending" : undefined}>
+              {label}
+            </th>
+          );
+        })}
+      </tr>
+    </thead>
+  );
+}
+
+/** The modification and access cells of an entry: age before the scan, the date on hover. */
+export function TimeCells({ entry, scanSeconds }: { entry: { max_mtime_ns: number; max_atime_ns: number }; scanSeconds: number }) {
+  return (
+    <>
+      <td class="num" title={dateNs(entry.max_mtime_ns)}>
+        {age(entry.max_mtime_ns, scanSeconds)}
+      </td>
+      <td class="num" title={dateNs(entry.max_atime_ns)}>
+        {age(entry.max_atime_ns, scanSeconds)}
+      </td>
+    </>
   );
 }
 

@@ -88,27 +88,33 @@ function freePort() {
   });
 }
 
-function run(cmd, args, log) {
-  return new Promise((ok, fail) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (out += d));
-    child.on("error", fail);
-    child.on("exit", (code) => {
-      log.push(`$ ${cmd} ${args.join(" ")}\n${out}`);
-      code === 0 ? ok(out) : fail(new Error(`${cmd} exited with ${code}:\n${out}`));
-    });
-  });
-}
-
-function daemon(cmd, args, log, env = {}) {
+/** Spawns a program, keeping what it prints (`output()`). */
+function start(cmd, args, env = {}) {
   const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
   child.output = () => out;
-  log.push(child);
+  return child;
+}
+
+/** Runs a program to its end; its output, or an error with it. */
+function run(cmd, args, log) {
+  return new Promise((ok, fail) => {
+    const child = start(cmd, args);
+    child.on("error", fail);
+    // "close": the program has exited and everything it printed has been read.
+    child.on("close", (code) => {
+      log.push(`$ ${cmd} ${args.join(" ")}\n${child.output()}`);
+      code === 0 ? ok(child.output()) : fail(new Error(`${cmd} exited with ${code}:\n${child.output()}`));
+    });
+  });
+}
+
+/** Starts a server, recorded in `processes` to be stopped at the end. */
+function daemon(cmd, args, processes, env = {}) {
+  const child = start(cmd, args, env);
+  processes.push(child);
   return child;
 }
 
