@@ -1,21 +1,26 @@
 //! Import of an offline scan (`storage-scan --output DIR`) into a committed snapshot.
 //!
-//! Every file is checked before anything is stored: the manifest, that each rank's chunk files
-//! are all there, and each chunk's footer, schema and rows. The chunks then go through the
+//! Every file is checked before anything is stored, by [`check`] (which is also all that
+//! `import --check` does): the manifest and the scan it describes, that each rank's chunk files
+//! are all there, each chunk's footer, schema and rows, that no chunk file is a copy of another,
+//! and that each rank's files hold the entries its totals count. The chunks then go through the
 //! ingest service exactly as a live scan's would (spool, exactly-once insert, verification,
 //! reports, commit); a failure on the way fails the snapshot, so nothing partial is kept. The
 //! scan's id makes the import idempotent: a scan already committed is not imported again, and
 //! one whose import was interrupted is failed and imported afresh.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hasher};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use prost::Message;
 
+use storage_tracker_proto::chunk::decode_chunk_file;
+use storage_tracker_proto::service::status_text;
 use storage_tracker_proto::v1::{Chunk, OfflineManifest};
 use storage_tracker_proto::{
-    ChunkError, MANIFEST_FILE, chunk_file_name, parse_chunk_file_name, read_chunk_file,
+    ChunkError, MANIFEST_FILE, SCHEMA_VERSION, chunk_file_name, parse_chunk_file_name,
 };
 
 use crate::service::IngestService;
@@ -40,9 +45,19 @@ pub enum ImportError {
     BadRows { path: PathBuf, source: StoreError },
     #[error("{dir}: {detail}")]
     Incomplete { dir: PathBuf, detail: String },
-    #[error("ClickHouse: {0}")]
+    #[error(
+        "{path} is a copy of {original}: no scan writes a chunk twice; a chunk file was copied over another, so the scan cannot be imported"
+    )]
+    /// `original` is the file's name: it is in the same directory.
+    Copied { path: PathBuf, original: PathBuf },
+    #[error("{dir} does not match its manifest: {detail}")]
+    Mismatch { dir: PathBuf, detail: String },
+    #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("the import into snapshot {snapshot_id} failed and was rolled back: {status}")]
+    #[error(
+        "the import into snapshot {snapshot_id} failed and was rolled back: {}",
+        status_text(status)
+    )]
     Ingest {
         snapshot_id: u64,
         status: Box<tonic::Status>,
@@ -65,7 +80,9 @@ pub enum Imported {
 /// An offline scan's chunk files by (rank, seq), with their row counts.
 pub type ChunkFiles = BTreeMap<(u32, u64), (PathBuf, u64)>;
 
-/// The manifest and the chunk files of an offline scan, checked; nothing is stored.
+/// The manifest and the chunk files of an offline scan, checked as the import checks them
+/// (the import runs this first; the ingest service verifies the same totals again at the
+/// commit); nothing is stored.
 pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let bytes = match std::fs::read(&manifest_path) {
@@ -92,6 +109,19 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
     };
     if begin.scan_id.is_empty() {
         return Err(bad("it has no scan id".into()));
+    }
+    // What the ingest service refuses in BeginSnapshot.
+    if begin.schema_version != SCHEMA_VERSION {
+        return Err(bad(format!(
+            "the scan wrote entry schema version {}, this aggregator stores version {SCHEMA_VERSION}: import it with a matching version",
+            begin.schema_version
+        )));
+    }
+    if begin.root_path.first() != Some(&b'/') {
+        return Err(bad("its root is not an absolute path".into()));
+    }
+    if begin.ranks == 0 {
+        return Err(bad("it describes a scan of no ranks".into()));
     }
     if finish.ranks.len() != begin.ranks as usize {
         return Err(bad(format!(
@@ -147,16 +177,53 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
             ),
         });
     }
-    for (path, rows) in files.values_mut() {
-        let batch = read_chunk_file(path).map_err(|source| ImportError::BadChunk {
+    // Chunk files by a hash of their bytes, to find one copied over another.
+    let mut seen: HashMap<u64, Vec<PathBuf>> = HashMap::new();
+    let mut entries: BTreeMap<u32, u64> = BTreeMap::new();
+    for (&(rank, _), (path, rows)) in files.iter_mut() {
+        let io = |source| ImportError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        let data = std::fs::read(&*path).map_err(io)?;
+        let mut hasher = DefaultHasher::new();
+        hasher.write(&data);
+        let same = seen.entry(hasher.finish()).or_default();
+        for original in same.iter() {
+            if std::fs::read(original).map_err(io)? == data {
+                return Err(ImportError::Copied {
+                    path: path.clone(),
+                    original: original
+                        .file_name()
+                        .map_or_else(|| original.clone(), PathBuf::from),
+                });
+            }
+        }
+        same.push(path.clone());
+        let batch =
+            decode_chunk_file(Bytes::from(data)).map_err(|source| ImportError::BadChunk {
+                path: path.clone(),
+                source,
+            })?;
         crate::store::validate_batch(&batch).map_err(|source| ImportError::BadRows {
             path: path.clone(),
             source,
         })?;
         *rows = batch.num_rows() as u64;
+        *entries.entry(rank).or_default() += *rows;
+    }
+    // What the commit verifies: each rank's rows are the entries it counted.
+    for t in &finish.ranks {
+        let held = entries.get(&t.rank).copied().unwrap_or(0);
+        if held != t.entries {
+            return Err(ImportError::Mismatch {
+                dir: dir.to_owned(),
+                detail: format!(
+                    "rank {} scanned {} entries, its {} chunk files hold {held}",
+                    t.rank, t.entries, t.chunks
+                ),
+            });
+        }
     }
     Ok((manifest, files))
 }

@@ -5,23 +5,29 @@
 //! `KEY=VALUE` lines (`--config`), in that order of precedence.
 //!
 //! Exit codes: 0 success (for `serve`, a clean shutdown on SIGTERM or Ctrl-C); 1 failure (the
-//! address is taken, ClickHouse is unreachable, an import was refused); 2 a usage error.
+//! address is taken, ClickHouse is unreachable, the database does not exist, an import was
+//! refused); 2 a usage error (an option that does not parse).
+//!
+//! Only `serve` and `import` create the database; the other commands need it to exist.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
 use storage_tracker_aggregator::import::{self, Imported};
 use storage_tracker_aggregator::retention::{self, Retention};
 use storage_tracker_aggregator::store::{STATE_COMMITTED, STATE_RUNNING, state_name};
-use storage_tracker_aggregator::{IngestService, ServiceOptions, Spool, Store, StoreConfig, serve};
+use storage_tracker_aggregator::{
+    IngestService, ServiceOptions, Spool, Store, StoreConfig, StoreError, serve,
+};
+use storage_tracker_proto::calendar::utc_datetime;
 use storage_tracker_proto::ddl::Database;
-use storage_tracker_proto::service::{LogFormat, apply_config_file, init_logging};
+use storage_tracker_proto::service::{LogFormat, apply_config_file, error_chain, init_logging};
 
 /// Receive scanner chunks over gRPC and store them in ClickHouse; import offline scans; list
 /// and drop snapshots.
@@ -54,7 +60,8 @@ struct ClickHouseArgs {
         long,
         global = true,
         env = "STORAGE_TRACKER_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123"
+        default_value = "http://127.0.0.1:8123",
+        value_parser = parse_clickhouse_url
     )]
     clickhouse_url: String,
 
@@ -77,7 +84,8 @@ struct ClickHouseArgs {
     )]
     clickhouse_password: String,
 
-    /// ClickHouse database holding the snapshots; created if missing.
+    /// ClickHouse database holding the snapshots; `serve` and `import` create it if missing,
+    /// the other commands need it to exist.
     #[arg(
         long,
         global = true,
@@ -140,9 +148,10 @@ enum Command {
         #[arg(
             long,
             env = "STORAGE_TRACKER_METRICS_LISTEN",
-            default_value = "127.0.0.1:9464"
+            default_value = "127.0.0.1:9464",
+            value_parser = parse_metrics_listen
         )]
-        metrics_listen: String,
+        metrics_listen: MetricsListen,
         /// Seconds that streams, inserts and commits under way get to finish after SIGTERM;
         /// what is acknowledged and not yet stored stays in the spool either way.
         #[arg(long, env = "STORAGE_TRACKER_SHUTDOWN_GRACE", default_value_t = 20)]
@@ -168,10 +177,11 @@ enum Command {
     ExportNcdu {
         /// The snapshot (see `list`).
         snapshot_id: u64,
-        /// The directory (default: the snapshot's root).
-        #[arg(long)]
+        /// The directory, an absolute path (default: the snapshot's root).
+        #[arg(long, value_parser = absolute_path())]
         path: Option<PathBuf>,
-        /// Where to write (default: standard output).
+        /// Where to write (default: standard output). The file appears when the export is
+        /// complete (it is written under a temporary name beside it, then renamed).
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
@@ -191,6 +201,90 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// `--metrics-listen`: an address, or none.
+#[derive(Debug, Clone, Copy)]
+enum MetricsListen {
+    Off,
+    On(SocketAddr),
+}
+
+fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    if s == "off" {
+        return Ok(MetricsListen::Off);
+    }
+    s.parse()
+        .map(MetricsListen::On)
+        .map_err(|e| format!("expected ADDRESS:PORT or off: {e}"))
+}
+
+/// The ClickHouse URL: http://HOST[:PORT] (the client speaks HTTP without TLS).
+fn parse_clickhouse_url(s: &str) -> Result<String, String> {
+    let expected = "expected e.g. http://127.0.0.1:8123";
+    let uri: axum::http::Uri = s
+        .parse()
+        .map_err(|e| format!("not a valid URL ({expected}): {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("not an http:// URL ({expected})"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("not a valid URL: it names no host ({expected})"));
+    }
+    Ok(s.to_owned())
+}
+
+/// An absolute path (of any bytes), without a trailing '/' (but "/" itself).
+fn absolute_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    use std::os::unix::ffi::OsStrExt;
+    clap::builder::PathBufValueParser::new().try_map(|p: PathBuf| {
+        let bytes = p.as_os_str().as_bytes();
+        if !bytes.starts_with(b"/") {
+            return Err(format!("{} is not an absolute path", p.display()));
+        }
+        let trimmed = bytes
+            .strip_suffix(b"/")
+            .filter(|t| !t.is_empty())
+            .unwrap_or(bytes);
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(trimmed)))
+    })
+}
+
+/// Writes `file` through `write`, under a temporary name in the same directory that is renamed
+/// to `file` once `write` succeeded and removed if it failed: `file` appears whole or not at all.
+async fn write_whole<T>(
+    file: &Path,
+    write: impl AsyncFnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let name = file
+        .file_name()
+        .with_context(|| format!("{} names no file", file.display()))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = file.with_file_name(temp_name);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .with_context(|| format!("creating {}", temp.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+    let result = async {
+        let value = write(&mut out).await?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("writing {}", temp.display()))?;
+        std::fs::rename(&temp, file)
+            .with_context(|| format!("renaming {} to {}", temp.display(), file.display()))?;
+        Ok(value)
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
 async fn shutdown_signal() {
@@ -281,24 +375,48 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Import { dir, check: true } = &cli.command {
+        // Reads the files only: no ClickHouse needed.
+        let (manifest, files) = import::check(dir)?;
+        let rows: u64 = files.values().map(|(_, rows)| rows).sum();
+        println!(
+            "{}: scan {}, {} chunk files, {rows} entries: valid",
+            dir.display(),
+            manifest.begin.map(|b| b.scan_id).unwrap_or_default(),
+            files.len()
+        );
+        return Ok(());
+    }
     let ch = cli.clickhouse;
-    let url = ch.clickhouse_url.clone();
+    let database = ch.database.clone();
     let store = Store::new(StoreConfig {
         url: ch.clickhouse_url,
         user: ch.clickhouse_user,
         password: ch.clickhouse_password,
         database: ch.database,
     });
-    store.migrate().await.with_context(|| {
-        format!("preparing the schema in ClickHouse at {url}; is it running and is the user allowed to write?")
-    })?;
+    // The URL is in ClickHouse's errors; the context says what was being done.
+    if matches!(cli.command, Command::Serve { .. } | Command::Import { .. }) {
+        store.migrate().await.with_context(|| {
+            format!(
+                "preparing the database {database} (is ClickHouse running, and may the user write?)"
+            )
+        })?;
+    } else {
+        store.open_existing().await.map_err(|e| match e {
+            StoreError::NoDatabase { .. } => anyhow!(e),
+            e => anyhow!(e).context(format!(
+                "opening the database {database} (is ClickHouse running?)"
+            )),
+        })?;
+    }
     match cli.command {
         Command::Serve {
             listen,
@@ -326,10 +444,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "listening on {listen}; is another aggregator running there? (--listen)"
                     )
                 })?;
-            if metrics_listen != "off" {
-                let addr: SocketAddr = metrics_listen.parse().with_context(|| {
-                    format!("--metrics-listen {metrics_listen:?}: expected ADDRESS:PORT or off")
-                })?;
+            if let MetricsListen::On(addr) = metrics_listen {
                 let metrics = tokio::net::TcpListener::bind(addr).await.with_context(|| {
                     format!(
                         "listening for metrics on {addr}; is the port taken? (--metrics-listen)"
@@ -367,18 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Import { dir, check } => {
-            if check {
-                let (manifest, files) = import::check(&dir)?;
-                let rows: u64 = files.values().map(|(_, rows)| rows).sum();
-                println!(
-                    "{}: scan {}, {} chunk files, {rows} entries: valid",
-                    dir.display(),
-                    manifest.begin.map(|b| b.scan_id).unwrap_or_default(),
-                    files.len()
-                );
-                return Ok(());
-            }
+        Command::Import { dir, .. } => {
             let temp = std::env::temp_dir().join(format!("storage-import-{}", std::process::id()));
             let options = ServiceOptions {
                 fail_unspooled: false,
@@ -411,7 +515,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     state_name(r.state),
                     r.filesystem_label,
                     String::from_utf8_lossy(&r.root_path),
-                    r.started_at,
+                    utc_datetime(i64::from(r.started_at)),
                     r.entries,
                     r.errors,
                     r.message
@@ -433,30 +537,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let dir = match &path {
-                Some(p) => {
-                    let bytes = p.as_os_str().as_encoded_bytes();
-                    if !bytes.starts_with(b"/") {
-                        bail!("--path must be absolute, got {}", p.display());
-                    }
-                    let trimmed = bytes
-                        .strip_suffix(b"/")
-                        .filter(|t| !t.is_empty())
-                        .unwrap_or(bytes);
-                    trimmed.to_vec()
-                }
+                Some(p) => p.as_os_str().as_encoded_bytes().to_vec(),
                 None => snapshot.root_path.clone(),
             };
             let entries = match &output {
                 Some(file) => {
-                    let f = std::fs::File::create(file)
-                        .with_context(|| format!("creating {}", file.display()))?;
-                    store
-                        .export_ncdu(
-                            &snapshot,
-                            &dir,
-                            std::io::BufWriter::with_capacity(1 << 20, f),
-                        )
-                        .await?
+                    write_whole(file, async |out| {
+                        Ok(store.export_ncdu(&snapshot, &dir, out).await?)
+                    })
+                    .await?
                 }
                 None => {
                     store

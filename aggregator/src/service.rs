@@ -37,7 +37,7 @@ use crate::retention::Retention;
 use crate::spool::Spool;
 use crate::store::{
     ChunkCount, STATE_COMMITTED, STATE_FAILED, STATE_RUNNING, SnapshotRecord, Store, StoreError,
-    state_name, unix_now, validate_batch,
+    state_name, unix_now, unix_now_ns, validate_batch,
 };
 
 /// How the service runs.
@@ -354,6 +354,12 @@ impl Inner {
             running.last_heard = Instant::now();
             return Ok(running.record.snapshot_id);
         }
+        // The start as the scanner saw it, to the nanosecond where it says so; now if not at all.
+        let started_at_ns = match (r.started_at_ns, r.started_at) {
+            (ns, _) if ns > 0 => ns,
+            (_, s) if s > 0 => s.saturating_mul(1_000_000_000),
+            _ => unix_now_ns(),
+        };
         let snapshot_id = self
             .store
             .next_snapshot_id()
@@ -370,10 +376,9 @@ impl Inner {
             ranks: r.ranks,
             scanner_version: r.scanner_version,
             schema_version: r.schema_version,
-            started_at: match u32::try_from(r.started_at) {
-                Ok(t) if t > 0 => t,
-                _ => unix_now(),
-            },
+            started_at_ns,
+            started_at: (started_at_ns.div_euclid(1_000_000_000)) as u32,
+            scan_options: r.scan_options,
             ..SnapshotRecord::default()
         };
         self.store
@@ -912,7 +917,7 @@ impl Inner {
             .insert_principals(snapshot_id, &request.users, &request.groups)
             .await?;
         let start = Instant::now();
-        let started_at_ns = i64::from(record.started_at) * 1_000_000_000;
+        let started_at_ns = record.start_ns();
         let directories = self
             .store
             .compute_reports(snapshot_id, &record.root_path, started_at_ns)
@@ -1269,7 +1274,10 @@ impl Ingest for IngestService {
                     }
                     Ok(None) => break,
                     Err(status) => {
-                        warn!("a scanner's chunk stream broke: {status}");
+                        warn!(
+                            "a scanner's chunk stream broke: {}",
+                            storage_tracker_proto::service::status_text(&status)
+                        );
                         break;
                     }
                 }

@@ -1,9 +1,10 @@
 //! The statements that compute a snapshot's reports from its entries, at commit.
 //!
 //! Each runs on ClickHouse 18.16 and on current releases: one join per SELECT, every subquery
-//! aliased, no CTEs. Hard-linked files (not directories, `nlink > 1`) have their allocated
-//! bytes counted once: per directory once for every directory holding one of the links, and
-//! in the per-snapshot reports once, on the link with the smallest path.
+//! aliased, no CTEs. Hard-linked files (not directories, `nlink > 1`) have their apparent and
+//! allocated bytes counted once, as `du` and ncdu count them: per directory once for every
+//! directory holding one of the links, and in the per-snapshot reports once, on the link with
+//! the smallest path.
 
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::reports::{age_bucket_sql, extension_sql, size_bucket_sql};
@@ -20,7 +21,8 @@ const HARD_LINKED: &str = "kind != 'dir' AND nlink > 1";
 
 /// Fills `dir_rollups`. Three parts, so the expansion to ancestors runs over directories, not
 /// entries: (1) entries below the root (depth > 0: no string compared) summed per parent directory; (2) those sums spread to every ancestor
-/// within the root; (3) hard-linked files, spread per distinct (dev, ino, directory).
+/// within the root; (3) hard-linked files (left out of (1)), spread per distinct (dev, ino,
+/// directory), so that each counts once in every directory holding one of its links.
 pub fn dir_rollups(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
     let root_lit = quote_bytes(root);
     let below_lit = quote_bytes(&below_prefix(root));
@@ -33,10 +35,10 @@ pub fn dir_rollups(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
     direct_bytes, direct_allocated, direct_entries, direct_files, direct_dirs)
 SELECT
     {snapshot_id}, path, parent_path, name, depth, uid, gid, own_mtime, own_atime,
-    own_size + below_bytes, own_allocated + below_allocated + linked_allocated, below_entries, below_files, below_dirs,
+    own_size + below_bytes + linked_bytes, own_allocated + below_allocated + linked_allocated, below_entries, below_files, below_dirs,
     if(below_entries = 0, own_mtime, greatest(own_mtime, below_mtime)),
     if(below_entries = 0, own_atime, greatest(own_atime, below_atime)),
-    direct_bytes, direct_allocated + direct_linked_allocated, direct_entries, direct_files, direct_dirs
+    direct_bytes + direct_linked_bytes, direct_allocated + direct_linked_allocated, direct_entries, direct_files, direct_dirs
 FROM
 (
     SELECT path, parent_path, name, depth, uid, gid, own_size, own_allocated, own_mtime, own_atime,
@@ -57,7 +59,7 @@ FROM
             sumIf(dd, dir = parent_path) AS direct_dirs
         FROM
         (
-            SELECT parent_path, sum(size) AS b, sum(if({HARD_LINKED}, 0, allocated)) AS a, count() AS n,
+            SELECT parent_path, sum(if({HARD_LINKED}, 0, size)) AS b, sum(if({HARD_LINKED}, 0, allocated)) AS a, count() AS n,
                 countIf(kind = 'file') AS f, countIf(kind = 'dir') AS dd, max(mtime_ns) AS mt, max(atime_ns) AS at
             FROM {of_snapshot} AND depth > 0
             GROUP BY parent_path
@@ -69,13 +71,15 @@ FROM
 ) AS totals
 ANY LEFT JOIN
 (
-    SELECT dir AS path, sum(alloc) AS linked_allocated, sum(direct_alloc) AS direct_linked_allocated
+    SELECT dir AS path, sum(alloc) AS linked_allocated, sum(direct_alloc) AS direct_linked_allocated,
+        sum(apparent) AS linked_bytes, sum(direct_apparent) AS direct_linked_bytes
     FROM
     (
-        SELECT dev, ino, dir, any(allocated) AS alloc, if(max(dir = parent_path) = 1, any(allocated), 0) AS direct_alloc
+        SELECT dev, ino, dir, any(allocated) AS alloc, if(max(dir = parent_path) = 1, any(allocated), 0) AS direct_alloc,
+            any(size) AS apparent, if(max(dir = parent_path) = 1, any(size), 0) AS direct_apparent
         FROM
         (
-            SELECT dev, ino, allocated, parent_path
+            SELECT dev, ino, size, allocated, parent_path
             FROM {of_snapshot} AND {HARD_LINKED} AND depth > 0
         ) AS h
         ARRAY JOIN {parents} AS dir
@@ -87,13 +91,15 @@ ANY LEFT JOIN
     )
 }
 
-/// The snapshot's entries (`path` and `columns`) with `alloc_once`: allocated bytes, or 0 on every link of a
-/// hard-linked file but the one with the smallest path.
+/// The snapshot's entries (`path` and `columns`) with `size_once` and `alloc_once`: apparent
+/// and allocated bytes, or 0 on every link of a hard-linked file but the one with the smallest
+/// path.
 fn entries_counted_once(db: &Database, snapshot_id: u64, columns: &str) -> String {
     let of_snapshot = format!("{db}.entries WHERE snapshot_id = {snapshot_id}");
     format!(
         "(
-    SELECT path, {columns}, if({HARD_LINKED} AND path != first_path, 0, allocated) AS alloc_once
+    SELECT path, {columns}, if({HARD_LINKED} AND path != first_path, 0, size) AS size_once,
+        if({HARD_LINKED} AND path != first_path, 0, allocated) AS alloc_once
     FROM
     (
         SELECT path, dev, ino, nlink, allocated, {columns}
@@ -121,7 +127,7 @@ pub fn owner_usage(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
         "INSERT INTO {db}.owner_usage (snapshot_id, principal, id, top, entries, files, dirs, bytes, allocated, max_mtime_ns, max_atime_ns)
 SELECT {snapshot_id}, principal, if(principal = 'user', uid, gid) AS id,
     if(depth = 0, '', if(depth = 1, name, arrayElement(splitByChar('/', substring(path, {skip})), 1))) AS top,
-    count(), countIf(kind = 'file'), countIf(kind = 'dir'), sum(size), sum(alloc_once), max(mtime_ns), max(atime_ns)
+    count(), countIf(kind = 'file'), countIf(kind = 'dir'), sum(size_once), sum(alloc_once), max(mtime_ns), max(atime_ns)
 FROM {source}
 ARRAY JOIN ['user', 'group'] AS principal
 GROUP BY principal, id, top"
@@ -134,7 +140,7 @@ pub fn type_usage(db: &Database, snapshot_id: u64) -> String {
     let extension = extension_sql("name");
     format!(
         "INSERT INTO {db}.type_usage (snapshot_id, extension, files, bytes, allocated)
-SELECT {snapshot_id}, {extension} AS extension, count(), sum(size), sum(alloc_once)
+SELECT {snapshot_id}, {extension} AS extension, count(), sum(size_once), sum(alloc_once)
 FROM {source}
 WHERE kind = 'file'
 GROUP BY extension"
@@ -150,7 +156,7 @@ pub fn histograms(db: &Database, snapshot_id: u64, now_ns: i64) -> String {
     format!(
         "INSERT INTO {db}.histograms (snapshot_id, histogram, bucket, files, bytes, allocated)
 SELECT {snapshot_id}, histogram, multiIf(histogram = 'size', {size}, histogram = 'mtime', {mtime}, {atime}) AS bucket,
-    count(), sum(size), sum(alloc_once)
+    count(), sum(size_once), sum(alloc_once)
 FROM {source}
 ARRAY JOIN ['size', 'mtime', 'atime'] AS histogram
 WHERE kind = 'file'

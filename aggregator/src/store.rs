@@ -47,6 +47,11 @@ pub enum StoreError {
          upgrade storage-tracker, or point it at another database"
     )]
     NewerSchema { database: u32, ours: u32 },
+    #[error(
+        "ClickHouse at {url} has no database {database}: check --database \
+         (STORAGE_TRACKER_DATABASE); only `storage-aggregator serve` and `import` create one"
+    )]
+    NoDatabase { url: String, database: String },
 }
 
 impl StoreError {
@@ -136,6 +141,12 @@ pub struct SnapshotRecord {
     pub directories: u64,
     pub commit_seconds: f64,
     pub message: String,
+    /// The scan's start to the nanosecond; ages in the reports are measured from it.
+    #[serde(default)]
+    pub started_at_ns: i64,
+    /// What the scan left out (see `storage_tracker_proto::scan_options`); "" for nothing.
+    #[serde(default)]
+    pub scan_options: String,
 }
 
 pub const STATE_RUNNING: i8 = 1;
@@ -152,6 +163,24 @@ pub fn state_name(state: i8) -> &'static str {
         STATE_DELETED => "deleted",
         _ => "unknown",
     }
+}
+
+impl SnapshotRecord {
+    /// The scan's start in nanoseconds (a record spooled before it was kept knows seconds only).
+    pub fn start_ns(&self) -> i64 {
+        if self.started_at_ns != 0 {
+            self.started_at_ns
+        } else {
+            i64::from(self.started_at) * 1_000_000_000
+        }
+    }
+}
+
+/// Now, in nanoseconds since the epoch.
+pub fn unix_now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 pub fn unix_now() -> u32 {
@@ -198,6 +227,33 @@ impl Store {
 
     async fn execute(&self, sql: &str) -> Result<(), StoreError> {
         self.client.query(sql).execute().await.map_err(self.err())
+    }
+
+    /// Whether the database exists.
+    pub async fn database_exists(&self) -> Result<bool, StoreError> {
+        let n: u64 = self
+            .client
+            .query(&format!(
+                "SELECT count() FROM system.databases WHERE name = {}",
+                quote_str(self.config.database.as_str())
+            ))
+            .fetch_one()
+            .await
+            .map_err(self.err())?;
+        Ok(n > 0)
+    }
+
+    /// For the commands that only read or change what is stored: the database must exist
+    /// (a mistyped `--database` is an error, not a new empty database); its schema is then
+    /// brought up to date as [`Self::migrate`] does.
+    pub async fn open_existing(&self) -> Result<(), StoreError> {
+        if !self.database_exists().await? {
+            return Err(StoreError::NoDatabase {
+                url: self.config.url.clone(),
+                database: self.config.database.to_string(),
+            });
+        }
+        self.migrate().await
     }
 
     /// Creates the database and tables where missing.
@@ -412,8 +468,8 @@ impl Store {
             .await
             .map_err(self.err())?;
         if is_directory == 0 {
-            return Err(NcduError::Order(format!(
-                "snapshot {} has no directory {}",
+            return Err(NcduError::NoDirectory(format!(
+                "snapshot {} has no directory {} (see `storage-aggregator list` for its root)",
                 snapshot.snapshot_id,
                 String::from_utf8_lossy(dir)
             ))

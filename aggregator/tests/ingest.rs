@@ -580,3 +580,52 @@ fn the_schema_version_is_recorded_once_and_a_newer_database_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_version_1_database_is_migrated_to_keep_the_start_in_nanoseconds_and_the_scan_options() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "migrate1");
+    let d = &db.database;
+    let client = clickhouse::Client::default().with_url(&db.url);
+    let run = |sql: String| rt.block_on(client.query(&sql).execute()).unwrap();
+    // The snapshots table as version 1 made it, with one committed snapshot.
+    run(format!("DROP TABLE {d}.snapshots"));
+    run(format!("DROP TABLE {d}.schema_version"));
+    run(format!(
+        "CREATE TABLE {d}.schema_version (version UInt32, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
+    ));
+    run(format!(
+        "CREATE TABLE {d}.snapshots (snapshot_id UInt64, version UInt64, state {}, scan_id String, \
+         filesystem_label String, root_path String, hosts Array(String), ranks UInt32, scanner_version String, \
+         schema_version UInt32, started_at DateTime, finished_at DateTime, entries UInt64, errors UInt64, \
+         apparent_bytes UInt64, directories UInt64, commit_seconds Float64, message String) \
+         ENGINE = ReplacingMergeTree(version) ORDER BY snapshot_id",
+        storage_tracker_proto::ddl::STATE_ENUM
+    ));
+    run(format!(
+        "INSERT INTO {d}.snapshots (snapshot_id, version, state, started_at) VALUES (1, 1, 'committed', toDateTime(1700000000))"
+    ));
+    run(format!(
+        "INSERT INTO {d}.schema_version (version, applied_at) VALUES (1, now())"
+    ));
+    let store = Store::new(db.store_config());
+    rt.block_on(store.migrate()).unwrap();
+    assert_eq!(rt.block_on(store.schema_version()).unwrap(), SCHEMA_VERSION);
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Migrated {
+        started_at_ns: i64,
+        scan_options: String,
+    }
+    let rows: Vec<Migrated> = db.query(
+        &rt,
+        &format!("SELECT started_at_ns, scan_options FROM {d}.snapshots FINAL"),
+    );
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].started_at_ns, 1_700_000_000_000_000_000);
+    assert_eq!(rows[0].scan_options, "");
+    // The records read back as the current type.
+    assert_eq!(
+        rt.block_on(store.snapshots()).unwrap()[0].start_ns(),
+        1_700_000_000_000_000_000
+    );
+}

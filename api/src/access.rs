@@ -36,11 +36,7 @@ impl Scope {
     pub fn allows(&self, path: &[u8]) -> bool {
         match self {
             Self::All => true,
-            Self::Prefixes(prefixes) => prefixes.iter().any(|p| {
-                p.as_slice() == b"/"
-                    || path == p.as_slice()
-                    || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
-            }),
+            Self::Prefixes(prefixes) => prefixes.iter().any(|p| within(path, p)),
         }
     }
 
@@ -50,10 +46,50 @@ impl Scope {
             return Ok(());
         }
         Err(ApiError::Forbidden(format!(
-            "this token may read only below {}; {:?} is outside (give path= within it)",
+            "this token may read only below {}; {:?} is outside it",
             self.describe(),
             String::from_utf8_lossy(path)
         )))
+    }
+
+    /// Whether a snapshot of `root` holds anything readable: a prefix at or below the root,
+    /// or the root below a prefix.
+    pub fn covers(&self, root: &[u8]) -> bool {
+        match self {
+            Self::All => true,
+            Self::Prefixes(prefixes) => prefixes.iter().any(|p| within(p, root) || within(root, p)),
+        }
+    }
+
+    /// The readable directories of a snapshot of `root`, none inside another: the root when
+    /// everything below it is readable, else the prefixes below it.
+    pub fn tops_within(&self, root: &[u8]) -> Vec<Vec<u8>> {
+        match self {
+            Self::All => vec![root.to_vec()],
+            Self::Prefixes(_) if self.allows(root) => vec![root.to_vec()],
+            Self::Prefixes(prefixes) => {
+                let mut tops: Vec<Vec<u8>> = prefixes
+                    .iter()
+                    .filter(|p| within(p, root))
+                    .cloned()
+                    .collect();
+                tops.sort();
+                tops.dedup();
+                let nested =
+                    |t: &Vec<u8>, all: &[Vec<u8>]| all.iter().any(|o| o != t && within(t, o));
+                let all = tops.clone();
+                tops.retain(|t| !nested(t, &all));
+                tops
+            }
+        }
+    }
+
+    /// The path prefixes readable, "/" for everything.
+    pub fn prefixes(&self) -> Vec<Vec<u8>> {
+        match self {
+            Self::All => vec![b"/".to_vec()],
+            Self::Prefixes(p) => p.clone(),
+        }
     }
 
     /// Snapshot-wide reports need everything.
@@ -79,6 +115,15 @@ impl Scope {
     }
 }
 
+/// Whether `path` is `dir` or below it.
+fn within(path: &[u8], dir: &[u8]) -> bool {
+    dir == b"/" || path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
+}
+
+/// The name of the token a request came with (absent when the API needs none).
+#[derive(Debug, Clone)]
+pub struct TokenName(pub String);
+
 #[derive(Debug, Clone)]
 struct Grant {
     name: String,
@@ -93,8 +138,9 @@ pub struct Access {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("token configuration, line {line}: {problem}")]
+#[error("{source_name}, line {line}: {problem}")]
 pub struct ConfigError {
+    source_name: String,
     line: usize,
     problem: String,
 }
@@ -111,9 +157,17 @@ impl Access {
 
     /// Parses the configuration text (see the module docs).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let mut grants = Vec::new();
+        let mut access = Self::default();
+        access.add(text, "the token configuration")?;
+        Ok(access)
+    }
+
+    /// Adds the tokens of one source (a file, the environment); errors name it and the line.
+    pub fn add(&mut self, text: &str, source_name: &str) -> Result<(), ConfigError> {
+        let grants = &mut self.grants;
         for (i, line) in text.lines().enumerate() {
             let err = |problem: String| ConfigError {
+                source_name: source_name.to_owned(),
                 line: i + 1,
                 problem,
             };
@@ -161,7 +215,7 @@ impl Access {
                 scope,
             });
         }
-        Ok(Self { grants })
+        Ok(())
     }
 
     /// The grant of a presented token, compared in time independent of where it differs.
@@ -179,6 +233,33 @@ impl Access {
         }
         found
     }
+}
+
+/// What `GET /api/v1/access` tells a caller about its token.
+#[derive(Debug, serde::Serialize)]
+pub struct AccessInfo {
+    /// The token's name in the configuration; absent when the API needs no token.
+    name: Option<String>,
+    /// Whether it reads everything, snapshot-wide reports included.
+    admin: bool,
+    /// The directories it may read, with everything below them ("/" for everything).
+    prefixes: Vec<String>,
+}
+
+/// `GET /api/v1/access`: what the presented token may read.
+pub async fn describe(
+    axum::Extension(scope): axum::Extension<Scope>,
+    name: Option<axum::Extension<TokenName>>,
+) -> axum::Json<AccessInfo> {
+    axum::Json(AccessInfo {
+        name: name.map(|axum::Extension(TokenName(n))| n),
+        admin: scope == Scope::All,
+        prefixes: scope
+            .prefixes()
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+    })
 }
 
 /// Middleware: resolves the request's [`Scope`] (into its extensions) or answers 401.
@@ -199,12 +280,14 @@ pub async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match presented.and_then(|t| access.grant(t)) {
         Some(grant) => {
             tracing::debug!(token = %grant.name, path = %request.uri().path(), "authorized");
             request.extensions_mut().insert(grant.scope.clone());
+            request
+                .extensions_mut()
+                .insert(TokenName(grant.name.clone()));
             next.run(request).await
         }
         None => {
@@ -225,6 +308,16 @@ pub async fn authorize(
             response
         }
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme's name is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -259,6 +352,50 @@ mod tests {
             let e = Access::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn lower_case_bearer_scheme_is_accepted() {
+        assert_eq!(bearer_token(&format!("Bearer {A}")), Some(A));
+        assert_eq!(bearer_token(&format!("bearer {A}")), Some(A));
+        assert_eq!(bearer_token(&format!("BEARER  {A} ")), Some(A));
+        assert_eq!(bearer_token(&format!("Basic {A}")), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+
+    #[test]
+    fn token_config_errors_name_the_source_and_its_own_line_number() {
+        let mut access = Access::default();
+        access
+            .add(&format!("admin {A} *\n"), "STORAGE_TRACKER_API_TOKENS")
+            .unwrap();
+        let e = access
+            .add(
+                &format!("# first\nbob {B} /x\nlonely\n"),
+                "tokens file t.conf",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("tokens file t.conf, line 3:"), "{e}");
+        assert_eq!(access.grants.len(), 2);
+    }
+
+    #[test]
+    fn scoped_tokens_cover_snapshots_that_hold_their_prefixes() {
+        let s = Scope::Prefixes(vec![
+            b"/t/proj/a".to_vec(),
+            b"/u".to_vec(),
+            b"/t/proj/a/b".to_vec(),
+        ]);
+        assert!(s.covers(b"/t"));
+        assert!(s.covers(b"/t/proj/a/b/c"));
+        assert!(s.covers(b"/"));
+        assert!(!s.covers(b"/t/other"));
+        assert!(!s.covers(b"/t/proj/ab"));
+        assert_eq!(s.tops_within(b"/t"), vec![b"/t/proj/a".to_vec()]);
+        assert_eq!(s.tops_within(b"/u/v"), vec![b"/u/v".to_vec()]);
+        assert_eq!(s.tops_within(b"/x"), Vec::<Vec<u8>>::new());
+        assert_eq!(Scope::All.tops_within(b"/x"), vec![b"/x".to_vec()]);
     }
 
     #[test]

@@ -14,8 +14,11 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A query stopped by the read-only user's limits.
+    #[error("{0}")]
+    Limited(String),
     #[error("the database is unavailable")]
-    Database(#[from] clickhouse::error::Error),
+    Database(#[source] clickhouse::error::Error),
 }
 
 #[derive(Serialize)]
@@ -30,6 +33,7 @@ impl IntoResponse for ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Limited(_) => (StatusCode::SERVICE_UNAVAILABLE, "limited"),
             Self::Database(e) => {
                 tracing::error!("ClickHouse query failed: {e}");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -43,5 +47,85 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response()
+    }
+}
+
+/// The error code of a ClickHouse exception ("Code: 427, e.displayText() = ..." on 18.16,
+/// "Code: 427. DB::Exception: ..." on current releases).
+fn exception_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
+impl From<clickhouse::error::Error> for ApiError {
+    /// A pattern that passed our own check but that ClickHouse's RE2 refuses is the request's
+    /// fault, not the database's: a 400 with RE2's reason. A query stopped by the read-only
+    /// user's limits says which limit, so the caller can narrow it.
+    fn from(e: clickhouse::error::Error) -> Self {
+        let clickhouse::error::Error::BadResponse(text) = &e else {
+            return Self::Database(e);
+        };
+        match exception_code(text) {
+            // CANNOT_COMPILE_REGEXP
+            Some(427) => {
+                let reason = text
+                    .split_once("error: ")
+                    .map(|(_, r)| r.split(". Look at").next().unwrap_or(r).trim())
+                    .unwrap_or("refused by RE2");
+                Self::BadRequest(format!(
+                    "q is not a regular expression that ClickHouse's engine (RE2) accepts: {reason} \
+                     (see https://github.com/google/re2/wiki/Syntax)"
+                ))
+            }
+            // TIMEOUT_EXCEEDED, TOO_MANY_ROWS, TOO_MANY_ROWS_OR_BYTES, MEMORY_LIMIT_EXCEEDED
+            Some(code @ (159 | 158 | 396 | 241)) => {
+                tracing::warn!("a query hit the read-only user's limits: {text}");
+                let limit = match code {
+                    159 => "time (max_execution_time)",
+                    241 => "memory (max_memory_usage)",
+                    _ => "rows (max_result_rows, max_rows_to_read)",
+                };
+                Self::Limited(format!(
+                    "the query went over the API's {limit} limit; narrow it (a deeper path=, more \
+                     filters, a smaller page) or ask the admin to raise the read-only profile's limits"
+                ))
+            }
+            _ => Self::Database(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exception_codes_are_read_from_both_versions_messages() {
+        assert_eq!(
+            exception_code("Code: 427, e.displayText() = DB::Exception: x"),
+            Some(427)
+        );
+        assert_eq!(
+            exception_code("bad response: Code: 159. DB::Exception: Timeout"),
+            Some(159)
+        );
+        assert_eq!(exception_code("no code here"), None);
+        let e = ApiError::from(clickhouse::error::Error::BadResponse(
+            "Code: 427, e.displayText() = DB::Exception: OptimizedRegularExpression: cannot compile re2: a{1001}, error: invalid repetition size: {1001}. Look at https://github.com/google/re2/wiki/Syntax for reference.".into(),
+        ));
+        assert!(
+            matches!(&e, ApiError::BadRequest(m) if m.contains("invalid repetition size: {1001}")),
+            "{e}"
+        );
+        let e = ApiError::from(clickhouse::error::Error::BadResponse(
+            "Code: 159. DB::Exception: Timeout exceeded: elapsed 30.1 seconds".into(),
+        ));
+        assert!(
+            matches!(&e, ApiError::Limited(m) if m.contains("max_execution_time")),
+            "{e}"
+        );
     }
 }

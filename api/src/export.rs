@@ -1,6 +1,8 @@
 //! `GET /api/v1/snapshots/{id}/export/ncdu?path=…`: a directory of a snapshot in ncdu's JSON
 //! format (see [`storage_tracker_proto::ncdu`]), streamed as ClickHouse returns the rows, for
-//! `ncdu -f FILE` or `gdu -f FILE`.
+//! `ncdu -f FILE` or `gdu -f FILE`. Names that are not UTF-8 are written as their bytes, as
+//! ncdu writes them, so the download is `application/octet-stream` (named `.json`), not
+//! `application/json`.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -8,7 +10,9 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use storage_tracker_proto::ncdu::{NcduEntry, NcduWriter, count_sql, export_sql, is_directory_sql};
+use storage_tracker_proto::ncdu::{
+    CONTENT_TYPE, NcduEntry, NcduWriter, count_sql, export_sql, is_directory_sql,
+};
 
 use crate::access::Scope;
 use crate::paths::PathParam;
@@ -117,7 +121,7 @@ pub(crate) async fn ncdu(
     let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     Ok((
         [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_TYPE, CONTENT_TYPE.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}\""),

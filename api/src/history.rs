@@ -13,15 +13,13 @@ use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::sql::quote_bytes;
 
+use storage_tracker_proto::scan_options::describe;
+
 use crate::access::Scope;
 use crate::paths::{PathParam, Text};
+use crate::query::{self, SnapshotRow};
 use crate::routes::query_params;
 use crate::{ApiError, AppState};
-
-/// Committed snapshot ids, for `IN (...)`.
-fn committed_ids(db: &Database) -> String {
-    format!("SELECT snapshot_id FROM {db}.snapshots FINAL WHERE state = 'committed'")
-}
 
 #[derive(Debug, Row, Deserialize, Serialize)]
 pub struct Point {
@@ -33,12 +31,15 @@ pub struct Point {
     pub files: u64,
     pub dirs: u64,
     pub max_mtime_ns: i64,
+    /// What the scan left out ("" for a full scan).
+    pub scan_options: String,
 }
 
-/// The directory `parent`/`name` in every committed snapshot that has it, oldest first.
-pub fn history_sql(db: &Database, parent: &[u8], name: &[u8]) -> String {
+/// The directory `parent`/`name` in every committed snapshot of the filesystem of `of` that
+/// has it, oldest first.
+pub fn history_sql(db: &Database, of: &SnapshotRow, parent: &[u8], name: &[u8]) -> String {
     format!(
-        "SELECT snapshot_id, started_at, bytes, allocated, entries, files, dirs, max_mtime_ns
+        "SELECT snapshot_id, started_at, bytes, allocated, entries, files, dirs, max_mtime_ns, scan_options
 FROM
 (
     SELECT snapshot_id, bytes, allocated, entries, files, dirs, max_mtime_ns
@@ -47,14 +48,45 @@ FROM
 ) AS r
 ANY LEFT JOIN
 (
-    SELECT snapshot_id, toUInt32(started_at) AS started_at FROM {db}.snapshots FINAL WHERE state = 'committed'
+    SELECT snapshot_id, toUInt32(started_at) AS started_at, scan_options FROM {db}.snapshots FINAL WHERE state = 'committed'
 ) AS s USING snapshot_id
 ORDER BY snapshot_id
 LIMIT 10000",
-        ids = committed_ids(db),
+        ids = query::same_filesystem_ids(db, of),
         parent = quote_bytes(parent),
         name = quote_bytes(name)
     )
+}
+
+/// What a person should know before comparing these snapshots' totals: the ones whose scans
+/// left out different parts of the tree. Empty when every scan covered the same.
+fn coverage_warnings<'a>(points: impl IntoIterator<Item = (u64, &'a str)>) -> Vec<String> {
+    let mut by_options: Vec<(&str, Vec<u64>)> = Vec::new();
+    for (id, options) in points {
+        match by_options.iter_mut().find(|(o, _)| *o == options) {
+            Some((_, ids)) => ids.push(id),
+            None => by_options.push((options, vec![id])),
+        }
+    }
+    if by_options.len() < 2 {
+        return Vec::new();
+    }
+    let groups: Vec<String> = by_options
+        .iter()
+        .map(|(options, ids)| {
+            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+            let noun = if ids.len() == 1 {
+                "snapshot"
+            } else {
+                "snapshots"
+            };
+            format!("{noun} {} {}", ids.join(", "), describe(options))
+        })
+        .collect();
+    vec![format!(
+        "these scans did not cover the same tree, so their totals differ by more than growth: {}",
+        groups.join("; ")
+    )]
 }
 
 /// The children of `dir` in one snapshot: name, kind, recursive bytes and files.
@@ -133,9 +165,10 @@ pub struct ChangeSummary {
     pub removed_files: u64,
 }
 
+/// Counts of the children changed in place, added and removed (each child in one of these).
 pub fn growth_summary_sql(db: &Database, from: u64, to: u64, dir: &[u8]) -> String {
     format!(
-        "SELECT countIf(in_a != in_b OR a_bytes != b_bytes OR a_files != b_files) AS changed,
+        "SELECT countIf(in_a = 1 AND in_b = 1 AND (a_bytes != b_bytes OR a_files != b_files)) AS changed,
     countIf(in_a = 0) AS added, sumIf(b_bytes, in_a = 0) AS added_bytes, sumIf(b_files, in_a = 0) AS added_files,
     countIf(in_b = 0) AS removed, sumIf(a_bytes, in_b = 0) AS removed_bytes, sumIf(a_files, in_b = 0) AS removed_files
 FROM {}",
@@ -186,6 +219,9 @@ LIMIT 10000",
 pub struct HistoryParams {
     path: Option<String>,
     path_b64: Option<String>,
+    /// A snapshot of the filesystem whose history is asked; needed when snapshots of more than
+    /// one filesystem hold the directory.
+    snapshot: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -193,7 +229,13 @@ pub struct History {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
+    filesystem_label: String,
+    root_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_path_b64: Option<String>,
     points: Vec<Point>,
+    /// Why some points should not be compared as they are (scans with different options).
+    warnings: Vec<String>,
 }
 
 fn required_path(path: Option<String>, path_b64: Option<String>) -> Result<Vec<u8>, ApiError> {
@@ -202,7 +244,58 @@ fn required_path(path: Option<String>, path_b64: Option<String>) -> Result<Vec<u
         .ok_or_else(|| ApiError::BadRequest("give the directory as path= or path_b64=".into()))
 }
 
-/// `GET /api/v1/history?path=/dir`: the directory's totals in every committed snapshot.
+/// The filesystem whose history of `dir` is asked: that of `snapshot`, or the one filesystem
+/// whose snapshots hold the directory.
+async fn history_filesystem(
+    state: &AppState,
+    snapshot: Option<u64>,
+    dir: &[u8],
+) -> Result<SnapshotRow, ApiError> {
+    if let Some(id) = snapshot {
+        return crate::routes::committed(state, id).await;
+    }
+    let (parent, name) = split_path(dir);
+    let holding = state
+        .client
+        .query(&query::snapshots_with_directory(
+            &state.database,
+            parent,
+            name,
+        ))
+        .fetch_all::<SnapshotRow>()
+        .await?;
+    let mut filesystems: Vec<SnapshotRow> = Vec::new();
+    for s in holding {
+        if !filesystems.iter().any(|f| f.same_filesystem(&s)) {
+            filesystems.push(s);
+        }
+    }
+    match filesystems.len() {
+        0 => Err(no_directory(dir)),
+        1 => Ok(filesystems.pop().expect("one")),
+        _ => Err(ApiError::BadRequest(format!(
+            "{} is in snapshots of {} filesystems ({}); a history follows one: give snapshot= \
+             with a snapshot of the one you mean",
+            String::from_utf8_lossy(dir),
+            filesystems.len(),
+            filesystems
+                .iter()
+                .map(|f| format!("{} in snapshot {}", f.filesystem(), f.snapshot_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn no_directory(dir: &[u8]) -> ApiError {
+    ApiError::NotFound(format!(
+        "no committed snapshot has a directory {:?}",
+        String::from_utf8_lossy(dir)
+    ))
+}
+
+/// `GET /api/v1/history?path=/dir&snapshot=ID`: the directory's totals in every committed
+/// snapshot of one filesystem (the same label and root).
 pub async fn history(
     State(state): State<AppState>,
     Extension(access): Extension<Scope>,
@@ -211,17 +304,34 @@ pub async fn history(
     let p = query_params(params)?;
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
+    let filesystem = history_filesystem(&state, p.snapshot, &dir).await?;
     let (parent, name) = split_path(&dir);
     let points = state
         .client
-        .query(&history_sql(&state.database, parent, name))
+        .query(&history_sql(&state.database, &filesystem, parent, name))
         .fetch_all::<Point>()
         .await?;
-    let shown = Text::of(&dir);
+    if points.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no committed snapshot of {} has a directory {:?}",
+            filesystem.filesystem(),
+            String::from_utf8_lossy(&dir)
+        )));
+    }
+    let warnings = coverage_warnings(
+        points
+            .iter()
+            .map(|p| (p.snapshot_id, p.scan_options.as_str())),
+    );
+    let (shown, root) = (Text::of(&dir), Text::of(&filesystem.root_path));
     Ok(Json(History {
         path: shown.text,
         path_b64: shown.b64,
+        filesystem_label: filesystem.filesystem_label,
+        root_path: root.text,
+        root_path_b64: root.b64,
         points,
+        warnings,
     }))
 }
 
@@ -256,27 +366,46 @@ pub struct Growth {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
+    /// Why the changes may not all be growth (scans with different options).
+    warnings: Vec<String>,
     summary: ChangeSummary,
     limit: u64,
     offset: u64,
     changes: Vec<Change>,
 }
 
-/// Both snapshots, committed; `from` before `to` is not required.
+/// Both snapshots, committed, of the same filesystem; `from` before `to` is not required.
 async fn two_committed(
     state: &AppState,
     from: Option<u64>,
     to: Option<u64>,
-) -> Result<(u64, u64), ApiError> {
+) -> Result<(SnapshotRow, SnapshotRow), ApiError> {
     let (Some(from), Some(to)) = (from, to) else {
         return Err(ApiError::BadRequest(
             "give both snapshots: from= and to=".into(),
         ));
     };
-    for id in [from, to] {
-        crate::routes::committed(state, id).await?;
+    let (a, b) = (
+        crate::routes::committed(state, from).await?,
+        crate::routes::committed(state, to).await?,
+    );
+    if !a.same_filesystem(&b) {
+        return Err(ApiError::BadRequest(format!(
+            "snapshot {from} is of {} and snapshot {to} of {}: a comparison needs two snapshots of \
+             the same filesystem (the same label and root; see GET /api/v1/snapshots)",
+            a.filesystem(),
+            b.filesystem()
+        )));
     }
-    Ok((from, to))
+    Ok((a, b))
+}
+
+/// The warnings of comparing `a` with `b`.
+fn comparison_warnings(a: &SnapshotRow, b: &SnapshotRow) -> Vec<String> {
+    coverage_warnings([
+        (a.snapshot_id, a.scan_options.as_str()),
+        (b.snapshot_id, b.scan_options.as_str()),
+    ])
 }
 
 /// `GET /api/v1/growth?from=A&to=B&path=/dir`: what changed below the directory's children.
@@ -289,8 +418,24 @@ pub async fn growth(
     let (limit, offset) = crate::routes::page(p.limit, p.offset)?;
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
-    let (from, to) = two_committed(&state, p.from, p.to).await?;
+    let (a, b) = two_committed(&state, p.from, p.to).await?;
+    let (from, to) = (a.snapshot_id, b.snapshot_id);
     let db = &state.database;
+    let (parent, name) = split_path(&dir);
+    let found = state
+        .client
+        .query(&format!(
+            "SELECT count() FROM ({}) AS d WHERE snapshot_id IN ({from}, {to})",
+            query::directory_in_snapshots(db, parent, name)
+        ))
+        .fetch_one::<u64>()
+        .await?;
+    if found == 0 {
+        return Err(ApiError::NotFound(format!(
+            "neither snapshot {from} nor snapshot {to} has a directory {:?}",
+            String::from_utf8_lossy(&dir)
+        )));
+    }
     let summary = state
         .client
         .query(&growth_summary_sql(db, from, to, &dir))
@@ -329,6 +474,7 @@ pub async fn growth(
         to,
         path: shown.text,
         path_b64: shown.b64,
+        warnings: comparison_warnings(&a, &b),
         summary,
         limit,
         offset,
@@ -360,6 +506,7 @@ pub struct OwnerGrowth {
     from: u64,
     to: u64,
     by: &'static str,
+    warnings: Vec<String>,
     owners: Vec<OwnerChange>,
 }
 
@@ -380,7 +527,8 @@ pub async fn owner_growth(
             )));
         }
     };
-    let (from, to) = two_committed(&state, p.from, p.to).await?;
+    let (a, b) = two_committed(&state, p.from, p.to).await?;
+    let (from, to) = (a.snapshot_id, b.snapshot_id);
     let rows = state
         .client
         .query(&owner_growth_sql(&state.database, from, to, by))
@@ -407,6 +555,7 @@ pub async fn owner_growth(
         from,
         to,
         by,
+        warnings: comparison_warnings(&a, &b),
         owners,
     }))
 }

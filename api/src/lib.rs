@@ -11,9 +11,11 @@ pub mod history;
 pub mod metrics;
 pub mod openapi;
 pub mod paths;
+pub mod pattern;
 pub mod query;
 pub mod reports;
 pub mod routes;
+pub mod stream;
 pub mod ui;
 
 use clickhouse::Client;

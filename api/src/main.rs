@@ -120,21 +120,47 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(serve(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!(
+                "{}",
+                storage_tracker_proto::service::error_chain(e.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
-    let mut config = args.tokens.clone().unwrap_or_default();
+/// The tokens of `--tokens` and `--tokens-file`. Asking for tokens and giving none is an error,
+/// not an open API.
+fn tokens(args: &Args) -> anyhow::Result<Access> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut access = Access::open();
+    if let Some(text) = &args.tokens {
+        access.add(text, "STORAGE_TRACKER_API_TOKENS (--tokens)")?;
+    }
     if let Some(file) = &args.tokens_file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading the tokens file {}", file.display()))?;
-        config.push('\n');
-        config.push_str(&text);
+        access.add(&text, &format!("the tokens file {}", file.display()))?;
+        if let Ok(meta) = std::fs::metadata(file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "the tokens file {} can be read by other users (mode {:o}); run chmod 600 on it",
+                file.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
     }
-    let access = Access::parse(&config).context("the tokens (--tokens-file, --tokens)")?;
+    if access.is_open() && (args.tokens.is_some() || args.tokens_file.is_some()) {
+        bail!(
+            "tokens were asked for (--tokens-file, --tokens) but none is configured: add lines NAME TOKEN SCOPE...              (see deploy/README.md), or give neither option to serve loopback only without tokens"
+        );
+    }
+    Ok(access)
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let access = tokens(&args)?;
     if access.is_open() && !args.listen.ip().is_loopback() {
         bail!(
             "refusing to listen on {}: without tokens (--tokens-file) the API serves loopback only",

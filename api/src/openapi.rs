@@ -30,6 +30,23 @@ fn path_params() -> Vec<Value> {
     ]
 }
 
+/// `path`, required; `path_b64` may be sent in its place (OpenAPI 3.0 cannot say "one of two
+/// parameters", so the description does).
+fn required_path_params() -> Vec<Value> {
+    vec![
+        required(query(
+            "path",
+            "A directory (absolute, as text); required (path_b64 may stand in its place)",
+            json!({ "type": "string", "pattern": "^/" }),
+        )),
+        query(
+            "path_b64",
+            "The same, as base64 of the raw bytes (for names that are not UTF-8), instead of path",
+            json!({ "type": "string" }),
+        ),
+    ]
+}
+
 fn paging() -> Vec<Value> {
     vec![
         query("limit", "Items per page", integer(1, 1000)),
@@ -95,6 +112,14 @@ pub fn document() -> Value {
         operation("This document", vec![], json_type),
     );
     add(
+        "/api/v1/access",
+        operation(
+            "What the presented token may read: its name, whether it is an admin, its path prefixes",
+            vec![],
+            json_type,
+        ),
+    );
+    add(
         "/api/v1/snapshots",
         operation("Committed snapshots, newest first", paging(), json_type),
     );
@@ -150,14 +175,14 @@ pub fn document() -> Value {
             json_type,
         ),
     );
-    let mut ncdu = operation(
-        "A directory and everything below it in ncdu's JSON export format (for ncdu -f or gdu -f), at most 1,000,000 entries",
-        with(s(), path_params()),
-        json_type,
+    add(
+        "/api/v1/snapshots/{snapshot_id}/export/ncdu",
+        operation(
+            "A directory and everything below it in ncdu's export format (for ncdu -f or gdu -f), at most 1,000,000 entries; names are written as ncdu writes them, raw bytes included, so it is not strict JSON",
+            with(s(), path_params()),
+            &[storage_tracker_proto::ncdu::CONTENT_TYPE],
+        ),
     );
-    ncdu["get"]["responses"]["200"]["content"]["application/json"]["schema"] =
-        json!({ "type": "array" });
-    add("/api/v1/snapshots/{snapshot_id}/export/ncdu", ncdu);
     add(
         "/api/v1/snapshots/{snapshot_id}/top",
         operation(
@@ -208,7 +233,7 @@ pub fn document() -> Value {
     add(
         "/api/v1/snapshots/{snapshot_id}/stale",
         operation(
-            "Files not accessed (or modified) for some days, largest first; JSON or CSV",
+            "Files not accessed (or modified) for some days: JSON pages, largest first, or every one as CSV in path order (streamed; a broken transfer means an incomplete file)",
             with(
                 with(s(), path_params()),
                 with(
@@ -225,8 +250,8 @@ pub fn document() -> Value {
                     vec![
                         query(
                             "limit",
-                            "Items (up to 1000 for JSON, 100000 for CSV)",
-                            integer(1, 1000),
+                            "Items: up to 1000 per JSON page (default 100); for CSV, a cap on the rows (default: all)",
+                            json!({ "type": "integer", "minimum": 1 }),
                         ),
                         query("offset", "Items to skip", integer(0, 100_000_000)),
                     ],
@@ -255,6 +280,11 @@ pub fn document() -> Value {
                             one_of(&["substring", "glob", "regex"]),
                         ),
                         query("field", "What q matches", one_of(&["name", "path"])),
+                        query(
+                            "ignore_case",
+                            "Match q without regard to case (any match)",
+                            json!({ "type": "boolean" }),
+                        ),
                         query(
                             "min_size",
                             "Smallest size, bytes",
@@ -304,16 +334,23 @@ pub fn document() -> Value {
     add(
         "/api/v1/history",
         operation(
-            "A directory's totals in every committed snapshot",
-            path_params(),
+            "A directory's totals in every committed snapshot of one filesystem (label and root), with warnings where scans covered different trees",
+            with(
+                required_path_params(),
+                vec![query(
+                    "snapshot",
+                    "A snapshot of the filesystem meant; required when snapshots of several filesystems hold the directory",
+                    integer(1, u64::from(u32::MAX)),
+                )],
+            ),
             json_type,
         ),
     );
     add(
         "/api/v1/growth",
         operation(
-            "What changed in a directory's children between two snapshots",
-            with(with(two(), path_params()), paging()),
+            "What changed in a directory's children between two snapshots of the same filesystem",
+            with(with(two(), required_path_params()), paging()),
             json_type,
         ),
     );

@@ -5,7 +5,8 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use storage_tracker_proto::ddl::Database;
-use storage_tracker_proto::sql::quote_bytes;
+use storage_tracker_proto::entry::split_path;
+use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 
 /// A committed snapshot.
 #[derive(Debug, Row, Deserialize)]
@@ -22,21 +23,136 @@ pub struct SnapshotRow {
     pub entries: u64,
     pub errors: u64,
     pub apparent_bytes: u64,
+    pub started_at_ns: i64,
+    pub scan_options: String,
+}
+
+impl SnapshotRow {
+    /// Whether growth and history may compare this snapshot with `other`: the same filesystem
+    /// (label) scanned from the same root.
+    pub fn same_filesystem(&self, other: &Self) -> bool {
+        self.filesystem_label == other.filesystem_label && self.root_path == other.root_path
+    }
+
+    /// The filesystem, for messages: `label (root /x)`.
+    pub fn filesystem(&self) -> String {
+        format!(
+            "{:?} (root {})",
+            self.filesystem_label,
+            String::from_utf8_lossy(&self.root_path)
+        )
+    }
 }
 
 // DateTime columns arrive as UInt32 seconds in RowBinary.
 const SNAPSHOT_COLUMNS: &str = "snapshot_id, filesystem_label, root_path, hosts, ranks, scanner_version, \
-     started_at, finished_at, entries, errors, apparent_bytes";
+     started_at, finished_at, entries, errors, apparent_bytes, started_at_ns, scan_options";
 
-pub fn committed_snapshots(db: &Database, limit: u64, offset: u64) -> String {
+/// Committed snapshots whose root is related to one of `prefixes` (a prefix at or below the
+/// root, or the root below a prefix); every committed snapshot for `None`.
+fn committed_covering(prefixes: Option<&[Vec<u8>]>) -> String {
+    let mut condition = "state = 'committed'".to_owned();
+    if let Some(prefixes) = prefixes {
+        let related: Vec<String> = prefixes
+            .iter()
+            .map(|p| {
+                let (lit, below) = (quote_bytes(p), quote_bytes(&below_prefix(p)));
+                format!(
+                    "root_path = '/' OR root_path = {lit} OR startsWith(root_path, {below}) \
+                     OR startsWith({lit}, concat(root_path, '/'))"
+                )
+            })
+            .collect();
+        condition.push_str(&format!(" AND ({})", related.join(" OR ")));
+    }
+    condition
+}
+
+/// A page of the committed snapshots (see [`committed_covering`]), newest first.
+pub fn committed_snapshots(
+    db: &Database,
+    prefixes: Option<&[Vec<u8>]>,
+    limit: u64,
+    offset: u64,
+) -> String {
     format!(
-        "SELECT {SNAPSHOT_COLUMNS} FROM {db}.snapshots FINAL WHERE state = 'committed' \
-         ORDER BY snapshot_id DESC LIMIT {limit} OFFSET {offset}"
+        "SELECT {SNAPSHOT_COLUMNS} FROM {db}.snapshots FINAL WHERE {} \
+         ORDER BY snapshot_id DESC LIMIT {limit} OFFSET {offset}",
+        committed_covering(prefixes)
     )
 }
 
-pub fn count_committed_snapshots(db: &Database) -> String {
-    format!("SELECT count() FROM {db}.snapshots FINAL WHERE state = 'committed'")
+pub fn count_committed_snapshots(db: &Database, prefixes: Option<&[Vec<u8>]>) -> String {
+    format!(
+        "SELECT count() FROM {db}.snapshots FINAL WHERE {}",
+        committed_covering(prefixes)
+    )
+}
+
+/// The committed snapshots of one filesystem: the same label and root as `of`.
+pub fn same_filesystem_ids(db: &Database, of: &SnapshotRow) -> String {
+    format!(
+        "SELECT snapshot_id FROM {db}.snapshots FINAL WHERE state = 'committed' \
+         AND filesystem_label = {} AND root_path = {}",
+        quote_bytes(of.filesystem_label.as_bytes()),
+        quote_bytes(&of.root_path)
+    )
+}
+
+/// The ids of the snapshots whose rollups hold the directory `parent`/`name`.
+pub fn directory_in_snapshots(db: &Database, parent: &[u8], name: &[u8]) -> String {
+    format!(
+        "SELECT snapshot_id FROM {db}.dir_rollups WHERE parent_path = {} AND name = {}",
+        quote_bytes(parent),
+        quote_bytes(name)
+    )
+}
+
+/// Committed snapshots whose rollups hold the directory `parent`/`name`, newest first.
+pub fn snapshots_with_directory(db: &Database, parent: &[u8], name: &[u8]) -> String {
+    format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM {db}.snapshots FINAL WHERE state = 'committed' AND snapshot_id IN ({}) \
+         ORDER BY snapshot_id DESC LIMIT 10000",
+        directory_in_snapshots(db, parent, name)
+    )
+}
+
+/// Recursive totals of directories given by (snapshot, path), looked up by the sort key.
+#[derive(Debug, Row, Deserialize)]
+pub struct DirTotalsRow {
+    pub snapshot_id: u64,
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    pub bytes: u64,
+    pub allocated: u64,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub max_mtime_ns: i64,
+    pub max_atime_ns: i64,
+}
+
+/// The rollups of `dirs`, each `(snapshot_id, path)`; `None` when there are none to look up.
+pub fn dir_totals(db: &Database, dirs: &[(u64, &[u8])]) -> Option<String> {
+    if dirs.is_empty() {
+        return None;
+    }
+    let keys: Vec<String> = dirs
+        .iter()
+        .map(|(snapshot_id, path)| {
+            let (parent, name) = split_path(path);
+            format!(
+                "({snapshot_id}, {}, {})",
+                quote_bytes(parent),
+                quote_bytes(name)
+            )
+        })
+        .collect();
+    Some(format!(
+        "SELECT snapshot_id, path, bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns \
+         FROM {db}.dir_rollups WHERE (snapshot_id, parent_path, name) IN ({})",
+        keys.join(", ")
+    ))
 }
 
 pub fn committed_snapshot(db: &Database, snapshot_id: u64) -> String {

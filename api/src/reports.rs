@@ -22,7 +22,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::access::Scope;
 use crate::paths::{PathParam, Text};
-use crate::query::{ChildRow, SnapshotRow};
+use crate::pattern::{MatchKind, NamePattern, refuse_nul};
+use crate::query::{ChildRow, DirTotalsRow, SnapshotRow};
 use crate::routes::{Child, committed, name_owners, page, query_params, snapshot_id};
 use crate::{ApiError, AppState};
 
@@ -40,6 +41,39 @@ pub(crate) async fn scope(
     let snapshot = committed(state, snapshot_id).await?;
     let dir = requested.unwrap_or_else(|| snapshot.root_path.clone());
     access.check(&dir)?;
+    Ok((snapshot, dir))
+}
+
+/// [`scope`] for a listing under a directory: the directory must exist in the snapshot (a
+/// listing under a path that is not there is a 404, not an empty answer).
+pub(crate) async fn scoped_directory(
+    state: &AppState,
+    access: &Scope,
+    id: Result<Path<String>, PathRejection>,
+    path: Option<String>,
+    path_b64: Option<String>,
+) -> Result<(SnapshotRow, Vec<u8>), ApiError> {
+    let (snapshot, dir) = scope(state, access, id, path, path_b64).await?;
+    if dir != snapshot.root_path {
+        let (parent, name) = split_path(&dir);
+        let found = state
+            .client
+            .query(&crate::query::directory_rollup(
+                &state.database,
+                snapshot.snapshot_id,
+                parent,
+                name,
+            ))
+            .fetch_optional::<crate::query::RollupRow>()
+            .await?;
+        if found.is_none() {
+            return Err(ApiError::NotFound(format!(
+                "no directory {:?} in snapshot {}",
+                String::from_utf8_lossy(&dir),
+                snapshot.snapshot_id
+            )));
+        }
+    }
     Ok((snapshot, dir))
 }
 
@@ -63,25 +97,43 @@ LIMIT {limit} OFFSET {offset}"
     )
 }
 
+/// The entries at `paths`, in that order, with their trees' totals (two lookups by key).
+async fn entries_at(
+    state: &AppState,
+    snapshot_id: u64,
+    paths: &[Vec<u8>],
+) -> Result<Vec<Child>, ApiError> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            let (parent, name) = split_path(p);
+            format!("({}, {})", quote_bytes(parent), quote_bytes(name))
+        })
+        .collect();
+    let condition = format!("(parent_path, name) IN ({})", keys.join(", "));
+    let sql = entries_sql(
+        &state.database,
+        snapshot_id,
+        &condition,
+        "path",
+        paths.len() as u64,
+        0,
+    );
+    let mut found = listed(state, snapshot_id, &sql).await?;
+    let rank = |c: &Child| paths.iter().position(|p| p.as_slice() == c.path_bytes());
+    found.sort_by_key(rank);
+    Ok(found)
+}
+
 async fn listed(state: &AppState, snapshot_id: u64, sql: &str) -> Result<Vec<Child>, ApiError> {
     let mut rows = state.client.query(sql).fetch_all::<ChildRow>().await?;
     with_tree_totals(state, snapshot_id, &mut rows).await?;
     let mut children: Vec<Child> = rows.into_iter().map(Child::from).collect();
     name_owners(state, snapshot_id, &mut children).await?;
     Ok(children)
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct DirTotals {
-    #[serde(with = "serde_bytes")]
-    path: Vec<u8>,
-    bytes: u64,
-    allocated: u64,
-    entries: u64,
-    files: u64,
-    dirs: u64,
-    max_mtime_ns: i64,
-    max_atime_ns: i64,
 }
 
 /// Gives the directories of a page of entries their trees' totals (one lookup by key).
@@ -91,24 +143,15 @@ async fn with_tree_totals(
     rows: &mut [ChildRow],
 ) -> Result<(), ApiError> {
     let dir_code = storage_tracker_proto::EntryKind::Dir as i8;
-    let keys: Vec<String> = rows
+    let keys: Vec<(u64, &[u8])> = rows
         .iter()
         .filter(|r| r.kind == dir_code && r.tree_entries == 0)
-        .map(|r| {
-            let (parent, name) = split_path(&r.path);
-            format!("({}, {})", quote_bytes(parent), quote_bytes(name))
-        })
+        .map(|r| (snapshot_id, r.path.as_slice()))
         .collect();
-    if keys.is_empty() {
+    let Some(sql) = crate::query::dir_totals(&state.database, &keys) else {
         return Ok(());
-    }
-    let sql = format!(
-        "SELECT path, bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns FROM {}.dir_rollups \
-         WHERE snapshot_id = {snapshot_id} AND (parent_path, name) IN ({})",
-        state.database,
-        keys.join(", ")
-    );
-    let totals = state.client.query(&sql).fetch_all::<DirTotals>().await?;
+    };
+    let totals = state.client.query(&sql).fetch_all::<DirTotalsRow>().await?;
     for r in rows.iter_mut().filter(|r| r.kind == dir_code) {
         if let Some(t) = totals.iter().find(|t| t.path == r.path) {
             r.tree_bytes = t.bytes;
@@ -219,7 +262,7 @@ pub(crate) async fn top(
 ) -> Result<Json<Listing>, ApiError> {
     let p = query_params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
-    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
+    let (snapshot, dir) = scoped_directory(&state, &access, id, p.path, p.path_b64).await?;
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
     let sql = match p.what.as_deref() {
@@ -231,18 +274,33 @@ pub(crate) async fn top(
             limit,
             offset,
         ),
-        Some("dirs") => format!(
-            "SELECT name, path, toInt8(2) AS kind, toUInt64(0) AS size, toUInt64(0) AS allocated, uid, gid,
-    toUInt32(0) AS mode, toUInt64(0) AS nlink, mtime_ns, atime_ns, toInt8(0) AS error_op, toInt32(0) AS errno,
-    '' AS symlink_target, bytes AS tree_bytes, allocated AS tree_allocated, entries AS tree_entries,
-    files AS tree_files, dirs AS tree_dirs, max_mtime_ns AS tree_max_mtime_ns,
-    max_atime_ns AS tree_max_atime_ns
-FROM {db}.dir_rollups
-WHERE snapshot_id = {snapshot_id} AND {}
+        Some("dirs") => {
+            // The largest trees from the rollups, then their entries' own rows (mode, size,
+            // links) by key, in the same order: one description of an entry for every list.
+            #[derive(Row, Deserialize)]
+            struct PathRow {
+                #[serde(with = "serde_bytes")]
+                path: Vec<u8>,
+            }
+            let largest: Vec<PathRow> = state
+                .client
+                .query(&format!(
+                    "SELECT path FROM {db}.dir_rollups WHERE snapshot_id = {snapshot_id} AND {}
 ORDER BY bytes DESC, path ASC
 LIMIT {limit} OFFSET {offset}",
-            subtree(&dir)
-        ),
+                    subtree(&dir)
+                ))
+                .fetch_all()
+                .await?;
+            let largest: Vec<Vec<u8>> = largest.into_iter().map(|r| r.path).collect();
+            let entries = entries_at(&state, snapshot_id, &largest).await?;
+            return Ok(Json(Listing::new(
+                snapshot_id,
+                &dir,
+                (limit, offset),
+                entries,
+            )));
+        }
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
                 "what must be files or dirs, got {other:?}"
@@ -492,11 +550,13 @@ pub(crate) struct StaleParams {
     offset: Option<u64>,
 }
 
-/// Most rows of one CSV download; page through larger sets with `offset`.
-pub(crate) const MAX_CSV_ROWS: u64 = 100_000;
+/// Rows per query of a CSV download: each page stays far below the read-only profile's
+/// `max_result_rows` and `max_execution_time`, however many rows the download has.
+pub(crate) const CSV_PAGE_ROWS: u64 = 10_000;
 
 /// `GET /api/v1/snapshots/{id}/stale?days=180&min_size=…&by=atime|mtime&format=json|csv`: large
-/// files untouched for a while, largest first.
+/// files untouched for a while, largest first (JSON pages), or every one of them in path order
+/// (CSV, streamed).
 pub(crate) async fn stale(
     State(state): State<AppState>,
     Extension(access): Extension<Scope>,
@@ -514,13 +574,11 @@ pub(crate) async fn stale(
         }
     };
     let (limit, offset) = if csv {
-        let limit = p.limit.unwrap_or(MAX_CSV_ROWS);
-        if !(1..=MAX_CSV_ROWS).contains(&limit) {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be between 1 and {MAX_CSV_ROWS} for CSV, got {limit}"
-            )));
+        // Every row unless the caller asks for fewer.
+        if p.limit == Some(0) {
+            return Err(ApiError::BadRequest("limit must be at least 1".into()));
         }
-        (limit, page(Some(1), p.offset)?.1)
+        (p.limit.unwrap_or(u64::MAX), page(Some(1), p.offset)?.1)
     } else {
         page(p.limit, p.offset)?
     };
@@ -539,13 +597,28 @@ pub(crate) async fn stale(
             "days must be at most 36500, got {days}"
         )));
     }
-    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
-    let cutoff = i64::from(snapshot.started_at) * 1_000_000_000 - i64::from(days) * NS_PER_DAY;
+    let (snapshot, dir) = scoped_directory(&state, &access, id, p.path, p.path_b64).await?;
+    let cutoff = snapshot.started_at_ns - i64::from(days) * NS_PER_DAY;
     let condition = format!(
         "kind = 'file' AND {column} < {cutoff} AND size >= {} AND {}",
         p.min_size.unwrap_or(0),
         subtree(&dir)
     );
+    if csv {
+        let name = format!("stale-snapshot{}-{days}d.csv", snapshot.snapshot_id);
+        let body = stale_csv(state, snapshot.snapshot_id, condition, limit, offset);
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}\""),
+                ),
+            ],
+            body,
+        )
+            .into_response());
+    }
     let sql = entries_sql(
         &state.database,
         snapshot.snapshot_id,
@@ -555,43 +628,155 @@ pub(crate) async fn stale(
         offset,
     );
     let entries = listed(&state, snapshot.snapshot_id, &sql).await?;
-    if !csv {
-        return Ok(Json(Listing::new(
-            snapshot.snapshot_id,
-            &dir,
-            (limit, offset),
-            entries,
-        ))
-        .into_response());
+    Ok(Json(Listing::new(
+        snapshot.snapshot_id,
+        &dir,
+        (limit, offset),
+        entries,
+    ))
+    .into_response())
+}
+
+/// One row of a CSV download.
+#[derive(Debug, Row, Deserialize)]
+struct CsvRow {
+    #[serde(with = "serde_bytes")]
+    parent_path: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    name: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    path: Vec<u8>,
+    size: u64,
+    allocated: u64,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    atime_ns: i64,
+}
+
+/// The header of a CSV download. `path` is text (bytes that are not UTF-8 become U+FFFD);
+/// `path_b64` holds the raw bytes in base64 for such paths, and is empty otherwise.
+const CSV_HEADER: &str = "path,size,allocated,user,group,uid,gid,mtime_ns,atime_ns,path_b64\n";
+
+/// Every entry matching `condition`, skipping `offset` and stopping after `limit`, as CSV in
+/// key order: pages of [`CSV_PAGE_ROWS`], each starting after the last key of the one before.
+/// A failed page aborts the body, so a client sees a cut transfer, never a short file that
+/// looks whole. On a current ClickHouse each page reads only its own rows (the order is the
+/// table's sort key); 18.16 reads the rest of the subtree for every page.
+fn stale_csv(
+    state: AppState,
+    snapshot_id: u64,
+    condition: String,
+    limit: u64,
+    offset: u64,
+) -> axum::body::Body {
+    crate::stream::spawned_body(move |tx| async move {
+        let db = &state.database;
+        let mut after: Option<(Vec<u8>, Vec<u8>)> = None;
+        let mut left = limit;
+        let mut out = String::from(CSV_HEADER);
+        while left > 0 {
+            let keyset = after.as_ref().map_or(String::new(), |(parent, name)| {
+                let parent = quote_bytes(parent);
+                format!(
+                    " AND parent_path >= {parent} AND (parent_path > {parent} OR name > {})",
+                    quote_bytes(name)
+                )
+            });
+            let page_rows = left.min(CSV_PAGE_ROWS);
+            let skip = if after.is_none() { offset } else { 0 };
+            let sql = format!(
+                "SELECT parent_path, name, path, size, allocated, uid, gid, mtime_ns, atime_ns
+FROM {db}.entries
+WHERE snapshot_id = {snapshot_id} AND {condition}{keyset}
+ORDER BY snapshot_id, parent_path, name
+LIMIT {page_rows} OFFSET {skip}"
+            );
+            let page = match state.client.query(&sql).fetch_all::<CsvRow>().await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(snapshot_id, "CSV download failed: {e}");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let names = match owner_names(&state, snapshot_id, &page).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            for r in &page {
+                let text = Text::of(&r.path);
+                let (user, group) = (
+                    names.get(&(1, r.uid)).map_or("", String::as_str),
+                    names.get(&(2, r.gid)).map_or("", String::as_str),
+                );
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{},{},{},{}\n",
+                    csv_field(&text.text),
+                    r.size,
+                    r.allocated,
+                    csv_field(user),
+                    csv_field(group),
+                    r.uid,
+                    r.gid,
+                    r.mtime_ns,
+                    r.atime_ns,
+                    text.b64.unwrap_or_default()
+                ));
+            }
+            if tx.send(Ok(std::mem::take(&mut out).into())).await.is_err() {
+                return; // The client went away.
+            }
+            left -= page.len() as u64;
+            match page.into_iter().last() {
+                Some(last) if left > 0 && page_rows == CSV_PAGE_ROWS => {
+                    after = Some((last.parent_path, last.name));
+                }
+                _ => break,
+            }
+        }
+    })
+}
+
+/// A CSV field, quoted.
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The user (1) and group (2) names of a page of rows, by (kind, id).
+async fn owner_names(
+    state: &AppState,
+    snapshot_id: u64,
+    rows: &[CsvRow],
+) -> Result<HashMap<(i8, u32), String>, ApiError> {
+    if rows.is_empty() {
+        return Ok(HashMap::new());
     }
-    let mut out = String::from("path,size,allocated,user,group,uid,gid,mtime_ns,atime_ns\n");
-    for e in &entries {
-        let field = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
-            field(&e.path),
-            e.size,
-            e.allocated,
-            field(e.user.as_deref().unwrap_or("")),
-            field(e.group.as_deref().unwrap_or("")),
-            e.uid,
-            e.gid,
-            e.mtime_ns,
-            e.atime_ns
-        ));
-    }
-    let disposition = format!(
-        "attachment; filename=\"stale-snapshot{}-{days}d.csv\"",
-        snapshot.snapshot_id
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        out,
-    )
-        .into_response())
+    let uids: Vec<u32> = rows
+        .iter()
+        .map(|r| r.uid)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let gids: Vec<u32> = rows
+        .iter()
+        .map(|r| r.gid)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let sql = crate::query::principals(&state.database, snapshot_id, &uids, &gids);
+    Ok(state
+        .client
+        .query(&sql)
+        .fetch_all::<crate::query::PrincipalRow>()
+        .await?
+        .into_iter()
+        .filter(|p| !p.name.is_empty())
+        .map(|p| ((p.kind, p.id), p.name))
+        .collect())
 }
 
 #[derive(Debug, Deserialize)]
@@ -601,6 +786,8 @@ pub(crate) struct SearchParams {
     /// substring (default), glob or regex.
     #[serde(rename = "match")]
     how: Option<String>,
+    /// Match without regard to case (default false).
+    ignore_case: Option<bool>,
     /// name (default) or path.
     field: Option<String>,
     /// Only under this directory.
@@ -651,23 +838,6 @@ fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// A shell glob as a `LIKE` pattern: `*` any run, `?` one byte, `%`, `_` and `\` literal.
-fn glob_to_like(glob: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(glob.len() + 4);
-    for &b in glob {
-        match b {
-            b'*' => out.push(b'%'),
-            b'?' => out.push(b'_'),
-            b'%' | b'_' | b'\\' => {
-                out.push(b'\\');
-                out.push(b);
-            }
-            _ => out.push(b),
-        }
-    }
-    out
-}
-
 /// The condition for an owner or group given by name or number.
 fn principal_condition(
     db: &Database,
@@ -704,30 +874,20 @@ pub(crate) async fn search(
             )));
         }
     };
+    let kind = MatchKind::parse(p.how.as_deref())?;
     let mut conditions = Vec::new();
     if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
-        if text.len() > 1024 {
-            return Err(ApiError::BadRequest("q is longer than 1024 bytes".into()));
+        let pattern = NamePattern::new(kind, text, p.ignore_case.unwrap_or(false))?;
+        conditions.push(pattern.condition(field));
+    }
+    for (name, value) in [
+        ("user", &p.user),
+        ("group", &p.group),
+        ("type", &p.extension),
+    ] {
+        if let Some(v) = value {
+            refuse_nul(name, v)?;
         }
-        let literal = quote_bytes(text.as_bytes());
-        conditions.push(match p.how.as_deref() {
-            None | Some("substring") => format!("position({field}, {literal}) > 0"),
-            Some("glob") => format!(
-                "{field} LIKE {}",
-                quote_bytes(&glob_to_like(text.as_bytes()))
-            ),
-            Some("regex") => {
-                regex_syntax::Parser::new().parse(text).map_err(|e| {
-                    ApiError::BadRequest(format!("q is not a valid regular expression: {e}"))
-                })?;
-                format!("match({field}, {literal})")
-            }
-            Some(other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "match must be substring, glob or regex, got {other:?}"
-                )));
-            }
-        });
     }
     if let Some(min) = p.min_size {
         conditions.push(format!("size >= {min}"));
@@ -745,7 +905,7 @@ pub(crate) async fn search(
             conditions.push(format!("{column} {op} {}", date_ns(name, v)?));
         }
     }
-    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
+    let (snapshot, dir) = scoped_directory(&state, &access, id, p.path, p.path_b64).await?;
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
     if let Some(who) = &p.user {
@@ -789,12 +949,6 @@ pub(crate) async fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_become_like_patterns_with_literals_escaped() {
-        assert_eq!(glob_to_like(b"*.tar.?z"), b"%.tar._z");
-        assert_eq!(glob_to_like(b"100%_\\x"), b"100\\%\\_\\\\x");
-    }
 
     #[test]
     fn dates_parse_to_utc_midnight() {

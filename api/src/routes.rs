@@ -12,7 +12,8 @@ use storage_tracker_proto::{EntryKind, ErrorOp};
 use crate::paths::{PathParam, Text};
 use std::collections::BTreeSet;
 
-use crate::query::{self, ChildRow, ChildSort, PrincipalRow, RollupRow, SnapshotRow};
+use crate::access::Scope;
+use crate::query::{self, ChildRow, ChildSort, DirTotalsRow, PrincipalRow, RollupRow, SnapshotRow};
 use crate::{ApiError, AppState};
 
 pub const MAX_PAGE: u64 = 1000;
@@ -27,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(crate::metrics::metrics))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/access", get(crate::access::describe))
         .route("/api/v1/snapshots", get(list_snapshots))
         .route("/api/v1/snapshots/{snapshot_id}", get(one_snapshot))
         .route("/api/v1/snapshots/{snapshot_id}/children", get(children))
@@ -134,29 +136,62 @@ pub(crate) fn snapshot_id(
 struct Health {
     status: &'static str,
     clickhouse: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
 }
 
+/// Ok only when the routes can answer: ClickHouse answers, and the database and its tables
+/// are there for the API's user.
 async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<Health>) {
-    match state
+    let version = state
         .client
         .query("SELECT version()")
         .fetch_one::<String>()
-        .await
-    {
-        Ok(version) => (
+        .await;
+    let tables = match &version {
+        Ok(_) => state
+            .client
+            .query(&query::count_committed_snapshots(&state.database, None))
+            .fetch_one::<u64>()
+            .await
+            .map(|_| ()),
+        Err(_) => Ok(()),
+    };
+    match (version, tables) {
+        (Ok(version), Err(e)) => {
+            tracing::warn!(
+                "health check: the database {} cannot be read: {e}",
+                state.database
+            );
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "unavailable",
+                    clickhouse: version,
+                    problem: Some(format!(
+                        "the database {} or its tables cannot be read by the API's user; \
+                         has the aggregator created it (storage-aggregator serve)?",
+                        state.database
+                    )),
+                }),
+            )
+        }
+        (Ok(version), Ok(())) => (
             axum::http::StatusCode::OK,
             Json(Health {
                 status: "ok",
                 clickhouse: version,
+                problem: None,
             }),
         ),
-        Err(e) => {
+        (Err(e), _) => {
             tracing::warn!("health check: ClickHouse unreachable: {e}");
             (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 Json(Health {
                     status: "unavailable",
                     clickhouse: "unreachable".into(),
+                    problem: Some("ClickHouse does not answer".into()),
                 }),
             )
         }
@@ -174,9 +209,16 @@ struct Snapshot {
     ranks: u32,
     scanner_version: String,
     started_at: u32,
+    /// The same instant in nanoseconds.
+    started_at_ns: i64,
     finished_at: u32,
+    /// What the scan left out: "" for a full scan, else its options (e.g. `--max-depth=2`).
+    scan_options: String,
+    /// Entries and apparent bytes (hard links once) of what the caller may read.
     entries: u64,
-    errors: u64,
+    /// Entries that could not be read; for admin tokens only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<u64>,
     apparent_bytes: u64,
 }
 
@@ -192,9 +234,11 @@ impl From<SnapshotRow> for Snapshot {
             ranks: r.ranks,
             scanner_version: r.scanner_version,
             started_at: r.started_at,
+            started_at_ns: r.started_at_ns,
             finished_at: r.finished_at,
+            scan_options: r.scan_options,
             entries: r.entries,
-            errors: r.errors,
+            errors: Some(r.errors),
             apparent_bytes: r.apparent_bytes,
         }
     }
@@ -208,28 +252,74 @@ struct SnapshotList {
     snapshots: Vec<Snapshot>,
 }
 
+/// `GET /api/v1/snapshots`: the committed snapshots the caller may read something of.
 async fn list_snapshots(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<SnapshotList>, ApiError> {
     let (limit, offset) = query_params(page)?.checked()?;
     let db = &state.database;
+    let prefixes = match &access {
+        Scope::All => None,
+        Scope::Prefixes(p) => Some(p.as_slice()),
+    };
     let total = state
         .client
-        .query(&query::count_committed_snapshots(db))
+        .query(&query::count_committed_snapshots(db, prefixes))
         .fetch_one::<u64>()
         .await?;
     let rows = state
         .client
-        .query(&query::committed_snapshots(db, limit, offset))
+        .query(&query::committed_snapshots(db, prefixes, limit, offset))
         .fetch_all::<SnapshotRow>()
         .await?;
     Ok(Json(SnapshotList {
         total,
         limit,
         offset,
-        snapshots: rows.into_iter().map(Snapshot::from).collect(),
+        snapshots: shown_snapshots(&state, &access, rows).await?,
     }))
+}
+
+/// Snapshots as the caller may see them: entries and apparent bytes of the directories it may
+/// read (from their rollups, so hard links count once), errors for admins only.
+async fn shown_snapshots(
+    state: &AppState,
+    access: &Scope,
+    rows: Vec<SnapshotRow>,
+) -> Result<Vec<Snapshot>, ApiError> {
+    let tops: Vec<(u64, Vec<u8>)> = rows
+        .iter()
+        .flat_map(|r| {
+            access
+                .tops_within(&r.root_path)
+                .into_iter()
+                .map(|t| (r.snapshot_id, t))
+        })
+        .collect();
+    let keys: Vec<(u64, &[u8])> = tops.iter().map(|(id, t)| (*id, t.as_slice())).collect();
+    let totals = match query::dir_totals(&state.database, &keys) {
+        Some(sql) => state.client.query(&sql).fetch_all::<DirTotalsRow>().await?,
+        None => Vec::new(),
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let id = r.snapshot_id;
+            let mut shown = Snapshot::from(r);
+            let mine = totals.iter().filter(|t| t.snapshot_id == id);
+            if access != &Scope::All {
+                // The directories themselves, and everything below them.
+                shown.entries = mine.clone().map(|t| t.entries + 1).sum();
+                shown.errors = None;
+                shown.apparent_bytes = mine.map(|t| t.bytes).sum();
+            } else if let Some(root) = mine.into_iter().next() {
+                shown.apparent_bytes = root.bytes;
+            }
+            shown
+        })
+        .collect())
 }
 
 pub(crate) async fn committed(state: &AppState, snapshot_id: u64) -> Result<SnapshotRow, ApiError> {
@@ -241,12 +331,21 @@ pub(crate) async fn committed(state: &AppState, snapshot_id: u64) -> Result<Snap
         .ok_or_else(|| ApiError::NotFound(format!("no committed snapshot {snapshot_id}")))
 }
 
+/// `GET /api/v1/snapshots/{id}`: one snapshot, if the caller may read something of it.
 async fn one_snapshot(
     State(state): State<AppState>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Snapshot>, ApiError> {
     let snapshot_id = snapshot_id(id)?;
-    Ok(Json(committed(&state, snapshot_id).await?.into()))
+    let row = committed(&state, snapshot_id).await?;
+    if !access.covers(&row.root_path) {
+        return Err(ApiError::NotFound(format!(
+            "no committed snapshot {snapshot_id} holds anything this token may read"
+        )));
+    }
+    let shown = shown_snapshots(&state, &access, vec![row]).await?;
+    Ok(Json(shown.into_iter().next().expect("one row in, one out")))
 }
 
 // Flat fields: serde_urlencoded cannot read numbers inside a flattened struct.
@@ -287,6 +386,9 @@ pub(crate) struct Child {
     pub(crate) path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
+    /// The path's raw bytes.
+    #[serde(skip)]
+    raw_path: Vec<u8>,
     pub(crate) kind: &'static str,
     /// Recursive apparent bytes for a directory (itself included), the size otherwise.
     pub(crate) bytes: u64,
@@ -316,6 +418,12 @@ pub(crate) struct Child {
     pub(crate) error: Option<EntryError>,
 }
 
+impl Child {
+    pub(crate) fn path_bytes(&self) -> &[u8] {
+        &self.raw_path
+    }
+}
+
 impl From<ChildRow> for Child {
     fn from(r: ChildRow) -> Self {
         let (name, path) = (Text::of(&r.name), Text::of(&r.path));
@@ -331,6 +439,7 @@ impl From<ChildRow> for Child {
             name_b64: name.b64,
             path: path.text,
             path_b64: path.b64,
+            raw_path: r.path,
             kind: kind.name(),
             bytes: r.tree_bytes,
             allocated: r.tree_allocated,
@@ -371,7 +480,7 @@ struct Children {
 /// `GET /api/v1/snapshots/{id}/children?path=/dir`: a directory's entries, largest first.
 async fn children(
     State(state): State<AppState>,
-    Extension(access): Extension<crate::access::Scope>,
+    Extension(access): Extension<Scope>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     params: Result<Query<ChildrenParams>, QueryRejection>,
 ) -> Result<Json<Children>, ApiError> {

@@ -1,5 +1,5 @@
 //! Proleptic Gregorian dates as day counts since 1970-01-01 (Howard Hinnant's algorithms), for
-//! date parameters, retention by week and month, and reports by age.
+//! date parameters, retention by week and month, reports by age, and dates for people.
 
 /// (year, month, day) of a day count since 1970-01-01.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -25,6 +25,18 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_datetime(seconds: i64) -> String {
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let s = seconds.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +51,15 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+    }
+
+    #[test]
+    fn unix_seconds_read_as_utc_dates() {
+        assert_eq!(utc_datetime(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            utc_datetime(1_772_582_400 + 3_723),
+            "2026-03-04 01:02:03 UTC"
+        );
+        assert_eq!(utc_datetime(-1), "1969-12-31 23:59:59 UTC");
     }
 }

@@ -100,11 +100,16 @@ pub fn parse_chunk_file_name(name: &str) -> Option<(u32, u64)> {
 
 /// Reads and validates a chunk file (an offline scan's output): the row count is the footer's.
 pub fn read_chunk_file(path: &std::path::Path) -> Result<RecordBatch, ChunkError> {
-    use parquet::file::reader::FileReader;
     let data = Bytes::from(std::fs::read(path).map_err(|source| ChunkError::Io {
         path: path.to_owned(),
         source,
     })?);
+    decode_chunk_file(data)
+}
+
+/// Validates the bytes of a chunk file and decodes them: the row count is the footer's.
+pub fn decode_chunk_file(data: Bytes) -> Result<RecordBatch, ChunkError> {
+    use parquet::file::reader::FileReader;
     let rows = parquet::file::serialized_reader::SerializedFileReader::new(data.clone())?
         .metadata()
         .file_metadata()

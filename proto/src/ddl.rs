@@ -73,7 +73,14 @@ pub const HISTOGRAM_ENUM: &str = "Enum8('size' = 1, 'mtime' = 2, 'atime' = 3)";
 /// the missing ones in order at start and records each in `schema_version`; it refuses a
 /// database whose version is newer than its own [`crate::SCHEMA_VERSION`]. Statements must be
 /// safe to run again (`IF NOT EXISTS`, `ADD COLUMN` guarded by the version).
-pub const MIGRATIONS: &[(u32, &[&str])] = &[];
+pub const MIGRATIONS: &[(u32, &[&str])] = &[(
+    2,
+    &[
+        // The scan's start to the nanosecond (ages are measured from it), and what it covered.
+        "ALTER TABLE {db}.snapshots ADD COLUMN started_at_ns Int64 DEFAULT toInt64(started_at) * 1000000000",
+        "ALTER TABLE {db}.snapshots ADD COLUMN scan_options String",
+    ],
+)];
 
 /// The version a database is at: the highest recorded.
 pub fn schema_version_sql(db: &Database) -> String {
@@ -119,7 +126,9 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     apparent_bytes UInt64,
     directories UInt64,
     commit_seconds Float64,
-    message String
+    message String,
+    started_at_ns Int64,
+    scan_options String
 ) ENGINE = ReplacingMergeTree(version) ORDER BY snapshot_id"
         ),
         per_snapshot(

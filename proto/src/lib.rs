@@ -9,13 +9,14 @@ pub mod entry;
 pub mod metrics;
 pub mod ncdu;
 pub mod reports;
+pub mod scan_options;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod sql;
 
 /// Version of the entry schema and the ClickHouse layout. The aggregator refuses scanners
 /// that write another version, and records it in every snapshot.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Generated gRPC code for `storage_tracker.v1`.
 pub mod v1 {

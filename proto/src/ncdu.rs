@@ -7,12 +7,19 @@
 //! export of any size needs memory only for the current path.
 //!
 //! Names are written as their raw bytes (JSON-escaped where JSON needs it), as ncdu itself
-//! writes them; a name that is not UTF-8 round-trips through ncdu unchanged.
+//! writes them (`ncdu -o`: a name with byte 0xff holds that byte, not `\u00ff`, which ncdu
+//! would read as the two bytes of U+00FF); a name that is not UTF-8 round-trips through ncdu
+//! unchanged. An export of such a name is therefore not strictly valid JSON (JSON is UTF-8),
+//! and is served as [`CONTENT_TYPE`], not `application/json`.
 
 use std::io::{self, Write};
 
 use crate::ddl::Database;
 use crate::sql::subtree;
+
+/// The media type of an export: bytes for ncdu, since a name that is not UTF-8 is written as
+/// is (see the module's documentation) and a strict JSON parser would refuse the document.
+pub const CONTENT_TYPE: &str = "application/octet-stream";
 
 /// ncdu's export format version.
 const MAJOR: u32 = 1;
@@ -81,6 +88,8 @@ pub enum NcduError {
     Io(#[from] io::Error),
     #[error("the export is not a tree: {0}")]
     Order(String),
+    #[error("{0}")]
+    NoDirectory(String),
 }
 
 /// Writes an export as entries arrive in [`export_sql`] order.

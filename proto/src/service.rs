@@ -88,6 +88,43 @@ pub fn apply_config_file() -> Result<Option<PathBuf>, String> {
     Ok(Some(path))
 }
 
+/// An error with its causes, each said once: `error: cause: its cause`. A cause already in the
+/// text is left out, since many errors (ours with `#[error("...: {source}")]`, and those of the
+/// libraries below) put their source in their own message as well as returning it from
+/// `source()`, and printing the chain as it is (anyhow's `{:#}`) says such a cause two or three
+/// times. This is how the programs print an error that stops them.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let said = e.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = e.source();
+    }
+    text
+}
+
+/// What a gRPC status says, for people: its message (or its code's description when it has
+/// none) and its causes, without the code and metadata of `Status`'s own `Display`.
+pub fn status_text(status: &tonic::Status) -> String {
+    let mut text = if status.message().is_empty() {
+        status.code().description().to_owned()
+    } else {
+        status.message().to_owned()
+    };
+    if let Some(source) = std::error::Error::source(status) {
+        let causes = error_chain(source);
+        if !text.contains(&causes) {
+            text.push_str(": ");
+            text.push_str(&causes);
+        }
+    }
+    text
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -151,6 +188,49 @@ mod tests {
                 .contains(":1: expected KEY=VALUE")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[derive(Debug)]
+    struct Layer(String, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_messages_say_each_cause_once() {
+        // What ClickHouse down looked like: the store's message holds the client's, which holds
+        // hyper's, and each is a source again.
+        let io = Layer("Connection refused (os error 111)".into(), None);
+        let hyper = Layer("client error (Connect)".into(), Some(Box::new(io)));
+        let client = Layer(
+            "network error: client error (Connect)".into(),
+            Some(Box::new(hyper)),
+        );
+        let store = Layer(
+            "ClickHouse at http://h:1: network error: client error (Connect)".into(),
+            Some(Box::new(client)),
+        );
+        let top = Layer("listing the snapshots".into(), Some(Box::new(store)));
+        assert_eq!(
+            error_chain(&top),
+            "listing the snapshots: ClickHouse at http://h:1: network error: client error (Connect): \
+             Connection refused (os error 111)"
+        );
+        let status = tonic::Status::failed_precondition("snapshot 3 is failed");
+        assert_eq!(status_text(&status), "snapshot 3 is failed");
+        assert_eq!(
+            status_text(&tonic::Status::new(tonic::Code::Unavailable, "")),
+            tonic::Code::Unavailable.description()
+        );
     }
 
     #[test]

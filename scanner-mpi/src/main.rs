@@ -26,7 +26,8 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use prost::Message;
 use tracing::{error, info, warn};
 
-use storage_tracker_proto::service::{LogFormat, init_logging};
+use storage_tracker_proto::scan_options::ScanOptions;
+use storage_tracker_proto::service::{LogFormat, error_chain, init_logging};
 use storage_tracker_proto::v1::{
     BeginSnapshotRequest, FinishSnapshotRequest, OfflineManifest, Principal, RankTotals,
 };
@@ -34,7 +35,7 @@ use storage_tracker_scanner::chunks::{ChunkLimits, ChunkSink, DirSink};
 use storage_tracker_scanner::mpi_transport::MpiTransport;
 use storage_tracker_scanner::owners::{IdKind, resolve};
 use storage_tracker_scanner::scan::{Progress, ScanPlan, ScanStatus, scan_rank};
-use storage_tracker_scanner::upload::{Ingest, Upload};
+use storage_tracker_scanner::upload::{Ingest, Upload, parse_address};
 use storage_tracker_scanner::walk::{Exclude, WalkCounts, WalkOptions};
 
 const EXIT_FAILED: u8 = 1;
@@ -49,12 +50,13 @@ struct Args {
     /// Root of the scan: a directory. Symlinks below it are recorded, not followed (see -L).
     root: PathBuf,
 
-    /// gRPC address of the aggregator.
+    /// gRPC address of the aggregator: http://HOST:PORT.
     #[arg(
         long,
         env = "STORAGE_TRACKER_AGGREGATOR",
         required_unless_present = "output",
-        conflicts_with = "output"
+        conflicts_with = "output",
+        value_parser = parse_address
     )]
     aggregator: Option<String>,
 
@@ -111,8 +113,9 @@ struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     in_flight: u16,
 
-    /// Seconds to keep retrying while the aggregator is unreachable (e.g. restarting); chunks
-    /// not yet acknowledged are sent again.
+    /// Seconds to keep retrying while the aggregator is unreachable (e.g. restarting), from the
+    /// first failure: waits double from 0.2 s to 10 s, the last cut to end then. Chunks not yet
+    /// acknowledged are sent again.
     #[arg(long, default_value_t = 600)]
     retry_for: u64,
 }
@@ -247,7 +250,7 @@ fn main() -> ExitCode {
     match run(&args, &world) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            error!(rank = world.rank(), "{e:#}");
+            error!(rank = world.rank(), "{}", error_chain(e.as_ref()));
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -447,7 +450,7 @@ fn open_output(args: &Args, world: &SimpleCommunicator) -> anyhow::Result<Output
     };
     let ok = output
         .as_ref()
-        .map_err(|e| error!(rank = world.rank(), "{e:#}"))
+        .map_err(|e| error!(rank = world.rank(), "{}", error_chain(e.as_ref())))
         .is_ok();
     if !all_agree(world, ok) {
         bail!("not every rank could open its output; nothing was scanned");
@@ -478,6 +481,14 @@ fn begin_request(
         schema_version: storage_tracker_proto::SCHEMA_VERSION,
         scan_id: format!("{}-{}-{}", hostname(), std::process::id(), now.as_nanos()),
         started_at: now.as_secs() as i64,
+        started_at_ns: now.as_nanos() as i64,
+        scan_options: ScanOptions {
+            max_depth: args.max_depth,
+            exclude: args.exclude.iter().map(|e| e.glob().to_owned()).collect(),
+            one_file_system: args.one_file_system,
+            follow_symlinks: args.follow_symlinks,
+        }
+        .canonical(),
     }
 }
 

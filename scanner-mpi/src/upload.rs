@@ -24,6 +24,8 @@ use storage_tracker_proto::v1::{
     FinishSnapshotResponse,
 };
 
+use storage_tracker_proto::service::{error_chain, status_text};
+
 use crate::chunks::{ChunkSink, SinkError};
 
 /// Largest gRPC message either side accepts; a chunk is far smaller.
@@ -39,13 +41,14 @@ pub enum UploadError {
         source: tonic::transport::Error,
     },
     #[error(
-        "cannot reach the aggregator at {addr}: {source}; is storage-aggregator running there?"
+        "cannot reach the aggregator at {addr}: {}; is storage-aggregator running there?",
+        error_chain(source)
     )]
     Connect {
         addr: String,
         source: tonic::transport::Error,
     },
-    #[error("the aggregator refused {call}: {status}")]
+    #[error("the aggregator refused {call}: {}", status_text(status))]
     Rpc {
         call: &'static str,
         status: Box<tonic::Status>,
@@ -80,8 +83,34 @@ fn transient(status: &Status) -> bool {
     )
 }
 
+/// Checks an aggregator address given on the command line: an `http://HOST:PORT` URL (the
+/// scanner speaks gRPC without TLS). What clap calls, so that a bad address is a usage error.
+pub fn parse_address(addr: &str) -> Result<String, String> {
+    let expected = "expected e.g. http://host:50051";
+    let uri: tonic::transport::Uri = addr
+        .parse()
+        .map_err(|e| format!("not a valid URL ({expected}): {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "https is not supported: the scanner speaks gRPC without TLS ({expected})"
+            ));
+        }
+        _ => return Err(format!("not a valid URL: it needs http:// ({expected})")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("not a valid URL: it names no host ({expected})"));
+    }
+    Endpoint::from_shared(addr.to_owned())
+        .map_err(|e| format!("not a valid URL ({expected}): {e}"))?;
+    Ok(addr.to_owned())
+}
+
 /// Exponential backoff from 200 ms to 10 s, within a time budget that starts at the first
-/// failure and restarts after a success.
+/// failure and restarts after a success. The last wait is cut short to end at the budget's
+/// end, so the last attempt is made then: retrying lasts the whole budget, not the sum of the
+/// doubled waits that fit in it.
 #[derive(Debug)]
 struct Backoff {
     budget: Duration,
@@ -103,20 +132,31 @@ impl Backoff {
         self.delay = Duration::from_millis(200);
     }
 
+    /// The next wait, `elapsed` into the budget: the doubled delay, cut to what is left of the
+    /// budget; None once the budget is spent.
+    fn next_delay(&mut self, elapsed: Duration) -> Option<Duration> {
+        let left = self
+            .budget
+            .checked_sub(elapsed)
+            .filter(|left| !left.is_zero())?;
+        let delay = self.delay.min(left);
+        self.delay = (self.delay * 2).min(Duration::from_secs(10));
+        Some(delay)
+    }
+
     /// Waits before the next attempt; false once the budget is spent.
     async fn wait(&mut self, call: &str, status: &Status) -> bool {
         let since = *self.since.get_or_insert_with(Instant::now);
-        if since.elapsed() + self.delay > self.budget {
+        let Some(delay) = self.next_delay(since.elapsed()) else {
             return false;
-        }
+        };
         warn!(
             "{call}: {}; retrying in {:.1} s (for up to {} s in all)",
-            status.message(),
-            self.delay.as_secs_f64(),
+            status_text(status),
+            delay.as_secs_f64(),
             self.budget.as_secs()
         );
-        tokio::time::sleep(self.delay).await;
-        self.delay = (self.delay * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(delay).await;
         true
     }
 }
@@ -151,7 +191,7 @@ impl Ingest {
                 match endpoint.connect().await {
                     Ok(channel) => return Ok(channel),
                     Err(source) => {
-                        let status = Status::unavailable(source.to_string());
+                        let status = Status::unavailable(error_chain(&source));
                         if !backoff
                             .wait(&format!("connecting to {addr}"), &status)
                             .await
@@ -360,5 +400,50 @@ impl Upload {
             return Err(UploadError::Unacknowledged { acked, sent });
         }
         Ok(acked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_for_12_s_retries_for_12_s_not_6_2() {
+        // The waits double from 200 ms, and the last is cut to end at the budget's end: they
+        // add up to the budget (they stopped at 6.2 s of a 12 s budget, where the next doubled
+        // wait, 6.4 s, no longer fitted).
+        let mut backoff = Backoff::new(Duration::from_secs(12));
+        let mut waited = Duration::ZERO;
+        let mut waits = Vec::new();
+        // As if each attempt failed at once.
+        while let Some(delay) = backoff.next_delay(waited) {
+            waits.push(delay);
+            waited += delay;
+        }
+        assert_eq!(
+            &waits[..5],
+            [200, 400, 800, 1600, 3200].map(Duration::from_millis)
+        );
+        assert_eq!(waits.len(), 6, "{waits:?}");
+        assert_eq!(waits[5], Duration::from_millis(5800));
+        assert_eq!(waited, Duration::from_secs(12));
+    }
+
+    #[test]
+    fn aggregator_addresses_are_checked_as_urls() {
+        assert_eq!(
+            parse_address("http://node1:50051").as_deref(),
+            Ok("http://node1:50051")
+        );
+        for bad in [
+            "not a url",
+            "node1:50051",
+            "https://node1:50051",
+            "http://",
+            "",
+        ] {
+            let e = parse_address(bad).unwrap_err();
+            assert!(e.contains("http://host:50051"), "{bad}: {e}");
+        }
     }
 }

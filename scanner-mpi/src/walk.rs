@@ -205,6 +205,11 @@ impl Exclude {
         })
     }
 
+    /// The glob as given.
+    pub fn glob(&self) -> &str {
+        self.pattern.to_str().expect("made from a str")
+    }
+
     /// Whether the entry `name` at `path` (NUL-terminated) is excluded.
     fn matches(&self, name: &CStr, path_nul: &[u8]) -> bool {
         let (subject, flags) = if self.whole_path {

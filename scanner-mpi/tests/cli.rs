@@ -69,9 +69,44 @@ fn flags_are_checked_before_anything_runs() {
         let o = scan(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
-    let o = scan(&["--aggregator", "not a url", "/etc"]);
-    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn a_bad_aggregator_url_is_a_usage_error_exit_2() {
+    for bad in ["not a url", "node1:50051", "https://node1:50051", "http://"] {
+        let o = scan(&["--aggregator", bad, "/etc"]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("http://host:50051"), "{}", stderr(&o));
+    }
+    // From the environment too.
+    let o = Command::new(SCANNER)
+        .arg("/etc")
+        .env_remove("SLURM_PROCID")
+        .env("STORAGE_TRACKER_AGGREGATOR", "not a url")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("not a valid URL"), "{}", stderr(&o));
+}
+
+#[test]
+fn retry_for_retries_until_its_time_is_spent() {
+    // --retry-for 5 gave up after 3 s: the next doubled wait (3.2 s) no longer fitted in it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let addr = format!("http://{closed}");
+    let started = std::time::Instant::now();
+    let o = scan(&["--aggregator", &addr, "--retry-for", "5", "/etc"]);
+    let took = started.elapsed();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        took >= std::time::Duration::from_secs(5),
+        "gave up after {took:?}: {err}"
+    );
+    assert!(err.contains("for up to 5 s in all"), "{err}");
 }
 
 #[test]

@@ -53,7 +53,8 @@ struct SnapshotState {
     state_name: String,
     ranks: u32,
     entries: u64,
-    started: u32,
+    /// The scan's start, nanoseconds since the epoch.
+    started: i64,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -79,7 +80,7 @@ fn check_snapshot(
     let states: Vec<SnapshotState> = db.query(
         rt,
         &format!(
-            "SELECT snapshot_id, toString(state) AS state_name, ranks, entries, toUInt32(started_at) AS started FROM {d}.snapshots FINAL"
+            "SELECT snapshot_id, toString(state) AS state_name, ranks, entries, started_at_ns AS started FROM {d}.snapshots FINAL"
         ),
     );
     assert_eq!(states.len(), 1, "{states:?}");
@@ -371,7 +372,7 @@ fn permission_errors_of_an_unprivileged_scan_reach_the_store() {
         (errors[0].op_name.as_str(), errors[0].errno),
         ("open", libc::EACCES)
     );
-    let snapshot: Vec<SnapshotState> = db.query(&rt, &format!("SELECT snapshot_id, toString(state) AS state_name, ranks, entries, toUInt32(started_at) AS started FROM {d}.snapshots FINAL"));
+    let snapshot: Vec<SnapshotState> = db.query(&rt, &format!("SELECT snapshot_id, toString(state) AS state_name, ranks, entries, started_at_ns AS started FROM {d}.snapshots FINAL"));
     assert_eq!(
         (snapshot[0].state_name.as_str(), snapshot[0].entries),
         ("committed", 3),

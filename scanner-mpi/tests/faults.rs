@@ -123,7 +123,8 @@ struct Committed {
     snapshot_id: u64,
     state_name: String,
     entries: u64,
-    started: u32,
+    /// The scan's start, nanoseconds since the epoch.
+    started: i64,
     rows: u64,
     distinct_paths: u64,
     bytes: u64,
@@ -200,7 +201,7 @@ fn aggregator_killed_and_clickhouse_restarted_mid_scan_lose_and_duplicate_nothin
     let truth = ground_truth(&fixture.root);
     let d = &db.database;
     let committed: Vec<Committed> = db.query(&rt, &format!(
-        "SELECT snapshot_id, toString(state) AS state_name, entries, toUInt32(started_at) AS started, \
+        "SELECT snapshot_id, toString(state) AS state_name, entries, started_at_ns AS started, \
          (SELECT count() FROM {d}.entries) AS rows, (SELECT uniqExact(path) FROM {d}.entries) AS distinct_paths, \
          (SELECT sum(size) FROM {d}.entries) AS bytes FROM {d}.snapshots FINAL"
     ));

@@ -124,3 +124,195 @@ fn growth_and_history_between_two_scans() {
         assert!((400..500).contains(&status), "{bad}: {status} {body}");
     }
 }
+
+/// A tree with a scanner and an API over its database, for scans with their own options.
+struct Lab {
+    rt: tokio::runtime::Runtime,
+    db: TestDatabase,
+    aggregator: Aggregator,
+    _tree: tempfile::TempDir,
+    root: std::path::PathBuf,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let db = TestDatabase::new(&rt, tag);
+        let aggregator = Aggregator::start(&rt, &db);
+        let tree = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tree.path()).unwrap();
+        for (p, n) in [("proj/a/x", 100), ("proj/b", 20), ("other/y", 7)] {
+            let path = root.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, vec![b'x'; n]).unwrap();
+        }
+        Self {
+            rt,
+            db,
+            aggregator,
+            _tree: tree,
+            root,
+        }
+    }
+
+    /// Scans `dir` (below the root) with the label "fs" and these options.
+    fn scan(&self, dir: &str, options: &[&str]) {
+        let o = Command::new(SCANNER)
+            .args(["--aggregator", &self.aggregator.addr, "--label", "fs"])
+            .args(options)
+            .arg(self.root.join(dir))
+            .env_remove("SLURM_PROCID")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    fn get(&self, uri: &str) -> (u16, serde_json::Value) {
+        let app = storage_tracker_api::app(AppState::new(ReadConfig {
+            url: self.db.url.clone(),
+            user: "storage_reader".into(),
+            password: String::new(),
+            database: self.db.database.clone(),
+        }));
+        get(&self.rt, &app, uri)
+    }
+
+    fn r(&self) -> &str {
+        self.root.to_str().unwrap()
+    }
+}
+
+#[test]
+fn growth_between_snapshots_of_different_roots_is_refused_and_history_follows_one_filesystem() {
+    let lab = Lab::new("roots");
+    lab.scan("", &[]);
+    lab.scan("proj", &[]);
+    let r = lab.r();
+    let (status, body) = lab.get(&format!("/api/v1/growth?from=1&to=2&path={r}"));
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("same filesystem"), "{message}");
+    assert!(message.contains(&format!("root {r}/proj")), "{message}");
+    let (status, body) = lab.get("/api/v1/growth/owners?from=1&to=2");
+    assert_eq!(status, 400, "{body}");
+
+    // Both snapshots hold {r}/proj: a history must say which filesystem it follows.
+    let (status, body) = lab.get(&format!("/api/v1/history?path={r}/proj"));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("snapshot="),
+        "{body}"
+    );
+    for id in [1, 2] {
+        let (status, body) = lab.get(&format!("/api/v1/history?path={r}/proj&snapshot={id}"));
+        assert_eq!(status, 200, "{body}");
+        let points: Vec<u64> = body["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["snapshot_id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(points, [id], "{body}");
+    }
+    // Only one filesystem holds the root: no choice to make.
+    let (status, body) = lab.get(&format!("/api/v1/history?path={r}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["root_path"], r);
+}
+
+#[test]
+fn history_and_growth_warn_when_scans_did_not_cover_the_same_tree() {
+    let lab = Lab::new("coverage");
+    lab.scan("", &[]);
+    lab.scan("", &["--max-depth", "1", "--exclude", "other"]);
+    let r = lab.r();
+    let (status, list) = lab.get("/api/v1/snapshots");
+    assert_eq!(status, 200, "{list}");
+    let options: Vec<&str> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scan_options"].as_str().unwrap())
+        .collect();
+    assert_eq!(options, ["--max-depth=1 --exclude=other", ""]);
+
+    let (status, growth) = lab.get(&format!("/api/v1/growth?from=1&to=2&path={r}"));
+    assert_eq!(status, 200, "{growth}");
+    let warning = growth["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("did not cover the same tree")
+            && warning.contains("snapshot 1 a full scan")
+            && warning.contains("snapshot 2 a scan with --max-depth=1 --exclude=other"),
+        "{growth}"
+    );
+    let (status, history) = lab.get(&format!("/api/v1/history?path={r}"));
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(
+        history["warnings"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+    assert_eq!(
+        history["points"][1]["scan_options"],
+        "--max-depth=1 --exclude=other"
+    );
+
+    // Two scans with the same options compare without a warning.
+    let (_, same) = lab.get(&format!("/api/v1/growth?from=1&to=1&path={r}"));
+    assert_eq!(same["warnings"], serde_json::json!([]), "{same}");
+}
+
+#[test]
+fn growth_summary_counts_only_entries_changed_in_place_as_changed() {
+    let lab = Lab::new("summary");
+    lab.scan("", &[]);
+    let root = &lab.root;
+    std::fs::write(root.join("proj/b"), vec![b'y'; 50]).unwrap(); // changed
+    std::fs::write(root.join("proj/new"), b"n").unwrap(); // added
+    std::fs::remove_dir_all(root.join("proj/a")).unwrap(); // removed
+    lab.scan("", &[]);
+    let r = lab.r();
+    let (status, growth) = lab.get(&format!("/api/v1/growth?from=1&to=2&path={r}/proj"));
+    assert_eq!(status, 200, "{growth}");
+    let s = &growth["summary"];
+    assert_eq!(
+        (
+            s["changed"].as_u64(),
+            s["added"].as_u64(),
+            s["removed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{growth}"
+    );
+}
+
+#[test]
+fn growth_and_history_of_a_missing_directory_are_404() {
+    let lab = Lab::new("missing");
+    lab.scan("", &[]);
+    let r = lab.r();
+    for uri in [
+        format!("/api/v1/history?path={r}/nowhere"),
+        format!("/api/v1/history?path={r}/nowhere&snapshot=1"),
+        format!("/api/v1/growth?from=1&to=1&path={r}/nowhere"),
+        // Listings under a directory that is not there, likewise.
+        format!("/api/v1/snapshots/1/top?path={r}/nowhere"),
+        format!("/api/v1/snapshots/1/stale?path={r}/nowhere"),
+        format!("/api/v1/snapshots/1/search?q=x&path={r}/nowhere"),
+        format!("/api/v1/snapshots/1/treemap?path={r}/nowhere"),
+    ] {
+        let (status, body) = lab.get(&uri);
+        assert_eq!(status, 404, "{uri}: {body}");
+    }
+    // The OpenAPI document says that both need a path.
+    let (_, doc) = lab.get("/api/v1/openapi.json");
+    for route in ["/api/v1/history", "/api/v1/growth"] {
+        let path = doc["paths"][route]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "path")
+            .unwrap();
+        assert_eq!(path["required"], true, "{route}");
+    }
+}

@@ -49,7 +49,8 @@ struct Snapshot {
     snapshot_id: u64,
     state_name: String,
     entries: u64,
-    started: u32,
+    /// The scan's start, nanoseconds since the epoch.
+    started: i64,
     scan_id: String,
 }
 
@@ -59,7 +60,7 @@ struct Count {
 }
 
 fn snapshots(rt: &tokio::runtime::Runtime, db: &TestDatabase) -> Vec<Snapshot> {
-    db.query(rt, &format!("SELECT snapshot_id, toString(state) AS state_name, entries, toUInt32(started_at) AS started, scan_id FROM {}.snapshots FINAL ORDER BY snapshot_id", db.database))
+    db.query(rt, &format!("SELECT snapshot_id, toString(state) AS state_name, entries, started_at_ns AS started, scan_id FROM {}.snapshots FINAL ORDER BY snapshot_id", db.database))
 }
 
 fn rows(rt: &tokio::runtime::Runtime, db: &TestDatabase) -> u64 {
@@ -157,4 +158,71 @@ fn broken_or_foreign_chunk_files_are_refused_by_name_and_nothing_is_kept() {
 
     assert!(snapshots(&rt, &db).is_empty(), "nothing was begun");
     assert_eq!(rows(&rt, &db), 0);
+}
+
+/// `storage-aggregator import --check DIR`, with no ClickHouse to reach: it reads files only.
+fn check(dir: &Path) -> Output {
+    Command::new(aggregator_binary())
+        .args(["import", "--check"])
+        .arg(dir)
+        .env("STORAGE_TRACKER_CLICKHOUSE_URL", "http://127.0.0.1:1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn import_check_refuses_a_chunk_copied_over_another_as_the_import_does() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "import_check");
+    let tree = tempfile::tempdir().unwrap();
+    for i in 0..5000 {
+        std::fs::write(tree.path().join(format!("f{i}")), b"x").unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    offline_scan(tree.path(), out.path());
+    let first = out.path().join("rank00000-seq000000000.parquet");
+    let second = out.path().join("rank00000-seq000000001.parquet");
+    assert!(second.exists(), "the scan wrote several chunks");
+    let o = check(out.path());
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(said.contains("5001 entries: valid"), "{said}");
+    let good = std::fs::read(&second).unwrap();
+
+    // One chunk copied over another: the check says so, as the import does.
+    std::fs::copy(&first, &second).unwrap();
+    for o in [check(out.path()), import(&db, out.path())] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(
+                "rank00000-seq000000001.parquet is a copy of rank00000-seq000000000.parquet"
+            ),
+            "{err}"
+        );
+    }
+
+    // A chunk of another scan in its place: its rows are not what the manifest counts.
+    let other_tree = tempfile::tempdir().unwrap();
+    std::fs::write(other_tree.path().join("g"), b"y").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    offline_scan(other_tree.path(), other.path());
+    std::fs::copy(other.path().join("rank00000-seq000000000.parquet"), &second).unwrap();
+    for o in [check(out.path()), import(&db, out.path())] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("does not match its manifest: rank 0 scanned 5001 entries"),
+            "{err}"
+        );
+    }
+    assert!(snapshots(&rt, &db).is_empty(), "nothing was begun");
+    assert_eq!(rows(&rt, &db), 0);
+
+    std::fs::write(&second, good).unwrap();
+    assert!(check(out.path()).status.success());
 }

@@ -405,37 +405,52 @@ fn tokens_limit_every_endpoint_to_their_prefixes() {
     );
 }
 
-/// Sums an ncdu JSON export (as ncdu itself re-exports it): for every directory, by path, the
-/// apparent bytes of it and everything below, and the entries below it.
+/// Sums an ncdu JSON export (as ncdu itself re-exports it) as ncdu counts it: for every
+/// directory, by path, the apparent bytes of it and everything below (a hard-linked file,
+/// marked `hlnkc`, once per directory), and the entries below it.
 fn ncdu_totals(doc: &serde_json::Value) -> std::collections::BTreeMap<String, (u64, u64)> {
+    /// Every entry: (path, is a directory, asize, the inode of a hard-linked file).
     fn walk(
         node: &serde_json::Value,
         parent: &str,
-        out: &mut std::collections::BTreeMap<String, (u64, u64)>,
-    ) -> (u64, u64) {
-        let items = node.as_array().expect("a directory is an array");
-        let name = items[0]["name"].as_str().unwrap();
+        out: &mut Vec<(String, bool, u64, Option<u64>)>,
+    ) {
+        let (info, children) = match node.as_array() {
+            Some(items) => (&items[0], &items[1..]),
+            None => (node, &[][..]),
+        };
+        let name = info["name"].as_str().unwrap();
         let path = if parent.is_empty() {
             name.to_owned()
         } else {
             format!("{parent}/{name}")
         };
-        let (mut bytes, mut entries) = (items[0]["asize"].as_u64().unwrap_or(0), 0);
-        for child in &items[1..] {
-            if child.is_array() {
-                let (b, e) = walk(child, &path, out);
-                bytes += b;
-                entries += e + 1;
-            } else {
-                bytes += child["asize"].as_u64().unwrap_or(0);
-                entries += 1;
+        let linked = (info["hlnkc"] == true).then(|| info["ino"].as_u64().unwrap());
+        out.push((
+            path.clone(),
+            node.is_array(),
+            info["asize"].as_u64().unwrap_or(0),
+            linked,
+        ));
+        for child in children {
+            walk(child, &path, out);
+        }
+    }
+    let mut all = Vec::new();
+    walk(&doc[3], "", &mut all);
+    let mut out = std::collections::BTreeMap::new();
+    for (dir, _, own, _) in all.iter().filter(|e| e.1) {
+        let below = format!("{dir}/");
+        let mut inodes = std::collections::BTreeSet::new();
+        let (mut bytes, mut entries) = (*own, 0);
+        for (_, _, size, linked) in all.iter().filter(|e| e.0.starts_with(&below)) {
+            entries += 1;
+            if linked.is_none_or(|ino| inodes.insert(ino)) {
+                bytes += size;
             }
         }
-        out.insert(path, (bytes, entries));
-        (bytes, entries)
+        out.insert(dir.clone(), (bytes, entries));
     }
-    let mut out = std::collections::BTreeMap::new();
-    walk(&doc[3], "", &mut out);
     out
 }
 
@@ -464,7 +479,8 @@ fn ncdu_export_loads_in_ncdu_and_gdu_and_matches_the_tree() {
     let s = "/api/v1/snapshots/1";
     let (status, kind, from_api) = api.raw(&format!("{s}/export/ncdu"));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&from_api));
-    assert_eq!(kind, "application/json");
+    // The fixture has names that are not UTF-8: bytes, not JSON (see the test below).
+    assert_eq!(kind, "application/octet-stream");
 
     // The command line writes the same bytes.
     let out = tempfile::tempdir().unwrap();
@@ -559,4 +575,469 @@ fn ncdu_export_loads_in_ncdu_and_gdu_and_matches_the_tree() {
             .0,
         404
     );
+}
+
+/// A scanned tree of small files written by `files`, with an API over its database.
+fn scanned(tag: &str, files: &[(&str, usize)]) -> (Api, TestDatabase, tempfile::TempDir, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, tag);
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    for (p, n) in files {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![b'x'; *n]).unwrap();
+    }
+    scan(&aggregator, &root);
+    drop(aggregator);
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
+        rt,
+    };
+    (api, db, tree, root.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn stale_csv_streams_every_row_past_one_page() {
+    // More rows than one page of the download, in a few directories.
+    let names: Vec<String> = (0..23_456).map(|i| format!("d{}/f{i:05}", i % 7)).collect();
+    let files: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let (api, _db, _tree, r) = scanned("csvall", &files);
+    let s = "/api/v1/snapshots/1";
+    let (status, kind, csv) = api.raw(&format!("{s}/stale?days=0&format=csv"));
+    assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    let csv = String::from_utf8(csv).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), names.len(), "every file, once");
+    let unique: std::collections::BTreeSet<&str> = rows.iter().copied().collect();
+    assert_eq!(unique.len(), names.len());
+    assert!(
+        rows[0].starts_with(&format!("\"{r}/d0/f00000\",1,")),
+        "{}",
+        rows[0]
+    );
+    // An explicit cap is kept; offset skips from the start.
+    let (_, _, capped) = api.raw(&format!("{s}/stale?days=0&format=csv&limit=12345&offset=2"));
+    let capped = String::from_utf8(capped).unwrap();
+    assert_eq!(capped.lines().count(), 1 + 12_345);
+    assert_eq!(capped.lines().nth(1).unwrap(), rows[2]);
+}
+
+#[test]
+fn stale_csv_gives_raw_bytes_of_non_utf8_paths_in_base64() {
+    use base64::Engine;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "csvb64");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    let odd = root.join(os(b"caf\xe9.dat"));
+    std::fs::write(&odd, b"12345").unwrap();
+    std::fs::write(root.join("plain.dat"), b"1").unwrap();
+    scan(&aggregator, &root);
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
+        rt,
+    };
+    let (_, _, csv) = api.raw("/api/v1/snapshots/1/stale?days=0&format=csv");
+    let csv = String::from_utf8(csv).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().ends_with(",path_b64"));
+    let raw = |line: &str| line.rsplit(',').next().unwrap().to_owned();
+    let rows: Vec<&str> = lines.collect();
+    let odd_row = rows.iter().find(|l| l.contains("caf\u{fffd}.dat")).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw(odd_row))
+        .unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    assert_eq!(decoded, odd.as_os_str().as_bytes());
+    let plain_row = rows.iter().find(|l| l.contains("plain.dat")).unwrap();
+    assert_eq!(raw(plain_row), "");
+}
+
+#[test]
+fn case_insensitive_search_finds_uppercase_patterns() {
+    let (api, _db, _tree, _r) = scanned(
+        "nocase",
+        &[
+            ("run/results.csv", 1),
+            ("run/RESULTS.old", 2),
+            ("run/other", 3),
+        ],
+    );
+    let s = "/api/v1/snapshots/1";
+    let search = |q: &str| {
+        let mut names = api.names(&format!("{s}/search?{q}"));
+        names.sort();
+        names
+    };
+    let both = ["RESULTS.old", "results.csv"];
+    // RE2's own flag, which 18.16 ignored on an uppercase literal.
+    assert_eq!(search("q=(%3Fi)RESULTS&match=regex"), both);
+    assert_eq!(search("q=(%3Fi)results&match=regex"), both);
+    assert_eq!(search("q=RESULTS&match=regex&ignore_case=true"), both);
+    assert_eq!(
+        search("q=%5ERESULTS%5C.&match=regex&ignore_case=true"),
+        both
+    );
+    assert_eq!(search("q=ResultS&ignore_case=true"), both);
+    assert_eq!(search("q=RESULTS*&match=glob&ignore_case=true"), both);
+    // Without it, case counts.
+    assert_eq!(search("q=RESULTS"), ["RESULTS.old"]);
+    assert_eq!(search("q=results*&match=glob"), ["results.csv"]);
+    assert_eq!(api.raw(&format!("{s}/search?q=x&ignore_case=maybe")).0, 400);
+}
+
+#[test]
+fn top_dirs_carry_their_own_allocated_size_mode_and_nlink() {
+    let (api, _db, tree, r) = scanned("topdirs", &[("a/b/c", 5000), ("a/d", 10), ("e/f", 1)]);
+    let s = "/api/v1/snapshots/1";
+    let top = api.json(&format!("{s}/top?what=dirs&limit=10"));
+    let entries = top["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{top}");
+    for e in entries {
+        let path = e["path"].as_str().unwrap();
+        // The same answer as the entry itself gives.
+        let one = api.json(&format!("{s}/entry?path={path}"));
+        for field in [
+            "allocated",
+            "size",
+            "mode",
+            "nlink",
+            "bytes",
+            "files",
+            "uid",
+        ] {
+            assert_eq!(e[field], one[field], "{field} of {path}");
+        }
+        assert!(e["nlink"].as_u64().unwrap() >= 2, "{e}");
+        assert_ne!(e["mode"], 0, "{e}");
+        assert_ne!(e["size"], 0, "{e}");
+        // Allocated bytes as du -s -B1 counts them.
+        let du = Command::new("du")
+            .args(["-s", "-B1"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let du: u64 = String::from_utf8_lossy(&du.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(e["allocated"], du, "{path}");
+    }
+    assert_eq!(entries[0]["path"], r);
+    assert_eq!(entries[1]["path"], format!("{r}/a"));
+    drop(tree);
+}
+
+#[test]
+fn regexes_that_re2_refuses_are_400_naming_the_problem() {
+    let (api, _db, _tree, _r) = scanned("re2", &[("f1", 1)]);
+    let s = "/api/v1/snapshots/1";
+    for (pattern, reason) in [
+        ("a%7B1001%7D", "repetition"),
+        ("(%3F%3Cn%3Ef1)", "perl operator"),
+        ("x%7B2%7D%7B2%7D", "repetition"),
+        ("(%3Fx)%20f%201", "perl operator"),
+    ] {
+        let (status, _, body) = api.raw(&format!("{s}/search?q={pattern}&match=regex"));
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{pattern}: {body}");
+        assert!(
+            body.contains("RE2") && body.contains(reason),
+            "{pattern}: {body}"
+        );
+    }
+    for how in ["regex", "substring", "glob"] {
+        let (status, _, body) = api.raw(&format!("{s}/search?q=f1%00x&match={how}"));
+        assert_eq!(status, 400, "{how}: {}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("NUL"));
+    }
+    assert_eq!(api.raw(&format!("{s}/search?user=ro%00ot")).0, 400);
+}
+
+#[test]
+fn hard_linked_files_count_once_in_apparent_bytes_as_du_counts_them() {
+    let (api, _db, tree, r) = scanned("hardlinks", &[("d/file", 10_000), ("d/sub/other", 3)]);
+    let root = std::path::Path::new(&r);
+    std::fs::hard_link(root.join("d/file"), root.join("d/link")).unwrap();
+    std::fs::hard_link(root.join("d/file"), root.join("d/sub/link")).unwrap();
+    // Scan again with the links in place, as snapshot 2.
+    let aggregator = Aggregator::start(&api.rt, &_db);
+    scan(&aggregator, root);
+    let s = "/api/v1/snapshots/2";
+    let du_apparent = |p: &std::path::Path| -> u64 {
+        let o = Command::new("du")
+            .args(["-s", "-b"])
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    for dir in ["", "/d", "/d/sub"] {
+        let path = format!("{r}{dir}");
+        let entry = api.json(&format!("{s}/entry?path={path}"));
+        assert_eq!(
+            entry["bytes"],
+            du_apparent(std::path::Path::new(&path)),
+            "{path}"
+        );
+    }
+    let listing = api.json(&format!("{s}/children?path={r}"));
+    assert_eq!(listing["directory"]["bytes"], du_apparent(root));
+    // Per snapshot, the file counts once among its owner's bytes and in its type.
+    let users = api.json(&format!("{s}/usage?by=user"));
+    let dirs: u64 = ["", "/d", "/d/sub"]
+        .iter()
+        .map(|d| std::fs::metadata(format!("{r}{d}")).unwrap().len())
+        .sum();
+    assert_eq!(users["items"][0]["bytes"], dirs + 10_000 + 3);
+    drop(tree);
+}
+
+#[test]
+fn a_file_modified_just_before_the_scan_is_not_in_the_future() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "future");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    let file = root.join("fresh");
+    std::fs::write(&file, b"x").unwrap();
+    // Late in a second, the file is modified earlier in the same second: a start rounded down
+    // to the second lies before it.
+    let since_epoch = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+    };
+    while since_epoch().subsec_millis() < 600 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let now = since_epoch();
+    let modified = SystemTime::UNIX_EPOCH + Duration::new(now.as_secs(), 300_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(modified))
+        .unwrap();
+    scan(&aggregator, &root);
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
+        rt,
+    };
+    let snapshot = api.json("/api/v1/snapshots/1");
+    let started_ns = snapshot["started_at_ns"].as_i64().unwrap();
+    assert!(
+        started_ns
+            > modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i64
+    );
+    let mtimes = api.json("/api/v1/snapshots/1/histograms?of=mtime");
+    let future: u64 = mtimes["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["bucket"] == 0)
+        .map(|b| b["files"].as_u64().unwrap())
+        .sum();
+    assert_eq!(future, 0, "{mtimes}");
+}
+
+#[test]
+fn health_fails_when_the_database_does_not_exist() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut config = reader(&TestDatabase::new(&rt, "health"));
+    config.database = "st_no_such_database".parse().unwrap();
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(config)),
+        rt,
+    };
+    let (status, _, body) = api.raw("/health");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("st_no_such_database"), "{body}");
+    assert_eq!(api.raw("/api/v1/snapshots").0, 503);
+}
+
+#[test]
+fn scoped_tokens_see_only_snapshots_covering_their_prefixes_and_their_own_totals() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "scopedlist");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    for (p, n) in [
+        ("t/team/a", 100),
+        ("t/team/sub/b", 20),
+        ("t/other/secret", 5000),
+        ("u/x", 1),
+    ] {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![b'x'; n]).unwrap();
+    }
+    scan(&aggregator, &root.join("t"));
+    scan(&aggregator, &root.join("u"));
+    scan(&aggregator, &root.join("t/team"));
+    let r = root.to_str().unwrap();
+    let (admin, lead) = (
+        "admin-token-0123456789abcdef",
+        "lead-token-0123456789abcdefgh",
+    );
+    let access = storage_tracker_api::access::Access::parse(&format!(
+        "admin {admin} *\nlead {lead} {r}/t/team\n"
+    ))
+    .unwrap();
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db)).with_access(access)),
+        rt,
+    };
+    let json = |uri: &str, token: &str| -> serde_json::Value {
+        let (status, _, body) = api.raw_as(uri, Some(token));
+        assert_eq!(status, 200, "{uri}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    };
+    let all = json("/api/v1/snapshots", admin);
+    assert_eq!(all["total"], 3);
+    assert!(all["snapshots"][0]["errors"].is_u64());
+
+    let mine = json("/api/v1/snapshots", lead);
+    assert_eq!(mine["total"], 2, "{mine}");
+    let ids: Vec<u64> = mine["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [3, 1]);
+    let team_dirs = [("t/team", 0), ("t/team/sub", 0)]
+        .iter()
+        .map(|(d, _)| std::fs::metadata(root.join(d)).unwrap().len())
+        .sum::<u64>();
+    for s in mine["snapshots"].as_array().unwrap() {
+        // team, a, sub, b: nothing of t/other.
+        assert_eq!(s["entries"], 4, "{s}");
+        assert_eq!(s["apparent_bytes"], team_dirs + 120, "{s}");
+        assert!(s.get("errors").is_none(), "{s}");
+    }
+    assert_eq!(api.raw_as("/api/v1/snapshots/2", Some(lead)).0, 404);
+    assert_eq!(api.raw_as("/api/v1/snapshots/1", Some(lead)).0, 200);
+
+    // The token may ask what it may read; the scheme's name is case-insensitive.
+    let me = json("/api/v1/access", lead);
+    assert_eq!(
+        me,
+        serde_json::json!({ "name": "lead", "admin": false, "prefixes": [format!("{r}/t/team")] })
+    );
+    let lower = api
+        .rt
+        .block_on(
+            api.app.clone().oneshot(
+                Request::get("/api/v1/access")
+                    .header("authorization", format!("bearer {admin}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            ),
+        )
+        .unwrap();
+    assert_eq!(lower.status(), 200);
+}
+
+#[test]
+fn ncdu_export_of_a_non_utf8_name_is_what_ncdu_writes_and_not_labelled_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "ncdu_bytes");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"a\xffb")), b"x").unwrap();
+    std::fs::write(root.join("q\u{1}\"\\.txt"), b"y").unwrap();
+    scan(&aggregator, &root);
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
+        rt,
+    };
+    let request = Request::get("/api/v1/snapshots/1/export/ncdu")
+        .body(Body::empty())
+        .unwrap();
+    let response = api.rt.block_on(api.app.clone().oneshot(request)).unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    // Not UTF-8, so not application/json; still a .json download for ncdu -f.
+    assert_eq!(header("content-type"), "application/octet-stream");
+    assert!(
+        header("content-disposition").ends_with(".json\""),
+        "{}",
+        header("content-disposition")
+    );
+    let exported = api
+        .rt
+        .block_on(axum::body::to_bytes(response.into_body(), 16 << 20))
+        .unwrap()
+        .to_vec();
+    assert!(std::str::from_utf8(&exported).is_err());
+
+    // ncdu writes each name the same way: the byte as is, control characters as \u escapes.
+    let out = tempfile::tempdir().unwrap();
+    let from_ncdu = out.path().join("ncdu.json");
+    let o = Command::new(tool("ncdu"))
+        .arg("-o")
+        .arg(&from_ncdu)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ncdu_wrote = std::fs::read(&from_ncdu).unwrap();
+    let has = |doc: &[u8], needle: &[u8]| doc.windows(needle.len()).any(|w| w == needle);
+    for name in [
+        &b"{\"name\":\"a\xffb\""[..],
+        b"{\"name\":\"q\\u0001\\\"\\\\.txt\"",
+    ] {
+        assert!(
+            has(&ncdu_wrote, name),
+            "ncdu: {}",
+            String::from_utf8_lossy(&ncdu_wrote)
+        );
+        assert!(
+            has(&exported, name),
+            "ours: {}",
+            String::from_utf8_lossy(&exported)
+        );
+    }
+
+    // And ncdu loads ours and writes the name back unchanged.
+    let file = out.path().join("export.json");
+    std::fs::write(&file, &exported).unwrap();
+    let again = out.path().join("again.json");
+    let o = Command::new(tool("ncdu"))
+        .arg("-f")
+        .arg(&file)
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(has(
+        &std::fs::read(&again).unwrap(),
+        b"{\"name\":\"a\xffb\""
+    ));
 }

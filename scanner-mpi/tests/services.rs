@@ -302,3 +302,58 @@ fn the_example_configurations_use_only_options_the_programs_have() {
         }
     }
 }
+
+#[test]
+fn an_empty_tokens_file_refuses_to_start_and_a_readable_one_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "# nobody yet\n\n").unwrap();
+    let api = sibling_binary(SCANNER, "storage-api", "storage-tracker-api");
+    let out = Command::new(&api)
+        .arg("--tokens-file")
+        .arg(&tokens)
+        .args(["--listen", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("none is configured"), "{stderr}");
+
+    // A malformed line is named by its own line number in its own file.
+    std::fs::write(&tokens, "# one\nalice short *\n").unwrap();
+    let out = Command::new(&api)
+        .arg("--tokens-file")
+        .arg(&tokens)
+        .env(
+            "STORAGE_TRACKER_API_TOKENS",
+            "admin aaaaaaaaaaaaaaaaaaaaaaaaaaaa *",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("the tokens file {}, line 2:", tokens.display())),
+        "{stderr}"
+    );
+
+    // Readable by others: it starts, with a warning.
+    std::fs::write(&tokens, "admin aaaaaaaaaaaaaaaaaaaaaaaaaaaa *\n").unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = free_port();
+    let mut service = Service(Some(
+        Command::new(&api)
+            .arg("--tokens-file")
+            .arg(&tokens)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_for_port(port, &mut service);
+    let (_, log) = terminate(service);
+    assert!(
+        log.contains("can be read by other users (mode 644)"),
+        "{log}"
+    );
+}

@@ -418,7 +418,8 @@ pub fn ground_truth(root: &Path) -> Vec<TruthEntry> {
 }
 
 /// Recursive totals of a directory by the product's definition: bytes of the directory and
-/// everything below it; entries, files and directories strictly below it.
+/// everything below it (a hard-linked file once, as `du` counts it); entries, files and
+/// directories strictly below it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TreeTotals {
     pub bytes: u64,
@@ -431,11 +432,14 @@ pub fn tree_totals(truth: &[TruthEntry], dir: &[u8]) -> TreeTotals {
     let mut below = dir.to_vec();
     below.push(b'/');
     let mut t = TreeTotals::default();
+    let mut inodes = BTreeSet::new();
     for e in truth {
         if e.path == dir {
             t.bytes += e.size;
         } else if e.path.starts_with(&below) {
-            t.bytes += e.size;
+            if !e.hard_linked() || inodes.insert((e.dev, e.ino)) {
+                t.bytes += e.size;
+            }
             t.entries += 1;
             t.files += u64::from(e.kind == "file");
             t.dirs += u64::from(e.kind == "dir");
@@ -494,8 +498,8 @@ struct FullRollup {
 }
 
 /// (bytes, allocated, entries, files, dirs) recursive then direct, by the product's rules:
-/// recursive totals include the directory's own bytes; a hard-linked file's allocated bytes
-/// count once per directory.
+/// recursive totals include the directory's own bytes; a hard-linked file's apparent and
+/// allocated bytes count once per directory.
 fn expected_rollup(truth: &[TruthEntry], dir: &TruthEntry) -> [u64; 10] {
     let mut below = dir.path.clone();
     below.push(b'/');
@@ -507,8 +511,8 @@ fn expected_rollup(truth: &[TruthEntry], dir: &TruthEntry) -> [u64; 10] {
     for e in truth.iter().filter(|e| e.path.starts_with(&below)) {
         let direct = !e.path[below.len()..].contains(&b'/');
         let counts = |r: &mut [u64], at: usize, inodes: &mut BTreeSet<(u64, u64)>| {
-            r[at] += e.size;
             if !e.hard_linked() || inodes.insert((e.dev, e.ino)) {
+                r[at] += e.size;
                 r[at + 1] += e.allocated;
             }
             r[at + 2] += 1;
@@ -561,13 +565,13 @@ struct Bucket {
 
 /// Checks every report of committed snapshot `id` against `truth`: the rollups of every
 /// directory (recursive and direct), usage per user and group, per file type, and the size and
-/// age histograms (ages seen from `started_at`, the snapshot's start in Unix seconds).
+/// age histograms (ages seen from `started_at_ns`, the snapshot's start in nanoseconds).
 pub fn check_reports(
     rt: &tokio::runtime::Runtime,
     db: &TestDatabase,
     id: u64,
     truth: &[TruthEntry],
-    started_at: u32,
+    started_at_ns: i64,
 ) {
     use storage_tracker_proto::reports::{age_bucket, extension, size_bucket};
     let d = &db.database;
@@ -605,7 +609,7 @@ pub fn check_reports(
         );
     }
 
-    // Per snapshot, a hard-linked file's allocated bytes count once, on its smallest path.
+    // Per snapshot, a hard-linked file's bytes count once, on its smallest path.
     let mut first_link: BTreeMap<(u64, u64), &[u8]> = BTreeMap::new();
     for e in truth.iter().filter(|e| e.hard_linked()) {
         let first = first_link.entry((e.dev, e.ino)).or_insert(&e.path);
@@ -613,13 +617,10 @@ pub fn check_reports(
             *first = &e.path;
         }
     }
-    let alloc_once = |e: &TruthEntry| {
-        if e.hard_linked() && first_link[&(e.dev, e.ino)] != e.path.as_slice() {
-            0
-        } else {
-            e.allocated
-        }
-    };
+    let counted =
+        |e: &TruthEntry| !e.hard_linked() || first_link[&(e.dev, e.ino)] == e.path.as_slice();
+    let alloc_once = |e: &TruthEntry| if counted(e) { e.allocated } else { 0 };
+    let size_once = |e: &TruthEntry| if counted(e) { e.size } else { 0 };
 
     // Per user, per top-level directory below the root ('' for the root itself).
     let root_depth = truth.iter().map(|e| e.path.len()).min().unwrap_or(0);
@@ -638,7 +639,7 @@ pub fn check_reports(
     for e in truth {
         let w = want.entry((e.uid, top_of(e))).or_default();
         w.0 += 1;
-        w.1 += e.size;
+        w.1 += size_once(e);
     }
     let got: BTreeMap<(u32, Vec<u8>), (u64, u64)> = db
         .query::<TopUsage>(rt, &format!(
@@ -660,7 +661,7 @@ pub fn check_reports(
         for e in truth {
             let w = want.entry(of(e)).or_default();
             w.0 += u64::from(e.kind == "file");
-            w.1 += e.size;
+            w.1 += size_once(e);
             w.2 += alloc_once(e);
         }
         let got: BTreeMap<u32, (u64, u64, u64)> = db
@@ -679,7 +680,7 @@ pub fn check_reports(
     for e in &files {
         let w = want.entry(extension(e.name())).or_default();
         w.0 += 1;
-        w.1 += e.size;
+        w.1 += size_once(e);
         w.2 += alloc_once(e);
     }
     let got: BTreeMap<Vec<u8>, (u64, u64, u64)> = db
@@ -691,7 +692,7 @@ pub fn check_reports(
         .collect();
     assert_eq!(got, want, "usage per file type (files, bytes, allocated)");
 
-    let now = i64::from(started_at) * 1_000_000_000;
+    let now = started_at_ns;
     let mut want: BTreeMap<(String, u8), (u64, u64, u64)> = BTreeMap::new();
     for e in &files {
         for (h, bucket) in [
@@ -701,7 +702,7 @@ pub fn check_reports(
         ] {
             let w = want.entry((h.to_owned(), bucket)).or_default();
             w.0 += 1;
-            w.1 += e.size;
+            w.1 += size_once(e);
             w.2 += alloc_once(e);
         }
     }

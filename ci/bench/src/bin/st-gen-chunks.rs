@@ -206,6 +206,7 @@ fn main() -> anyhow::Result<()> {
             schema_version: SCHEMA_VERSION,
             scan_id: format!("st-gen-chunks-{}-{}-{}", args.entries, args.seed, now),
             started_at: now,
+            ..Default::default()
         }),
         finish: Some(FinishSnapshotRequest {
             snapshot_id: 0,

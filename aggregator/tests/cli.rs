@@ -1,0 +1,190 @@
+//! The aggregator's command line against a real ClickHouse: what a user types wrong is said
+//! once and plainly, nothing is created by a command that only reads, and a file it writes is
+//! whole or absent.
+
+#[path = "../../scanner-mpi/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+
+use storage_tracker_aggregator::Store;
+use storage_tracker_aggregator::store::{STATE_COMMITTED, SnapshotRecord};
+use support::{TestDatabase, clickhouse_url};
+
+const AGGREGATOR: &str = env!("CARGO_BIN_EXE_storage-aggregator");
+
+/// The aggregator on `url` and `database`, with `args`.
+fn aggregator(url: &str, database: &str, args: &[&str]) -> Output {
+    Command::new(AGGREGATOR)
+        .args(["--clickhouse-url", url, "--database", database])
+        .args(args)
+        .env_remove("STORAGE_TRACKER_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Count {
+    n: u64,
+}
+
+fn databases_named(rt: &tokio::runtime::Runtime, name: &str) -> u64 {
+    let client = clickhouse::Client::default()
+        .with_url(clickhouse_url())
+        .with_validation(false);
+    rt.block_on(
+        client
+            .query("SELECT count() AS n FROM system.databases WHERE name = ?")
+            .bind(name)
+            .fetch_one::<Count>(),
+    )
+    .unwrap()
+    .n
+}
+
+/// A committed snapshot record (no entries) started at `started_at`.
+fn commit_record(rt: &tokio::runtime::Runtime, db: &TestDatabase, id: u64, started_at: u32) {
+    let store = Store::new(db.store_config());
+    rt.block_on(store.record_snapshot(&SnapshotRecord {
+        snapshot_id: id,
+        version: 1,
+        state: STATE_COMMITTED,
+        scan_id: format!("scan-{id}"),
+        filesystem_label: "fs".into(),
+        root_path: b"/data".to_vec(),
+        ranks: 1,
+        schema_version: storage_tracker_proto::SCHEMA_VERSION,
+        started_at,
+        finished_at: started_at + 60,
+        ..SnapshotRecord::default()
+    }))
+    .unwrap();
+}
+
+#[test]
+fn a_mistyped_database_is_not_created_by_list_or_any_command_but_serve_and_import() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = clickhouse_url();
+    let typo = format!("st_test_typo_{}", std::process::id());
+    for args in [
+        &["list"][..],
+        &["drop", "1"],
+        &[
+            "retention",
+            "--label",
+            "fs",
+            "--keep-last",
+            "1",
+            "--dry-run",
+        ],
+        &["export-ncdu", "1"],
+    ] {
+        let o = aggregator(&url, &typo, args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("has no database {typo}: check --database")),
+            "{args:?}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?} printed nothing");
+        assert_eq!(databases_named(&rt, &typo), 0, "{args:?} created {typo}");
+    }
+}
+
+#[test]
+fn list_prints_utc_dates_not_epoch_seconds() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "cli_list");
+    // 2026-03-04 01:02:03 UTC.
+    commit_record(&rt, &db, 1, 1_772_582_400 + 3_723);
+    let o = aggregator(&db.url, db.database.as_str(), &["list"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let row = out.lines().nth(1).expect("one snapshot");
+    assert_eq!(
+        row.split('\t').nth(4),
+        Some("2026-03-04 01:02:03 UTC"),
+        "{out}"
+    );
+    assert!(!out.contains("1772586123"), "{out}");
+}
+
+#[test]
+fn export_ncdu_of_a_missing_path_leaves_no_file_behind() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "cli_export");
+    commit_record(&rt, &db, 1, 1_700_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.json");
+    let kept = dir.path().join("kept.json");
+    std::fs::write(&kept, b"an earlier export").unwrap();
+    for file in [&fresh, &kept] {
+        let o = aggregator(
+            &db.url,
+            db.database.as_str(),
+            &[
+                "export-ncdu",
+                "1",
+                "--path",
+                "/missing",
+                "-o",
+                file.to_str().unwrap(),
+            ],
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("has no directory /missing"), "{err}");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["kept.json"], "no empty file, no temporary file");
+    assert_eq!(std::fs::read(&kept).unwrap(), b"an earlier export");
+}
+
+#[test]
+fn error_messages_say_their_cause_once() {
+    // ClickHouse down: the client's message, hyper's and the socket's were each said twice.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = aggregator(&format!("http://{closed}"), "storage_tracker", &["list"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("ClickHouse at http://{closed}")),
+        "{err}"
+    );
+    for once in [
+        "http://127.0.0.1",
+        "client error (Connect)",
+        "Connection refused",
+    ] {
+        assert_eq!(err.matches(once).count(), 1, "{once:?} once: {err}");
+    }
+    // Bad options are usage errors (2), named by clap, before anything runs.
+    for args in [
+        &["--clickhouse-url", "not a url", "list"][..],
+        &["export-ncdu", "1", "--path", "relative/dir"],
+        &[
+            "serve",
+            "--spool",
+            "/tmp/unused",
+            "--metrics-listen",
+            "nowhere",
+        ],
+    ] {
+        let o = Command::new(AGGREGATOR).args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("invalid value"), "{}", stderr(&o));
+    }
+}

@@ -1,0 +1,293 @@
+//! Name patterns of a search: a substring, a shell glob or a regular expression, matched with
+//! or without regard to case, as one SQL condition that means the same on ClickHouse 18.16 and
+//! on current releases.
+//!
+//! Without regard to case, both sides are lowercased (`lowerUTF8` on the column, the pattern's
+//! literals in Rust) and a regex also gets RE2's `(?i)`. Lowercasing the literals is what makes
+//! it work on 18.16, whose `match` first looks for the pattern's longest literal as a
+//! case-sensitive substring even under `(?i)`: `(?i)RESULTS` found nothing there.
+
+use regex_syntax::ast::{self, Ast, ClassSetItem, Visitor};
+
+use storage_tracker_proto::sql::quote_bytes;
+
+use crate::ApiError;
+
+/// Longest pattern accepted.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+
+/// How `q` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchKind {
+    Substring,
+    Glob,
+    Regex,
+}
+
+impl MatchKind {
+    pub fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+        Ok(match s {
+            None | Some("substring") => Self::Substring,
+            Some("glob") => Self::Glob,
+            Some("regex") => Self::Regex,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "match must be substring, glob or regex, got {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// A checked pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePattern {
+    kind: MatchKind,
+    text: String,
+    ignore_case: bool,
+}
+
+/// Refuses a NUL byte in a request's text: no name holds one, and ClickHouse's functions would
+/// read the text only up to it.
+pub fn refuse_nul(parameter: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::BadRequest(format!(
+            "{parameter} contains a NUL byte, which no file name can hold"
+        )));
+    }
+    Ok(())
+}
+
+impl NamePattern {
+    /// `text` read as `kind`; a regex must parse (RE2's own refusals come back from ClickHouse
+    /// as 400s too). A regex that sets `(?i)` itself is matched without regard to case.
+    pub fn new(kind: MatchKind, text: &str, ignore_case: bool) -> Result<Self, ApiError> {
+        if text.len() > MAX_PATTERN_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "q is longer than {MAX_PATTERN_BYTES} bytes"
+            )));
+        }
+        refuse_nul("q", text)?;
+        let mut ignore_case = ignore_case;
+        if kind == MatchKind::Regex {
+            regex_syntax::Parser::new().parse(text).map_err(|e| {
+                ApiError::BadRequest(format!("q is not a valid regular expression: {e}"))
+            })?;
+            ignore_case |= sets_ignore_case(text);
+        }
+        Ok(Self {
+            kind,
+            text: text.to_owned(),
+            ignore_case,
+        })
+    }
+
+    /// The condition on `column` (a trusted column name).
+    pub fn condition(&self, column: &str) -> String {
+        let (haystack, text) = if self.ignore_case {
+            (format!("lowerUTF8({column})"), self.folded())
+        } else {
+            (column.to_owned(), self.text.clone())
+        };
+        match self.kind {
+            MatchKind::Substring => {
+                format!("position({haystack}, {}) > 0", quote_bytes(text.as_bytes()))
+            }
+            MatchKind::Glob => format!(
+                "{haystack} LIKE {}",
+                quote_bytes(&glob_to_like(text.as_bytes()))
+            ),
+            MatchKind::Regex => {
+                let flag = if self.ignore_case { "(?i)" } else { "" };
+                format!(
+                    "match({haystack}, {})",
+                    quote_bytes(format!("{flag}{text}").as_bytes())
+                )
+            }
+        }
+    }
+
+    /// The pattern with its literal characters lowercased (a regex's escapes and classes by
+    /// name stay as written).
+    fn folded(&self) -> String {
+        match self.kind {
+            MatchKind::Substring | MatchKind::Glob => self.text.to_lowercase(),
+            MatchKind::Regex => lowercase_regex_literals(&self.text),
+        }
+    }
+}
+
+/// A shell glob as a `LIKE` pattern: `*` any run, `?` one byte, `%`, `_` and `\` literal.
+pub fn glob_to_like(glob: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(glob.len() + 4);
+    for &b in glob {
+        match b {
+            b'*' => out.push(b'%'),
+            b'?' => out.push(b'_'),
+            b'%' | b'_' | b'\\' => {
+                out.push(b'\\');
+                out.push(b);
+            }
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+/// Whether the regex turns on case-insensitive matching anywhere (`(?i)`, `(?i:...)`).
+fn sets_ignore_case(pattern: &str) -> bool {
+    let Ok(ast) = ast::parse::Parser::new().parse(pattern) else {
+        return false;
+    };
+    struct Flags(bool);
+    impl Visitor for Flags {
+        type Output = bool;
+        type Err = ();
+        fn finish(self) -> Result<bool, ()> {
+            Ok(self.0)
+        }
+        fn visit_pre(&mut self, ast: &Ast) -> Result<(), ()> {
+            let flags = match ast {
+                Ast::Flags(set) => Some(&set.flags),
+                Ast::Group(g) => match &g.kind {
+                    ast::GroupKind::NonCapturing(flags) => Some(flags),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(flags) = flags {
+                let mut negated = false;
+                for item in &flags.items {
+                    match item.kind {
+                        ast::FlagsItemKind::Negation => negated = true,
+                        ast::FlagsItemKind::Flag(ast::Flag::CaseInsensitive) if !negated => {
+                            self.0 = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    ast::visit(&ast, Flags(false)).unwrap_or(false)
+}
+
+/// The regex with every literal character that has a one-character lowercase form written
+/// lowercase: verbatim where it was verbatim, else as `\x{..}`.
+fn lowercase_regex_literals(pattern: &str) -> String {
+    let Ok(ast) = ast::parse::Parser::new().parse(pattern) else {
+        return pattern.to_owned();
+    };
+    #[derive(Default)]
+    struct Literals(Vec<(usize, usize, String)>);
+    impl Literals {
+        fn add(&mut self, lit: &ast::Literal) {
+            let mut lower = lit.c.to_lowercase();
+            let (Some(c), None) = (lower.next(), lower.next()) else {
+                return;
+            };
+            if c == lit.c {
+                return;
+            }
+            let written = match lit.kind {
+                ast::LiteralKind::Verbatim => c.to_string(),
+                _ => format!("\\x{{{:x}}}", u32::from(c)),
+            };
+            self.0
+                .push((lit.span.start.offset, lit.span.end.offset, written));
+        }
+    }
+    impl Visitor for Literals {
+        type Output = Vec<(usize, usize, String)>;
+        type Err = ();
+        fn finish(self) -> Result<Self::Output, ()> {
+            Ok(self.0)
+        }
+        fn visit_pre(&mut self, ast: &Ast) -> Result<(), ()> {
+            if let Ast::Literal(lit) = ast {
+                self.add(lit);
+            }
+            Ok(())
+        }
+        fn visit_class_set_item_pre(&mut self, item: &ClassSetItem) -> Result<(), ()> {
+            match item {
+                ClassSetItem::Literal(lit) => self.add(lit),
+                ClassSetItem::Range(range) => {
+                    self.add(&range.start);
+                    self.add(&range.end);
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+    let mut edits = ast::visit(&ast, Literals::default()).unwrap_or_default();
+    edits.sort_by_key(|e| e.0);
+    let mut out = String::with_capacity(pattern.len());
+    let mut at = 0;
+    for (start, end, written) in edits {
+        if start < at {
+            continue;
+        }
+        out.push_str(&pattern[at..start]);
+        out.push_str(&written);
+        at = end;
+    }
+    out.push_str(&pattern[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_become_like_patterns_with_literals_escaped() {
+        assert_eq!(glob_to_like(b"*.tar.?z"), b"%.tar._z");
+        assert_eq!(glob_to_like(b"100%_\\x"), b"100\\%\\_\\\\x");
+    }
+
+    #[test]
+    fn case_insensitive_regex_lowercases_literals_but_not_escapes() {
+        assert_eq!(lowercase_regex_literals(r"RESULTS\.TXT$"), r"results\.txt$");
+        assert_eq!(
+            lowercase_regex_literals(r"\D\W[A-Z]+\x41"),
+            r"\D\W[a-z]+\x{61}"
+        );
+        assert_eq!(lowercase_regex_literals(r"(?i)ÄB"), r"(?i)äb");
+        assert!(sets_ignore_case("(?i)RESULTS"));
+        assert!(sets_ignore_case("a(?i:B)"));
+        assert!(!sets_ignore_case("(?-i)a"));
+        assert!(!sets_ignore_case("RESULTS"));
+    }
+
+    #[test]
+    fn case_insensitive_search_of_uppercase_regex_finds_lowercase_names() {
+        let p = NamePattern::new(MatchKind::Regex, "(?i)RESULTS", false).unwrap();
+        assert_eq!(
+            p.condition("name"),
+            format!(
+                "match(lowerUTF8(name), {})",
+                quote_bytes(b"(?i)(?i)results")
+            )
+        );
+        let p = NamePattern::new(MatchKind::Substring, "ReSuLt", true).unwrap();
+        assert_eq!(
+            p.condition("name"),
+            "position(lowerUTF8(name), 'result') > 0"
+        );
+        let p = NamePattern::new(MatchKind::Glob, "*.TXT", true).unwrap();
+        assert_eq!(p.condition("path"), "lowerUTF8(path) LIKE '%.txt'");
+        let p = NamePattern::new(MatchKind::Glob, "*.TXT", false).unwrap();
+        assert_eq!(p.condition("path"), "path LIKE '%.TXT'");
+    }
+
+    #[test]
+    fn nul_byte_in_pattern_is_refused() {
+        for kind in [MatchKind::Substring, MatchKind::Glob, MatchKind::Regex] {
+            let e = NamePattern::new(kind, "f1\0x", false).unwrap_err();
+            assert!(e.to_string().contains("NUL"), "{e}");
+        }
+    }
+}
