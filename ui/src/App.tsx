@@ -1,7 +1,8 @@
 // The page: a header with the snapshot picker, the views and the theme switch; the view itself
 // below. Everything the view shows follows from the URL.
 import { useEffect, useState } from "preact/hooks";
-import { setToken, token, type Snapshot } from "./api";
+import { AccessContext, EVERYTHING, listing, rootOf, tops } from "./access";
+import { setToken, token, type Access, type Snapshot } from "./api";
 import { Compare } from "./Compare";
 import { ErrorBox, Link, Loading } from "./components";
 import { useApi } from "./data";
@@ -50,7 +51,7 @@ function ThemeSwitch() {
   );
 }
 
-function TokenForm({ onSaved }: { onSaved: () => void }) {
+function TokenForm({ onSaved, rejected }: { onSaved: () => void; rejected: boolean }) {
   return (
     <form
       class="token"
@@ -60,6 +61,11 @@ function TokenForm({ onSaved }: { onSaved: () => void }) {
         onSaved();
       }}
     >
+      {rejected ? (
+        <p class="error" role="alert">
+          That token was not accepted. Check it and paste it again.
+        </p>
+      ) : null}
       <p>This storage-tracker asks for a token. Paste the one your administrator gave you; it is kept for this tab only.</p>
       <label>
         Token <input name="token" type="password" autoComplete="off" required size={40} />
@@ -91,23 +97,46 @@ export function App() {
   const q = useRoute();
   const [generation, setGeneration] = useState(0);
   const [unauthorized, setUnauthorized] = useState(false);
+  const [rejected, setRejected] = useState(false);
   useEffect(() => {
-    const f = () => setUnauthorized(true);
+    const f = () => {
+      // A token that was sent and refused is forgotten, so the prompt asks again.
+      if (token()) {
+        setToken("");
+        setRejected(true);
+      }
+      setUnauthorized(true);
+    };
     window.addEventListener("storage-tracker:unauthorized", f);
     return () => window.removeEventListener("storage-tracker:unauthorized", f);
   }, []);
-  const list = useApi<{ snapshots: Snapshot[] }>("snapshots", { limit: 1000, generation });
+  // First what the token may read, then the snapshots it may see.
+  const granted = useApi<Access>("access", { generation });
+  const access: Access | undefined = granted.data ?? (granted.error?.status === 404 ? EVERYTHING : undefined);
+  const list = useApi<{ snapshots: Snapshot[] }>(access ? "snapshots" : null, { limit: 1000, generation });
   const snapshots = list.data?.snapshots ?? [];
   const view = viewOf(q);
   const wanted = Number(q.get("snapshot"));
   const snapshot = snapshots.find((s) => s.snapshot_id === wanted) ?? snapshots[0];
-  const root: PathRef | undefined = snapshot ? { text: snapshot.root_path, b64: snapshot.root_path_b64 } : undefined;
-  const path = root ? pathOf(q, root) : undefined;
+  const scope = access ?? EVERYTHING;
+  const snapRoot: PathRef | undefined = snapshot ? rootOf(snapshot) : undefined;
+  // Where the token reads from in this snapshot: the root, or its own prefixes.
+  const reach = snapshot ? tops(snapshot, scope) : [];
+  const home = reach[0] ?? snapRoot;
+  const path = home ? pathOf(q, home) : undefined;
+  const top = path ? reach.find((t) => within(path, t)) : undefined;
+  const manyRoots = new Set(snapshots.map((s) => `${s.filesystem_label}\u0000${s.root_path_b64 ?? s.root_path}`)).size > 1;
 
   useEffect(() => {
     const title = path ? `${path.text} · storage-tracker` : "storage-tracker";
     document.title = view === "explorer" ? title : `${TABS.find(([v]) => v === view)?.[1]} · ${title}`;
   });
+
+  const signedIn = () => {
+    setUnauthorized(false);
+    setRejected(false);
+    setGeneration((g) => g + 1);
+  };
 
   const header = (
     <header class="top">
@@ -124,14 +153,15 @@ export function App() {
             onChange={(e) => {
               const next = snapshots.find((s) => s.snapshot_id === Number((e.target as HTMLSelectElement).value));
               if (!next) return;
-              // Keep the directory when the new snapshot covers it.
-              const keep = path && within(path, { text: next.root_path, b64: next.root_path_b64 });
+              // Keep the directory when the new snapshot covers it and the token reads it there.
+              const keep = path && within(path, rootOf(next)) && tops(next, scope).some((t) => within(path, t));
               navigate({ snapshot: next.snapshot_id, ...(keep ? {} : { path: null, path_b64: null }), offset: null });
             }}
           >
             {snapshots.map((s) => (
               <option key={s.snapshot_id} value={String(s.snapshot_id)}>
-                #{s.snapshot_id} {s.filesystem_label} · {dateSeconds(s.started_at)}
+                #{s.snapshot_id} {s.filesystem_label}
+                {manyRoots ? ` ${s.root_path}` : ""} · {dateSeconds(s.started_at)}
               </option>
             ))}
           </select>
@@ -145,65 +175,84 @@ export function App() {
         ))}
       </nav>
       {path ? <GoTo path={path} /> : null}
+      {access?.name && token() ? (
+        <span class="whoami muted">
+          {access.name}{" "}
+          <button
+            type="button"
+            class="link"
+            onClick={() => {
+              setToken("");
+              setGeneration((g) => g + 1);
+            }}
+          >
+            Sign out
+          </button>
+        </span>
+      ) : null}
       <ThemeSwitch />
     </header>
   );
 
   let body;
   if (unauthorized && !token()) {
-    body = (
-      <TokenForm
-        onSaved={() => {
-          setUnauthorized(false);
-          setGeneration((g) => g + 1);
-        }}
-      />
-    );
+    body = <TokenForm rejected={rejected} onSaved={signedIn} />;
+  } else if (granted.error && !access) {
+    body = <ErrorBox error={granted.error} />;
   } else if (list.error) {
-    body = (
-      <>
-        <ErrorBox error={list.error} />
-        {list.error.status === 401 ? (
-          <TokenForm
-            onSaved={() => {
-              setUnauthorized(false);
-              setGeneration((g) => g + 1);
-            }}
-          />
-        ) : null}
-      </>
-    );
-  } else if (!list.data) {
+    body = <ErrorBox error={list.error} />;
+  } else if (!access || !list.data) {
     body = <Loading when what="the snapshots" />;
-  } else if (!snapshot || !root || !path) {
-    body = (
+  } else if (!snapshot || !snapRoot || !home || !path) {
+    body = scope.admin ? (
       <p class="empty">
         No committed snapshot yet. Scan a directory with <code>storage-scan --aggregator URL --label NAME DIR</code>; it appears here once
         the aggregator commits it.
       </p>
+    ) : (
+      <p class="empty">No snapshot covers what your token reads ({listing(scope.prefixes)}) yet. Ask your administrator when the next scan is due.</p>
     );
-  } else if (!within(path, root)) {
+  } else if (!within(path, snapRoot)) {
     body = (
       <p class="error" role="alert">
-        {path.text} is not in snapshot #{snapshot.snapshot_id}, which covers {root.text}.{" "}
-        <Link to={{ path: null, path_b64: null }}>Go to {root.text}</Link>
+        {path.text} is not in snapshot #{snapshot.snapshot_id}, which covers {snapRoot.text}.{" "}
+        <Link to={{ path: null, path_b64: null }}>Go to {home.text}</Link>
+      </p>
+    );
+  } else if (!top) {
+    body = (
+      <p class="error" role="alert">
+        Your token reads only below {listing(scope.prefixes)}; {path.text} is outside.{" "}
+        {reach.map((t, i) => (
+          <span key={t.b64 ?? t.text}>
+            {i ? " · " : ""}
+            <Link to={{ ...pathPatch(t), offset: null }}>Go to {t.text}</Link>
+          </span>
+        ))}
       </p>
     );
   } else {
-    const props = { snapshot, root, path, q };
+    const props = { snapshot, root: top, path, q };
     body = (
       <>
         <p class="snapinfo muted small">
-          {snapshot.filesystem_label}: {root.text} · scanned {dateSeconds(snapshot.started_at)} by {snapshot.ranks} rank
-          {snapshot.ranks === 1 ? "" : "s"} · {count(snapshot.entries)} entries · {bytes(snapshot.apparent_bytes)}
+          {snapshot.filesystem_label}: {snapRoot.text} · scanned {dateSeconds(snapshot.started_at)} by {snapshot.ranks} rank
+          {snapshot.ranks === 1 ? "" : "s"}
+          {snapshot.scan_options ? ` with ${snapshot.scan_options}` : ""} · {count(snapshot.entries)} entries · {bytes(snapshot.apparent_bytes)}
+          {scope.admin ? "" : " in what your token reads"}
           {snapshot.errors ? ` · ${count(snapshot.errors)} unreadable` : ""}
         </p>
+        {scope.admin ? null : (
+          <p class="scope muted small" data-testid="scope">
+            Your token reads only below {listing(scope.prefixes)}.
+          </p>
+        )}
         {view === "search" ? (
           <Search {...props} />
         ) : view === "reports" ? (
           <Reports {...props} />
         ) : view === "compare" ? (
-          <Compare snapshots={snapshots} to={snapshot} root={root} path={path} q={q} />
+          <Compare snapshots={snapshots} to={snapshot} root={top} path={path} q={q} />
         ) : (
           <Explorer {...props} />
         )}
@@ -211,7 +260,7 @@ export function App() {
     );
   }
   return (
-    <>
+    <AccessContext.Provider value={scope}>
       <a class="skip" href="#main">
         Skip to the content
       </a>
@@ -220,6 +269,6 @@ export function App() {
         {body}
       </main>
       <div id="announce" class="sr-only" aria-live="polite" />
-    </>
+    </AccessContext.Provider>
   );
 }

@@ -1,8 +1,9 @@
 // Comparing two snapshots: what grew, appeared and disappeared below a directory (drill down
 // into any changed directory), growth per owner, and the directory's history across snapshots.
 import { useState } from "preact/hooks";
+import { comparable, useAccess } from "./access";
 import type { Growth, History, OwnerGrowth, Snapshot } from "./api";
-import { type Column, ErrorBox, Head, KindIcon, Link, Loading, Pager, SortableHead, sortRows, type Direction } from "./components";
+import { type Column, ErrorBox, Head, Warnings, KindIcon, Link, Loading, Pager, SortableHead, sortRows, type Direction } from "./components";
 import { useApi } from "./data";
 import { bytes, count, dateSeconds, deltaBytes, deltaCount } from "./format";
 import { join, pathParams, type PathRef } from "./paths";
@@ -14,7 +15,7 @@ const PAGE = 200;
 /** The snapshot before `to` of the same filesystem, the usual thing to compare with. */
 export function previousOf(to: Snapshot, all: Snapshot[]): Snapshot | undefined {
   return all
-    .filter((s) => s.root_path === to.root_path && (s.started_at < to.started_at || (s.started_at === to.started_at && s.snapshot_id < to.snapshot_id)))
+    .filter((s) => comparable(s, to) && (s.started_at < to.started_at || (s.started_at === to.started_at && s.snapshot_id < to.snapshot_id)))
     .sort((a, b) => b.started_at - a.started_at || b.snapshot_id - a.snapshot_id)[0];
 }
 
@@ -29,13 +30,20 @@ function Delta({ value, format }: { value: number; format: (n: number) => string
 type ChangeKey = "name" | "status" | "bytes_from" | "bytes_to" | "delta" | "files_delta";
 
 export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[]; to: Snapshot; root: PathRef; path: PathRef; q: URLSearchParams }) {
+  const access = useAccess();
+  // Only snapshots of the same filesystem (label and root) compare: growth of anything else is
+  // every entry added or removed.
+  const others = snapshots.filter((x) => x.snapshot_id !== to.snapshot_id && comparable(x, to));
   const fromId = intParam(q, "from", previousOf(to, snapshots)?.snapshot_id ?? 0);
-  const from = snapshots.find((s) => s.snapshot_id === fromId);
+  const from = others.find((s) => s.snapshot_id === fromId);
+  const refused = q.get("from") !== null && !from ? snapshots.find((s) => s.snapshot_id === fromId && s.snapshot_id !== to.snapshot_id) : undefined;
   const offset = intParam(q, "offset", 0);
   const by = choice(q, "by", ["user", "group"], "user");
   const growth = useApi<Growth>(from ? "growth" : null, { from: from?.snapshot_id, to: to.snapshot_id, ...pathParams(path), limit: PAGE, offset });
-  const owners = useApi<OwnerGrowth>(from ? "growth/owners" : null, { from: from?.snapshot_id, to: to.snapshot_id, by });
-  const history = useApi<History>("history", pathParams(path));
+  // Growth per owner covers the whole snapshot: for admins only.
+  const owners = useApi<OwnerGrowth>(from && access.admin ? "growth/owners" : null, { from: from?.snapshot_id, to: to.snapshot_id, by });
+  const history = useApi<History>("history", { ...pathParams(path), snapshot: to.snapshot_id });
+  const optioned = history.data?.points.some((p) => p.scan_options) ?? false;
   const [sort, setSort] = useState<[ChangeKey, Direction]>(["delta", "desc"]);
   const changes = growth.data?.changes ?? [];
   const key = (c: (typeof changes)[number]): number | string => {
@@ -69,29 +77,40 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
   return (
     <div class="compare">
       <form class="filters" aria-label="Snapshots to compare" onSubmit={(e) => e.preventDefault()}>
-        <div class="row">
-          <label>
-            From{" "}
-            <select name="from" value={from ? String(from.snapshot_id) : ""} onChange={(e) => navigate({ from: (e.target as HTMLSelectElement).value, offset: null })}>
-              {from ? null : <option value="">choose a snapshot</option>}
-              {snapshots
-                .filter((x) => x.snapshot_id !== to.snapshot_id)
-                .map((x) => (
+        {others.length ? (
+          <div class="row">
+            <label>
+              From{" "}
+              <select name="from" value={from ? String(from.snapshot_id) : ""} onChange={(e) => navigate({ from: (e.target as HTMLSelectElement).value, offset: null })}>
+                {from ? null : <option value="">choose a snapshot</option>}
+                {others.map((x) => (
                   <option key={x.snapshot_id} value={String(x.snapshot_id)}>
                     {snapshotLabel(x)}
                   </option>
                 ))}
-            </select>
-          </label>
-          <span>
-            to <strong>{snapshotLabel(to)}</strong> <span class="muted">(the snapshot chosen above)</span>
-          </span>
-        </div>
+              </select>
+            </label>
+            <span>
+              to <strong>{snapshotLabel(to)}</strong> <span class="muted">(the snapshot chosen above)</span>
+            </span>
+          </div>
+        ) : (
+          <p class="muted" data-testid="nothing-to-compare">
+            There is no other snapshot of {to.filesystem_label} at {to.root_path} to compare #{to.snapshot_id} with. Snapshots compare only with
+            scans of the same filesystem (the same label and root).
+          </p>
+        )}
       </form>
+      {refused ? (
+        <p class="error" role="alert">
+          Snapshot #{refused.snapshot_id} ({refused.filesystem_label} at {refused.root_path}) is not of the same filesystem as #{to.snapshot_id} ({to.filesystem_label}{" "}
+          at {to.root_path}), so the two cannot be compared.{others.length ? " Choose one above." : ""}
+        </p>
+      ) : null}
       <Breadcrumbs path={path} root={root} view="compare" />
-      {!from ? <p class="muted">There is no other snapshot to compare with yet.</p> : null}
-      <ErrorBox error={growth.error} />
+      <ErrorBox error={growth.error} notFound={`${path.text} is in neither snapshot.`} />
       <Loading when={growth.loading} what="the changes" />
+      <Warnings items={growth.data?.warnings} label="About this comparison" />
       {s ? (
         <p class="summary" data-testid="growth-summary">
           {count(s.added)} added (<Delta value={s.added_bytes} format={deltaBytes} />, {deltaCount(s.added_files)} files) · {count(s.removed)} removed (
@@ -133,7 +152,7 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
           <Pager offset={offset} shown={rows.length} limit={PAGE} />
         </>
       ) : null}
-      {from ? (
+      {from && access.admin ? (
         <section aria-label="Growth per owner">
           <h2>
             Growth per{" "}
@@ -169,10 +188,11 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
       ) : null}
       <section aria-label="History">
         <h2>History of {path.text}</h2>
-        <ErrorBox error={history.error} />
+        <ErrorBox error={history.error} notFound={`No snapshot of this filesystem has ${path.text}.`} />
+        <Warnings items={history.data?.warnings} label="About this history" />
         {history.data ? (
           <table class="history">
-            <Head columns={["Snapshot", "Scanned", ["Size", "num"], ["Change", "num"], ["Files", "num"]]} />
+            <Head columns={["Snapshot", "Scanned", ["Size", "num"], ["Change", "num"], ["Files", "num"], ...(optioned ? ["Scan options"] : [])]} />
             <tbody>
               {history.data.points.map((p, i, all) => (
                 <tr key={p.snapshot_id} class={p.snapshot_id === to.snapshot_id ? "current" : undefined}>
@@ -183,6 +203,7 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
                   <td class="num">{bytes(p.bytes)}</td>
                   <td class="num">{i > 0 ? <Delta value={p.bytes - all[i - 1].bytes} format={deltaBytes} /> : ""}</td>
                   <td class="num">{count(p.files)}</td>
+                  {optioned ? <td>{p.scan_options || "full scan"}</td> : null}
                 </tr>
               ))}
             </tbody>

@@ -2,7 +2,8 @@
 // sortable, paged table. Keys: j/k or arrows move between rows, Enter opens, Backspace or u goes
 // up, t toggles the treemap.
 import { useEffect, useState } from "preact/hooks";
-import { download, type Children, type Entry, type Snapshot } from "./api";
+import { plainError, useAccess } from "./access";
+import { ApiError, CutShort, download, type Access, type Children, type Entry, type Snapshot } from "./api";
 import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, type Direction } from "./components";
 import { useApi } from "./data";
 import { age, bytes, count, dateNs, percent } from "./format";
@@ -92,13 +93,13 @@ function Details({ entry, snapshot, onClose }: { entry: Entry; snapshot: Snapsho
   );
 }
 
-async function exportNcdu(snapshot: Snapshot, path: PathRef, report: (s: string | null) => void) {
+async function exportNcdu(snapshot: Snapshot, path: PathRef, access: Access, report: (s: string | null) => void) {
   report("exporting…");
   try {
     await download(`snapshots/${snapshot.snapshot_id}/export/ncdu`, pathParams(path), `ncdu-${snapshot.filesystem_label}-${snapshot.snapshot_id}.json`);
     report(null);
   } catch (e) {
-    report(`the export failed: ${(e as Error).message}`);
+    report(e instanceof CutShort ? e.message : e instanceof ApiError ? `The export failed: ${plainError(e, access)}` : `The export failed: ${String(e)}`);
   }
 }
 
@@ -116,6 +117,7 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
   });
   const [selected, setSelected] = useState<Entry | null>(null);
   const [exporting, setExporting] = useState<string | null>(null);
+  const access = useAccess();
   useEffect(() => setSelected(null), [path.text, path.b64, snapshot.snapshot_id]);
   const rows = data.data?.children ?? [];
   const dir = data.data?.directory;
@@ -154,7 +156,7 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
           <strong>{bytes(dir.bytes)}</strong> in {count(dir.files)} files and {count(dir.dirs)} directories ·{" "}
           {bytes(dir.allocated)} on disk · newest change {dateNs(dir.max_mtime_ns)} ·{" "}
           <Link to={{ view: "compare", offset: null }}>history and growth</Link> ·{" "}
-          <button type="button" class="link" onClick={() => exportNcdu(snapshot, path, setExporting)} title="Browse this directory offline with ncdu -f FILE or gdu -f FILE">
+          <button type="button" class="link" onClick={() => exportNcdu(snapshot, path, access, setExporting)} title="Browse this directory offline with ncdu -f FILE or gdu -f FILE">
             export for ncdu
           </button>
           {exporting ? <span class="muted"> {exporting}</span> : null}
@@ -167,7 +169,7 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
         </button>{" "}
         · Keys: ↑/↓ or j/k move, Enter opens, Backspace or u goes up, t toggles the treemap
       </p>
-      <ErrorBox error={data.error} />
+      <ErrorBox error={data.error} notFound={`There is no directory ${path.text} in snapshot #${snapshot.snapshot_id}.`} />
       <Loading when={data.loading && !data.data} what="the directory" />
       <div class="with-details">
         <table class="children" aria-label={`Contents of ${path.text}`} aria-busy={data.loading}>

@@ -2,7 +2,8 @@
 // and file type, size and age histograms, and stale data with a CSV download.
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
-import { download, type Histogram, type Listing, type Snapshot, type Usage, type UsageItem } from "./api";
+import { listing, plainError, useAccess } from "./access";
+import { ApiError, CutShort, download, type Histogram, type Listing, type Snapshot, type Usage, type UsageItem } from "./api";
 import { Bar, type Column, ErrorBox, Head, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, sortRows, useFields, type Direction } from "./components";
 import { useApi } from "./data";
 import { bytes, count, day, percent } from "./format";
@@ -23,6 +24,8 @@ export const REPORTS = [
   ["stale", "Stale data"],
 ] as const;
 type Report = (typeof REPORTS)[number][0];
+/** Reports of a whole snapshot, which only an admin token may read. */
+const WHOLE_SNAPSHOT: readonly Report[] = ["users", "groups", "types", "sizes", "mtime", "atime"];
 const PAGE = 100;
 
 export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root: PathRef; path: PathRef; q: URLSearchParams }) {
@@ -33,15 +36,23 @@ export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root:
     "top-files",
   );
   const underPath = report === "top-files" || report === "top-dirs" || report === "stale";
+  const access = useAccess();
+  const offered = REPORTS.filter(([key]) => access.admin || !WHOLE_SNAPSHOT.includes(key));
+  if (!access.admin && WHOLE_SNAPSHOT.includes(report)) {
+    const label = REPORTS.find(([k]) => k === report)?.[1];
+    return (
+      <div class="reports">
+        <ReportTabs offered={offered} report={report} />
+        <p class="error" role="alert">
+          {label} covers the whole snapshot, so it needs an administrator's token; yours reads only below {listing(access.prefixes)}.{" "}
+          <Link to={{ report: null, offset: null }}>Show the largest files instead</Link>
+        </p>
+      </div>
+    );
+  }
   return (
     <div class="reports">
-      <nav class="subtabs" aria-label="Reports">
-        {REPORTS.map(([key, label]) => (
-          <Link key={key} to={{ report: key, offset: null }} class={key === report ? "active" : undefined}>
-            <span aria-current={key === report ? "page" : undefined}>{label}</span>
-          </Link>
-        ))}
-      </nav>
+      <ReportTabs offered={offered} report={report} />
       {underPath ? <Breadcrumbs path={path} root={root} view="reports" /> : <p class="muted small">Whole snapshot ({snapshot.root_path})</p>}
       {report === "top-files" || report === "top-dirs" ? (
         <Top snapshot={snapshot} path={path} q={q} what={report === "top-files" ? "files" : "dirs"} />
@@ -56,12 +67,24 @@ export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root:
   );
 }
 
+function ReportTabs({ offered, report }: { offered: (typeof REPORTS)[number][]; report: Report }) {
+  return (
+    <nav class="subtabs" aria-label="Reports">
+      {offered.map(([key, label]) => (
+        <Link key={key} to={{ report: key, offset: null }} class={key === report ? "active" : undefined}>
+          <span aria-current={key === report ? "page" : undefined}>{label}</span>
+        </Link>
+      ))}
+    </nav>
+  );
+}
+
 function Top({ snapshot, path, q, what }: { snapshot: Snapshot; path: PathRef; q: URLSearchParams; what: "files" | "dirs" }) {
   const offset = intParam(q, "offset", 0);
   const data = useApi<Listing>(`snapshots/${snapshot.snapshot_id}/top`, { ...pathParams(path), what, limit: PAGE, offset });
   return (
     <>
-      <ErrorBox error={data.error} />
+      <ErrorBox error={data.error} notFound={`There is no directory ${path.text} in snapshot #${snapshot.snapshot_id}.`} />
       <Loading when={data.loading} what={`the largest ${what}`} />
       {data.data ? (
         <>
@@ -219,13 +242,23 @@ function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: UR
   const data = useApi<Listing>(typeof minSize === "string" ? null : `snapshots/${snapshot.snapshot_id}/stale`, { ...params, limit: PAGE, offset });
   const [downloading, setDownloading] = useState<string | null>(null);
   const rows = data.data?.entries ?? [];
+  const [failed, setFailed] = useState<string | null>(null);
+  const access = useAccess();
+  // The CSV is every matching row, streamed (no limit); it is saved only once it arrived whole.
   const csv = async () => {
+    setFailed(null);
     setDownloading("Preparing the CSV…");
     try {
-      await download(`snapshots/${snapshot.snapshot_id}/stale`, { ...params, format: "csv" }, `stale-${snapshot.filesystem_label}-${day(snapshot.started_at)}-${by}-${days}d.csv`);
+      await download(
+        `snapshots/${snapshot.snapshot_id}/stale`,
+        { ...params, format: "csv" },
+        `stale-${snapshot.filesystem_label}-${day(snapshot.started_at)}-${by}-${days}d.csv`,
+        (received) => setDownloading(`Downloading the CSV… ${bytes(received)}`),
+      );
       setDownloading(null);
     } catch (e) {
-      setDownloading(`The download failed: ${(e as Error).message}`);
+      setDownloading(null);
+      setFailed(e instanceof CutShort ? e.message : e instanceof ApiError ? `The download failed: ${plainError(e, access)}` : `The download failed: ${String(e)}`);
     }
   };
   return (
@@ -238,12 +271,17 @@ function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: UR
           {downloading ?? ""}
         </span>
       </StaleForm>
+      {failed ? (
+        <p class="error" role="alert" data-testid="download-failed">
+          {failed}
+        </p>
+      ) : null}
       {typeof minSize === "string" ? (
         <p class="error" role="alert">
           {minSize}
         </p>
       ) : null}
-      <ErrorBox error={data.error} />
+      <ErrorBox error={data.error} notFound={`There is no directory ${path.text} in snapshot #${snapshot.snapshot_id}.`} />
       <Loading when={data.loading} what="stale files" />
       {data.data ? (
         <>

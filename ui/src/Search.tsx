@@ -10,7 +10,7 @@ import { entryRef } from "./Explorer";
 import { useEffect } from "preact/hooks";
 
 const PAGE = 100;
-const FIELDS = ["q", "match", "field", "min_size", "max_size", "user", "group", "type", "mtime_after", "mtime_before", "atime_after", "atime_before"] as const;
+const FIELDS = ["q", "match", "field", "ignore_case", "min_size", "max_size", "user", "group", "type", "mtime_after", "mtime_before", "atime_after", "atime_before"] as const;
 
 const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 };
 
@@ -31,6 +31,7 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
   const active = query !== "" && !badSize;
   const params: Record<string, string | number | undefined> = { ...pathParams(path), limit: PAGE, offset };
   for (const f of FIELDS) params[f] = q.get(f) ?? undefined;
+  params.ignore_case = q.get("ignore_case") === "true" ? "true" : undefined;
   params.min_size = minSize as number | undefined;
   params.max_size = maxSize as number | undefined;
   const data = useApi<Listing>(active ? `snapshots/${snapshot.snapshot_id}/search` : null, params);
@@ -47,7 +48,7 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
           {badSize}
         </p>
       ) : null}
-      <ErrorBox error={data.error} />
+      <ErrorBox error={data.error} notFound={`There is no directory ${path.text} in snapshot #${snapshot.snapshot_id}.`} />
       <Loading when={data.loading} what="matches" />
       {data.data ? (
         <>
@@ -90,7 +91,8 @@ function SearchForm({ path, q }: { path: PathRef; q: URLSearchParams }) {
   for (const f of FIELDS) initial[f] = q.get(f) ?? "";
   initial.match = choice(q, "match", ["substring", "glob", "regex"], "substring");
   initial.field = choice(q, "field", ["name", "path"], "name");
-  const { values, bind } = useFields(initial);
+  initial.ignore_case = q.get("ignore_case") === "true" ? "true" : "";
+  const { values, bind, check } = useFields(initial);
   const submit = (e: Event) => {
     e.preventDefault();
     const patch: Record<string, string | null> = { offset: null };
@@ -119,6 +121,9 @@ function SearchForm({ path, q }: { path: PathRef; q: URLSearchParams }) {
             <option value="name">name</option>
             <option value="path">path</option>
           </select>
+        </label>
+        <label title="Match upper and lower case alike (RESULTS finds results.txt)">
+          <input {...check("ignore_case")} /> ignore case
         </label>
         <button type="submit">Search</button>
       </div>

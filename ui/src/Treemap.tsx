@@ -155,7 +155,8 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
           {result ? `${result.cells.length} tile${result.cells.length === 1 ? "" : "s"}, laid out in ${result.ms.toFixed(0)} ms` : ""}
         </span>
       </div>
-      <ErrorBox error={data.error} />
+      {/* A directory that is missing or not readable is said once, by the explorer's table. */}
+      <ErrorBox error={data.error && data.error.status !== 404 && data.error.status !== 403 ? data.error : undefined} />
       {layoutError ? (
         <p class="error" role="alert">
           The treemap could not be laid out: {layoutError}

@@ -9,10 +9,22 @@ export interface Snapshot {
   ranks: number;
   scanner_version: string;
   started_at: number;
+  started_at_ns?: number;
   finished_at: number;
+  /** For a scoped token: the entries and bytes within its prefixes only. */
   entries: number;
-  errors: number;
+  /** Absent for a scoped token. */
+  errors?: number;
   apparent_bytes: number;
+  /** The scan's options ("" for a full scan), e.g. "--max-depth=2 --exclude=.snapshot". */
+  scan_options?: string;
+}
+
+/** What the token may read (`GET /api/v1/access`): an admin reads everything (`["/"]`). */
+export interface Access {
+  name: string | null;
+  admin: boolean;
+  prefixes: string[];
 }
 
 export interface Totals {
@@ -148,6 +160,8 @@ export interface Growth {
   limit: number;
   offset: number;
   changes: Change[];
+  /** Why the comparison may mislead (e.g. the scans had different options). */
+  warnings?: string[];
 }
 
 export interface OwnerChange {
@@ -176,11 +190,17 @@ export interface HistoryPoint {
   files: number;
   dirs: number;
   max_mtime_ns: number;
+  scan_options?: string;
 }
 
 export interface History {
   path: string;
+  path_b64?: string;
+  filesystem_label?: string;
+  root_path?: string;
   points: HistoryPoint[];
+  /** Why the series may mislead (e.g. scans with different options). */
+  warnings?: string[];
 }
 
 /** An error the API answered with: its status and the message saying what was wrong. */
@@ -192,6 +212,9 @@ export class ApiError extends Error {
     super(message);
   }
 }
+
+/** A download whose body did not arrive whole. */
+export class CutShort extends Error {}
 
 const TOKEN_KEY = "storage-tracker-token";
 
@@ -244,9 +267,33 @@ export async function getJson<T>(route: string, params: Params = {}, signal?: Ab
   return (await request(route, params, signal)).json() as Promise<T>;
 }
 
-/** Fetches a file from the API (with the token, which a plain link could not send) and saves it. */
-export async function download(route: string, params: Params, filename: string): Promise<void> {
-  const blob = await (await request(route, params)).blob();
+/**
+ * Fetches a file from the API (with the token, which a plain link could not send) and saves it,
+ * only once the whole body has arrived: a body the server aborts (or the network cuts) is an
+ * error, and nothing is saved. `progress` hears the bytes received so far.
+ */
+export async function download(route: string, params: Params, filename: string, progress?: (received: number) => void): Promise<void> {
+  const response = await request(route, params);
+  const type = response.headers.get("Content-Type") ?? "application/octet-stream";
+  const parts: Uint8Array[] = [];
+  try {
+    if (response.body) {
+      const reader = response.body.getReader();
+      let received = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        parts.push(value);
+        received += value.length;
+        progress?.(received);
+      }
+    } else {
+      parts.push(new Uint8Array(await response.arrayBuffer()));
+    }
+  } catch (e) {
+    throw new CutShort(`The download was cut short: ${(e as Error).message || "the connection failed"}. Nothing was saved; try again.`);
+  }
+  const blob = new Blob(parts as BlobPart[], { type });
   const url = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = url;

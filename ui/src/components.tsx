@@ -2,6 +2,7 @@
 // nodes, never innerHTML, so `<img onerror=...>` in a name is shown, not run.
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
+import { plainError, useAccess } from "./access";
 import type { ApiError } from "./api";
 import { age, count, dateNs } from "./format";
 import { href, onLink, type Patch } from "./route";
@@ -23,13 +24,26 @@ export function Link(props: { to: Patch; children: ComponentChildren; class?: st
   );
 }
 
-export function ErrorBox({ error }: { error?: ApiError }) {
+/** An error in plain words (see `plainError`); `notFound` says what a 404 means here. */
+export function ErrorBox({ error, notFound }: { error?: ApiError; notFound?: string }) {
+  const access = useAccess();
   if (!error) return null;
   return (
-    <p class="error" role="alert">
-      {error.status ? `${error.status}: ` : ""}
-      {error.message}
+    <p class="error" role="alert" data-status={error.status || undefined}>
+      {plainError(error, access, notFound)}
     </p>
+  );
+}
+
+/** Warnings that come with an answer (e.g. two scans that did not cover the same tree). */
+export function Warnings({ items, label }: { items?: string[]; label: string }) {
+  if (!items?.length) return null;
+  return (
+    <ul class="warnings" role="note" aria-label={label}>
+      {items.map((w) => (
+        <li key={w}>⚠ {w.charAt(0).toUpperCase() + w.slice(1)}</li>
+      ))}
+    </ul>
   );
 }
 
@@ -193,5 +207,15 @@ export function useFields(initial: Record<string, string>) {
     };
     return { name, value: values[name] ?? "", onInput: update, onChange: update };
   };
-  return { values, bind };
+  /** A checkbox whose field is "true" when ticked, "" when not. */
+  const check = (name: string) => ({
+    name,
+    type: "checkbox" as const,
+    checked: values[name] === "true",
+    onChange: (e: Event) => {
+      const on = (e.currentTarget as HTMLInputElement).checked;
+      setValues((s) => ({ ...s, [name]: on ? "true" : "" }));
+    },
+  });
+  return { values, bind, check };
 }

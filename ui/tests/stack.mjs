@@ -1,7 +1,9 @@
-// The whole of storage-tracker for the browser tests, on real parts: a fixture tree scanned twice
-// (with changes between the scans) by storage-scan into a storage-aggregator writing to the test
-// ClickHouse, and storage-api serving the built UI, all on 127.0.0.1. Nothing is faked; a part
-// that is missing fails the run with what to do.
+// The whole of storage-tracker for the browser tests, on real parts: a fixture tree scanned by
+// storage-scan into a storage-aggregator writing to the test ClickHouse, and storage-api serving
+// the built UI, all on 127.0.0.1. Three snapshots: #1 of a subdirectory (another root, so not
+// comparable with the others), #2 of the whole tree with an --exclude that matches nothing
+// (other scan options), #3 of the whole tree after changes. Nothing is faked; a part that is
+// missing fails the run with what to do.
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, truncateSync, utimesSync, writeFileSync, chownSync } from "node:fs";
 import { createServer, Socket } from "node:net";
@@ -22,6 +24,12 @@ export const TOKENS = { admin: "admin-token-0123456789abcdef", leader: "leader-t
 
 const DAY = 86_400;
 const MiB = 1 << 20;
+/** How many 100-byte log files, untouched for 500 days, scratch/logs holds. */
+export const STALE_LOGS = 300;
+/** The root of snapshot #1, a subdirectory of the tree: another filesystem root. */
+export const SUB_ROOT = "projects";
+/** The options of the scan of snapshot #2 (an --exclude that matches nothing). */
+export const SECOND_OPTIONS = ["--exclude", ".snapshot"];
 
 /**
  * The fixture: [path, apparent bytes, uid, age in days]; a trailing "/" is a directory. Files are
@@ -52,6 +60,9 @@ export const TREE = [
   ["scratch/core.12345", 9 * MiB, 0, 800],
   ["scratch/tmp-1/", 0, 0, 700],
   ["scratch/tmp-1/partial.dat", 4 * MiB, 0, 700],
+  // Many small stale files, so a CSV of stale data has more rows than a page of the table.
+  ["scratch/logs/", 0, 4242, 500],
+  ...Array.from({ length: STALE_LOGS }, (_, i) => [`scratch/logs/job-${String(i).padStart(3, "0")}.log`, 100, 4242, 500]),
 ];
 
 /** What changes between the two scans. */
@@ -183,8 +194,10 @@ export async function startStack() {
         }),
       aggregator,
     );
-    const scan = (label) => run(join(bin, "storage-scan"), ["--aggregator", `http://127.0.0.1:${grpc}`, "--label", label, root], log);
-    await scan("cluster");
+    const scan = (label, dir = root, options = []) =>
+      run(join(bin, "storage-scan"), ["--aggregator", `http://127.0.0.1:${grpc}`, "--label", label, ...options, dir], log);
+    await scan("cluster", join(root, SUB_ROOT));
+    await scan("cluster", root, SECOND_OPTIONS);
     for (const rel of SECOND_SCAN.removed) rmSync(join(root, rel), { recursive: true, force: true });
     build(root, SECOND_SCAN.added, now);
     utimesSync(join(root, "scratch"), now - DAY, now - DAY);
@@ -225,4 +238,10 @@ export function fixtureBytes(keep) {
     .filter(([rel]) => !rel.endsWith("/") && !removed.has(rel))
     .filter(keep)
     .reduce((sum, [, size]) => sum + size, 0);
+}
+
+/** How many files of the fixture match `keep`, as it stands after the second scan. */
+export function fixtureFiles(keep = () => true) {
+  const removed = new Set(SECOND_SCAN.removed);
+  return [...TREE, ...SECOND_SCAN.added].filter(([rel]) => !rel.endsWith("/") && !removed.has(rel)).filter(keep).length;
 }
