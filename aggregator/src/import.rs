@@ -19,9 +19,7 @@ use prost::Message;
 use storage_tracker_proto::chunk::decode_chunk_file;
 use storage_tracker_proto::service::status_text;
 use storage_tracker_proto::v1::{Chunk, OfflineManifest};
-use storage_tracker_proto::{
-    ChunkError, MANIFEST_FILE, SCHEMA_VERSION, chunk_file_name, parse_chunk_file_name,
-};
+use storage_tracker_proto::{ChunkError, MANIFEST_FILE, chunk_file_name, parse_chunk_file_name};
 
 use crate::service::IngestService;
 use crate::store::{STATE_COMMITTED, STATE_FAILED, STATE_RUNNING, Store, StoreError, unix_now};
@@ -111,17 +109,8 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
         return Err(bad("it has no scan id".into()));
     }
     // What the ingest service refuses in BeginSnapshot.
-    if begin.schema_version != SCHEMA_VERSION {
-        return Err(bad(format!(
-            "the scan wrote entry schema version {}, this aggregator stores version {SCHEMA_VERSION}: import it with a matching version",
-            begin.schema_version
-        )));
-    }
-    if begin.root_path.first() != Some(&b'/') {
-        return Err(bad("its root is not an absolute path".into()));
-    }
-    if begin.ranks == 0 {
-        return Err(bad("it describes a scan of no ranks".into()));
+    if let Some(refused) = crate::service::begin_refusal(begin) {
+        return Err(bad(refused.message().to_owned()));
     }
     if finish.ranks.len() != begin.ranks as usize {
         return Err(bad(format!(

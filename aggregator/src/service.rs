@@ -329,19 +329,8 @@ impl Inner {
     }
 
     async fn begin(&self, r: BeginSnapshotRequest) -> Result<u64, Status> {
-        if r.schema_version != SCHEMA_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "the scanner writes entry schema version {}, this aggregator stores version {SCHEMA_VERSION}: run matching versions",
-                r.schema_version
-            )));
-        }
-        if r.root_path.first() != Some(&b'/') {
-            return Err(Status::invalid_argument(
-                "root_path must be an absolute path",
-            ));
-        }
-        if r.ranks == 0 {
-            return Err(Status::invalid_argument("a scan has at least one rank"));
+        if let Some(refused) = begin_refusal(&r) {
+            return Err(refused);
         }
         let _allocating = self.begin_lock.lock().await;
         // The same scan asking again (its answer was lost): the same snapshot.
@@ -1304,6 +1293,26 @@ impl Ingest for IngestService {
         self.abort(snapshot_id, reason).await?;
         Ok(Response::new(AbortSnapshotResponse {}))
     }
+}
+
+/// Why a scan described by `r` cannot be begun, if it cannot: another entry schema, a root that
+/// is not absolute, no ranks. The import checks an offline scan's manifest with it too.
+pub(crate) fn begin_refusal(r: &BeginSnapshotRequest) -> Option<Status> {
+    if r.schema_version != SCHEMA_VERSION {
+        return Some(Status::failed_precondition(format!(
+            "the scanner writes entry schema version {}, this aggregator stores version {SCHEMA_VERSION}: run matching versions",
+            r.schema_version
+        )));
+    }
+    if r.root_path.first() != Some(&b'/') {
+        return Some(Status::invalid_argument(
+            "root_path must be an absolute path",
+        ));
+    }
+    if r.ranks == 0 {
+        return Some(Status::invalid_argument("a scan has at least one rank"));
+    }
+    None
 }
 
 #[cfg(test)]

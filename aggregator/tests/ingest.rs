@@ -603,7 +603,8 @@ fn a_version_1_database_is_migrated_to_keep_the_start_in_nanoseconds_and_the_sca
         storage_tracker_proto::ddl::STATE_ENUM
     ));
     run(format!(
-        "INSERT INTO {d}.snapshots (snapshot_id, version, state, started_at) VALUES (1, 1, 'committed', toDateTime(1700000000))"
+        "INSERT INTO {d}.snapshots (snapshot_id, version, state, started_at, finished_at) \
+         VALUES (1, 1, 'committed', toDateTime(1700000000), toDateTime(1700000100))"
     ));
     run(format!(
         "INSERT INTO {d}.schema_version (version, applied_at) VALUES (1, now())"
