@@ -507,10 +507,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::List => {
-            println!("id\tstate\tlabel\troot\tstarted\tentries\terrors\tmessage");
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let mut text =
+                String::from("id\tstate\tlabel\troot\tstarted\tentries\terrors\tmessage\n");
             for r in store.snapshots().await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                text.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
                     r.snapshot_id,
                     state_name(r.state),
                     r.filesystem_label,
@@ -519,7 +522,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     r.entries,
                     r.errors,
                     r.message
-                );
+                ));
+            }
+            // A reader that stops early (`| head`) is not an error.
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(anyhow::Error::new(e).context("writing the list"));
+                }
+                _ => {}
             }
         }
         Command::ExportNcdu {

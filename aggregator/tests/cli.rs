@@ -188,3 +188,28 @@ fn error_messages_say_their_cause_once() {
         assert!(stderr(&o).contains("invalid value"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn list_into_a_reader_that_stops_early_is_not_a_panic() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "cli_pipe");
+    commit_record(&rt, &db, 1, 1_772_582_400);
+    let mut child = Command::new(AGGREGATOR)
+        .args([
+            "--clickhouse-url",
+            &db.url,
+            "--database",
+            db.database.as_str(),
+            "list",
+        ])
+        .env_remove("STORAGE_TRACKER_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As `| head -0` does: the reader is gone before anything is written.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

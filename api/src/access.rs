@@ -244,13 +244,26 @@ pub struct AccessInfo {
     admin: bool,
     /// The directories it may read, with everything below them ("/" for everything).
     prefixes: Vec<String>,
+    /// Whether the API needs a token; asked without one, the answer is this alone (nothing may
+    /// be read), so a page can ask for a token without a failed request.
+    token_required: bool,
 }
 
 /// `GET /api/v1/access`: what the presented token may read.
 pub async fn describe(
-    axum::Extension(scope): axum::Extension<Scope>,
+    State(state): State<AppState>,
+    scope: Option<axum::Extension<Scope>>,
     name: Option<axum::Extension<TokenName>>,
 ) -> axum::Json<AccessInfo> {
+    let token_required = !state.access.is_open();
+    let Some(axum::Extension(scope)) = scope else {
+        return axum::Json(AccessInfo {
+            name: None,
+            admin: false,
+            prefixes: Vec::new(),
+            token_required,
+        });
+    };
     axum::Json(AccessInfo {
         name: name.map(|axum::Extension(TokenName(n))| n),
         admin: scope == Scope::All,
@@ -259,8 +272,12 @@ pub async fn describe(
             .iter()
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect(),
+        token_required,
     })
 }
+
+/// The route that answers without a token too (saying that one is needed).
+const ACCESS_ROUTE: &str = "/api/v1/access";
 
 /// Middleware: resolves the request's [`Scope`] (into its extensions) or answers 401.
 pub async fn authorize(
@@ -281,6 +298,9 @@ pub async fn authorize(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
+    if presented.is_none() && request.uri().path() == ACCESS_ROUTE {
+        return next.run(request).await;
+    }
     match presented.and_then(|t| access.grant(t)) {
         Some(grant) => {
             tracing::debug!(token = %grant.name, path = %request.uri().path(), "authorized");

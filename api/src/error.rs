@@ -35,7 +35,10 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Limited(_) => (StatusCode::SERVICE_UNAVAILABLE, "limited"),
             Self::Database(e) => {
-                tracing::error!("ClickHouse query failed: {e}");
+                tracing::error!(
+                    "ClickHouse query failed: {}",
+                    storage_tracker_proto::service::error_chain(e)
+                );
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
         };

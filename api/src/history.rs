@@ -248,11 +248,12 @@ fn required_path(path: Option<String>, path_b64: Option<String>) -> Result<Vec<u
 /// whose snapshots hold the directory.
 async fn history_filesystem(
     state: &AppState,
+    access: &Scope,
     snapshot: Option<u64>,
     dir: &[u8],
 ) -> Result<SnapshotRow, ApiError> {
     if let Some(id) = snapshot {
-        return crate::routes::committed(state, id).await;
+        return crate::routes::committed(state, access, id).await;
     }
     let (parent, name) = split_path(dir);
     let holding = state
@@ -304,7 +305,7 @@ pub async fn history(
     let p = query_params(params)?;
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
-    let filesystem = history_filesystem(&state, p.snapshot, &dir).await?;
+    let filesystem = history_filesystem(&state, &access, p.snapshot, &dir).await?;
     let (parent, name) = split_path(&dir);
     let points = state
         .client
@@ -377,6 +378,7 @@ pub struct Growth {
 /// Both snapshots, committed, of the same filesystem; `from` before `to` is not required.
 async fn two_committed(
     state: &AppState,
+    access: &Scope,
     from: Option<u64>,
     to: Option<u64>,
 ) -> Result<(SnapshotRow, SnapshotRow), ApiError> {
@@ -386,8 +388,8 @@ async fn two_committed(
         ));
     };
     let (a, b) = (
-        crate::routes::committed(state, from).await?,
-        crate::routes::committed(state, to).await?,
+        crate::routes::committed(state, access, from).await?,
+        crate::routes::committed(state, access, to).await?,
     );
     if !a.same_filesystem(&b) {
         return Err(ApiError::BadRequest(format!(
@@ -418,7 +420,7 @@ pub async fn growth(
     let (limit, offset) = crate::routes::page(p.limit, p.offset)?;
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
-    let (a, b) = two_committed(&state, p.from, p.to).await?;
+    let (a, b) = two_committed(&state, &access, p.from, p.to).await?;
     let (from, to) = (a.snapshot_id, b.snapshot_id);
     let db = &state.database;
     let (parent, name) = split_path(&dir);
@@ -527,7 +529,7 @@ pub async fn owner_growth(
             )));
         }
     };
-    let (a, b) = two_committed(&state, p.from, p.to).await?;
+    let (a, b) = two_committed(&state, &access, p.from, p.to).await?;
     let (from, to) = (a.snapshot_id, b.snapshot_id);
     let rows = state
         .client

@@ -153,7 +153,20 @@ fn tokens(args: &Args) -> anyhow::Result<Access> {
     }
     if access.is_open() && (args.tokens.is_some() || args.tokens_file.is_some()) {
         bail!(
-            "tokens were asked for (--tokens-file, --tokens) but none is configured: add lines NAME TOKEN SCOPE...              (see deploy/README.md), or give neither option to serve loopback only without tokens"
+            "{} holds no token: add lines NAME TOKEN SCOPE... (see deploy/README.md), or give neither \
+             --tokens-file nor --tokens to serve loopback only without tokens",
+            [
+                args.tokens_file
+                    .as_ref()
+                    .map(|f| format!("the tokens file {}", f.display())),
+                args.tokens
+                    .as_ref()
+                    .map(|_| "STORAGE_TRACKER_API_TOKENS (--tokens)".to_owned()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" with ")
         );
     }
     Ok(access)

@@ -52,7 +52,7 @@ pub struct NamePattern {
 pub fn refuse_nul(parameter: &str, value: &str) -> Result<(), ApiError> {
     if value.contains('\0') {
         return Err(ApiError::BadRequest(format!(
-            "{parameter} contains a NUL byte, which no file name can hold"
+            "{parameter} contains a NUL byte, which no name can hold"
         )));
     }
     Ok(())
@@ -111,7 +111,11 @@ impl NamePattern {
     /// name stay as written).
     fn folded(&self) -> String {
         match self.kind {
-            MatchKind::Substring | MatchKind::Glob => self.text.to_lowercase(),
+            // Character by character, as ClickHouse's lowerUTF8 does: no final-sigma rule
+            // (str::to_lowercase makes a word's last 'Σ' 'ς', lowerUTF8 'σ').
+            MatchKind::Substring | MatchKind::Glob => {
+                self.text.chars().flat_map(char::to_lowercase).collect()
+            }
             MatchKind::Regex => lowercase_regex_literals(&self.text),
         }
     }
@@ -281,6 +285,18 @@ mod tests {
         assert_eq!(p.condition("path"), "lowerUTF8(path) LIKE '%.txt'");
         let p = NamePattern::new(MatchKind::Glob, "*.TXT", false).unwrap();
         assert_eq!(p.condition("path"), "path LIKE '%.TXT'");
+    }
+
+    #[test]
+    fn ignore_case_lowercases_a_final_sigma_as_lower_utf8_does() {
+        let p = NamePattern::new(MatchKind::Substring, "ΟΣ", true).unwrap();
+        assert_eq!(
+            p.condition("name"),
+            format!(
+                "position(lowerUTF8(name), {}) > 0",
+                quote_bytes("οσ".as_bytes())
+            )
+        );
     }
 
     #[test]

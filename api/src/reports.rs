@@ -38,7 +38,7 @@ pub(crate) async fn scope(
 ) -> Result<(SnapshotRow, Vec<u8>), ApiError> {
     let snapshot_id = snapshot_id(id)?;
     let requested = PathParam { path, path_b64 }.bytes()?;
-    let snapshot = committed(state, snapshot_id).await?;
+    let snapshot = committed(state, access, snapshot_id).await?;
     let dir = requested.unwrap_or_else(|| snapshot.root_path.clone());
     access.check(&dir)?;
     Ok((snapshot, dir))
@@ -371,7 +371,7 @@ pub(crate) async fn usage(
     let (limit, offset) = page(p.limit, p.offset)?;
     access.check_all("usage")?;
     let snapshot_id = snapshot_id(id)?;
-    committed(&state, snapshot_id).await?;
+    committed(&state, &access, snapshot_id).await?;
     let db = &state.database;
     let (by, sql) = match p.by.as_deref() {
         None | Some("user") | Some("group") => {
@@ -506,7 +506,7 @@ pub(crate) async fn histograms(
         }
     };
     access.check_all("a histogram")?;
-    committed(&state, snapshot_id).await?;
+    committed(&state, &access, snapshot_id).await?;
     let sql = format!(
         "SELECT bucket, files, bytes, allocated FROM {}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = '{of}' ORDER BY bucket",
         state.database

@@ -322,12 +322,20 @@ async fn shown_snapshots(
         .collect())
 }
 
-pub(crate) async fn committed(state: &AppState, snapshot_id: u64) -> Result<SnapshotRow, ApiError> {
+/// The committed snapshot `snapshot_id`, if the caller may read something of it: for a scoped
+/// token, a snapshot that does not cover its prefixes is not there (its label and root are not
+/// told either).
+pub(crate) async fn committed(
+    state: &AppState,
+    access: &Scope,
+    snapshot_id: u64,
+) -> Result<SnapshotRow, ApiError> {
     state
         .client
         .query(&query::committed_snapshot(&state.database, snapshot_id))
         .fetch_optional::<SnapshotRow>()
         .await?
+        .filter(|s| access.covers(&s.root_path))
         .ok_or_else(|| ApiError::NotFound(format!("no committed snapshot {snapshot_id}")))
 }
 
@@ -338,12 +346,7 @@ async fn one_snapshot(
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Snapshot>, ApiError> {
     let snapshot_id = snapshot_id(id)?;
-    let row = committed(&state, snapshot_id).await?;
-    if !access.covers(&row.root_path) {
-        return Err(ApiError::NotFound(format!(
-            "no committed snapshot {snapshot_id} holds anything this token may read"
-        )));
-    }
+    let row = committed(&state, &access, snapshot_id).await?;
     let shown = shown_snapshots(&state, &access, vec![row]).await?;
     Ok(Json(shown.into_iter().next().expect("one row in, one out")))
 }
@@ -515,7 +518,7 @@ async fn children(
         path_b64: params.path_b64,
     }
     .bytes()?;
-    let snapshot = committed(&state, snapshot_id).await?;
+    let snapshot = committed(&state, &access, snapshot_id).await?;
     let dir = requested.unwrap_or(snapshot.root_path);
     access.check(&dir)?;
     let db = &state.database;

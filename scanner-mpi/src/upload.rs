@@ -102,6 +102,19 @@ pub fn parse_address(addr: &str) -> Result<String, String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("not a valid URL: it names no host ({expected})"));
     }
+    // The port as written (the parsed URI drops one that is out of range).
+    let port = uri
+        .authority()
+        .and_then(|a| a.as_str().rsplit_once(':'))
+        .map(|(_, p)| p)
+        .filter(|p| !p.contains(']'));
+    if let Some(port) = port
+        && !matches!(port.parse::<u16>(), Ok(n) if n > 0)
+    {
+        return Err(format!(
+            "not a valid URL: port {port:?} is not between 1 and 65535 ({expected})"
+        ));
+    }
     Endpoint::from_shared(addr.to_owned())
         .map_err(|e| format!("not a valid URL ({expected}): {e}"))?;
     Ok(addr.to_owned())
@@ -441,6 +454,8 @@ mod tests {
             "https://node1:50051",
             "http://",
             "",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
         ] {
             let e = parse_address(bad).unwrap_err();
             assert!(e.contains("http://host:50051"), "{bad}: {e}");

@@ -933,13 +933,31 @@ fn scoped_tokens_see_only_snapshots_covering_their_prefixes_and_their_own_totals
         assert!(s.get("errors").is_none(), "{s}");
     }
     assert_eq!(api.raw_as("/api/v1/snapshots/2", Some(lead)).0, 404);
+    // Nor do history and growth tell the label or root of a snapshot it may not see.
+    for uri in [
+        format!("/api/v1/history?path={r}/t/team&snapshot=2"),
+        format!("/api/v1/growth?from=1&to=2&path={r}/t/team"),
+    ] {
+        let (status, _, body) = api.raw_as(&uri, Some(lead));
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 404, "{uri}: {body}");
+        assert!(!body.contains(&format!("{r}/u")), "{uri}: {body}");
+    }
     assert_eq!(api.raw_as("/api/v1/snapshots/1", Some(lead)).0, 200);
 
     // The token may ask what it may read; the scheme's name is case-insensitive.
     let me = json("/api/v1/access", lead);
     assert_eq!(
         me,
-        serde_json::json!({ "name": "lead", "admin": false, "prefixes": [format!("{r}/t/team")] })
+        serde_json::json!({ "name": "lead", "admin": false, "prefixes": [format!("{r}/t/team")], "token_required": true })
+    );
+    // Asked without a token it says only that one is needed (a page asks for one without a
+    // failed request); everything else still answers 401.
+    let (status, _, anonymous) = api.raw("/api/v1/access");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&anonymous).unwrap(),
+        serde_json::json!({ "name": null, "admin": false, "prefixes": [], "token_required": true })
     );
     let lower = api
         .rt

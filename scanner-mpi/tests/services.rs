@@ -318,7 +318,7 @@ fn an_empty_tokens_file_refuses_to_start_and_a_readable_one_is_warned_about() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("none is configured"), "{stderr}");
+    assert!(stderr.contains("holds no token"), "{stderr}");
 
     // A malformed line is named by its own line number in its own file.
     std::fs::write(&tokens, "# one\nalice short *\n").unwrap();

@@ -112,7 +112,9 @@ export function App() {
   }, []);
   // First what the token may read, then the snapshots it may see.
   const granted = useApi<Access>("access", { generation });
-  const access: Access | undefined = granted.data ?? (granted.error?.status === 404 ? EVERYTHING : undefined);
+  // Asked without a token, the API says whether it needs one: then the prompt, no failed request.
+  const needsToken = granted.data?.token_required === true && granted.data.name === null;
+  const access: Access | undefined = needsToken ? undefined : (granted.data ?? (granted.error?.status === 404 ? EVERYTHING : undefined));
   const list = useApi<{ snapshots: Snapshot[] }>(access ? "snapshots" : null, { limit: 1000, generation });
   const snapshots = list.data?.snapshots ?? [];
   const view = viewOf(q);
@@ -195,7 +197,7 @@ export function App() {
   );
 
   let body;
-  if (unauthorized && !token()) {
+  if ((unauthorized || needsToken) && !token()) {
     body = <TokenForm rejected={rejected} onSaved={signedIn} />;
   } else if (granted.error && !access) {
     body = <ErrorBox error={granted.error} />;

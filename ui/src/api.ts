@@ -25,6 +25,8 @@ export interface Access {
   name: string | null;
   admin: boolean;
   prefixes: string[];
+  /** Whether the API needs a token; asked without one, the answer says only this. */
+  token_required?: boolean;
 }
 
 export interface Totals {
