@@ -209,6 +209,11 @@ impl Access {
             if grants.iter().any(|g: &Grant| g.token == token) {
                 return Err(err(format!("the token of {name} is given twice")));
             }
+            if grants.iter().any(|g: &Grant| g.name == name) {
+                return Err(err(format!(
+                    "the name {name} is given twice; logs and /api/v1/access tell tokens apart by it"
+                )));
+            }
             grants.push(Grant {
                 name: name.to_owned(),
                 token: token.to_owned(),
@@ -367,6 +372,7 @@ mod tests {
             (&format!("x {A} /a/"), "absolute"),
             (&format!("x {A} /a/../b"), "absolute"),
             (&format!("x {A} *\ny {A} *"), "twice"),
+            (&format!("x {A} *\nx {B} /p"), "name x is given twice"),
             ("lonely", "expected"),
         ] {
             let e = Access::parse(bad).unwrap_err().to_string();
