@@ -4,20 +4,13 @@
 //! ncdu writes them, so the download is `application/octet-stream` (named `.json`), not
 //! `application/json`.
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use storage_tracker_proto::ncdu::{
-    CONTENT_TYPE, NcduEntry, NcduWriter, count_sql, export_sql, is_directory_sql,
-};
+use storage_tracker_proto::ncdu::{CONTENT_TYPE, NcduEntry, NcduWriter, export_sql};
 
-use crate::access::Scope;
-use crate::paths::PathParam;
-use crate::reports::scope;
-use crate::routes::query_params;
+use crate::extract::AtDirectory;
 use crate::{ApiError, AppState};
 
 /// Most entries one export through the API holds (the read-only profile's `max_result_rows`
@@ -29,30 +22,17 @@ const SEND_BYTES: usize = 256 << 10;
 
 pub(crate) async fn ncdu(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<PathParam>, QueryRejection>,
+    AtDirectory {
+        snapshot,
+        dir,
+        rollup,
+        ..
+    }: AtDirectory,
 ) -> Result<Response, ApiError> {
-    let p = query_params(q)?;
-    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
-    let is_directory: u64 = state
-        .client
-        .query(&is_directory_sql(db, snapshot_id, &dir))
-        .fetch_one()
-        .await?;
-    if is_directory == 0 {
-        return Err(ApiError::NotFound(format!(
-            "no directory {:?} in snapshot {snapshot_id}",
-            String::from_utf8_lossy(&dir)
-        )));
-    }
-    let count: u64 = state
-        .client
-        .query(&count_sql(db, snapshot_id, &dir))
-        .fetch_one::<u64>()
-        .await?;
+    // The directory and everything below it.
+    let count = rollup.entries + 1;
     if count > MAX_EXPORT_ENTRIES {
         return Err(ApiError::BadRequest(format!(
             "{} holds {count} entries; the API exports at most {MAX_EXPORT_ENTRIES}: export a \
@@ -64,7 +44,6 @@ pub(crate) async fn ncdu(
         .client
         .query(&export_sql(db, snapshot_id, &dir))
         .fetch::<NcduEntry>()?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let name = format!(
         "ncdu-{}-{snapshot_id}.json",
         snapshot
@@ -73,7 +52,7 @@ pub(crate) async fn ncdu(
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect::<String>()
     );
-    tokio::spawn(async move {
+    let body = crate::stream::spawned_body(move |tx| async move {
         let fail = |e: String| std::io::Error::other(e);
         let mut writer = match NcduWriter::new(
             Vec::with_capacity(SEND_BYTES * 2),
@@ -117,8 +96,6 @@ pub(crate) async fn ncdu(
             }
         }
     });
-    let mut rx = rx;
-    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     Ok((
         [
             (header::CONTENT_TYPE, CONTENT_TYPE.to_owned()),

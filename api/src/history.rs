@@ -253,7 +253,7 @@ async fn history_filesystem(
     dir: &[u8],
 ) -> Result<SnapshotRow, ApiError> {
     if let Some(id) = snapshot {
-        return crate::routes::committed(state, access, id).await;
+        return crate::extract::committed(state, access, id).await;
     }
     let (parent, name) = split_path(dir);
     let holding = state
@@ -388,8 +388,8 @@ async fn two_committed(
         ));
     };
     let (a, b) = (
-        crate::routes::committed(state, access, from).await?,
-        crate::routes::committed(state, access, to).await?,
+        crate::extract::committed(state, access, from).await?,
+        crate::extract::committed(state, access, to).await?,
     );
     if !a.same_filesystem(&b) {
         return Err(ApiError::BadRequest(format!(

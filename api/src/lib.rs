@@ -7,6 +7,7 @@
 pub mod access;
 pub mod error;
 pub mod export;
+pub mod extract;
 pub mod history;
 pub mod metrics;
 pub mod openapi;

@@ -5,8 +5,8 @@
 //! number; sort orders and columns come from fixed lists.
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use clickhouse::Row;
@@ -20,62 +20,12 @@ use storage_tracker_proto::sql::{parent_within, quote_bytes, subtree};
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::access::Scope;
-use crate::paths::{PathParam, Text};
+use crate::extract::{AtDirectory, AtEntry, InSnapshot};
+use crate::paths::Text;
 use crate::pattern::{MatchKind, NamePattern, refuse_nul};
-use crate::query::{ChildRow, DirTotalsRow, SnapshotRow};
-use crate::routes::{Child, committed, name_owners, page, query_params, snapshot_id};
+use crate::query::{ChildRow, DirTotalsRow};
+use crate::routes::{Child, name_owners, page, query_params};
 use crate::{ApiError, AppState};
-
-/// The snapshot, and the directory a request limits itself to (the root when none is given).
-/// The directory must be readable with the request's token.
-pub(crate) async fn scope(
-    state: &AppState,
-    access: &Scope,
-    id: Result<Path<String>, PathRejection>,
-    path: Option<String>,
-    path_b64: Option<String>,
-) -> Result<(SnapshotRow, Vec<u8>), ApiError> {
-    let snapshot_id = snapshot_id(id)?;
-    let requested = PathParam { path, path_b64 }.bytes()?;
-    let snapshot = committed(state, access, snapshot_id).await?;
-    let dir = requested.unwrap_or_else(|| snapshot.root_path.clone());
-    access.check(&dir)?;
-    Ok((snapshot, dir))
-}
-
-/// [`scope`] for a listing under a directory: the directory must exist in the snapshot (a
-/// listing under a path that is not there is a 404, not an empty answer).
-pub(crate) async fn scoped_directory(
-    state: &AppState,
-    access: &Scope,
-    id: Result<Path<String>, PathRejection>,
-    path: Option<String>,
-    path_b64: Option<String>,
-) -> Result<(SnapshotRow, Vec<u8>), ApiError> {
-    let (snapshot, dir) = scope(state, access, id, path, path_b64).await?;
-    if dir != snapshot.root_path {
-        let (parent, name) = split_path(&dir);
-        let found = state
-            .client
-            .query(&crate::query::directory_rollup(
-                &state.database,
-                snapshot.snapshot_id,
-                parent,
-                name,
-            ))
-            .fetch_optional::<crate::query::RollupRow>()
-            .await?;
-        if found.is_none() {
-            return Err(ApiError::NotFound(format!(
-                "no directory {:?} in snapshot {}",
-                String::from_utf8_lossy(&dir),
-                snapshot.snapshot_id
-            )));
-        }
-    }
-    Ok((snapshot, dir))
-}
 
 /// Entries of a snapshot matching `condition`, as [`ChildRow`]s with their own sizes.
 fn entries_sql(
@@ -170,17 +120,8 @@ async fn with_tree_totals(
 /// directory.
 pub(crate) async fn entry(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<PathParam>, QueryRejection>,
+    AtEntry { snapshot, path }: AtEntry,
 ) -> Result<Json<Child>, ApiError> {
-    let p = query_params(q)?;
-    if p.path.is_none() && p.path_b64.is_none() {
-        return Err(ApiError::BadRequest(
-            "give the entry as path= or path_b64=".into(),
-        ));
-    }
-    let (snapshot, path) = scope(&state, &access, id, p.path, p.path_b64).await?;
     let (parent, name) = split_path(&path);
     let db = &state.database;
     let sql = format!(
@@ -221,8 +162,6 @@ LIMIT 1",
 pub(crate) struct TopParams {
     /// files (default) or dirs.
     what: Option<String>,
-    path: Option<String>,
-    path_b64: Option<String>,
     limit: Option<u64>,
     offset: Option<u64>,
 }
@@ -256,13 +195,11 @@ impl Listing {
 /// directories (by recursive bytes) under a directory.
 pub(crate) async fn top(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, PathRejection>,
+    AtDirectory { snapshot, dir, .. }: AtDirectory,
     q: Result<Query<TopParams>, QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
     let p = query_params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
-    let (snapshot, dir) = scoped_directory(&state, &access, id, p.path, p.path_b64).await?;
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
     let sql = match p.what.as_deref() {
@@ -363,15 +300,13 @@ pub(crate) struct Usage {
 /// `GET /api/v1/snapshots/{id}/usage?by=user|group|type`: usage, largest first.
 pub(crate) async fn usage(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, PathRejection>,
+    InSnapshot { snapshot, access }: InSnapshot,
     q: Result<Query<UsageParams>, QueryRejection>,
 ) -> Result<Json<Usage>, ApiError> {
     let p = query_params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
     access.check_all("usage")?;
-    let snapshot_id = snapshot_id(id)?;
-    committed(&state, &access, snapshot_id).await?;
+    let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
     let (by, sql) = match p.by.as_deref() {
         None | Some("user") | Some("group") => {
@@ -489,12 +424,11 @@ fn age_label(bucket: u8) -> String {
 /// `GET /api/v1/snapshots/{id}/histograms?of=size|mtime|atime`: files per bucket.
 pub(crate) async fn histograms(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, PathRejection>,
+    InSnapshot { snapshot, access }: InSnapshot,
     q: Result<Query<HistogramParams>, QueryRejection>,
 ) -> Result<Json<Histogram>, ApiError> {
     let p = query_params(q)?;
-    let snapshot_id = snapshot_id(id)?;
+    let snapshot_id = snapshot.snapshot_id;
     let of = match p.of.as_deref() {
         None | Some("size") => "size",
         Some("mtime") => "mtime",
@@ -506,7 +440,6 @@ pub(crate) async fn histograms(
         }
     };
     access.check_all("a histogram")?;
-    committed(&state, &access, snapshot_id).await?;
     let sql = format!(
         "SELECT bucket, files, bytes, allocated FROM {}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = '{of}' ORDER BY bucket",
         state.database
@@ -544,8 +477,6 @@ pub(crate) struct StaleParams {
     by: Option<String>,
     /// json (default) or csv.
     format: Option<String>,
-    path: Option<String>,
-    path_b64: Option<String>,
     limit: Option<u64>,
     offset: Option<u64>,
 }
@@ -559,8 +490,7 @@ pub(crate) const CSV_PAGE_ROWS: u64 = 10_000;
 /// (CSV, streamed).
 pub(crate) async fn stale(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, PathRejection>,
+    at: AtDirectory,
     q: Result<Query<StaleParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = query_params(q)?;
@@ -597,7 +527,7 @@ pub(crate) async fn stale(
             "days must be at most 36500, got {days}"
         )));
     }
-    let (snapshot, dir) = scoped_directory(&state, &access, id, p.path, p.path_b64).await?;
+    let AtDirectory { snapshot, dir, .. } = at;
     let cutoff = snapshot.started_at_ns - i64::from(days) * NS_PER_DAY;
     let condition = format!(
         "kind = 'file' AND {column} < {cutoff} AND size >= {} AND {}",
@@ -790,9 +720,6 @@ pub(crate) struct SearchParams {
     ignore_case: Option<bool>,
     /// name (default) or path.
     field: Option<String>,
-    /// Only under this directory.
-    path: Option<String>,
-    path_b64: Option<String>,
     min_size: Option<u64>,
     max_size: Option<u64>,
     /// Owner or group, by name or number.
@@ -859,8 +786,7 @@ fn principal_condition(
 /// entries matching every filter given, largest first.
 pub(crate) async fn search(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, PathRejection>,
+    at: AtDirectory,
     q: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
     let p = query_params(q)?;
@@ -905,7 +831,7 @@ pub(crate) async fn search(
             conditions.push(format!("{column} {op} {}", date_ns(name, v)?));
         }
     }
-    let (snapshot, dir) = scoped_directory(&state, &access, id, p.path, p.path_b64).await?;
+    let AtDirectory { snapshot, dir, .. } = at;
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
     if let Some(who) = &p.user {
@@ -985,8 +911,6 @@ mod tests {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct TreemapParams {
-    path: Option<String>,
-    path_b64: Option<String>,
     /// Levels below the directory (1 to 4, default 2).
     depth: Option<u32>,
     /// Children kept per directory (1 to 500, default 40); the rest are folded into one node.
@@ -1063,8 +987,7 @@ pub(crate) struct Treemap {
 /// rest folded into one "other" tile.
 pub(crate) async fn treemap(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, PathRejection>,
+    at: AtDirectory,
     q: Result<Query<TreemapParams>, QueryRejection>,
 ) -> Result<Json<Treemap>, ApiError> {
     let p = query_params(q)?;
@@ -1089,26 +1012,15 @@ pub(crate) async fn treemap(
             )));
         }
     };
-    let (snapshot, dir) = scope(&state, &access, id, p.path, p.path_b64).await?;
+    let AtDirectory {
+        snapshot,
+        dir,
+        rollup: top,
+        ..
+    } = at;
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
     let (parent, name) = split_path(&dir);
-    let top: Option<crate::query::RollupRow> = state
-        .client
-        .query(&crate::query::directory_rollup(
-            db,
-            snapshot_id,
-            parent,
-            name,
-        ))
-        .fetch_optional()
-        .await?;
-    let Some(top) = top else {
-        return Err(ApiError::NotFound(format!(
-            "no directory {:?} in snapshot {snapshot_id}",
-            String::from_utf8_lossy(&dir)
-        )));
-    };
     let base_depth = top.depth;
     // Every entry whose parent lies within `depth - 1` levels below the directory. The depth
     // test goes first (PREWHERE): a small column that drops most rows before a path is read;

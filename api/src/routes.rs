@@ -1,19 +1,19 @@
 //! The HTTP routes. Every list is paged with `limit` (1..=1000, default 100) and `offset`.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
-use crate::paths::{PathParam, Text};
+use crate::paths::Text;
 use std::collections::BTreeSet;
 
 use crate::access::Scope;
-use crate::query::{self, ChildRow, ChildSort, DirTotalsRow, PrincipalRow, RollupRow, SnapshotRow};
+use crate::extract::{AtDirectory, InSnapshot};
+use crate::query::{self, ChildRow, ChildSort, DirTotalsRow, PrincipalRow, SnapshotRow};
 use crate::{ApiError, AppState};
 
 pub const MAX_PAGE: u64 = 1000;
@@ -119,17 +119,6 @@ pub(crate) fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(u64, u64)
 pub(crate) fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t)
         .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
-}
-
-pub(crate) fn snapshot_id(
-    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<u64, ApiError> {
-    let Path(raw) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    raw.parse::<u64>().ok().filter(|&id| id > 0).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "snapshot id must be a positive integer, got {raw:?}"
-        ))
-    })
 }
 
 #[derive(Debug, Serialize)]
@@ -322,40 +311,19 @@ async fn shown_snapshots(
         .collect())
 }
 
-/// The committed snapshot `snapshot_id`, if the caller may read something of it: for a scoped
-/// token, a snapshot that does not cover its prefixes is not there (its label and root are not
-/// told either).
-pub(crate) async fn committed(
-    state: &AppState,
-    access: &Scope,
-    snapshot_id: u64,
-) -> Result<SnapshotRow, ApiError> {
-    state
-        .client
-        .query(&query::committed_snapshot(&state.database, snapshot_id))
-        .fetch_optional::<SnapshotRow>()
-        .await?
-        .filter(|s| access.covers(&s.root_path))
-        .ok_or_else(|| ApiError::NotFound(format!("no committed snapshot {snapshot_id}")))
-}
-
 /// `GET /api/v1/snapshots/{id}`: one snapshot, if the caller may read something of it.
 async fn one_snapshot(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    InSnapshot { snapshot, access }: InSnapshot,
 ) -> Result<Json<Snapshot>, ApiError> {
-    let snapshot_id = snapshot_id(id)?;
-    let row = committed(&state, &access, snapshot_id).await?;
-    let shown = shown_snapshots(&state, &access, vec![row]).await?;
+    let shown = shown_snapshots(&state, &access, vec![snapshot]).await?;
     Ok(Json(shown.into_iter().next().expect("one row in, one out")))
 }
 
-// Flat fields: serde_urlencoded cannot read numbers inside a flattened struct.
+// Flat fields: serde_urlencoded cannot read numbers inside a flattened struct. The directory
+// (`path`, `path_b64`) is read by [`AtDirectory`].
 #[derive(Debug, Deserialize)]
 struct ChildrenParams {
-    path: Option<String>,
-    path_b64: Option<String>,
     /// bytes (default), allocated, files, mtime, atime or name.
     sort: Option<String>,
     /// desc (default, except for name) or asc.
@@ -483,11 +451,9 @@ struct Children {
 /// `GET /api/v1/snapshots/{id}/children?path=/dir`: a directory's entries, largest first.
 async fn children(
     State(state): State<AppState>,
-    Extension(access): Extension<Scope>,
-    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    at: AtDirectory,
     params: Result<Query<ChildrenParams>, QueryRejection>,
 ) -> Result<Json<Children>, ApiError> {
-    let snapshot_id = snapshot_id(id)?;
     let params = query_params(params)?;
     let (limit, offset) = Page {
         limit: params.limit,
@@ -513,28 +479,14 @@ async fn children(
             )));
         }
     };
-    let requested = PathParam {
-        path: params.path,
-        path_b64: params.path_b64,
-    }
-    .bytes()?;
-    let snapshot = committed(&state, &access, snapshot_id).await?;
-    let dir = requested.unwrap_or(snapshot.root_path);
-    access.check(&dir)?;
+    let AtDirectory {
+        snapshot,
+        dir,
+        rollup,
+        ..
+    } = at;
+    let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
-
-    let (parent, name) = split_path(&dir);
-    let rollup = state
-        .client
-        .query(&query::directory_rollup(db, snapshot_id, parent, name))
-        .fetch_optional::<RollupRow>()
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no directory {:?} in snapshot {snapshot_id}",
-                String::from_utf8_lossy(&dir)
-            ))
-        })?;
     let total = state
         .client
         .query(&query::count_children(db, snapshot_id, &dir))

@@ -73,13 +73,6 @@ pub fn is_directory_sql(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
     )
 }
 
-/// How many entries an export of `dir` holds.
-pub fn count_sql(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
-    format!(
-        "SELECT count() FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND {}",
-        subtree(dir)
-    )
-}
 
 /// Errors of an export: the output failed, or the rows were not a tree below the root.
 #[derive(Debug, thiserror::Error)]

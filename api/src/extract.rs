@@ -1,0 +1,143 @@
+//! The one way into a snapshot: extractors that turn `{snapshot_id}`, `path` or `path_b64` and
+//! the caller's token into what a handler needs, already checked, so that no handler repeats
+//! those steps.
+//!
+//! - [`InSnapshot`]: a committed snapshot that the caller may read something of.
+//! - [`AtDirectory`]: that, and a directory of it (the root when no path is given) that the
+//!   caller may read and that the snapshot holds, with its rollup.
+//! - [`AtEntry`]: that, and an entry's path (required) that the caller may read.
+
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+
+use storage_tracker_proto::entry::split_path;
+
+use crate::access::Scope;
+use crate::paths::PathParam;
+use crate::query::{self, RollupRow, SnapshotRow};
+use crate::{ApiError, AppState};
+
+/// The committed snapshot `snapshot_id`, if the caller may read something of it: for a scoped
+/// token, a snapshot that does not cover its prefixes is not there (its label and root are not
+/// told either).
+pub(crate) async fn committed(
+    state: &AppState,
+    access: &Scope,
+    snapshot_id: u64,
+) -> Result<SnapshotRow, ApiError> {
+    state
+        .client
+        .query(&query::committed_snapshot(&state.database, snapshot_id))
+        .fetch_optional::<SnapshotRow>()
+        .await?
+        .filter(|s| access.covers(&s.root_path))
+        .ok_or_else(|| ApiError::NotFound(format!("no committed snapshot {snapshot_id}")))
+}
+
+/// The caller's scope, as the access middleware resolved it.
+fn caller(parts: &Parts) -> Result<Scope, ApiError> {
+    parts.extensions.get::<Scope>().cloned().ok_or_else(|| {
+        ApiError::Forbidden("this route is not open to requests without a token".into())
+    })
+}
+
+/// The `{snapshot_id}` of the route, checked.
+async fn snapshot_id(parts: &mut Parts, state: &AppState) -> Result<u64, ApiError> {
+    let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    raw.parse::<u64>().ok().filter(|&id| id > 0).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "snapshot id must be a positive integer, got {raw:?}"
+        ))
+    })
+}
+
+/// The path the query string names, validated; `None` when it names none.
+fn requested_path(parts: &Parts) -> Result<Option<Vec<u8>>, ApiError> {
+    let Query(p) = Query::<PathParam>::try_from_uri(&parts.uri)
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    p.bytes()
+}
+
+/// A committed snapshot the caller may read something of.
+#[derive(Debug)]
+pub struct InSnapshot {
+    pub snapshot: SnapshotRow,
+    pub access: Scope,
+}
+
+impl FromRequestParts<AppState> for InSnapshot {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let access = caller(parts)?;
+        let id = snapshot_id(parts, state).await?;
+        let snapshot = committed(state, &access, id).await?;
+        Ok(Self { snapshot, access })
+    }
+}
+
+/// A directory of a committed snapshot: readable by the caller, held by the snapshot.
+#[derive(Debug)]
+pub struct AtDirectory {
+    pub snapshot: SnapshotRow,
+    pub access: Scope,
+    /// The directory's raw path.
+    pub dir: Vec<u8>,
+    /// Its recursive totals.
+    pub rollup: RollupRow,
+}
+
+impl FromRequestParts<AppState> for AtDirectory {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let access = caller(parts)?;
+        let id = snapshot_id(parts, state).await?;
+        let requested = requested_path(parts)?;
+        let snapshot = committed(state, &access, id).await?;
+        let dir = requested.unwrap_or_else(|| snapshot.root_path.clone());
+        access.check(&dir)?;
+        let (parent, name) = split_path(&dir);
+        let rollup = state
+            .client
+            .query(&query::directory_rollup(&state.database, id, parent, name))
+            .fetch_optional::<RollupRow>()
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no directory {:?} in snapshot {id}",
+                    String::from_utf8_lossy(&dir)
+                ))
+            })?;
+        Ok(Self {
+            snapshot,
+            access,
+            dir,
+            rollup,
+        })
+    }
+}
+
+/// An entry's path in a committed snapshot, readable by the caller (whether the snapshot holds
+/// it is the handler's lookup).
+#[derive(Debug)]
+pub struct AtEntry {
+    pub snapshot: SnapshotRow,
+    pub path: Vec<u8>,
+}
+
+impl FromRequestParts<AppState> for AtEntry {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let access = caller(parts)?;
+        let id = snapshot_id(parts, state).await?;
+        let path = requested_path(parts)?
+            .ok_or_else(|| ApiError::BadRequest("give the entry as path= or path_b64=".into()))?;
+        let snapshot = committed(state, &access, id).await?;
+        access.check(&path)?;
+        Ok(Self { snapshot, path })
+    }
+}
