@@ -16,6 +16,7 @@ use storage_tracker_proto::sql::quote_bytes;
 use storage_tracker_proto::scan_options::describe;
 
 use crate::access::Scope;
+use crate::params::OwnerBy;
 use crate::paths::{PathParam, Text};
 use crate::query::{self, SnapshotRow};
 use crate::routes::query_params;
@@ -488,8 +489,8 @@ pub async fn growth(
 pub struct OwnerGrowthParams {
     from: Option<u64>,
     to: Option<u64>,
-    /// user (default) or group.
-    by: Option<String>,
+    #[serde(default)]
+    by: OwnerBy,
 }
 
 #[derive(Debug, Serialize)]
@@ -520,15 +521,7 @@ pub async fn owner_growth(
 ) -> Result<Json<OwnerGrowth>, ApiError> {
     let p = query_params(params)?;
     access.check_all("growth per owner")?;
-    let by = match p.by.as_deref() {
-        None | Some("user") => "user",
-        Some("group") => "group",
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "by must be user or group, got {other:?}"
-            )));
-        }
-    };
+    let by = p.by.word();
     let (a, b) = two_committed(&state, &access, p.from, p.to).await?;
     let (from, to) = (a.snapshot_id, b.snapshot_id);
     let rows = state

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
+pub mod params;
 pub mod paths;
 pub mod pattern;
 pub mod query;

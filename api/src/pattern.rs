@@ -12,32 +12,10 @@ use regex_syntax::ast::{self, Ast, ClassSetItem, Visitor};
 use storage_tracker_proto::sql::quote_bytes;
 
 use crate::ApiError;
+use crate::params::MatchKind;
 
 /// Longest pattern accepted.
 pub const MAX_PATTERN_BYTES: usize = 1024;
-
-/// How `q` is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchKind {
-    Substring,
-    Glob,
-    Regex,
-}
-
-impl MatchKind {
-    pub fn parse(s: Option<&str>) -> Result<Self, ApiError> {
-        Ok(match s {
-            None | Some("substring") => Self::Substring,
-            Some("glob") => Self::Glob,
-            Some("regex") => Self::Regex,
-            Some(other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "match must be substring, glob or regex, got {other:?}"
-                )));
-            }
-        })
-    }
-}
 
 /// A checked pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

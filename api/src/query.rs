@@ -8,6 +8,8 @@ use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 
+use crate::params::ChildSort;
+
 /// A committed snapshot.
 #[derive(Debug, Row, Deserialize)]
 pub struct SnapshotRow {
@@ -220,33 +222,7 @@ pub struct ChildRow {
     pub tree_max_atime_ns: i64,
 }
 
-/// How children are sorted: by recursive bytes (directories) or size (the rest), allocated
-/// bytes, files below, newest mtime or atime in the tree, or name; ties by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildSort {
-    Bytes,
-    Allocated,
-    Files,
-    Mtime,
-    Atime,
-    Name,
-}
-
 impl ChildSort {
-    pub const NAMES: [&str; 6] = ["bytes", "allocated", "files", "mtime", "atime", "name"];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "bytes" => Self::Bytes,
-            "allocated" => Self::Allocated,
-            "files" => Self::Files,
-            "mtime" => Self::Mtime,
-            "atime" => Self::Atime,
-            "name" => Self::Name,
-            _ => return None,
-        })
-    }
-
     fn column(self) -> &'static str {
         match self {
             Self::Bytes => "tree_bytes",

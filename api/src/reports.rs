@@ -21,8 +21,11 @@ use storage_tracker_proto::sql::{parent_within, quote_bytes, subtree};
 use std::collections::{BTreeSet, HashMap};
 
 use crate::extract::{AtDirectory, AtEntry, InSnapshot};
+use crate::params::{
+    AreaBy, HistogramOf, MatchKind, SearchField, StaleBy, StaleFormat, TopWhat, UsageBy,
+};
 use crate::paths::Text;
-use crate::pattern::{MatchKind, NamePattern, refuse_nul};
+use crate::pattern::{NamePattern, refuse_nul};
 use crate::query::{ChildRow, DirTotalsRow};
 use crate::routes::{Child, name_owners, page, query_params};
 use crate::{ApiError, AppState};
@@ -161,7 +164,8 @@ LIMIT 1",
 #[derive(Debug, Deserialize)]
 pub(crate) struct TopParams {
     /// files (default) or dirs.
-    what: Option<String>,
+    #[serde(default)]
+    what: TopWhat,
     limit: Option<u64>,
     offset: Option<u64>,
 }
@@ -202,8 +206,8 @@ pub(crate) async fn top(
     let (limit, offset) = page(p.limit, p.offset)?;
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
-    let sql = match p.what.as_deref() {
-        None | Some("files") => entries_sql(
+    let sql = match p.what {
+        TopWhat::Files => entries_sql(
             db,
             snapshot_id,
             &format!("kind = 'file' AND {}", subtree(&dir)),
@@ -211,7 +215,7 @@ pub(crate) async fn top(
             limit,
             offset,
         ),
-        Some("dirs") => {
+        TopWhat::Dirs => {
             // The largest trees from the rollups, then their entries' own rows (mode, size,
             // links) by key, in the same order: one description of an entry for every list.
             #[derive(Row, Deserialize)]
@@ -238,11 +242,6 @@ LIMIT {limit} OFFSET {offset}",
                 entries,
             )));
         }
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "what must be files or dirs, got {other:?}"
-            )));
-        }
     };
     let entries = listed(&state, snapshot_id, &sql).await?;
     Ok(Json(Listing::new(
@@ -256,7 +255,8 @@ LIMIT {limit} OFFSET {offset}",
 #[derive(Debug, Deserialize)]
 pub(crate) struct UsageParams {
     /// user (default), group or type.
-    by: Option<String>,
+    #[serde(default)]
+    by: UsageBy,
     limit: Option<u64>,
     offset: Option<u64>,
 }
@@ -308,10 +308,10 @@ pub(crate) async fn usage(
     access.check_all("usage")?;
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
-    let (by, sql) = match p.by.as_deref() {
-        None | Some("user") | Some("group") => {
-            let by = if p.by.as_deref() == Some("group") { "group" } else { "user" };
-            (by, format!(
+    let by = p.by.word();
+    let sql = match p.by {
+        UsageBy::User | UsageBy::Group => {
+            format!(
                 "SELECT '' AS key, id, name, entries, files, bytes, allocated
 FROM
 (
@@ -324,19 +324,14 @@ ANY LEFT JOIN
 ) AS n USING id
 ORDER BY bytes DESC, id ASC
 LIMIT {limit} OFFSET {offset}"
-            ))
+            )
         }
-        Some("type") => ("type", format!(
+        UsageBy::Type => format!(
             "SELECT extension AS key, toUInt32(0) AS id, '' AS name, files AS entries, files, bytes, allocated
 FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}
 ORDER BY bytes DESC, key ASC
 LIMIT {limit} OFFSET {offset}"
-        )),
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "by must be user, group or type, got {other:?}"
-            )));
-        }
+        ),
     };
     let rows = state.client.query(&sql).fetch_all::<UsageRow>().await?;
     let items = rows
@@ -370,7 +365,8 @@ LIMIT {limit} OFFSET {offset}"
 #[derive(Debug, Deserialize)]
 pub(crate) struct HistogramParams {
     /// size (default), mtime or atime.
-    of: Option<String>,
+    #[serde(default)]
+    of: HistogramOf,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -429,16 +425,7 @@ pub(crate) async fn histograms(
 ) -> Result<Json<Histogram>, ApiError> {
     let p = query_params(q)?;
     let snapshot_id = snapshot.snapshot_id;
-    let of = match p.of.as_deref() {
-        None | Some("size") => "size",
-        Some("mtime") => "mtime",
-        Some("atime") => "atime",
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "of must be size, mtime or atime, got {other:?}"
-            )));
-        }
-    };
+    let of = p.of.word();
     access.check_all("a histogram")?;
     let sql = format!(
         "SELECT bucket, files, bytes, allocated FROM {}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = '{of}' ORDER BY bucket",
@@ -474,9 +461,11 @@ pub(crate) struct StaleParams {
     days: Option<u32>,
     /// Only files at least this large (bytes).
     min_size: Option<u64>,
-    by: Option<String>,
+    #[serde(default)]
+    by: StaleBy,
     /// json (default) or csv.
-    format: Option<String>,
+    #[serde(default)]
+    format: StaleFormat,
     limit: Option<u64>,
     offset: Option<u64>,
 }
@@ -494,15 +483,7 @@ pub(crate) async fn stale(
     q: Result<Query<StaleParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = query_params(q)?;
-    let csv = match p.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "format must be json or csv, got {other:?}"
-            )));
-        }
-    };
+    let csv = p.format == StaleFormat::Csv;
     let (limit, offset) = if csv {
         // Every row unless the caller asks for fewer.
         if p.limit == Some(0) {
@@ -512,15 +493,7 @@ pub(crate) async fn stale(
     } else {
         page(p.limit, p.offset)?
     };
-    let column = match p.by.as_deref() {
-        None | Some("atime") => "atime_ns",
-        Some("mtime") => "mtime_ns",
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "by must be atime or mtime, got {other:?}"
-            )));
-        }
-    };
+    let column = p.by.column();
     let days = p.days.unwrap_or(180);
     if days > 36_500 {
         return Err(ApiError::BadRequest(format!(
@@ -715,11 +688,13 @@ pub(crate) struct SearchParams {
     q: Option<String>,
     /// substring (default), glob or regex.
     #[serde(rename = "match")]
-    how: Option<String>,
+    #[serde(default)]
+    how: MatchKind,
     /// Match without regard to case (default false).
     ignore_case: Option<bool>,
     /// name (default) or path.
-    field: Option<String>,
+    #[serde(default)]
+    field: SearchField,
     min_size: Option<u64>,
     max_size: Option<u64>,
     /// Owner or group, by name or number.
@@ -791,19 +766,10 @@ pub(crate) async fn search(
 ) -> Result<Json<Listing>, ApiError> {
     let p = query_params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
-    let field = match p.field.as_deref() {
-        None | Some("name") => "name",
-        Some("path") => "path",
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "field must be name or path, got {other:?}"
-            )));
-        }
-    };
-    let kind = MatchKind::parse(p.how.as_deref())?;
+    let field = p.field.word();
     let mut conditions = Vec::new();
     if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
-        let pattern = NamePattern::new(kind, text, p.ignore_case.unwrap_or(false))?;
+        let pattern = NamePattern::new(p.how, text, p.ignore_case.unwrap_or(false))?;
         conditions.push(pattern.condition(field));
     }
     for (name, value) in [
@@ -916,7 +882,8 @@ pub(crate) struct TreemapParams {
     /// Children kept per directory (1 to 500, default 40); the rest are folded into one node.
     max_children: Option<u32>,
     /// bytes (default) or files: what the areas are.
-    size: Option<String>,
+    #[serde(default)]
+    size: AreaBy,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -1003,15 +970,7 @@ pub(crate) async fn treemap(
             "max_children must be between 1 and 500, got {max_children}"
         )));
     }
-    let size = match p.size.as_deref() {
-        None | Some("bytes") => "bytes",
-        Some("files") => "files",
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "size must be bytes or files, got {other:?}"
-            )));
-        }
-    };
+    let size = p.size.word();
     let AtDirectory {
         snapshot,
         dir,

@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 
 use crate::access::Scope;
 use crate::extract::{AtDirectory, InSnapshot};
-use crate::query::{self, ChildRow, ChildSort, DirTotalsRow, PrincipalRow, SnapshotRow};
+use crate::params::{ChildSort, Order};
+use crate::query::{self, ChildRow, DirTotalsRow, PrincipalRow, SnapshotRow};
 use crate::{ApiError, AppState};
 
 pub const MAX_PAGE: u64 = 1000;
@@ -324,10 +325,10 @@ async fn one_snapshot(
 // (`path`, `path_b64`) is read by [`AtDirectory`].
 #[derive(Debug, Deserialize)]
 struct ChildrenParams {
-    /// bytes (default), allocated, files, mtime, atime or name.
-    sort: Option<String>,
-    /// desc (default, except for name) or asc.
-    order: Option<String>,
+    #[serde(default)]
+    sort: ChildSort,
+    /// Descending by default, except by name.
+    order: Option<Order>,
     limit: Option<u64>,
     offset: Option<u64>,
 }
@@ -460,24 +461,10 @@ async fn children(
         offset: params.offset,
     }
     .checked()?;
-    let sort = match params.sort.as_deref() {
-        None => ChildSort::Bytes,
-        Some(s) => ChildSort::parse(s).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "sort must be one of {}, got {s:?}",
-                ChildSort::NAMES.join(", ")
-            ))
-        })?,
-    };
-    let descending = match params.order.as_deref() {
+    let sort = params.sort;
+    let descending = match params.order {
         None => sort != ChildSort::Name,
-        Some("desc") => true,
-        Some("asc") => false,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "order must be asc or desc, got {other:?}"
-            )));
-        }
+        Some(order) => order == Order::Desc,
     };
     let AtDirectory {
         snapshot,

@@ -73,7 +73,6 @@ pub fn is_directory_sql(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
     )
 }
 
-
 /// Errors of an export: the output failed, or the rows were not a tree below the root.
 #[derive(Debug, thiserror::Error)]
 pub enum NcduError {

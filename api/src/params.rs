@@ -1,0 +1,130 @@
+//! Query parameters that take one of a few words, as types. serde reads them; an unknown word
+//! is a 400 that says which words there are (`unknown variant "x", expected "a" or "b"`).
+
+use serde::Deserialize;
+
+/// An enum of words, each with the word it is read from, and the word given when it is absent.
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? } default $default:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $word)] $variant),+
+        }
+
+        impl $name {
+            /// The word, as requests and responses spell it.
+            pub fn word(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word),+
+                }
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::$default
+            }
+        }
+    };
+}
+
+words! {
+    /// The direction of a sort.
+    Order { Asc = "asc", Desc = "desc" } default Desc
+}
+
+words! {
+    /// How children are sorted: by recursive bytes (directories) or size (the rest), allocated
+    /// bytes, files below, newest mtime or atime in the tree, or name; ties by name.
+    ChildSort {
+        Bytes = "bytes",
+        Allocated = "allocated",
+        Files = "files",
+        Mtime = "mtime",
+        Atime = "atime",
+        Name = "name",
+    } default Bytes
+}
+
+words! {
+    /// What `top` lists: the largest files or the largest directories.
+    TopWhat { Files = "files", Dirs = "dirs" } default Files
+}
+
+words! {
+    /// What usage is summed by.
+    UsageBy { User = "user", Group = "group", Type = "type" } default User
+}
+
+words! {
+    /// Who growth per owner is summed by.
+    OwnerBy { User = "user", Group = "group" } default User
+}
+
+words! {
+    /// Which histogram.
+    HistogramOf { Size = "size", Mtime = "mtime", Atime = "atime" } default Size
+}
+
+words! {
+    /// How stale data answers.
+    StaleFormat { Json = "json", Csv = "csv" } default Json
+}
+
+words! {
+    /// Which time makes a file stale: not accessed, or not modified.
+    StaleBy { Atime = "atime", Mtime = "mtime" } default Atime
+}
+
+impl StaleBy {
+    /// The entry column it compares.
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::Atime => "atime_ns",
+            Self::Mtime => "mtime_ns",
+        }
+    }
+}
+
+words! {
+    /// What a search pattern matches: the name or the whole path (the word is the column).
+    SearchField { Name = "name", Path = "path" } default Name
+}
+
+words! {
+    /// How a search pattern (`q`) is read.
+    MatchKind { Substring = "substring", Glob = "glob", Regex = "regex" } default Substring
+}
+
+words! {
+    /// What a treemap's areas are.
+    AreaBy { Bytes = "bytes", Files = "files" } default Bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Q {
+        #[serde(default)]
+        by: UsageBy,
+    }
+
+    fn read(query: &str) -> Result<Q, String> {
+        let uri: axum::http::Uri = format!("/x?{query}").parse().unwrap();
+        axum::extract::Query::<Q>::try_from_uri(&uri)
+            .map(|q| q.0)
+            .map_err(|e| e.body_text())
+    }
+
+    #[test]
+    fn words_read_as_their_variants_and_unknown_words_say_which_there_are() {
+        assert_eq!(read("by=type").unwrap().by, UsageBy::Type);
+        assert_eq!(read("").unwrap().by, UsageBy::User);
+        let e = read("by=planet").unwrap_err();
+        assert!(e.contains("planet") && e.contains("group"), "{e}");
+        assert_eq!(UsageBy::Group.word(), "group");
+    }
+}
