@@ -13,6 +13,11 @@ use storage_tracker_proto::ncdu::{CONTENT_TYPE, NcduEntry, NcduWriter, export_sq
 use crate::extract::AtDirectory;
 use crate::{ApiError, AppState};
 
+/// The routes of this resource.
+pub fn routes() -> crate::resource::Routes {
+    crate::resource::Routes::default().get("/api/v1/snapshots/{snapshot_id}/export/ncdu", ncdu)
+}
+
 /// Most entries one export through the API holds (the read-only profile's `max_result_rows`
 /// bounds it too); `storage-aggregator export-ncdu` exports trees of any size.
 pub const MAX_EXPORT_ENTRIES: u64 = 1_000_000;

@@ -17,10 +17,18 @@ use storage_tracker_proto::scan_options::describe;
 
 use crate::access::Scope;
 use crate::params::OwnerBy;
+use crate::params::query_params;
 use crate::paths::{PathParam, Text};
 use crate::query::{self, SnapshotRow};
-use crate::routes::query_params;
 use crate::{ApiError, AppState};
+
+/// The routes of this resource.
+pub fn routes() -> crate::resource::Routes {
+    crate::resource::Routes::default()
+        .get("/api/v1/history", history)
+        .get("/api/v1/growth", growth)
+        .get("/api/v1/growth/owners", owner_growth)
+}
 
 #[derive(Debug, Row, Deserialize, Serialize)]
 pub struct Point {
@@ -418,7 +426,7 @@ pub async fn growth(
     params: Result<Query<GrowthParams>, QueryRejection>,
 ) -> Result<Json<Growth>, ApiError> {
     let p = query_params(params)?;
-    let (limit, offset) = crate::routes::page(p.limit, p.offset)?;
+    let (limit, offset) = crate::params::page(p.limit, p.offset)?;
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
     let (a, b) = two_committed(&state, &access, p.from, p.to).await?;

@@ -3,12 +3,28 @@
 //!
 //! Paths travel as text where they are UTF-8; a path that is not also comes as `path_b64`
 //! (standard base64 of the raw bytes), and every endpoint that takes a path accepts either.
+//!
+//! A request passes through these modules in this order:
+//! - [`routes`]: the whole router ([`routes::app`]), the resources' routers merged behind the
+//!   [`access`] (tokens and their scopes) and [`metrics`] layers; health and the API's
+//!   description ([`openapi`]). [`resource`] is the type each resource's routes come in.
+//! - [`extract`]: the one way into a snapshot: a committed snapshot, directory or entry that
+//!   the caller may read, already checked; [`params`] and [`paths`] read query parameters and
+//!   paths; [`pattern`] makes a search pattern one SQL condition.
+//! - The resources: [`snapshots`] (the list, one, children), [`reports`] (an entry, top,
+//!   usage, histograms, stale data), [`treemap`], [`search`], [`history`] (history and growth)
+//!   and [`export`] (ncdu).
+//! - [`listing`]: lists of entries as every list route answers them; [`query`]: the read
+//!   statements and their rows; [`stream`]: bodies streamed from a task; [`error`]: the one
+//!   error type and how it answers.
+//! - [`ui`]: the built web UI, served from memory.
 
 pub mod access;
 pub mod error;
 pub mod export;
 pub mod extract;
 pub mod history;
+pub mod listing;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
@@ -16,8 +32,12 @@ pub mod paths;
 pub mod pattern;
 pub mod query;
 pub mod reports;
+pub mod resource;
 pub mod routes;
+pub mod search;
+pub mod snapshots;
 pub mod stream;
+pub mod treemap;
 pub mod ui;
 
 use clickhouse::Client;

@@ -1,7 +1,12 @@
-//! Query parameters that take one of a few words, as types. serde reads them; an unknown word
+//! Query parameters: paging (`limit`, `offset`), and those that take one of a few words, as
+//! types. serde reads them; an unknown word
 //! is a 400 that says which words there are (`unknown variant "x", expected "a" or "b"`).
 
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use serde::Deserialize;
+
+use crate::ApiError;
 
 /// An enum of words, each with the word it is read from, and the word given when it is absent.
 macro_rules! words {
@@ -100,6 +105,45 @@ words! {
 words! {
     /// What a treemap's areas are.
     AreaBy { Bytes = "bytes", Files = "files" } default Bytes
+}
+
+/// Most items in one page.
+pub const MAX_PAGE: u64 = 1000;
+const DEFAULT_PAGE: u64 = 100;
+const MAX_OFFSET: u64 = 100_000_000;
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+impl Page {
+    pub fn checked(&self) -> Result<(u64, u64), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_PAGE}, got {limit}"
+            )));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if offset > MAX_OFFSET {
+            return Err(ApiError::BadRequest(format!(
+                "offset must be at most {MAX_OFFSET}, got {offset}"
+            )));
+        }
+        Ok((limit, offset))
+    }
+}
+
+/// `limit` and `offset` checked.
+pub(crate) fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(u64, u64), ApiError> {
+    Page { limit, offset }.checked()
+}
+
+pub(crate) fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
 }
 
 #[cfg(test)]

@@ -1,0 +1,258 @@
+//! Lists of entries, as every list route answers them: the entry row's SQL, its JSON form
+//! ([`Child`]), a page of entries ([`Listing`]) with the trees' totals of its directories and
+//! the names of its owners, each found by key.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::entry::split_path;
+use storage_tracker_proto::sql::quote_bytes;
+use storage_tracker_proto::{EntryKind, ErrorOp};
+
+use crate::paths::Text;
+use crate::query::{self, ChildRow, DirTotalsRow, PrincipalRow};
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EntryError {
+    op: &'static str,
+    errno: i32,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Child {
+    pub(crate) name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_b64: Option<String>,
+    pub(crate) path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    /// The path's raw bytes.
+    #[serde(skip)]
+    raw_path: Vec<u8>,
+    pub(crate) kind: &'static str,
+    /// Recursive apparent bytes for a directory (itself included), the size otherwise.
+    pub(crate) bytes: u64,
+    pub(crate) allocated: u64,
+    /// Entries, files and directories below a directory; 0 otherwise.
+    pub(crate) entries: u64,
+    pub(crate) files: u64,
+    pub(crate) dirs: u64,
+    /// Newest mtime and atime in a directory's tree; the entry's own otherwise.
+    pub(crate) max_mtime_ns: i64,
+    pub(crate) max_atime_ns: i64,
+    pub(crate) size: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+    pub(crate) nlink: u64,
+    pub(crate) mtime_ns: i64,
+    pub(crate) atime_ns: i64,
+    /// Names of the owner and group, where the scan could resolve them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) symlink_target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<EntryError>,
+}
+
+impl Child {
+    pub(crate) fn path_bytes(&self) -> &[u8] {
+        &self.raw_path
+    }
+}
+
+impl From<ChildRow> for Child {
+    fn from(r: ChildRow) -> Self {
+        let (name, path) = (Text::of(&r.name), Text::of(&r.path));
+        let kind = EntryKind::from_code(r.kind as u8).unwrap_or(EntryKind::Unknown);
+        let error = ErrorOp::from_code(r.error_op as u8)
+            .filter(|op| *op != ErrorOp::None)
+            .map(|op| EntryError {
+                op: op.name(),
+                errno: r.errno,
+            });
+        Self {
+            name: name.text,
+            name_b64: name.b64,
+            path: path.text,
+            path_b64: path.b64,
+            raw_path: r.path,
+            kind: kind.name(),
+            bytes: r.tree_bytes,
+            allocated: r.tree_allocated,
+            entries: r.tree_entries,
+            files: r.tree_files,
+            dirs: r.tree_dirs,
+            max_mtime_ns: r.tree_max_mtime_ns,
+            max_atime_ns: r.tree_max_atime_ns,
+            size: r.size,
+            uid: r.uid,
+            gid: r.gid,
+            mode: r.mode,
+            nlink: r.nlink,
+            mtime_ns: r.mtime_ns,
+            atime_ns: r.atime_ns,
+            user: None,
+            group: None,
+            symlink_target: (kind == EntryKind::Symlink)
+                .then(|| String::from_utf8_lossy(&r.symlink_target).into_owned()),
+            error,
+        }
+    }
+}
+
+/// Fills in the user and group names of a page of entries.
+pub(crate) async fn name_owners(
+    state: &AppState,
+    snapshot_id: u64,
+    children: &mut [Child],
+) -> Result<(), ApiError> {
+    let uids: BTreeSet<u32> = children.iter().map(|c| c.uid).collect();
+    let gids: BTreeSet<u32> = children.iter().map(|c| c.gid).collect();
+    if children.is_empty() {
+        return Ok(());
+    }
+    let (uids, gids): (Vec<u32>, Vec<u32>) =
+        (uids.into_iter().collect(), gids.into_iter().collect());
+    let sql = query::principals(&state.database, snapshot_id, &uids, &gids);
+    let rows = state.client.query(&sql).fetch_all::<PrincipalRow>().await?;
+    let named = |kind, id| {
+        rows.iter()
+            .find(|p| p.kind == kind && p.id == id && !p.name.is_empty())
+            .map(|p| p.name.clone())
+    };
+    for c in children {
+        c.user = named(1, c.uid);
+        c.group = named(2, c.gid);
+    }
+    Ok(())
+}
+
+/// Entries of a snapshot matching `condition`, as [`ChildRow`]s with their own sizes.
+pub(crate) fn entries_sql(
+    db: &Database,
+    snapshot_id: u64,
+    condition: &str,
+    order: &str,
+    limit: u64,
+    offset: u64,
+) -> String {
+    format!(
+        "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
+    size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
+    toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns, atime_ns AS tree_max_atime_ns
+FROM {db}.entries
+WHERE snapshot_id = {snapshot_id} AND {condition}
+ORDER BY {order}
+LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+/// The entries at `paths`, in that order, with their trees' totals (two lookups by key).
+pub(crate) async fn entries_at(
+    state: &AppState,
+    snapshot_id: u64,
+    paths: &[Vec<u8>],
+) -> Result<Vec<Child>, ApiError> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            let (parent, name) = split_path(p);
+            format!("({}, {})", quote_bytes(parent), quote_bytes(name))
+        })
+        .collect();
+    let condition = format!("(parent_path, name) IN ({})", keys.join(", "));
+    let sql = entries_sql(
+        &state.database,
+        snapshot_id,
+        &condition,
+        "path",
+        paths.len() as u64,
+        0,
+    );
+    let mut found = listed(state, snapshot_id, &sql).await?;
+    let rank = |c: &Child| paths.iter().position(|p| p.as_slice() == c.path_bytes());
+    found.sort_by_key(rank);
+    Ok(found)
+}
+
+pub(crate) async fn listed(
+    state: &AppState,
+    snapshot_id: u64,
+    sql: &str,
+) -> Result<Vec<Child>, ApiError> {
+    let mut rows = state.client.query(sql).fetch_all::<ChildRow>().await?;
+    with_tree_totals(state, snapshot_id, &mut rows).await?;
+    let mut children: Vec<Child> = rows.into_iter().map(Child::from).collect();
+    name_owners(state, snapshot_id, &mut children).await?;
+    Ok(children)
+}
+
+/// Gives the directories of a page of entries their trees' totals (one lookup by key).
+async fn with_tree_totals(
+    state: &AppState,
+    snapshot_id: u64,
+    rows: &mut [ChildRow],
+) -> Result<(), ApiError> {
+    let dir_code = storage_tracker_proto::EntryKind::Dir as i8;
+    let keys: Vec<(u64, &[u8])> = rows
+        .iter()
+        .filter(|r| r.kind == dir_code && r.tree_entries == 0)
+        .map(|r| (snapshot_id, r.path.as_slice()))
+        .collect();
+    let Some(sql) = crate::query::dir_totals(&state.database, &keys) else {
+        return Ok(());
+    };
+    let totals = state.client.query(&sql).fetch_all::<DirTotalsRow>().await?;
+    for r in rows.iter_mut().filter(|r| r.kind == dir_code) {
+        if let Some(t) = totals.iter().find(|t| t.path == r.path) {
+            r.tree_bytes = t.bytes;
+            r.tree_allocated = t.allocated;
+            r.tree_entries = t.entries;
+            r.tree_files = t.files;
+            r.tree_dirs = t.dirs;
+            r.tree_max_mtime_ns = t.max_mtime_ns;
+            r.tree_max_atime_ns = t.max_atime_ns;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Listing {
+    snapshot_id: u64,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    limit: u64,
+    offset: u64,
+    entries: Vec<Child>,
+}
+
+impl Listing {
+    pub(crate) fn new(
+        snapshot_id: u64,
+        dir: &[u8],
+        (limit, offset): (u64, u64),
+        entries: Vec<Child>,
+    ) -> Self {
+        let shown = Text::of(dir);
+        Self {
+            snapshot_id,
+            path: shown.text,
+            path_b64: shown.b64,
+            limit,
+            offset,
+            entries,
+        }
+    }
+}

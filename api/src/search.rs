@@ -1,0 +1,206 @@
+//! Search: entries of a snapshot matching a name pattern and filters on size, owner, type and
+//! times, under a directory, largest first.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+
+use storage_tracker_proto::calendar::days_from_civil;
+use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::reports::extension_sql;
+use storage_tracker_proto::sql::{quote_bytes, subtree};
+
+use crate::extract::AtDirectory;
+use crate::listing::{Listing, entries_sql, listed};
+use crate::params::{MatchKind, SearchField, page, query_params};
+use crate::pattern::{NamePattern, refuse_nul};
+use crate::reports::NS_PER_DAY;
+use crate::{ApiError, AppState};
+
+/// The routes of this resource.
+pub fn routes() -> crate::resource::Routes {
+    crate::resource::Routes::default().get("/api/v1/snapshots/{snapshot_id}/search", search)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SearchParams {
+    /// What to look for.
+    q: Option<String>,
+    /// substring (default), glob or regex.
+    #[serde(rename = "match")]
+    #[serde(default)]
+    how: MatchKind,
+    /// Match without regard to case (default false).
+    ignore_case: Option<bool>,
+    /// name (default) or path.
+    #[serde(default)]
+    field: SearchField,
+    min_size: Option<u64>,
+    max_size: Option<u64>,
+    /// Owner or group, by name or number.
+    user: Option<String>,
+    group: Option<String>,
+    /// File type: the extension, without the dot.
+    #[serde(rename = "type")]
+    extension: Option<String>,
+    /// Dates as YYYY-MM-DD (UTC).
+    mtime_before: Option<String>,
+    mtime_after: Option<String>,
+    atime_before: Option<String>,
+    atime_after: Option<String>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+/// A `YYYY-MM-DD` date as nanoseconds since the epoch (midnight UTC).
+fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "{name} must be a date as YYYY-MM-DD, got {value:?}"
+        ))
+    };
+    let parts: Vec<&str> = value.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, d): (i64, u32, u32) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    days_from_civil(y, m, d)
+        .checked_mul(NS_PER_DAY)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name} must lie between 1678-01-01 and 2262-04-11 (nanosecond timestamps), got {value:?}"
+            ))
+        })
+}
+
+/// The condition for an owner or group given by name or number.
+fn principal_condition(
+    db: &Database,
+    snapshot_id: u64,
+    column: &str,
+    kind: &str,
+    who: &str,
+) -> String {
+    match who.parse::<u32>() {
+        Ok(id) => format!("{column} = {id}"),
+        Err(_) => format!(
+            "{column} IN (SELECT id FROM {db}.principals WHERE snapshot_id = {snapshot_id} AND kind = '{kind}' AND name = {})",
+            quote_bytes(who.as_bytes())
+        ),
+    }
+}
+
+/// `GET /api/v1/snapshots/{id}/search?q=…&match=substring|glob|regex&field=name|path&…`:
+/// entries matching every filter given, largest first.
+pub(crate) async fn search(
+    State(state): State<AppState>,
+    at: AtDirectory,
+    q: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<Listing>, ApiError> {
+    let p = query_params(q)?;
+    let (limit, offset) = page(p.limit, p.offset)?;
+    let field = p.field.word();
+    let mut conditions = Vec::new();
+    if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
+        let pattern = NamePattern::new(p.how, text, p.ignore_case.unwrap_or(false))?;
+        conditions.push(pattern.condition(field));
+    }
+    for (name, value) in [
+        ("user", &p.user),
+        ("group", &p.group),
+        ("type", &p.extension),
+    ] {
+        if let Some(v) = value {
+            refuse_nul(name, v)?;
+        }
+    }
+    if let Some(min) = p.min_size {
+        conditions.push(format!("size >= {min}"));
+    }
+    if let Some(max) = p.max_size {
+        conditions.push(format!("size <= {max}"));
+    }
+    for (name, value, column, op) in [
+        ("mtime_before", &p.mtime_before, "mtime_ns", "<"),
+        ("mtime_after", &p.mtime_after, "mtime_ns", ">="),
+        ("atime_before", &p.atime_before, "atime_ns", "<"),
+        ("atime_after", &p.atime_after, "atime_ns", ">="),
+    ] {
+        if let Some(v) = value {
+            conditions.push(format!("{column} {op} {}", date_ns(name, v)?));
+        }
+    }
+    let AtDirectory { snapshot, dir, .. } = at;
+    let db = &state.database;
+    let snapshot_id = snapshot.snapshot_id;
+    if let Some(who) = &p.user {
+        conditions.push(principal_condition(db, snapshot_id, "uid", "user", who));
+    }
+    if let Some(who) = &p.group {
+        conditions.push(principal_condition(db, snapshot_id, "gid", "group", who));
+    }
+    if let Some(ext) = &p.extension {
+        conditions.push(format!(
+            "kind = 'file' AND {} = {}",
+            extension_sql("name"),
+            quote_bytes(ext.to_ascii_lowercase().as_bytes())
+        ));
+    }
+    if dir != snapshot.root_path {
+        conditions.push(subtree(&dir));
+    }
+    let condition = if conditions.is_empty() {
+        "1".to_owned()
+    } else {
+        conditions.join(" AND ")
+    };
+    let sql = entries_sql(
+        db,
+        snapshot_id,
+        &condition,
+        "size DESC, path ASC",
+        limit,
+        offset,
+    );
+    let entries = listed(&state, snapshot_id, &sql).await?;
+    Ok(Json(Listing::new(
+        snapshot_id,
+        &dir,
+        (limit, offset),
+        entries,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_to_utc_midnight() {
+        assert_eq!(date_ns("d", "1970-01-01").unwrap(), 0);
+        assert_eq!(date_ns("d", "2026-03-04").unwrap(), 20_516 * NS_PER_DAY);
+        assert_eq!(date_ns("d", "1969-12-31").unwrap(), -NS_PER_DAY);
+        for bad in [
+            "2026-13-01",
+            "yesterday",
+            "2026-1",
+            "2026-01-01-01",
+            "0-01-01",
+        ] {
+            assert!(
+                date_ns("mtime_before", bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("mtime_before")
+            );
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The treemap of a directory: its tree a few levels deep, each directory's largest children
+//! kept and the rest folded into one tile, from the rollups and the entries' sort key.
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use storage_tracker_proto::entry::split_path;
+use storage_tracker_proto::sql::{parent_within, quote_bytes, subtree};
+
+use crate::extract::AtDirectory;
+use crate::params::{AreaBy, query_params};
+use crate::paths::Text;
+use crate::{ApiError, AppState};
+
+/// The routes of this resource.
+pub fn routes() -> crate::resource::Routes {
+    crate::resource::Routes::default().get("/api/v1/snapshots/{snapshot_id}/treemap", treemap)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TreemapParams {
+    /// Levels below the directory (1 to 4, default 2).
+    depth: Option<u32>,
+    /// Children kept per directory (1 to 500, default 40); the rest are folded into one node.
+    max_children: Option<u32>,
+    /// bytes (default) or files: what the areas are.
+    #[serde(default)]
+    size: AreaBy,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct TileRow {
+    #[serde(with = "serde_bytes")]
+    parent_path: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    name: Vec<u8>,
+    kind: String,
+    bytes: u64,
+    files: u64,
+    uid: u32,
+    newest_mtime_ns: i64,
+    /// The entry's own size (a directory's inode size).
+    size: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct TotalRow {
+    #[serde(with = "serde_bytes")]
+    parent_path: Vec<u8>,
+    children: u64,
+    bytes: u64,
+    files: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Tile {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_b64: Option<String>,
+    /// dir, file, …, or "other": the smaller children folded into one tile.
+    kind: String,
+    bytes: u64,
+    files: u64,
+    /// The owner's uid and, where the snapshot resolved it, name (not on "other").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    /// A file's type (see `usage?by=type`); absent for directories and "other".
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    file_type: Option<String>,
+    /// Newest mtime: the file's own, or the newest in a directory's tree (not on "other").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime_ns: Option<i64>,
+    /// For "other": how many children it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    children: Vec<Tile>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Treemap {
+    snapshot_id: u64,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    depth: u32,
+    max_children: u32,
+    size: &'static str,
+    root: Tile,
+}
+
+/// `GET /api/v1/snapshots/{id}/treemap?path=…&depth=2&max_children=40&size=bytes|files`: a
+/// directory's tree a few levels deep, the largest children of each directory kept and the
+/// rest folded into one "other" tile.
+pub(crate) async fn treemap(
+    State(state): State<AppState>,
+    at: AtDirectory,
+    q: Result<Query<TreemapParams>, QueryRejection>,
+) -> Result<Json<Treemap>, ApiError> {
+    let p = query_params(q)?;
+    let depth = p.depth.unwrap_or(2);
+    if !(1..=4).contains(&depth) {
+        return Err(ApiError::BadRequest(format!(
+            "depth must be between 1 and 4, got {depth}"
+        )));
+    }
+    let max_children = p.max_children.unwrap_or(40);
+    if !(1..=500).contains(&max_children) {
+        return Err(ApiError::BadRequest(format!(
+            "max_children must be between 1 and 500, got {max_children}"
+        )));
+    }
+    let size = p.size.word();
+    let AtDirectory {
+        snapshot,
+        dir,
+        rollup: top,
+        ..
+    } = at;
+    let snapshot_id = snapshot.snapshot_id;
+    let db = &state.database;
+    let (parent, name) = split_path(&dir);
+    let base_depth = top.depth;
+    // Every entry whose parent lies within `depth - 1` levels below the directory. The depth
+    // test goes first (PREWHERE): a small column that drops most rows before a path is read;
+    // the parent's range is on the sort key.
+    let within = format!(
+        "PREWHERE depth <= {max_depth} AND depth > {base_depth} WHERE snapshot_id = {snapshot_id} AND {}",
+        parent_within(&dir),
+        max_depth = base_depth + depth,
+    );
+    let tiles = format!(
+        "(
+    SELECT parent_path, name, toString(kind) AS kind, if(kind = 'dir', dir_bytes, size) AS bytes,
+        if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files, uid,
+        if(kind = 'dir', dir_mtime_ns, mtime_ns) AS newest_mtime_ns, size
+    FROM (SELECT parent_path, name, kind, size, uid, mtime_ns FROM {db}.entries {within}) AS e
+    ANY LEFT JOIN
+    (
+        SELECT parent_path, name, bytes AS dir_bytes, files AS dir_files, max_mtime_ns AS dir_mtime_ns
+        FROM {db}.dir_rollups {within}
+    ) AS r USING (parent_path, name)
+) AS t"
+    );
+    let rows: Vec<TileRow> = state
+        .client
+        .query(&format!(
+            "SELECT parent_path, name, kind, bytes, files, uid, newest_mtime_ns, size FROM {tiles} ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
+        ))
+        .fetch_all()
+        .await?;
+    // What each directory holds, from its rollup alone (no join): its children, and the bytes
+    // and files below it. Its tiles' bytes add up to its recursive bytes less its own size.
+    let totals: Vec<TotalRow> = state
+        .client
+        .query(&format!(
+            "SELECT path AS parent_path, direct_entries AS children, bytes, files FROM {db}.dir_rollups
+PREWHERE depth >= {base_depth} AND depth < {below} WHERE snapshot_id = {snapshot_id} AND {}",
+            subtree(&dir),
+            below = base_depth + depth,
+        ))
+        .fetch_all()
+        .await?;
+    let top_size: u64 = state
+        .client
+        .query(&format!(
+            "SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
+            quote_bytes(parent),
+            quote_bytes(name)
+        ))
+        .fetch_optional::<u64>()
+        .await?
+        .unwrap_or(0);
+    let uids: Vec<u32> = rows
+        .iter()
+        .map(|r| r.uid)
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    let users: HashMap<u32, String> = if uids.is_empty() {
+        Default::default()
+    } else {
+        state
+            .client
+            .query(&crate::query::principals(db, snapshot_id, &uids, &[]))
+            .fetch_all::<crate::query::PrincipalRow>()
+            .await?
+            .into_iter()
+            .filter(|p| p.kind == 1 && !p.name.is_empty())
+            .map(|p| (p.id, p.name))
+            .collect()
+    };
+    let mut by_parent: HashMap<Vec<u8>, Vec<TileRow>> = Default::default();
+    for row in rows {
+        by_parent
+            .entry(row.parent_path.clone())
+            .or_default()
+            .push(row);
+    }
+    let totals: HashMap<Vec<u8>, TotalRow> = totals
+        .into_iter()
+        .map(|t| (t.parent_path.clone(), t))
+        .collect();
+    /// The tiles of `dir`, whose own (inode) size is `own_size`.
+    fn build(
+        dir: &[u8],
+        own_size: u64,
+        by_parent: &mut HashMap<Vec<u8>, Vec<TileRow>>,
+        totals: &HashMap<Vec<u8>, TotalRow>,
+        users: &HashMap<u32, String>,
+    ) -> Vec<Tile> {
+        let rows = by_parent.remove(dir).unwrap_or_default();
+        let (mut bytes, mut files) = (0u64, 0u64);
+        let shown = rows.len() as u64;
+        let mut out: Vec<Tile> = rows
+            .into_iter()
+            .map(|r| {
+                bytes += r.bytes;
+                files += r.files;
+                let mut path = dir.to_vec();
+                if path.last() != Some(&b'/') {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&r.name);
+                let children = if r.kind == "dir" {
+                    build(&path, r.size, by_parent, totals, users)
+                } else {
+                    Vec::new()
+                };
+                let file_type = (r.kind == "file").then(|| {
+                    String::from_utf8_lossy(&storage_tracker_proto::reports::extension(&r.name))
+                        .into_owned()
+                });
+                let name = Text::of(&r.name);
+                Tile {
+                    name: name.text,
+                    name_b64: name.b64,
+                    kind: r.kind,
+                    bytes: r.bytes,
+                    files: r.files,
+                    uid: Some(r.uid),
+                    user: users.get(&r.uid).cloned(),
+                    file_type,
+                    mtime_ns: Some(r.newest_mtime_ns),
+                    count: None,
+                    children,
+                }
+            })
+            .collect();
+        if let Some(t) = totals.get(dir)
+            && t.children > shown
+        {
+            out.push(Tile {
+                name: format!("{} smaller items", t.children - shown),
+                name_b64: None,
+                kind: "other".into(),
+                bytes: t.bytes.saturating_sub(own_size).saturating_sub(bytes),
+                files: t.files.saturating_sub(files),
+                uid: None,
+                user: None,
+                file_type: None,
+                mtime_ns: None,
+                count: Some(t.children - shown),
+                children: Vec::new(),
+            });
+        }
+        out
+    }
+    let children = build(&dir, top_size, &mut by_parent, &totals, &users);
+    let shown = Text::of(&dir);
+    let name = Text::of(name);
+    Ok(Json(Treemap {
+        snapshot_id,
+        path: shown.text,
+        path_b64: shown.b64,
+        depth,
+        max_children,
+        size,
+        root: Tile {
+            name: name.text,
+            name_b64: name.b64,
+            kind: "dir".into(),
+            bytes: top.bytes,
+            files: top.files,
+            uid: None,
+            user: None,
+            file_type: None,
+            mtime_ns: Some(top.max_mtime_ns),
+            count: None,
+            children,
+        },
+    }))
+}
