@@ -1,5 +1,5 @@
 //! Lists of entries, as every list route answers them: the entry row's SQL, its JSON form
-//! ([`Child`]), a page of entries ([`Listing`]) with the trees' totals of its directories and
+//! (`Child`), a page of entries (`Listing`) with the trees' totals of its directories and
 //! the names of its owners, each found by key.
 
 use std::collections::BTreeSet;

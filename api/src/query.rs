@@ -70,7 +70,7 @@ fn committed_covering(prefixes: Option<&[Vec<u8>]>) -> String {
     condition
 }
 
-/// A page of the committed snapshots (see [`committed_covering`]), newest first.
+/// A page of the committed snapshots (see `committed_covering`), newest first.
 pub fn committed_snapshots(
     db: &Database,
     prefixes: Option<&[Vec<u8>]>,
