@@ -1,5 +1,5 @@
 //! The reports of one snapshot: an entry's details, the largest files and directories, usage by
-//! owner, group and file type, the histograms, stale data (JSON or CSV), and search.
+//! owner, group and file type, the histograms, and stale data (JSON pages or a streamed CSV).
 //!
 //! Every value from a request is checked here and enters SQL through `quote_bytes` or as a
 //! number; sort orders and columns come from fixed lists.
@@ -20,8 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::extract::{AtDirectory, AtEntry, InSnapshot};
 use crate::listing::{Child, Listing, entries_at, entries_sql, listed};
-use crate::params::{HistogramOf, StaleBy, StaleFormat, TopWhat, UsageBy};
-use crate::params::{page, query_params};
+use crate::params::{HistogramOf, StaleBy, StaleFormat, TopWhat, UsageBy, page, query_params};
 use crate::paths::Text;
 use crate::{ApiError, AppState};
 
