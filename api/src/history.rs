@@ -435,10 +435,7 @@ pub async fn growth(
     let (parent, name) = split_path(&dir);
     let found = state
         .client
-        .query(&format!(
-            "SELECT count() FROM ({}) AS d WHERE snapshot_id IN ({from}, {to})",
-            query::directory_in_snapshots(db, parent, name)
-        ))
+        .query(&query::count_holding(db, [from, to], parent, name))
         .fetch_one::<u64>()
         .await?;
     if found == 0 {

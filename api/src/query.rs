@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
-use storage_tracker_proto::sql::{below_prefix, quote_bytes};
+use storage_tracker_proto::sql::{below_prefix, parent_within, quote_bytes, subtree};
 
 use crate::params::ChildSort;
 
@@ -299,5 +299,158 @@ pub fn principals(db: &Database, snapshot_id: u64, uids: &[u32], gids: &[u32]) -
          AND ((kind = 'user' AND id IN ({})) OR (kind = 'group' AND id IN ({})))",
         list(uids),
         list(gids)
+    )
+}
+
+/// Usage per user or per group (`principal`, a word from a fixed list), largest first.
+pub fn owner_usage(
+    db: &Database,
+    snapshot_id: u64,
+    principal: &str,
+    limit: u64,
+    offset: u64,
+) -> String {
+    format!(
+        "SELECT '' AS key, id, name, entries, files, bytes, allocated
+FROM
+(
+    SELECT id, sum(entries) AS entries, sum(files) AS files, sum(bytes) AS bytes, sum(allocated) AS allocated
+    FROM {db}.owner_usage WHERE snapshot_id = {snapshot_id} AND principal = '{principal}' GROUP BY id
+) AS u
+ANY LEFT JOIN
+(
+    SELECT id, name FROM {db}.principals WHERE snapshot_id = {snapshot_id} AND kind = '{principal}'
+) AS n USING id
+ORDER BY bytes DESC, id ASC
+LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+/// Usage per file type, largest first, in the rows of [`owner_usage`].
+pub fn type_usage(db: &Database, snapshot_id: u64, limit: u64, offset: u64) -> String {
+    format!(
+        "SELECT extension AS key, toUInt32(0) AS id, '' AS name, files AS entries, files, bytes, allocated
+FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}
+ORDER BY bytes DESC, key ASC
+LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+/// The buckets of one histogram (`of`, a word from a fixed list).
+pub fn histogram(db: &Database, snapshot_id: u64, of: &str) -> String {
+    format!(
+        "SELECT bucket, files, bytes, allocated FROM {db}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = '{of}' ORDER BY bucket"
+    )
+}
+
+/// The paths of the largest directories at or below `dir`, by recursive bytes.
+pub fn largest_directories(
+    db: &Database,
+    snapshot_id: u64,
+    dir: &[u8],
+    limit: u64,
+    offset: u64,
+) -> String {
+    format!(
+        "SELECT path FROM {db}.dir_rollups WHERE snapshot_id = {snapshot_id} AND {}
+ORDER BY bytes DESC, path ASC
+LIMIT {limit} OFFSET {offset}",
+        subtree(dir)
+    )
+}
+
+/// How many of the snapshots `ids` hold the directory `parent`/`name`.
+pub fn count_holding(db: &Database, ids: [u64; 2], parent: &[u8], name: &[u8]) -> String {
+    format!(
+        "SELECT count() FROM ({}) AS d WHERE snapshot_id IN ({}, {})",
+        directory_in_snapshots(db, parent, name),
+        ids[0],
+        ids[1]
+    )
+}
+
+/// A page of entries matching `condition` in key order, after the key `after` (the last of the
+/// page before): what a streamed download reads, page by page.
+pub fn entries_page_after(
+    db: &Database,
+    snapshot_id: u64,
+    condition: &str,
+    after: Option<(&[u8], &[u8])>,
+    rows: u64,
+    skip: u64,
+) -> String {
+    let keyset = after.map_or(String::new(), |(parent, name)| {
+        let parent = quote_bytes(parent);
+        format!(
+            " AND parent_path >= {parent} AND (parent_path > {parent} OR name > {})",
+            quote_bytes(name)
+        )
+    });
+    format!(
+        "SELECT parent_path, name, path, size, allocated, uid, gid, mtime_ns, atime_ns
+FROM {db}.entries
+WHERE snapshot_id = {snapshot_id} AND {condition}{keyset}
+ORDER BY snapshot_id, parent_path, name
+LIMIT {rows} OFFSET {skip}"
+    )
+}
+
+/// A treemap's tiles: every entry whose parent lies within `depth - 1` levels below `dir` (at
+/// `base_depth`), with its tree's bytes and files, the `max_children` largest by `size` (a
+/// column from a fixed list) of each directory. The depth test goes first (PREWHERE): a small
+/// column that drops most rows before a path is read; the parent's range is on the sort key.
+pub fn treemap_tiles(
+    db: &Database,
+    snapshot_id: u64,
+    dir: &[u8],
+    base_depth: u32,
+    depth: u32,
+    size: &str,
+    max_children: u32,
+) -> String {
+    let within = format!(
+        "PREWHERE depth <= {max_depth} AND depth > {base_depth} WHERE snapshot_id = {snapshot_id} AND {}",
+        parent_within(dir),
+        max_depth = base_depth + depth,
+    );
+    format!(
+        "SELECT parent_path, name, kind, bytes, files, uid, newest_mtime_ns, size FROM
+(
+    SELECT parent_path, name, toString(kind) AS kind, if(kind = 'dir', dir_bytes, size) AS bytes,
+        if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files, uid,
+        if(kind = 'dir', dir_mtime_ns, mtime_ns) AS newest_mtime_ns, size
+    FROM (SELECT parent_path, name, kind, size, uid, mtime_ns FROM {db}.entries {within}) AS e
+    ANY LEFT JOIN
+    (
+        SELECT parent_path, name, bytes AS dir_bytes, files AS dir_files, max_mtime_ns AS dir_mtime_ns
+        FROM {db}.dir_rollups {within}
+    ) AS r USING (parent_path, name)
+) AS t ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
+    )
+}
+
+/// What each directory of a treemap holds, from its rollup alone (no join): its children, and
+/// the bytes and files below it.
+pub fn treemap_totals(
+    db: &Database,
+    snapshot_id: u64,
+    dir: &[u8],
+    base_depth: u32,
+    depth: u32,
+) -> String {
+    format!(
+        "SELECT path AS parent_path, direct_entries AS children, bytes, files FROM {db}.dir_rollups
+PREWHERE depth >= {base_depth} AND depth < {below} WHERE snapshot_id = {snapshot_id} AND {}",
+        subtree(dir),
+        below = base_depth + depth,
+    )
+}
+
+/// The own size of the entry `parent`/`name`.
+pub fn entry_size(db: &Database, snapshot_id: u64, parent: &[u8], name: &[u8]) -> String {
+    format!(
+        "SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
+        quote_bytes(parent),
+        quote_bytes(name)
     )
 }

@@ -22,6 +22,7 @@ use crate::extract::{AtDirectory, AtEntry, InSnapshot};
 use crate::listing::{Child, Listing, entries_at, entries_sql, listed};
 use crate::params::{HistogramOf, StaleBy, StaleFormat, TopWhat, UsageBy, page, query_params};
 use crate::paths::Text;
+use crate::query;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -115,11 +116,12 @@ pub(crate) async fn top(
             }
             let largest: Vec<PathRow> = state
                 .client
-                .query(&format!(
-                    "SELECT path FROM {db}.dir_rollups WHERE snapshot_id = {snapshot_id} AND {}
-ORDER BY bytes DESC, path ASC
-LIMIT {limit} OFFSET {offset}",
-                    subtree(&dir)
+                .query(&query::largest_directories(
+                    db,
+                    snapshot_id,
+                    &dir,
+                    limit,
+                    offset,
                 ))
                 .fetch_all()
                 .await?;
@@ -200,28 +202,8 @@ pub(crate) async fn usage(
     let db = &state.database;
     let by = p.by.word();
     let sql = match p.by {
-        UsageBy::User | UsageBy::Group => {
-            format!(
-                "SELECT '' AS key, id, name, entries, files, bytes, allocated
-FROM
-(
-    SELECT id, sum(entries) AS entries, sum(files) AS files, sum(bytes) AS bytes, sum(allocated) AS allocated
-    FROM {db}.owner_usage WHERE snapshot_id = {snapshot_id} AND principal = '{by}' GROUP BY id
-) AS u
-ANY LEFT JOIN
-(
-    SELECT id, name FROM {db}.principals WHERE snapshot_id = {snapshot_id} AND kind = '{by}'
-) AS n USING id
-ORDER BY bytes DESC, id ASC
-LIMIT {limit} OFFSET {offset}"
-            )
-        }
-        UsageBy::Type => format!(
-            "SELECT extension AS key, toUInt32(0) AS id, '' AS name, files AS entries, files, bytes, allocated
-FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}
-ORDER BY bytes DESC, key ASC
-LIMIT {limit} OFFSET {offset}"
-        ),
+        UsageBy::User | UsageBy::Group => query::owner_usage(db, snapshot_id, by, limit, offset),
+        UsageBy::Type => query::type_usage(db, snapshot_id, limit, offset),
     };
     let rows = state.client.query(&sql).fetch_all::<UsageRow>().await?;
     let items = rows
@@ -317,10 +299,7 @@ pub(crate) async fn histograms(
     let snapshot_id = snapshot.snapshot_id;
     let of = p.of.word();
     access.check_all("a histogram")?;
-    let sql = format!(
-        "SELECT bucket, files, bytes, allocated FROM {}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = '{of}' ORDER BY bucket",
-        state.database
-    );
+    let sql = query::histogram(&state.database, snapshot_id, of);
     let rows = state.client.query(&sql).fetch_all::<BucketRow>().await?;
     let buckets = rows
         .into_iter()
@@ -469,21 +448,15 @@ fn stale_csv(
         let mut left = limit;
         let mut out = String::from(CSV_HEADER);
         while left > 0 {
-            let keyset = after.as_ref().map_or(String::new(), |(parent, name)| {
-                let parent = quote_bytes(parent);
-                format!(
-                    " AND parent_path >= {parent} AND (parent_path > {parent} OR name > {})",
-                    quote_bytes(name)
-                )
-            });
             let page_rows = left.min(CSV_PAGE_ROWS);
             let skip = if after.is_none() { offset } else { 0 };
-            let sql = format!(
-                "SELECT parent_path, name, path, size, allocated, uid, gid, mtime_ns, atime_ns
-FROM {db}.entries
-WHERE snapshot_id = {snapshot_id} AND {condition}{keyset}
-ORDER BY snapshot_id, parent_path, name
-LIMIT {page_rows} OFFSET {skip}"
+            let sql = query::entries_page_after(
+                db,
+                snapshot_id,
+                &condition,
+                after.as_ref().map(|(p, n)| (p.as_slice(), n.as_slice())),
+                page_rows,
+                skip,
             );
             let page = match state.client.query(&sql).fetch_all::<CsvRow>().await {
                 Ok(rows) => rows,

@@ -10,11 +10,11 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
 use storage_tracker_proto::entry::split_path;
-use storage_tracker_proto::sql::{parent_within, quote_bytes, subtree};
 
 use crate::extract::AtDirectory;
 use crate::params::{AreaBy, query_params};
 use crate::paths::Text;
+use crate::query;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -128,53 +128,34 @@ pub(crate) async fn treemap(
     let db = &state.database;
     let (parent, name) = split_path(&dir);
     let base_depth = top.depth;
-    // Every entry whose parent lies within `depth - 1` levels below the directory. The depth
-    // test goes first (PREWHERE): a small column that drops most rows before a path is read;
-    // the parent's range is on the sort key.
-    let within = format!(
-        "PREWHERE depth <= {max_depth} AND depth > {base_depth} WHERE snapshot_id = {snapshot_id} AND {}",
-        parent_within(&dir),
-        max_depth = base_depth + depth,
-    );
-    let tiles = format!(
-        "(
-    SELECT parent_path, name, toString(kind) AS kind, if(kind = 'dir', dir_bytes, size) AS bytes,
-        if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files, uid,
-        if(kind = 'dir', dir_mtime_ns, mtime_ns) AS newest_mtime_ns, size
-    FROM (SELECT parent_path, name, kind, size, uid, mtime_ns FROM {db}.entries {within}) AS e
-    ANY LEFT JOIN
-    (
-        SELECT parent_path, name, bytes AS dir_bytes, files AS dir_files, max_mtime_ns AS dir_mtime_ns
-        FROM {db}.dir_rollups {within}
-    ) AS r USING (parent_path, name)
-) AS t"
-    );
     let rows: Vec<TileRow> = state
         .client
-        .query(&format!(
-            "SELECT parent_path, name, kind, bytes, files, uid, newest_mtime_ns, size FROM {tiles} ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
+        .query(&query::treemap_tiles(
+            db,
+            snapshot_id,
+            &dir,
+            base_depth,
+            depth,
+            size,
+            max_children,
         ))
         .fetch_all()
         .await?;
-    // What each directory holds, from its rollup alone (no join): its children, and the bytes
-    // and files below it. Its tiles' bytes add up to its recursive bytes less its own size.
+    // Its tiles' bytes add up to a directory's recursive bytes less its own size.
     let totals: Vec<TotalRow> = state
         .client
-        .query(&format!(
-            "SELECT path AS parent_path, direct_entries AS children, bytes, files FROM {db}.dir_rollups
-PREWHERE depth >= {base_depth} AND depth < {below} WHERE snapshot_id = {snapshot_id} AND {}",
-            subtree(&dir),
-            below = base_depth + depth,
+        .query(&query::treemap_totals(
+            db,
+            snapshot_id,
+            &dir,
+            base_depth,
+            depth,
         ))
         .fetch_all()
         .await?;
     let top_size: u64 = state
         .client
-        .query(&format!(
-            "SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND parent_path = {} AND name = {}",
-            quote_bytes(parent),
-            quote_bytes(name)
-        ))
+        .query(&query::entry_size(db, snapshot_id, parent, name))
         .fetch_optional::<u64>()
         .await?
         .unwrap_or(0);
