@@ -2,7 +2,7 @@
 //! (`Child`), a page of entries (`Listing`) with the trees' totals of its directories and
 //! the names of its owners, each found by key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -107,29 +107,66 @@ impl From<ChildRow> for Child {
     }
 }
 
+/// User and group names of a snapshot's owners, as the scan resolved them.
+#[derive(Debug, Default)]
+pub(crate) struct OwnerNames(HashMap<(i8, u32), String>);
+
+impl OwnerNames {
+    /// The names of `uids` and `gids` (one lookup by key; none when both are empty).
+    pub(crate) async fn of(
+        state: &AppState,
+        snapshot_id: u64,
+        uids: impl IntoIterator<Item = u32>,
+        gids: impl IntoIterator<Item = u32>,
+    ) -> Result<Self, ApiError> {
+        let uids: Vec<u32> = uids
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let gids: Vec<u32> = gids
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if uids.is_empty() && gids.is_empty() {
+            return Ok(Self::default());
+        }
+        let sql = query::principals(&state.database, snapshot_id, &uids, &gids);
+        let rows = state.client.query(&sql).fetch_all::<PrincipalRow>().await?;
+        Ok(Self(
+            rows.into_iter()
+                .filter(|p| !p.name.is_empty())
+                .map(|p| ((p.kind, p.id), p.name))
+                .collect(),
+        ))
+    }
+
+    pub(crate) fn user(&self, uid: u32) -> Option<&str> {
+        self.0.get(&(1, uid)).map(String::as_str)
+    }
+
+    pub(crate) fn group(&self, gid: u32) -> Option<&str> {
+        self.0.get(&(2, gid)).map(String::as_str)
+    }
+}
+
 /// Fills in the user and group names of a page of entries.
 pub(crate) async fn name_owners(
     state: &AppState,
     snapshot_id: u64,
     children: &mut [Child],
 ) -> Result<(), ApiError> {
-    let uids: BTreeSet<u32> = children.iter().map(|c| c.uid).collect();
-    let gids: BTreeSet<u32> = children.iter().map(|c| c.gid).collect();
-    if children.is_empty() {
-        return Ok(());
-    }
-    let (uids, gids): (Vec<u32>, Vec<u32>) =
-        (uids.into_iter().collect(), gids.into_iter().collect());
-    let sql = query::principals(&state.database, snapshot_id, &uids, &gids);
-    let rows = state.client.query(&sql).fetch_all::<PrincipalRow>().await?;
-    let named = |kind, id| {
-        rows.iter()
-            .find(|p| p.kind == kind && p.id == id && !p.name.is_empty())
-            .map(|p| p.name.clone())
-    };
+    let names = OwnerNames::of(
+        state,
+        snapshot_id,
+        children.iter().map(|c| c.uid),
+        children.iter().map(|c| c.gid),
+    )
+    .await?;
     for c in children {
-        c.user = named(1, c.uid);
-        c.group = named(2, c.gid);
+        c.user = names.user(c.uid).map(str::to_owned);
+        c.group = names.group(c.gid).map(str::to_owned);
     }
     Ok(())
 }

@@ -16,10 +16,8 @@ use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::reports::AGE_BOUNDS_DAYS;
 use storage_tracker_proto::sql::{quote_bytes, subtree};
 
-use std::collections::{BTreeSet, HashMap};
-
 use crate::extract::{AtDirectory, AtEntry, InSnapshot};
-use crate::listing::{Child, Listing, entries_at, entries_sql, listed};
+use crate::listing::{Child, Listing, OwnerNames, entries_at, entries_sql, listed};
 use crate::params::{HistogramOf, StaleBy, StaleFormat, TopWhat, UsageBy, page, query_params};
 use crate::paths::Text;
 use crate::query;
@@ -466,7 +464,14 @@ fn stale_csv(
                     return;
                 }
             };
-            let names = match owner_names(&state, snapshot_id, &page).await {
+            let names = match OwnerNames::of(
+                &state,
+                snapshot_id,
+                page.iter().map(|r| r.uid),
+                page.iter().map(|r| r.gid),
+            )
+            .await
+            {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
@@ -476,8 +481,8 @@ fn stale_csv(
             for r in &page {
                 let text = Text::of(&r.path);
                 let (user, group) = (
-                    names.get(&(1, r.uid)).map_or("", String::as_str),
-                    names.get(&(2, r.gid)).map_or("", String::as_str),
+                    names.user(r.uid).unwrap_or(""),
+                    names.group(r.gid).unwrap_or(""),
                 );
                 out.push_str(&format!(
                     "{},{},{},{},{},{},{},{},{},{}\n",
@@ -510,39 +515,6 @@ fn stale_csv(
 /// A CSV field, quoted.
 fn csv_field(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// The user (1) and group (2) names of a page of rows, by (kind, id).
-async fn owner_names(
-    state: &AppState,
-    snapshot_id: u64,
-    rows: &[CsvRow],
-) -> Result<HashMap<(i8, u32), String>, ApiError> {
-    if rows.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let uids: Vec<u32> = rows
-        .iter()
-        .map(|r| r.uid)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let gids: Vec<u32> = rows
-        .iter()
-        .map(|r| r.gid)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let sql = crate::query::principals(&state.database, snapshot_id, &uids, &gids);
-    Ok(state
-        .client
-        .query(&sql)
-        .fetch_all::<crate::query::PrincipalRow>()
-        .await?
-        .into_iter()
-        .filter(|p| !p.name.is_empty())
-        .map(|p| ((p.kind, p.id), p.name))
-        .collect())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The treemap of a directory: its tree a few levels deep, each directory's largest children
 //! kept and the rest folded into one tile, from the rollups and the entries' sort key.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use storage_tracker_proto::entry::split_path;
 
 use crate::extract::AtDirectory;
+use crate::listing::OwnerNames;
 use crate::params::{AreaBy, query_params};
 use crate::paths::Text;
 use crate::query;
@@ -159,25 +160,7 @@ pub(crate) async fn treemap(
         .fetch_optional::<u64>()
         .await?
         .unwrap_or(0);
-    let uids: Vec<u32> = rows
-        .iter()
-        .map(|r| r.uid)
-        .collect::<BTreeSet<u32>>()
-        .into_iter()
-        .collect();
-    let users: HashMap<u32, String> = if uids.is_empty() {
-        Default::default()
-    } else {
-        state
-            .client
-            .query(&crate::query::principals(db, snapshot_id, &uids, &[]))
-            .fetch_all::<crate::query::PrincipalRow>()
-            .await?
-            .into_iter()
-            .filter(|p| p.kind == 1 && !p.name.is_empty())
-            .map(|p| (p.id, p.name))
-            .collect()
-    };
+    let users = OwnerNames::of(&state, snapshot_id, rows.iter().map(|r| r.uid), []).await?;
     let mut by_parent: HashMap<Vec<u8>, Vec<TileRow>> = Default::default();
     for row in rows {
         by_parent
@@ -195,7 +178,7 @@ pub(crate) async fn treemap(
         own_size: u64,
         by_parent: &mut HashMap<Vec<u8>, Vec<TileRow>>,
         totals: &HashMap<Vec<u8>, TotalRow>,
-        users: &HashMap<u32, String>,
+        users: &OwnerNames,
     ) -> Vec<Tile> {
         let rows = by_parent.remove(dir).unwrap_or_default();
         let (mut bytes, mut files) = (0u64, 0u64);
@@ -227,7 +210,7 @@ pub(crate) async fn treemap(
                     bytes: r.bytes,
                     files: r.files,
                     uid: Some(r.uid),
-                    user: users.get(&r.uid).cloned(),
+                    user: users.user(r.uid).map(str::to_owned),
                     file_type,
                     mtime_ns: Some(r.newest_mtime_ns),
                     count: None,
