@@ -2,7 +2,7 @@
 //! once and plainly, nothing is created by a command that only reads, and a file it writes is
 //! whole or absent.
 
-#[path = "../../scanner-mpi/tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! what is malformed is refused with a message that names it, and a snapshot that fails
 //! verification leaves no rows behind.
 
-#[path = "../../scanner-mpi/tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use serde::Deserialize;

@@ -17,7 +17,6 @@ use tower::ServiceExt;
 use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
 
-const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -279,7 +278,7 @@ fn srun_three_ranks_commit_a_snapshot_equal_to_ground_truth() {
     let output = Command::new("srun")
         .env("SLURM_CONF", slurm_conf())
         .args(["--mpi=pmi2", "-n", "3", "--overcommit", "--time=10"])
-        .arg(SCANNER)
+        .arg(scanner())
         .args([
             "--aggregator",
             &aggregator.addr,
@@ -309,7 +308,7 @@ fn plain_process_commits_a_snapshot_equal_to_ground_truth() {
     let db = TestDatabase::new(&rt, "plain");
     let aggregator = Aggregator::start(&rt, &db);
     let fixture = Fixture::build();
-    let output = Command::new(SCANNER)
+    let output = Command::new(scanner())
         .args(["--aggregator", &aggregator.addr, "--threads", "2"])
         .arg(&fixture.root)
         .env_remove("SLURM_PROCID")
@@ -346,7 +345,7 @@ fn permission_errors_of_an_unprivileged_scan_reach_the_store() {
     std::fs::write(tree.join("open.txt"), b"y").unwrap();
     std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(tree.join("closed"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let output = as_nobody(SCANNER, base.path())
+    let output = as_nobody(scanner(), base.path())
         .args(["--aggregator", &aggregator.addr])
         .arg(&tree)
         .output()
@@ -451,7 +450,7 @@ fn sbatch_scan_over_two_nodes_commits_a_snapshot_equal_to_ground_truth() {
             "--label",
             "two-nodes",
             "--scanner",
-            SCANNER,
+            scanner(),
             fixture.root.to_str().unwrap(),
         ],
     );
@@ -500,7 +499,7 @@ fn weekly_job_resubmits_itself_and_a_failed_run_does_not_stop_the_next() {
             "--label",
             "weekly",
             "--scanner",
-            SCANNER,
+            scanner(),
             "--every",
             "5",
             "--runs",
@@ -568,7 +567,7 @@ fn sigterm_stops_the_scan_and_fails_its_snapshot() {
             std::fs::write(d.join(format!("f{j}")), b"x").unwrap();
         }
     }
-    let mut child = Command::new(SCANNER)
+    let mut child = Command::new(scanner())
         .args(["--aggregator", &aggregator.addr, "--threads", "1"])
         .arg(&fixture.root)
         .env_remove("SLURM_PROCID")

@@ -14,7 +14,6 @@ use tower::ServiceExt;
 use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
 
-const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 struct Api {
     rt: tokio::runtime::Runtime,
@@ -88,7 +87,7 @@ fn set_times(path: &std::path::Path, mtime_days_ago: u64, atime_days_ago: u64) {
 
 /// Scans `root` into the aggregator's database as one committed snapshot.
 fn scan(aggregator: &Aggregator, root: &std::path::Path) {
-    let o = Command::new(SCANNER)
+    let o = Command::new(scanner())
         .args(["--aggregator", &aggregator.addr])
         .arg(root)
         .env_remove("SLURM_PROCID")
@@ -486,7 +485,7 @@ fn ncdu_export_loads_in_ncdu_and_gdu_and_matches_the_tree() {
     let out = tempfile::tempdir().unwrap();
     let exported = out.path().join("export.json");
     let cli = Command::new(sibling_binary(
-        SCANNER,
+        scanner(),
         "storage-aggregator",
         "storage-tracker-aggregator",
     ))

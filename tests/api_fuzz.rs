@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 #[test]
 fn generated_requests_get_no_server_error() {
@@ -18,7 +17,7 @@ fn generated_requests_get_no_server_error() {
     let db = TestDatabase::new(&rt, "fuzz");
     let aggregator = Aggregator::start(&rt, &db);
     let fixture = Fixture::build();
-    let o = Command::new(SCANNER)
+    let o = Command::new(scanner())
         .args(["--aggregator", &aggregator.addr])
         .arg(&fixture.root)
         .env_remove("SLURM_PROCID")
@@ -32,7 +31,7 @@ fn generated_requests_get_no_server_error() {
         .unwrap()
         .port();
     let mut api = Command::new(sibling_binary(
-        SCANNER,
+        scanner(),
         "storage-api",
         "storage-tracker-api",
     ))

@@ -11,15 +11,14 @@ use std::process::{Command, Output};
 use serde::Deserialize;
 use support::*;
 
-const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 fn aggregator_binary() -> PathBuf {
-    support::aggregator_binary(SCANNER)
+    support::aggregator_binary(scanner())
 }
 
 /// An offline scan of `tree` into `out` with 2048-row chunks.
 fn offline_scan(tree: &Path, out: &Path) {
-    let scan = Command::new(SCANNER)
+    let scan = Command::new(scanner())
         .arg("--output")
         .arg(out)
         .args(["--chunk-rows", "2048", "--label", "offline"])

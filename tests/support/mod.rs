@@ -1,4 +1,4 @@
-//! Test environment for the scanner's integration tests: a real ClickHouse (started by
+//! Test environment for the integration tests of the whole stack: a real ClickHouse (started by
 //! `ci/clickhouse.sh`), a fresh database per test, an in-process aggregator on loopback, a
 //! fixture tree, and ground truth computed independently of the scanner (std's by-path
 //! `symlink_metadata`, not the scanner's `statx` relative to directory handles).
@@ -175,6 +175,27 @@ pub fn foreign_parquet(rows: i32) -> Vec<u8> {
     w.write(&batch).unwrap();
     w.close().unwrap();
     out
+}
+
+/// The `storage-scan` binary of this build (target/<profile>/, beside the test's own `deps/`).
+/// Another package's binaries are not built for this package's tests: `cargo build --workspace
+/// --bins` (or `cargo test --workspace`) builds them first, as `ci/test.sh` does.
+pub fn scanner() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's own path");
+        let profile = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("a test binary lives in target/<profile>/deps");
+        let path = profile.join("storage-scan");
+        assert!(
+            path.exists(),
+            "{} is missing: build it with `cargo build --workspace --bins` (cargo test --workspace does)",
+            path.display()
+        );
+        path.to_str().expect("a UTF-8 target directory").to_owned()
+    })
 }
 
 /// The `storage-aggregator` binary beside `scanner` (`cargo test --workspace` builds both).

@@ -1,13 +1,13 @@
 //! The scanner's command line: bad input gets a clear message and a documented exit code.
 
 mod support;
+use support::scanner;
 
 use std::process::{Command, Output};
 
-const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 fn scan(args: &[&str]) -> Output {
-    Command::new(SCANNER)
+    Command::new(scanner())
         .args(args)
         .env_remove("SLURM_PROCID")
         .env_remove("STORAGE_TRACKER_AGGREGATOR")
@@ -79,7 +79,7 @@ fn a_bad_aggregator_url_is_a_usage_error_exit_2() {
         assert!(stderr(&o).contains("http://host:50051"), "{}", stderr(&o));
     }
     // From the environment too.
-    let o = Command::new(SCANNER)
+    let o = Command::new(scanner())
         .arg("/etc")
         .env_remove("SLURM_PROCID")
         .env("STORAGE_TRACKER_AGGREGATOR", "not a url")
@@ -222,7 +222,7 @@ fn permission_denied_is_recorded_as_data_for_an_unprivileged_scan() {
     // Names can be listed, but not stat'ed.
     mode(&tree.join("listonly"), 0o744);
     mode(&out, 0o777);
-    let o = support::as_nobody(SCANNER, base.path())
+    let o = support::as_nobody(scanner(), base.path())
         .arg("--output")
         .arg(&out)
         .arg(&tree)

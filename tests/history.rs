@@ -12,7 +12,6 @@ use tower::ServiceExt;
 use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
 
-const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 fn get(rt: &tokio::runtime::Runtime, app: &axum::Router, uri: &str) -> (u16, serde_json::Value) {
     let response = rt
@@ -42,7 +41,7 @@ fn growth_and_history_between_two_scans() {
     write("goes/deep/b", 300);
     write("stays", 7);
     let scan = || {
-        let o = Command::new(SCANNER)
+        let o = Command::new(scanner())
             .args(["--aggregator", &aggregator.addr, "--label", "h"])
             .arg(&root)
             .env_remove("SLURM_PROCID")
@@ -157,7 +156,7 @@ impl Lab {
 
     /// Scans `dir` (below the root) with the label "fs" and these options.
     fn scan(&self, dir: &str, options: &[&str]) {
-        let o = Command::new(SCANNER)
+        let o = Command::new(scanner())
             .args(["--aggregator", &self.aggregator.addr, "--label", "fs"])
             .args(options)
             .arg(self.root.join(dir))

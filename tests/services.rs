@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -115,7 +114,7 @@ fn services_take_a_config_file_log_json_serve_metrics_and_stop_on_sigterm() {
     .unwrap();
     let mut aggregator = Service(Some(
         Command::new(sibling_binary(
-            SCANNER,
+            scanner(),
             "storage-aggregator",
             "storage-tracker-aggregator",
         ))
@@ -131,7 +130,7 @@ fn services_take_a_config_file_log_json_serve_metrics_and_stop_on_sigterm() {
 
     let fixture = Fixture::build();
     let truth = ground_truth(&fixture.root);
-    let scan = Command::new(SCANNER)
+    let scan = Command::new(scanner())
         .args(["--aggregator", &format!("http://127.0.0.1:{grpc}")])
         .args(["--threads", "2", "--chunk-rows", "4096"])
         .arg(&fixture.root)
@@ -196,7 +195,7 @@ fn services_take_a_config_file_log_json_serve_metrics_and_stop_on_sigterm() {
     .unwrap();
     let mut api = Service(Some(
         Command::new(sibling_binary(
-            SCANNER,
+            scanner(),
             "storage-api",
             "storage-tracker-api",
         ))
@@ -249,7 +248,7 @@ fn a_config_file_with_a_typo_is_refused_with_the_line() {
     let conf = dir.path().join("api.conf");
     std::fs::write(&conf, "STORAGE_TRACKER_API_LISTEN=127.0.0.1:1\nLISTEN=2\n").unwrap();
     let out = Command::new(sibling_binary(
-        SCANNER,
+        scanner(),
         "storage-api",
         "storage-tracker-api",
     ))
@@ -282,7 +281,7 @@ fn the_example_configurations_use_only_options_the_programs_have() {
             &["--help"][..],
         ),
     ] {
-        let help = Command::new(sibling_binary(SCANNER, binary, package))
+        let help = Command::new(sibling_binary(scanner(), binary, package))
             .args(args)
             .output()
             .unwrap();
@@ -309,7 +308,7 @@ fn an_empty_tokens_file_refuses_to_start_and_a_readable_one_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "# nobody yet\n\n").unwrap();
-    let api = sibling_binary(SCANNER, "storage-api", "storage-tracker-api");
+    let api = sibling_binary(scanner(), "storage-api", "storage-tracker-api");
     let out = Command::new(&api)
         .arg("--tokens-file")
         .arg(&tokens)

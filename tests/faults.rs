@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use support::*;
 
-const SCANNER: &str = env!("CARGO_BIN_EXE_storage-scan");
 
 fn aggregator_binary() -> PathBuf {
-    support::aggregator_binary(SCANNER)
+    support::aggregator_binary(scanner())
 }
 
 fn free_port() -> u16 {
@@ -156,7 +155,7 @@ fn aggregator_killed_and_clickhouse_restarted_mid_scan_lose_and_duplicate_nothin
     let aggregator = start_aggregator(&ch, &db, port, spool.path());
 
     // Small chunks, one in flight: hundreds of chunks, each acknowledged before the next.
-    let scanner = Command::new(SCANNER)
+    let scanner = Command::new(scanner())
         .args(["--aggregator", &format!("http://127.0.0.1:{port}")])
         .args(["--threads", "2", "--chunk-rows", "64", "--in-flight", "1"])
         .args(["--retry-for", "120"])
