@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-
 #[test]
 fn generated_requests_get_no_server_error() {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -17,7 +17,6 @@ use tower::ServiceExt;
 use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
 
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

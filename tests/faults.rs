@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use support::*;
 
-
 fn aggregator_binary() -> PathBuf {
     support::aggregator_binary(scanner())
 }

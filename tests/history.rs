@@ -12,7 +12,6 @@ use tower::ServiceExt;
 use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
 
-
 fn get(rt: &tokio::runtime::Runtime, app: &axum::Router, uri: &str) -> (u16, serde_json::Value) {
     let response = rt
         .block_on(

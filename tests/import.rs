@@ -11,7 +11,6 @@ use std::process::{Command, Output};
 use serde::Deserialize;
 use support::*;
 
-
 fn aggregator_binary() -> PathBuf {
     support::aggregator_binary(scanner())
 }

@@ -14,7 +14,6 @@ use tower::ServiceExt;
 use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
 
-
 struct Api {
     rt: tokio::runtime::Runtime,
     app: axum::Router,

@@ -5,7 +5,6 @@ use support::scanner;
 
 use std::process::{Command, Output};
 
-
 fn scan(args: &[&str]) -> Output {
     Command::new(scanner())
         .args(args)

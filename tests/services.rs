@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
