@@ -55,6 +55,14 @@ struct Args {
     /// Internal: run one ingest into the ClickHouse at this URL and print "seconds entries".
     #[arg(long, hide = true)]
     ingest_run: Option<String>,
+    /// Also time an earlier build of storage-scan (and, with --ingest, of storage-aggregator):
+    /// the directory holding its binaries. Its rows run in the same round robin as the current
+    /// build's, so the two compare within one run.
+    #[arg(long, value_name = "DIR")]
+    baseline: Option<PathBuf>,
+    /// The name the baseline's rows carry (e.g. the commit it was built from).
+    #[arg(long, default_value = "baseline", requires = "baseline")]
+    baseline_label: String,
 }
 
 struct Tool {
@@ -215,8 +223,9 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
         .to_string();
     let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
     let scratch = |name: &str| Some(args.scratch.join(name));
-    // storage-scan writing full rows to Parquet, as `ranks` MPI ranks of `threads` threads.
-    let scan_tool = |ranks: usize, threads: usize| {
+    // storage-scan (the binary `scan`, shown as `name`) writing full rows to Parquet, as `ranks`
+    // MPI ranks of `threads` threads.
+    let build_tool = |scan: &str, name: String, ranks: usize, threads: usize| {
         let (ranks_s, threads_s) = (ranks.to_string(), threads.to_string());
         let mut argv = if ranks > 1 {
             s(&["mpiexec.mpich", "-n", &ranks_s])
@@ -224,7 +233,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             Vec::new()
         };
         argv.extend(s(&[
-            &scan,
+            scan,
             "--threads",
             &threads_s,
             "--output",
@@ -235,7 +244,7 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
         ]));
         Tool {
             self_timed: false,
-            name: "storage-scan".into(),
+            name,
             parallel: format!(
                 "{ranks} rank{} x {threads}",
                 if ranks > 1 { "s" } else { "" }
@@ -246,6 +255,14 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             check: Check::ParquetRows,
         }
     };
+    let scan_tool = |ranks, threads| build_tool(&scan, "storage-scan".into(), ranks, threads);
+    let baseline = args.baseline.as_ref().map(|dir| {
+        (
+            dir.join("storage-scan").display().to_string(),
+            dir.join("storage-aggregator").display().to_string(),
+            format!("storage-scan @ {}", args.baseline_label),
+        )
+    });
     let mut t = vec![
         Tool {
             self_timed: false,
@@ -268,6 +285,15 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
         scan_tool(1, 1),
         scan_tool(1, 2),
         scan_tool(2, 1),
+    ];
+    if let Some((scan, _, name)) = &baseline {
+        t.extend([
+            build_tool(scan, name.clone(), 1, 1),
+            build_tool(scan, name.clone(), 1, 2),
+            build_tool(scan, name.clone(), 2, 1),
+        ]);
+    }
+    t.extend([
         Tool {
             self_timed: false,
             name: "find -printf (stat fields)".into(),
@@ -360,14 +386,14 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             stdout: scratch("fd.txt"),
             check: Check::None,
         },
-    ];
+    ]);
     if !args.only.is_empty() {
         t.retain(|tool| args.only.iter().any(|o| tool.name.starts_with(o.as_str())));
     }
     if let Some(url) = &args.ingest {
-        t.push(Tool {
+        let ingest_tool = |scan: &str, aggregator: &str, name: &str| Tool {
             self_timed: true,
-            name: "storage-scan -> aggregator -> ClickHouse, committed with reports".into(),
+            name: name.to_owned(),
             parallel: "1 rank x 2".into(),
             threads: 2,
             argv: vec![
@@ -375,16 +401,26 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
                 "--ingest-run".into(),
                 url.clone(),
                 "--scan-bin".into(),
-                scan.clone(),
+                scan.to_owned(),
                 "--aggregator-bin".into(),
-                args.aggregator_bin.display().to_string(),
+                aggregator.to_owned(),
                 "--scratch".into(),
                 args.scratch.display().to_string(),
                 tree.to_owned(),
             ],
             stdout: scratch("ingest.txt"),
             check: Check::Committed,
-        });
+        };
+        let name = "storage-scan -> aggregator -> ClickHouse, committed with reports";
+        t.push(ingest_tool(
+            &scan,
+            &args.aggregator_bin.display().to_string(),
+            name,
+        ));
+        if let Some((scan, aggregator, _)) = &baseline {
+            let name = format!("{name} @ {}", args.baseline_label);
+            t.push(ingest_tool(scan, aggregator, &name));
+        }
     }
     t
 }
