@@ -2,6 +2,9 @@
 //!
 //! The same bytes travel over gRPC and are what an offline scan writes to disk, so a chunk can
 //! be acknowledged, retried, deduplicated by (snapshot, rank, seq) and re-imported later.
+//!
+//! Decoding checks a chunk's structure (one row group, the entry schema, the declared row
+//! count); [`ValidChunk`](crate::rows::ValidChunk) adds the checks of its rows.
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
@@ -12,6 +15,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::entry::{col, entry_schema};
+use crate::rows::{RowError, check_schema};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
@@ -21,8 +25,11 @@ pub enum ChunkError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("a chunk holds exactly one row group, this one has {0}")]
     RowGroups(usize),
-    #[error("the chunk's schema is not the entry schema version {version}: {detail}")]
-    Schema { version: u32, detail: String },
+    /// The schema is not the entry schema, or (decoded as a
+    /// [`ValidChunk`](crate::rows::ValidChunk)) a row holds an enum code the schema does not
+    /// define.
+    #[error(transparent)]
+    Rows(#[from] RowError),
     #[error("the chunk declares {declared} rows but its footer holds {actual}")]
     RowCount { declared: u64, actual: u64 },
     #[error("reading {path}: {source}")]
@@ -59,7 +66,9 @@ pub fn encode_chunk(batch: &RecordBatch) -> Result<Vec<u8>, ChunkError> {
     Ok(out)
 }
 
-/// Decodes and validates a chunk. `declared_rows` is what the sender said the chunk holds.
+/// Decodes a chunk and checks its structure: one row group, the entry schema, `declared_rows`
+/// rows (what the sender said the chunk holds).
+/// [`ValidChunk::decode`](crate::rows::ValidChunk::decode) checks its rows as well.
 pub fn decode_chunk(parquet: Bytes, declared_rows: u64) -> Result<RecordBatch, ChunkError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(parquet)?;
     let groups = builder.metadata().num_row_groups();
@@ -98,7 +107,9 @@ pub fn parse_chunk_file_name(name: &str) -> Option<(u32, u64)> {
     Some((rank.parse().ok()?, seq.parse().ok()?))
 }
 
-/// Reads and validates a chunk file (an offline scan's output): the row count is the footer's.
+/// Reads a chunk file (an offline scan's output) and checks its structure as [`decode_chunk`]
+/// does: the row count is the footer's.
+/// [`ValidChunk::read_file`](crate::rows::ValidChunk::read_file) checks its rows as well.
 pub fn read_chunk_file(path: &std::path::Path) -> Result<RecordBatch, ChunkError> {
     let data = Bytes::from(std::fs::read(path).map_err(|source| ChunkError::Io {
         path: path.to_owned(),
@@ -107,7 +118,9 @@ pub fn read_chunk_file(path: &std::path::Path) -> Result<RecordBatch, ChunkError
     decode_chunk_file(data)
 }
 
-/// Validates the bytes of a chunk file and decodes them: the row count is the footer's.
+/// Decodes the bytes of a chunk file and checks their structure as [`decode_chunk`] does: the
+/// row count is the footer's.
+/// [`ValidChunk::decode_file`](crate::rows::ValidChunk::decode_file) checks its rows as well.
 pub fn decode_chunk_file(data: Bytes) -> Result<RecordBatch, ChunkError> {
     use parquet::file::reader::FileReader;
     let rows = parquet::file::serialized_reader::SerializedFileReader::new(data.clone())?
@@ -115,39 +128,6 @@ pub fn decode_chunk_file(data: Bytes) -> Result<RecordBatch, ChunkError> {
         .file_metadata()
         .num_rows() as u64;
     decode_chunk(data, rows)
-}
-
-/// The schema must be the entry schema, field by field (metadata aside).
-fn check_schema(schema: &arrow_schema::Schema) -> Result<(), ChunkError> {
-    let expected = entry_schema();
-    let mismatch = |detail: String| ChunkError::Schema {
-        version: crate::SCHEMA_VERSION,
-        detail,
-    };
-    if schema.fields().len() != expected.fields().len() {
-        return Err(mismatch(format!(
-            "{} columns, expected {}",
-            schema.fields().len(),
-            expected.fields().len()
-        )));
-    }
-    for (got, want) in schema.fields().iter().zip(expected.fields()) {
-        if got.name() != want.name()
-            || got.data_type() != want.data_type()
-            || got.is_nullable() != want.is_nullable()
-        {
-            return Err(mismatch(format!(
-                "column {:?} {} (nullable {}), expected {:?} {} (nullable {})",
-                got.name(),
-                got.data_type(),
-                got.is_nullable(),
-                want.name(),
-                want.data_type(),
-                want.is_nullable()
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

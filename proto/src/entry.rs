@@ -54,6 +54,7 @@ impl EntryKind {
         }
     }
 
+    /// The kind of a stored code; the codes are 0 up to `ALL.len()`, in `ALL`'s order.
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.get(usize::from(code)).copied()
     }
@@ -97,6 +98,7 @@ impl ErrorOp {
         Self::Readlink,
     ];
 
+    /// The operation of a stored code; the codes are 0 up to `ALL.len()`, in `ALL`'s order.
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.get(usize::from(code)).copied()
     }
@@ -112,7 +114,8 @@ impl ErrorOp {
     }
 }
 
-/// Column names, in schema order. The aggregator addresses columns by these.
+/// Column names, in schema order. Errors name columns by these; readers of a batch take its
+/// columns through [`EntryColumns`](crate::rows::EntryColumns).
 pub mod col {
     pub const PATH: &str = "path";
     pub const PARENT: &str = "parent";
@@ -205,7 +208,7 @@ pub struct EntryStat {
 }
 
 /// One row to append. Borrowed, so the walk appends without copying names twice.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryRef<'a> {
     pub path: &'a [u8],
     pub parent: &'a [u8],
@@ -353,6 +356,21 @@ mod tests {
             assert_eq!(EntryKind::from_code(kind as u8), Some(kind));
         }
         assert_eq!(EntryKind::from_code(8), None);
+        // The row checks rely on the codes being 0 up to ALL.len().
+        for code in 0..=u8::MAX {
+            let defined = usize::from(code);
+            assert_eq!(
+                EntryKind::from_code(code).is_some(),
+                defined < EntryKind::ALL.len()
+            );
+            assert_eq!(
+                ErrorOp::from_code(code).is_some(),
+                defined < ErrorOp::ALL.len()
+            );
+        }
+        for op in ErrorOp::ALL {
+            assert_eq!(ErrorOp::from_code(op as u8), Some(op));
+        }
         assert_eq!(EntryKind::from_mode(0o100644), EntryKind::File);
         assert_eq!(EntryKind::from_mode(0o040755), EntryKind::Dir);
         assert_eq!(EntryKind::from_mode(0o120777), EntryKind::Symlink);

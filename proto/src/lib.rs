@@ -1,6 +1,30 @@
-//! The contract between storage-tracker's parts: the gRPC ingest service, the Arrow schema of an
-//! entry row, the Parquet chunk format, and the ClickHouse DDL. Every crate takes these from
-//! here, so a change to the row layout is made once and bumps [`SCHEMA_VERSION`].
+//! The contract between storage-tracker's parts, and the few pieces its services share. Every
+//! crate takes these from here, so a change to the row layout is made once and bumps
+//! [`SCHEMA_VERSION`].
+//!
+//! The contract:
+//! - [`v1`]: the gRPC ingest service `storage_tracker.v1` (generated from
+//!   `proto/storage_tracker/v1/ingest.proto`); [`snapshot`] adds typed readings of its fields.
+//! - [`entry`]: the entry row: its Arrow schema (defined once), its enum codes
+//!   ([`EntryKind`], [`ErrorOp`]) and the builder that fills a batch.
+//! - [`chunk`]: the chunk format, one Parquet file of one row group, as sent over gRPC and
+//!   written by offline scans; decoding checks its structure.
+//! - [`rows`]: what valid entry rows are: [`ValidChunk`] and [`EntryColumns`], the checked,
+//!   typed view of a batch's columns that readers store and count rows through.
+//! - [`size`] and [`snapshot`]: [`ApparentBytes`], [`AllocatedBytes`] and [`SnapshotId`], where a
+//!   bare integer could be taken for another.
+//! - [`ddl`]: the ClickHouse tables, their migrations and the schema version they record.
+//! - [`sql`]: SQL literals for ClickHouse, built so that no input can leave the literal.
+//! - [`reports`]: how the per-snapshot reports bucket files by size and age and what a file's
+//!   type is, each rule in Rust and in SQL.
+//! - [`ncdu`]: the export of a directory in ncdu's JSON format, streamed from stored rows.
+//! - [`scan_options`]: the canonical text of what a scan covered.
+//! - [`metrics`]: Prometheus metrics and their text format, for both services' `/metrics`.
+//! - [`calendar`]: dates as day counts, for parameters, retention and reports by age.
+//!
+//! Shared by the programs (feature `service`):
+//! - `service`: configuration files, logging, how errors print, the servers' shutdown signal
+//!   and the gRPC message size limit.
 
 pub mod calendar;
 pub mod chunk;
@@ -9,9 +33,12 @@ pub mod entry;
 pub mod metrics;
 pub mod ncdu;
 pub mod reports;
+pub mod rows;
 pub mod scan_options;
 #[cfg(feature = "service")]
 pub mod service;
+pub mod size;
+pub mod snapshot;
 pub mod sql;
 
 /// Version of the entry schema and the ClickHouse layout. The aggregator refuses scanners
@@ -29,3 +56,6 @@ pub use chunk::{
     read_chunk_file,
 };
 pub use entry::{EntryBatchBuilder, EntryKind, ErrorOp, entry_schema};
+pub use rows::{EntryColumns, RowError, ValidChunk};
+pub use size::{AllocatedBytes, ApparentBytes};
+pub use snapshot::SnapshotId;

@@ -1,5 +1,6 @@
-//! What the long-running programs share: configuration from a file and the environment, and
-//! logs (text for people, JSON lines for log collectors).
+//! What the programs share around the contract: configuration from a file and the environment,
+//! logs (text for people, JSON lines for log collectors), errors as they print them, the
+//! shutdown signal of the servers, and the largest gRPC message either end accepts.
 //!
 //! A configuration file holds `KEY=VALUE` lines, the format of systemd's `EnvironmentFile=`, with
 //! the same keys as the environment variables each option names (`STORAGE_TRACKER_...`). The
@@ -11,12 +12,58 @@ use std::path::{Path, PathBuf};
 /// The environment variable naming a configuration file (also `--config FILE`).
 pub const CONFIG_ENV: &str = "STORAGE_TRACKER_CONFIG";
 
+/// Largest gRPC message the scanner and the aggregator send or accept: chunks are a few MiB,
+/// this leaves room for long paths.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Completes when the process is asked to stop: SIGTERM (systemd, Slurm) or SIGINT (Ctrl-C).
+/// Where SIGTERM cannot be listened for, only SIGINT stops it.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = term => {} }
+}
+
+/// Why a configuration file cannot be used; each names the file, and the line where one is at
+/// fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading the configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: expected KEY=VALUE, got {text:?}", path.display())]
+    NotKeyValue {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error(
+        "{}:{line}: unknown key {key:?}; keys are the STORAGE_TRACKER_* variables of `--help`",
+        path.display()
+    )]
+    UnknownKey {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
+}
+
 /// The `KEY=VALUE` pairs of a configuration file. Blank lines and `#` comments are skipped, a
 /// value may be quoted with `"` or `'`, and only `STORAGE_TRACKER_*` and `RUST_LOG` keys are
 /// accepted, so that a typo is an error rather than a silently ignored line.
-pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading the configuration file {}: {e}", path.display()))?;
+pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut pairs = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -25,21 +72,21 @@ pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, String> {
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
         let Some((key, value)) = line.split_once('=') else {
-            return Err(format!(
-                "{}:{}: expected KEY=VALUE, got {line:?}",
-                path.display(),
-                n + 1
-            ));
+            return Err(ConfigError::NotKeyValue {
+                path: path.to_owned(),
+                line: n + 1,
+                text: line.to_owned(),
+            });
         };
         let key = key.trim();
         if !(key.starts_with("STORAGE_TRACKER_") || key == "RUST_LOG")
             || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
-            return Err(format!(
-                "{}:{}: unknown key {key:?}; keys are the STORAGE_TRACKER_* variables of `--help`",
-                path.display(),
-                n + 1
-            ));
+            return Err(ConfigError::UnknownKey {
+                path: path.to_owned(),
+                line: n + 1,
+                key: key.to_owned(),
+            });
         }
         let value = value.trim();
         let value = ['"', '\'']
@@ -74,7 +121,7 @@ pub fn config_path(args: &[OsString]) -> Option<PathBuf> {
 /// Puts the configuration file's values into the environment where the environment has none.
 /// Call it first thing in `main`, before any thread starts (changing the environment is only
 /// sound while the process has one thread).
-pub fn apply_config_file() -> Result<Option<PathBuf>, String> {
+pub fn apply_config_file() -> Result<Option<PathBuf>, ConfigError> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let Some(path) = config_path(&args) else {
         return Ok(None);
@@ -179,12 +226,14 @@ mod tests {
         assert!(
             read_config(&file)
                 .unwrap_err()
+                .to_string()
                 .contains("unknown key \"LISTEN\"")
         );
         std::fs::write(&file, "STORAGE_TRACKER_X\n").unwrap();
         assert!(
             read_config(&file)
                 .unwrap_err()
+                .to_string()
                 .contains(":1: expected KEY=VALUE")
         );
         std::fs::remove_dir_all(&dir).unwrap();
