@@ -22,7 +22,8 @@ use storage_tracker_proto::v1::{Chunk, OfflineManifest};
 use storage_tracker_proto::{ChunkError, MANIFEST_FILE, chunk_file_name, parse_chunk_file_name};
 
 use crate::service::IngestService;
-use crate::store::{STATE_COMMITTED, STATE_FAILED, STATE_RUNNING, Store, StoreError, unix_now};
+use crate::snapshot::{IllegalTransition, SnapshotState, Transition, unix_now};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -52,6 +53,9 @@ pub enum ImportError {
     Mismatch { dir: PathBuf, detail: String },
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A snapshot's record could not change state (a bug: only running ones are failed).
+    #[error(transparent)]
+    Transition(#[from] IllegalTransition),
     #[error(
         "the import into snapshot {snapshot_id} failed and was rolled back: {}",
         status_text(status)
@@ -109,7 +113,7 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
         return Err(bad("it has no scan id".into()));
     }
     // What the ingest service refuses in BeginSnapshot.
-    if let Some(refused) = crate::service::begin_refusal(begin) {
+    if let Some(refused) = crate::ingest::begin::begin_refusal(begin) {
         return Err(bad(refused.message().to_owned()));
     }
     if finish.ranks.len() != begin.ranks as usize {
@@ -230,22 +234,22 @@ pub async fn import(
         if record.scan_id != begin.scan_id {
             continue;
         }
-        match record.state {
-            STATE_COMMITTED => {
+        match record.state() {
+            SnapshotState::Committed => {
                 return Ok(Imported::AlreadyCommitted {
                     snapshot_id: record.snapshot_id,
                 });
             }
-            STATE_RUNNING => {
+            SnapshotState::Running => {
                 // An import that was interrupted: its rows go, the import starts afresh.
                 store.drop_snapshot_rows(record.snapshot_id).await?;
-                record.version += 1;
-                record.state = STATE_FAILED;
-                record.finished_at = unix_now();
-                record.message = "an interrupted import, imported again".into();
+                record.transition(
+                    Transition::Fail("an interrupted import, imported again".into()),
+                    unix_now(),
+                )?;
                 store.record_snapshot(&record).await?;
             }
-            _ => {}
+            SnapshotState::Failed | SnapshotState::Deleted => {}
         }
     }
     let snapshot_id = service

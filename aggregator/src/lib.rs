@@ -1,10 +1,31 @@
 //! storage-tracker's aggregator: receives scanner chunks over gRPC, spools them durably, stores
 //! them in ClickHouse, verifies and commits snapshots, computes the reports once per snapshot,
 //! imports offline scans and applies retention.
+//!
+//! The modules, in the order a snapshot's data flows through them:
+//!
+//! - [`service`]: the gRPC surface (`Ingest`) and [`IngestService`], the handle that starts the
+//!   service, stops it, and calls it in process.
+//! - `ingest`: the stages of a snapshot's life over the state they share (the running
+//!   snapshots, the insert queue): `begin` (the record is stored and spooled), `accept` (a chunk
+//!   is decoded, checked, spooled, fsynced, acknowledged), `insert` (the workers store each
+//!   spooled chunk exactly once), `commit` (the totals are verified, the reports computed, the
+//!   snapshot committed), `fail` (aborted, failed or abandoned snapshots lose their rows) and
+//!   `recover` (at start, the spool's snapshots resume).
+//! - [`spool`]: the durable spool on disk: what was acknowledged and is not yet stored.
+//! - [`store`]: ClickHouse: the schema, chunk inserts, counts, reports, snapshot records.
+//! - [`sql`]: every write-side statement, the reports' SQL among them.
+//! - [`snapshot`]: a snapshot's record and its states, changed only by one transition function.
+//! - [`retention`]: which committed snapshots to keep, and dropping the others.
+//! - [`import`]: an offline scan's files checked, then sent through the same service.
+//! - [`metrics`]: the Prometheus metrics the service and `/metrics` count.
 
 pub mod import;
+mod ingest;
+pub mod metrics;
 pub mod retention;
 pub mod service;
+pub mod snapshot;
 pub mod spool;
 pub mod sql;
 pub mod store;

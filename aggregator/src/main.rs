@@ -21,7 +21,7 @@ use tracing::info;
 
 use storage_tracker_aggregator::import::{self, Imported};
 use storage_tracker_aggregator::retention::{self, Retention};
-use storage_tracker_aggregator::store::{STATE_COMMITTED, STATE_RUNNING, state_name};
+use storage_tracker_aggregator::snapshot::SnapshotState;
 use storage_tracker_aggregator::{
     IngestService, ServiceOptions, Spool, Store, StoreConfig, StoreError, serve,
 };
@@ -219,7 +219,7 @@ fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
         .map_err(|e| format!("expected ADDRESS:PORT or off: {e}"))
 }
 
-/// The ClickHouse URL: http://HOST[:PORT] (the client speaks HTTP without TLS).
+/// The ClickHouse URL: `http://HOST[:PORT]` (the client speaks HTTP without TLS).
 fn parse_clickhouse_url(s: &str) -> Result<String, String> {
     let expected = "expected e.g. http://127.0.0.1:8123";
     let uri: axum::http::Uri = s
@@ -313,34 +313,10 @@ async fn serve_metrics(listener: tokio::net::TcpListener, service: IngestService
             async move {
                 let metrics = service.metrics();
                 match store.snapshot_states().await {
-                    Ok(states) => {
-                        for state in ["running", "committed", "failed", "deleted"] {
-                            let n = states
-                                .iter()
-                                .find(|(s, _)| s == state)
-                                .map_or(0, |(_, n)| *n);
-                            metrics.set(
-                                "storage_tracker_snapshots",
-                                "Snapshots in ClickHouse by state.",
-                                &[("state", state)],
-                                n as f64,
-                            );
-                        }
-                        metrics.set(
-                            "storage_tracker_clickhouse_up",
-                            "Whether ClickHouse answered this scrape.",
-                            &[],
-                            1.0,
-                        );
-                    }
+                    Ok(states) => metrics.set_stored(Some(&states)),
                     Err(e) => {
                         tracing::warn!("metrics: counting snapshots: {e}");
-                        metrics.set(
-                            "storage_tracker_clickhouse_up",
-                            "Whether ClickHouse answered this scrape.",
-                            &[],
-                            0.0,
-                        );
+                        metrics.set_stored(None);
                     }
                 }
                 (
@@ -515,13 +491,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 text.push_str(&format!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
                     r.snapshot_id,
-                    state_name(r.state),
+                    r.state(),
                     r.filesystem_label,
                     String::from_utf8_lossy(&r.root_path),
                     utc_datetime(i64::from(r.started_at)),
-                    r.entries,
-                    r.errors,
-                    r.message
+                    r.totals().entries,
+                    r.totals().errors,
+                    r.message()
                 ));
             }
             // A reader that stops early (`| head`) is not an error.
@@ -540,10 +516,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let Some(snapshot) = store.snapshot(snapshot_id).await? else {
                 bail!("there is no snapshot {snapshot_id} (see `storage-aggregator list`)");
             };
-            if snapshot.state != STATE_COMMITTED {
+            if snapshot.state() != SnapshotState::Committed {
                 bail!(
                     "snapshot {snapshot_id} is {}, not committed: only committed snapshots can be exported",
-                    state_name(snapshot.state)
+                    snapshot.state()
                 );
             }
             let dir = match &path {
@@ -578,7 +554,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let Some(record) = all.iter().find(|r| r.snapshot_id == id) else {
                     bail!("there is no snapshot {id} (see `storage-aggregator list`)");
                 };
-                if record.state == STATE_RUNNING {
+                if record.state() == SnapshotState::Running {
                     bail!(
                         "snapshot {id} is running; abort its scan first, or wait for the aggregator to fail it"
                     );

@@ -10,7 +10,17 @@ use std::collections::BTreeSet;
 
 use storage_tracker_proto::calendar::civil_from_days;
 
-use crate::store::{STATE_COMMITTED, STATE_DELETED, SnapshotRecord, Store, StoreError, unix_now};
+use crate::snapshot::{IllegalTransition, SnapshotRecord, SnapshotState, Transition, unix_now};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A running snapshot cannot be dropped: its scan must end first.
+    #[error(transparent)]
+    Running(#[from] IllegalTransition),
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
@@ -75,13 +85,16 @@ pub fn to_drop(snapshots: &[(u64, i64)], policy: &Retention) -> Vec<u64> {
     drop
 }
 
-/// Drops a snapshot's rows from every table and records it as deleted.
-pub async fn drop_snapshot(store: &Store, mut record: SnapshotRecord) -> Result<(), StoreError> {
+/// Drops a snapshot's rows from every table and records it as deleted. A running snapshot is
+/// refused, and nothing of it dropped.
+pub async fn drop_snapshot(
+    store: &Store,
+    mut record: SnapshotRecord,
+) -> Result<(), RetentionError> {
+    record.may_become(SnapshotState::Deleted)?;
     store.drop_snapshot_rows(record.snapshot_id).await?;
-    record.version += 1;
-    record.state = STATE_DELETED;
-    record.message = format!("deleted at {}", unix_now());
-    store.record_snapshot(&record).await
+    record.transition(Transition::Delete, unix_now())?;
+    Ok(store.record_snapshot(&record).await?)
 }
 
 /// Applies `policy` to the committed snapshots labelled `label`; returns the ids dropped (or,
@@ -91,12 +104,12 @@ pub async fn apply(
     policy: &Retention,
     label: &str,
     dry_run: bool,
-) -> Result<Vec<u64>, StoreError> {
+) -> Result<Vec<u64>, RetentionError> {
     let committed: Vec<SnapshotRecord> = store
         .snapshots()
         .await?
         .into_iter()
-        .filter(|r| r.state == STATE_COMMITTED && r.filesystem_label == label)
+        .filter(|r| r.state() == SnapshotState::Committed && r.filesystem_label == label)
         .collect();
     let times: Vec<(u64, i64)> = committed
         .iter()

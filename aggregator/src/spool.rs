@@ -22,7 +22,7 @@ use prost::Message;
 
 use storage_tracker_proto::v1::FinishSnapshotRequest;
 
-use crate::store::SnapshotRecord;
+use crate::snapshot::SnapshotRecord;
 
 /// One acknowledged chunk waiting in the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,12 +217,15 @@ mod tests {
     use super::*;
 
     pub(crate) fn record(snapshot_id: u64) -> SnapshotRecord {
-        SnapshotRecord {
+        SnapshotRecord::begun(
             snapshot_id,
-            root_path: b"/r\xff".to_vec(),
-            ranks: 2,
-            ..SnapshotRecord::default()
-        }
+            storage_tracker_proto::v1::BeginSnapshotRequest {
+                root_path: b"/r\xff".to_vec(),
+                ranks: 2,
+                ..Default::default()
+            },
+            0,
+        )
     }
 
     #[test]

@@ -7,8 +7,6 @@
 //! so a failed snapshot is dropped whole, and a query sees a snapshot only once `snapshots`
 //! says committed.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
@@ -20,6 +18,7 @@ use storage_tracker_proto::entry::col;
 use storage_tracker_proto::v1::Principal;
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
+use crate::snapshot::SnapshotRecord;
 use crate::sql;
 use storage_tracker_proto::sql::quote_str;
 
@@ -116,77 +115,6 @@ struct PrincipalRecord<'a> {
     kind: i8,
     id: u32,
     name: &'a str,
-}
-
-/// One row of `snapshots`: a state change. The highest `version` is the current state.
-#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
-pub struct SnapshotRecord {
-    pub snapshot_id: u64,
-    pub version: u64,
-    /// 1 running, 2 committed, 3 failed, 4 deleted (the `Enum8` codes).
-    pub state: i8,
-    pub scan_id: String,
-    pub filesystem_label: String,
-    #[serde(with = "serde_bytes")]
-    pub root_path: Vec<u8>,
-    pub hosts: Vec<String>,
-    pub ranks: u32,
-    pub scanner_version: String,
-    pub schema_version: u32,
-    pub started_at: u32,
-    pub finished_at: u32,
-    pub entries: u64,
-    pub errors: u64,
-    pub apparent_bytes: u64,
-    pub directories: u64,
-    pub commit_seconds: f64,
-    pub message: String,
-    /// The scan's start to the nanosecond; ages in the reports are measured from it.
-    #[serde(default)]
-    pub started_at_ns: i64,
-    /// What the scan left out (see `storage_tracker_proto::scan_options`); "" for nothing.
-    #[serde(default)]
-    pub scan_options: String,
-}
-
-pub const STATE_RUNNING: i8 = 1;
-pub const STATE_COMMITTED: i8 = 2;
-pub const STATE_FAILED: i8 = 3;
-pub const STATE_DELETED: i8 = 4;
-
-/// The name of a state code, as the `Enum8` spells it.
-pub fn state_name(state: i8) -> &'static str {
-    match state {
-        STATE_RUNNING => "running",
-        STATE_COMMITTED => "committed",
-        STATE_FAILED => "failed",
-        STATE_DELETED => "deleted",
-        _ => "unknown",
-    }
-}
-
-impl SnapshotRecord {
-    /// The scan's start in nanoseconds (a record spooled before it was kept knows seconds only).
-    pub fn start_ns(&self) -> i64 {
-        if self.started_at_ns != 0 {
-            self.started_at_ns
-        } else {
-            i64::from(self.started_at) * 1_000_000_000
-        }
-    }
-}
-
-/// Now, in nanoseconds since the epoch.
-pub fn unix_now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
-pub fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// The rows a snapshot holds per chunk, as stored.

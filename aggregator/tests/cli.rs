@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 use serde::Deserialize;
 
 use storage_tracker_aggregator::Store;
-use storage_tracker_aggregator::store::{STATE_COMMITTED, SnapshotRecord};
+use storage_tracker_aggregator::snapshot::{CommitTotals, SnapshotRecord, Transition};
+use storage_tracker_proto::v1::BeginSnapshotRequest;
 use support::{TestDatabase, clickhouse_url};
 
 const AGGREGATOR: &str = env!("CARGO_BIN_EXE_storage-aggregator");
@@ -51,20 +52,22 @@ fn databases_named(rt: &tokio::runtime::Runtime, name: &str) -> u64 {
 /// A committed snapshot record (no entries) started at `started_at`.
 fn commit_record(rt: &tokio::runtime::Runtime, db: &TestDatabase, id: u64, started_at: u32) {
     let store = Store::new(db.store_config());
-    rt.block_on(store.record_snapshot(&SnapshotRecord {
-        snapshot_id: id,
-        version: 1,
-        state: STATE_COMMITTED,
-        scan_id: format!("scan-{id}"),
-        filesystem_label: "fs".into(),
-        root_path: b"/data".to_vec(),
-        ranks: 1,
-        schema_version: storage_tracker_proto::SCHEMA_VERSION,
-        started_at,
-        finished_at: started_at + 60,
-        ..SnapshotRecord::default()
-    }))
-    .unwrap();
+    let mut record = SnapshotRecord::begun(
+        id,
+        BeginSnapshotRequest {
+            scan_id: format!("scan-{id}"),
+            filesystem_label: "fs".into(),
+            root_path: b"/data".to_vec(),
+            ranks: 1,
+            schema_version: storage_tracker_proto::SCHEMA_VERSION,
+            ..Default::default()
+        },
+        i64::from(started_at) * 1_000_000_000,
+    );
+    record
+        .transition(Transition::Commit(CommitTotals::default()), started_at + 60)
+        .unwrap();
+    rt.block_on(store.record_snapshot(&record)).unwrap();
 }
 
 #[test]

@@ -1,0 +1,141 @@
+//! A chunk arrives: it is decoded and checked (schema, row count, enum codes), written to the
+//! spool and fsynced, and only then acknowledged and queued for the insert workers. A chunk
+//! acknowledged before is acknowledged again and not stored again; a malformed one is refused
+//! with a message naming it, and nothing of it is kept.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use storage_tracker_proto::v1::{Chunk, ChunkAck};
+use storage_tracker_proto::{ChunkError, decode_chunk};
+
+use super::{Inner, Job, unavailable};
+use crate::metrics::ChunkResult;
+use crate::store::{StoreError, validate_batch};
+
+/// Why a chunk's bytes are not rows this aggregator stores.
+#[derive(Debug, thiserror::Error)]
+enum Rejected {
+    /// Not a chunk of the entry schema, or not the rows it declares.
+    #[error(transparent)]
+    Decode(#[from] ChunkError),
+    /// Rows with codes the schema does not define.
+    #[error(transparent)]
+    Rows(#[from] StoreError),
+}
+
+impl Inner {
+    /// Spools one chunk and returns its acknowledgement: [`Self::accept_chunk`], counted in
+    /// the metrics.
+    pub(crate) async fn receive_chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
+        let rows = chunk.rows;
+        let outcome = self.accept_chunk(chunk).await;
+        let result = match &outcome {
+            Ok(ack) if ack.stored => ChunkResult::Accepted,
+            Ok(_) => ChunkResult::Duplicate,
+            Err(_) => ChunkResult::Refused,
+        };
+        self.options.metrics.chunk_received(result, rows);
+        outcome
+    }
+
+    async fn accept_chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
+        let Chunk {
+            snapshot_id,
+            rank,
+            seq,
+            rows,
+            parquet,
+        } = chunk;
+        let what = format!("chunk (snapshot {snapshot_id}, rank {rank}, seq {seq})");
+        let ack = |stored| ChunkAck {
+            snapshot_id,
+            rank,
+            seq,
+            stored,
+        };
+        let not_running = |snapshot_id| {
+            Status::failed_precondition(format!(
+                "{what}: snapshot {snapshot_id} is not running (never begun, committed or failed)"
+            ))
+        };
+        {
+            let mut running = self.running();
+            let Some(snapshot) = running.get_mut(&snapshot_id) else {
+                return Err(not_running(snapshot_id));
+            };
+            snapshot.last_heard = Instant::now();
+            if rank >= snapshot.record.ranks {
+                return Err(Status::invalid_argument(format!(
+                    "{what}: the snapshot has {} ranks",
+                    snapshot.record.ranks
+                )));
+            }
+            if snapshot
+                .ranks
+                .get(&rank)
+                .is_some_and(|r| r.seqs.contains(&seq))
+            {
+                return Ok(ack(false));
+            }
+            if snapshot.commit.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "{what}: the snapshot is being committed; no chunk can be added"
+                )));
+            }
+        }
+        let (batch, parquet) = tokio::task::spawn_blocking(move || {
+            let batch = decode_chunk(parquet.clone(), rows)?;
+            validate_batch(&batch)?;
+            Ok::<_, Rejected>((batch, parquet))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("{what}: decoding task failed: {e}")))?
+        .map_err(|e| Status::invalid_argument(format!("{what} rejected: {e}")))?;
+        let spool = self.spool().clone();
+        let path =
+            Self::blocking(move || spool.write_chunk(snapshot_id, rank, seq, rows, &parquet))
+                .await
+                .map_err(|e| {
+                    unavailable(&format!("{what} could not be spooled, send it again"), e)
+                })?;
+
+        let size = batch.get_array_memory_size();
+        let held = self.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        let batch = if held <= self.options.memory_budget {
+            Some((batch, size))
+        } else {
+            self.held_bytes.fetch_sub(size, Ordering::Relaxed);
+            None
+        };
+        let mut running = self.running();
+        let Some(snapshot) = running.get_mut(&snapshot_id) else {
+            // Failed while this chunk was being spooled; its spool directory is gone or going.
+            return Err(not_running(snapshot_id));
+        };
+        let progress = snapshot.ranks.entry(rank).or_default();
+        if !progress.seqs.insert(seq) {
+            // The same chunk arrived twice at once; the other copy is on its way.
+            return Ok(ack(false));
+        }
+        progress.rows += rows;
+        snapshot.unstored += 1;
+        let job = Job {
+            snapshot_id,
+            rank,
+            seq,
+            rows,
+            path,
+            batch,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job)
+            && let Some((_, size)) = job.batch
+        {
+            self.held_bytes.fetch_sub(size, Ordering::Relaxed);
+        }
+        Ok(ack(true))
+    }
+}

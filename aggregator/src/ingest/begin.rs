@@ -1,0 +1,90 @@
+//! A scan begins: the request is checked, the snapshot gets the next id, and its first record
+//! is stored in ClickHouse and spooled before the snapshot runs. A begin sent again by the
+//! same scan (its answer was lost) gets the same snapshot.
+
+use std::time::Instant;
+
+use tonic::Status;
+use tracing::{Instrument, info};
+
+use storage_tracker_proto::SCHEMA_VERSION;
+use storage_tracker_proto::v1::BeginSnapshotRequest;
+
+use super::{Inner, Running, snapshot_span, unavailable};
+use crate::snapshot::{SnapshotRecord, unix_now_ns};
+
+impl Inner {
+    /// Begins a snapshot; its id.
+    pub(crate) async fn begin(&self, r: BeginSnapshotRequest) -> Result<u64, Status> {
+        if let Some(refused) = begin_refusal(&r) {
+            return Err(refused);
+        }
+        let _allocating = self.begin_lock.lock().await;
+        // The same scan asking again (its answer was lost): the same snapshot.
+        if !r.scan_id.is_empty()
+            && let Some(running) = self
+                .running()
+                .values_mut()
+                .find(|s| s.record.scan_id == r.scan_id)
+        {
+            running.last_heard = Instant::now();
+            return Ok(running.record.snapshot_id);
+        }
+        // The start as the scanner saw it, to the nanosecond where it says so; now if not at all.
+        let started_at_ns = match (r.started_at_ns, r.started_at) {
+            (ns, _) if ns > 0 => ns,
+            (_, s) if s > 0 => s.saturating_mul(1_000_000_000),
+            _ => unix_now_ns(),
+        };
+        let snapshot_id = self
+            .store
+            .next_snapshot_id()
+            .await
+            .map_err(|e| unavailable("allocating a snapshot id", e))?;
+        let record = SnapshotRecord::begun(snapshot_id, r, started_at_ns);
+        self.run(record)
+            .instrument(snapshot_span(snapshot_id))
+            .await?;
+        Ok(snapshot_id)
+    }
+
+    /// Stores and spools the first record of a snapshot, then runs it.
+    async fn run(&self, record: SnapshotRecord) -> Result<(), Status> {
+        let snapshot_id = record.snapshot_id;
+        self.store
+            .record_snapshot(&record)
+            .await
+            .map_err(|e| unavailable("recording the snapshot", e))?;
+        let spool = self.spool().clone();
+        let spooled = record.clone();
+        if let Err(e) = Self::blocking(move || spool.begin(&spooled)).await {
+            let status = unavailable("spooling the snapshot's record", &e);
+            self.fail_record(record, format!("the spool failed: {e}"))
+                .await;
+            return Err(status);
+        }
+        info!(snapshot_id, ranks = record.ranks, label = %record.filesystem_label, root = %String::from_utf8_lossy(&record.root_path), "snapshot begun");
+        self.running().insert(snapshot_id, Running::new(record));
+        Ok(())
+    }
+}
+
+/// Why a scan described by `r` cannot be begun, if it cannot: another entry schema, a root that
+/// is not absolute, no ranks. The import checks an offline scan's manifest with it too.
+pub(crate) fn begin_refusal(r: &BeginSnapshotRequest) -> Option<Status> {
+    if r.schema_version != SCHEMA_VERSION {
+        return Some(Status::failed_precondition(format!(
+            "the scanner writes entry schema version {}, this aggregator stores version {SCHEMA_VERSION}: run matching versions",
+            r.schema_version
+        )));
+    }
+    if r.root_path.first() != Some(&b'/') {
+        return Some(Status::invalid_argument(
+            "root_path must be an absolute path",
+        ));
+    }
+    if r.ranks == 0 {
+        return Some(Status::invalid_argument("a scan has at least one rank"));
+    }
+    None
+}
