@@ -40,8 +40,7 @@ pub use service::{IngestService, ServiceOptions};
 pub use spool::Spool;
 pub use store::{Store, StoreConfig, StoreError};
 
-/// Largest chunk message accepted; chunks are a few MiB, this leaves room for long paths.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+pub use storage_tracker_proto::service::MAX_MESSAGE_BYTES;
 
 /// Serves the ingest service on `listener` until `shutdown` completes. What was acknowledged
 /// and not yet stored stays in the spool for the next start.

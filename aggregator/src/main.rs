@@ -288,18 +288,7 @@ async fn write_whole<T>(
 }
 
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    storage_tracker_proto::service::shutdown_signal().await;
     info!("shutting down; acknowledged chunks not yet stored stay in the spool");
 }
 

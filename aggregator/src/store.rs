@@ -7,16 +7,13 @@
 //! so a failed snapshot is dropped whole, and a query sees a snapshot only once `snapshots`
 //! says committed.
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::RecordBatch;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 use storage_tracker_proto::ddl::{self, Database};
-use storage_tracker_proto::entry::col;
 use storage_tracker_proto::v1::Principal;
-use storage_tracker_proto::{EntryKind, ErrorOp};
+use storage_tracker_proto::{EntryColumns, RowError};
 
 use crate::snapshot::SnapshotRecord;
 use crate::sql;
@@ -29,16 +26,9 @@ pub enum StoreError {
         url: String,
         source: clickhouse::error::Error,
     },
-    #[error(
-        "row {row} of the chunk has kind code {code}, which schema version {} does not define",
-        storage_tracker_proto::SCHEMA_VERSION
-    )]
-    BadKind { row: usize, code: u8 },
-    #[error(
-        "row {row} of the chunk has error code {code}, which schema version {} does not define",
-        storage_tracker_proto::SCHEMA_VERSION
-    )]
-    BadErrorOp { row: usize, code: u8 },
+    /// A chunk's rows are not entry rows: an enum code the schema does not define, say.
+    #[error(transparent)]
+    Rows(#[from] RowError),
     #[error("{0}")]
     Export(#[from] storage_tracker_proto::ncdu::NcduError),
     #[error(
@@ -266,11 +256,28 @@ impl Store {
         )
     }
 
-    /// Inserts chunks' rows (checked with [`validate_batch`]) as one INSERT: (rank, seq, rows).
+    /// Inserts chunks' rows as one INSERT: (rank, seq, rows). Every chunk is checked
+    /// ([`EntryColumns::new`]) before anything is written.
     pub async fn insert_chunks(
         &self,
         snapshot_id: u64,
         chunks: &[(u32, u64, &RecordBatch)],
+    ) -> Result<(), StoreError> {
+        let chunks = chunks
+            .iter()
+            .map(|&(rank, seq, batch)| Ok((rank, seq, EntryColumns::new(batch)?)))
+            .collect::<Result<Vec<_>, RowError>>()?;
+        self.insert_rows(snapshot_id, &chunks).await
+    }
+
+    /// Inserts checked chunks' rows (a [`ValidChunk`]'s columns, say) as one INSERT:
+    /// (rank, seq, rows).
+    ///
+    /// [`ValidChunk`]: storage_tracker_proto::ValidChunk
+    pub async fn insert_rows(
+        &self,
+        snapshot_id: u64,
+        chunks: &[(u32, u64, EntryColumns<'_>)],
     ) -> Result<(), StoreError> {
         static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let query_id = format!(
@@ -288,10 +295,9 @@ impl Store {
             .insert::<EntryRecord<'static>>("entries")
             .await
             .map_err(self.err())?;
-        for &(rank, seq, batch) in chunks {
-            let columns = EntryColumns::of(batch);
-            for row in 0..batch.num_rows() {
-                let record = columns.record(snapshot_id, rank, seq, row);
+        for &(rank, seq, columns) in chunks {
+            for row in 0..columns.len() {
+                let record = entry_record(&columns, snapshot_id, rank, seq, row);
                 insert.write(&record).await.map_err(self.err())?;
             }
         }
@@ -545,114 +551,97 @@ impl Store {
 }
 
 /// Checks every row of a chunk before anything of it is stored, so a bad row cannot leave part
-/// of a chunk: enum codes the schema does not define would be stored as garbage.
+/// of a chunk: enum codes the schema does not define would be stored as garbage. (See
+/// [`EntryColumns::new`]; [`storage_tracker_proto::ValidChunk`] decodes and checks at once.)
 pub fn validate_batch(batch: &RecordBatch) -> Result<(), StoreError> {
-    EntryColumns::of(batch).validate()
+    EntryColumns::new(batch)?;
+    Ok(())
 }
 
-/// Typed views of a chunk's columns (the chunk was validated against the entry schema).
-struct EntryColumns<'a> {
-    path: &'a arrow_array::BinaryArray,
-    parent: &'a arrow_array::BinaryArray,
-    name: &'a arrow_array::BinaryArray,
-    depth: &'a arrow_array::UInt32Array,
-    kind: &'a arrow_array::UInt8Array,
-    size: &'a arrow_array::UInt64Array,
-    allocated: &'a arrow_array::UInt64Array,
-    nlink: &'a arrow_array::UInt64Array,
-    ino: &'a arrow_array::UInt64Array,
-    dev: &'a arrow_array::UInt64Array,
-    mode: &'a arrow_array::UInt32Array,
-    uid: &'a arrow_array::UInt32Array,
-    gid: &'a arrow_array::UInt32Array,
-    atime: &'a arrow_array::Int64Array,
-    mtime: &'a arrow_array::Int64Array,
-    ctime: &'a arrow_array::Int64Array,
-    btime: &'a arrow_array::Int64Array,
-    target: &'a arrow_array::BinaryArray,
-    error_op: &'a arrow_array::UInt8Array,
-    errno: &'a arrow_array::Int32Array,
+/// Row `row` of a checked chunk, as `entries` stores it.
+fn entry_record<'a>(
+    columns: &EntryColumns<'a>,
+    snapshot_id: u64,
+    rank: u32,
+    seq: u64,
+    row: usize,
+) -> EntryRecord<'a> {
+    EntryRecord {
+        snapshot_id,
+        rank,
+        seq,
+        path: columns.path(row),
+        parent_path: columns.parent(row),
+        name: columns.name(row),
+        depth: columns.depth(row),
+        kind: columns.kind(row) as i8,
+        size: columns.size(row).get(),
+        allocated: columns.allocated(row).get(),
+        nlink: columns.nlink(row),
+        ino: columns.ino(row),
+        dev: columns.dev(row),
+        mode: columns.mode(row),
+        uid: columns.uid(row),
+        gid: columns.gid(row),
+        atime_ns: columns.atime_ns(row),
+        mtime_ns: columns.mtime_ns(row),
+        ctime_ns: columns.ctime_ns(row),
+        btime_ns: columns.btime_ns(row),
+        symlink_target: columns.symlink_target(row),
+        error_op: columns.error_op(row) as i8,
+        errno: columns.errno(row),
+    }
 }
 
-impl<'a> EntryColumns<'a> {
-    fn of(batch: &'a RecordBatch) -> Self {
-        let c = |name: &str| {
-            batch
-                .column_by_name(name)
-                .unwrap_or_else(|| panic!("validated chunk has column {name}"))
-        };
-        Self {
-            path: c(col::PATH).as_binary(),
-            parent: c(col::PARENT).as_binary(),
-            name: c(col::NAME).as_binary(),
-            depth: c(col::DEPTH).as_primitive::<UInt32Type>(),
-            kind: c(col::KIND).as_primitive::<UInt8Type>(),
-            size: c(col::SIZE).as_primitive::<UInt64Type>(),
-            allocated: c(col::ALLOCATED).as_primitive::<UInt64Type>(),
-            nlink: c(col::NLINK).as_primitive::<UInt64Type>(),
-            ino: c(col::INO).as_primitive::<UInt64Type>(),
-            dev: c(col::DEV).as_primitive::<UInt64Type>(),
-            mode: c(col::MODE).as_primitive::<UInt32Type>(),
-            uid: c(col::UID).as_primitive::<UInt32Type>(),
-            gid: c(col::GID).as_primitive::<UInt32Type>(),
-            atime: c(col::ATIME_NS).as_primitive::<Int64Type>(),
-            mtime: c(col::MTIME_NS).as_primitive::<Int64Type>(),
-            ctime: c(col::CTIME_NS).as_primitive::<Int64Type>(),
-            btime: c(col::BTIME_NS).as_primitive::<Int64Type>(),
-            target: c(col::SYMLINK_TARGET).as_binary(),
-            error_op: c(col::ERROR_OP).as_primitive::<UInt8Type>(),
-            errno: c(col::ERRNO).as_primitive::<Int32Type>(),
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-    /// Enum codes the schema does not define would be stored as garbage: refuse them.
-    fn validate(&self) -> Result<(), StoreError> {
-        if let Some((row, code)) = self
-            .kind
-            .values()
-            .iter()
-            .enumerate()
-            .find(|(_, c)| EntryKind::from_code(**c).is_none())
-        {
-            return Err(StoreError::BadKind { row, code: *code });
-        }
-        if let Some((row, code)) = self
-            .error_op
-            .values()
-            .iter()
-            .enumerate()
-            .find(|(_, c)| ErrorOp::from_code(**c).is_none())
-        {
-            return Err(StoreError::BadErrorOp { row, code: *code });
-        }
-        Ok(())
-    }
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::UInt8Type;
+    use arrow_array::{ArrayRef, UInt8Array};
+    use storage_tracker_proto::entry::{EntryRef, EntryStat, col};
+    use storage_tracker_proto::{EntryBatchBuilder, EntryKind, SCHEMA_VERSION};
 
-    fn record(&self, snapshot_id: u64, rank: u32, seq: u64, row: usize) -> EntryRecord<'a> {
-        EntryRecord {
-            snapshot_id,
-            rank,
-            seq,
-            path: self.path.value(row),
-            parent_path: self.parent.value(row),
-            name: self.name.value(row),
-            depth: self.depth.value(row),
-            kind: self.kind.value(row) as i8,
-            size: self.size.value(row),
-            allocated: self.allocated.value(row),
-            nlink: self.nlink.value(row),
-            ino: self.ino.value(row),
-            dev: self.dev.value(row),
-            mode: self.mode.value(row),
-            uid: self.uid.value(row),
-            gid: self.gid.value(row),
-            atime_ns: self.atime.value(row),
-            mtime_ns: self.mtime.value(row),
-            ctime_ns: self.ctime.value(row),
-            btime_ns: self.btime.is_valid(row).then(|| self.btime.value(row)),
-            symlink_target: self.target.value(row),
-            error_op: self.error_op.value(row) as i8,
-            errno: self.errno.value(row),
+    use super::*;
+
+    #[test]
+    fn a_kind_code_the_schema_does_not_define_is_refused_by_row() {
+        let mut b = EntryBatchBuilder::with_capacity(3);
+        for name in [&b"a"[..], b"b", b"c"] {
+            b.append(&EntryRef {
+                path: &[b"/r/", name].concat(),
+                parent: b"/r",
+                name,
+                depth: 1,
+                kind: EntryKind::File,
+                stat: EntryStat::default(),
+                symlink_target: b"",
+                error: None,
+            });
         }
+        let batch = b.finish();
+        validate_batch(&batch).unwrap();
+        let i = batch.schema().index_of(col::KIND).unwrap();
+        let mut kinds = batch
+            .column(i)
+            .as_primitive::<UInt8Type>()
+            .values()
+            .to_vec();
+        kinds[1] = 9;
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns[i] = Arc::new(UInt8Array::from(kinds));
+        let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let err = validate_batch(&bad).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Rows(RowError::Code { row: 1, .. })
+        ));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "row 1 of the chunk has kind code 9, which schema version {SCHEMA_VERSION} does not define"
+            )
+        );
     }
 }

@@ -91,15 +91,7 @@ struct Args {
 }
 
 async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = term => {} }
+    storage_tracker_proto::service::shutdown_signal().await;
     info!("shutting down");
 }
 

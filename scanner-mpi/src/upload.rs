@@ -28,8 +28,7 @@ use storage_tracker_proto::service::{error_chain, status_text};
 
 use crate::chunks::{ChunkSink, SinkError};
 
-/// Largest gRPC message either side accepts; a chunk is far smaller.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+pub use storage_tracker_proto::service::MAX_MESSAGE_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
