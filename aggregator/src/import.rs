@@ -21,6 +21,7 @@ use storage_tracker_proto::service::status_text;
 use storage_tracker_proto::v1::{Chunk, OfflineManifest};
 use storage_tracker_proto::{ChunkError, MANIFEST_FILE, chunk_file_name, parse_chunk_file_name};
 
+use crate::ingest::begin::{BeginRefused, begin_refusal};
 use crate::service::IngestService;
 use crate::snapshot::{IllegalTransition, SnapshotState, Transition, unix_now};
 use crate::store::{Store, StoreError};
@@ -36,21 +37,41 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a storage-scan manifest: {detail}")]
-    BadManifest { path: PathBuf, detail: String },
+    #[error("{path} is not a storage-scan manifest: {fault}")]
+    BadManifest { path: PathBuf, fault: ManifestFault },
     #[error("{path} is not a valid chunk: {source}")]
     BadChunk { path: PathBuf, source: ChunkError },
     #[error("{path} holds rows the schema does not define: {source}")]
     BadRows { path: PathBuf, source: StoreError },
-    #[error("{dir}: {detail}")]
-    Incomplete { dir: PathBuf, detail: String },
+    #[error("{dir}: rank {rank} wrote {chunks} chunks, {missing} is missing")]
+    MissingChunk {
+        dir: PathBuf,
+        rank: u32,
+        chunks: u64,
+        /// The missing file's name.
+        missing: String,
+    },
+    #[error("{dir}: {files} chunk files, the manifest counts {counted}")]
+    ChunkFiles {
+        dir: PathBuf,
+        files: usize,
+        counted: u64,
+    },
     #[error(
         "{path} is a copy of {original}: no scan writes a chunk twice; a chunk file was copied over another, so the scan cannot be imported"
     )]
     /// `original` is the file's name: it is in the same directory.
     Copied { path: PathBuf, original: PathBuf },
-    #[error("{dir} does not match its manifest: {detail}")]
-    Mismatch { dir: PathBuf, detail: String },
+    #[error(
+        "{dir} does not match its manifest: rank {rank} scanned {entries} entries, its {chunks} chunk files hold {held}"
+    )]
+    Mismatch {
+        dir: PathBuf,
+        rank: u32,
+        entries: u64,
+        chunks: u64,
+        held: u64,
+    },
     #[error("{0}")]
     Store(#[from] StoreError),
     /// A snapshot's record could not change state (a bug: only running ones are failed).
@@ -64,6 +85,22 @@ pub enum ImportError {
         snapshot_id: u64,
         status: Box<tonic::Status>,
     },
+}
+
+/// What is wrong with an offline scan's manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestFault {
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
+    #[error("it lacks the scan's description or totals")]
+    Incomplete,
+    #[error("it has no scan id")]
+    NoScanId,
+    /// What the ingest service refuses in BeginSnapshot.
+    #[error(transparent)]
+    Refused(#[from] BeginRefused),
+    #[error("{totals} rank totals for {ranks} ranks")]
+    RankTotals { totals: usize, ranks: u32 },
 }
 
 /// What an import did.
@@ -101,27 +138,25 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
             });
         }
     };
-    let bad = |detail: String| ImportError::BadManifest {
+    let bad = |fault: ManifestFault| ImportError::BadManifest {
         path: manifest_path.clone(),
-        detail,
+        fault,
     };
-    let manifest = OfflineManifest::decode(&bytes[..]).map_err(|e| bad(e.to_string()))?;
+    let manifest = OfflineManifest::decode(&bytes[..]).map_err(|e| bad(e.into()))?;
     let (Some(begin), Some(finish)) = (&manifest.begin, &manifest.finish) else {
-        return Err(bad("it lacks the scan's description or totals".into()));
+        return Err(bad(ManifestFault::Incomplete));
     };
     if begin.scan_id.is_empty() {
-        return Err(bad("it has no scan id".into()));
+        return Err(bad(ManifestFault::NoScanId));
     }
-    // What the ingest service refuses in BeginSnapshot.
-    if let Some(refused) = crate::ingest::begin::begin_refusal(begin) {
-        return Err(bad(refused.message().to_owned()));
+    if let Some(refused) = begin_refusal(begin) {
+        return Err(bad(refused.into()));
     }
     if finish.ranks.len() != begin.ranks as usize {
-        return Err(bad(format!(
-            "{} rank totals for {} ranks",
-            finish.ranks.len(),
-            begin.ranks
-        )));
+        return Err(bad(ManifestFault::RankTotals {
+            totals: finish.ranks.len(),
+            ranks: begin.ranks,
+        }));
     }
 
     let mut files = BTreeMap::new();
@@ -148,26 +183,21 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
     for t in &finish.ranks {
         for seq in 0..t.chunks {
             if !files.contains_key(&(t.rank, seq)) {
-                return Err(ImportError::Incomplete {
+                return Err(ImportError::MissingChunk {
                     dir: dir.to_owned(),
-                    detail: format!(
-                        "rank {} wrote {} chunks, {} is missing",
-                        t.rank,
-                        t.chunks,
-                        chunk_file_name(t.rank, seq)
-                    ),
+                    rank: t.rank,
+                    chunks: t.chunks,
+                    missing: chunk_file_name(t.rank, seq),
                 });
             }
         }
     }
     let expected: u64 = finish.ranks.iter().map(|t| t.chunks).sum();
     if files.len() as u64 != expected {
-        return Err(ImportError::Incomplete {
+        return Err(ImportError::ChunkFiles {
             dir: dir.to_owned(),
-            detail: format!(
-                "{} chunk files, the manifest counts {expected}",
-                files.len()
-            ),
+            files: files.len(),
+            counted: expected,
         });
     }
     // Chunk files by a hash of their bytes, to find one copied over another.
@@ -211,10 +241,10 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
         if held != t.entries {
             return Err(ImportError::Mismatch {
                 dir: dir.to_owned(),
-                detail: format!(
-                    "rank {} scanned {} entries, its {} chunk files hold {held}",
-                    t.rank, t.entries, t.chunks
-                ),
+                rank: t.rank,
+                entries: t.entries,
+                chunks: t.chunks,
+                held,
             });
         }
     }

@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
 use tokio::sync::{Notify, RwLock, mpsc, watch};
 use tonic::Status;
 use tracing::{Span, info_span, warn};
 
+use storage_tracker_proto::ValidChunk;
 use storage_tracker_proto::v1::FinishSnapshotResponse;
 
 use crate::metrics::AggregatorMetrics;
@@ -123,8 +123,9 @@ pub(crate) struct Job {
     seq: u64,
     rows: u64,
     path: PathBuf,
-    /// The decoded rows and their size, when the memory budget allowed keeping them.
-    batch: Option<(RecordBatch, usize)>,
+    /// The decoded and checked rows and their size, when the memory budget allowed keeping
+    /// them.
+    batch: Option<(ValidChunk, usize)>,
 }
 
 /// The queue the insert workers take [`Job`]s from.

@@ -17,6 +17,7 @@ use storage_tracker_proto::v1::{
 };
 
 pub use crate::ingest::ServiceOptions;
+pub use crate::ingest::begin::BeginRefused;
 pub use crate::ingest::recover::StartError;
 use crate::ingest::{Inner, chunk_span};
 use crate::metrics::AggregatorMetrics;

@@ -9,23 +9,11 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use storage_tracker_proto::ValidChunk;
 use storage_tracker_proto::v1::{Chunk, ChunkAck};
-use storage_tracker_proto::{ChunkError, decode_chunk};
 
 use super::{Inner, Job, unavailable};
 use crate::metrics::ChunkResult;
-use crate::store::{StoreError, validate_batch};
-
-/// Why a chunk's bytes are not rows this aggregator stores.
-#[derive(Debug, thiserror::Error)]
-enum Rejected {
-    /// Not a chunk of the entry schema, or not the rows it declares.
-    #[error(transparent)]
-    Decode(#[from] ChunkError),
-    /// Rows with codes the schema does not define.
-    #[error(transparent)]
-    Rows(#[from] StoreError),
-}
 
 impl Inner {
     /// Spools one chunk and returns its acknowledgement: [`Self::accept_chunk`], counted in
@@ -88,9 +76,8 @@ impl Inner {
             }
         }
         let (batch, parquet) = tokio::task::spawn_blocking(move || {
-            let batch = decode_chunk(parquet.clone(), rows)?;
-            validate_batch(&batch)?;
-            Ok::<_, Rejected>((batch, parquet))
+            let batch = ValidChunk::decode(parquet.clone(), rows)?;
+            Ok::<_, storage_tracker_proto::ChunkError>((batch, parquet))
         })
         .await
         .map_err(|e| Status::internal(format!("{what}: decoding task failed: {e}")))?
@@ -103,7 +90,7 @@ impl Inner {
                     unavailable(&format!("{what} could not be spooled, send it again"), e)
                 })?;
 
-        let size = batch.get_array_memory_size();
+        let size = batch.batch().get_array_memory_size();
         let held = self.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
         let batch = if held <= self.options.memory_budget {
             Some((batch, size))

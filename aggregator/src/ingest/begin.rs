@@ -17,7 +17,7 @@ impl Inner {
     /// Begins a snapshot; its id.
     pub(crate) async fn begin(&self, r: BeginSnapshotRequest) -> Result<u64, Status> {
         if let Some(refused) = begin_refusal(&r) {
-            return Err(refused);
+            return Err(refused.status());
         }
         let _allocating = self.begin_lock.lock().await;
         // The same scan asking again (its answer was lost): the same snapshot.
@@ -69,22 +69,40 @@ impl Inner {
     }
 }
 
+/// Why a scan cannot be begun.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BeginRefused {
+    #[error(
+        "the scanner writes entry schema version {0}, this aggregator stores version {SCHEMA_VERSION}: run matching versions"
+    )]
+    SchemaVersion(u32),
+    #[error("root_path must be an absolute path")]
+    RelativeRoot,
+    #[error("a scan has at least one rank")]
+    NoRanks,
+}
+
+impl BeginRefused {
+    /// The answer to BeginSnapshot.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::SchemaVersion(_) => Status::failed_precondition(self.to_string()),
+            Self::RelativeRoot | Self::NoRanks => Status::invalid_argument(self.to_string()),
+        }
+    }
+}
+
 /// Why a scan described by `r` cannot be begun, if it cannot: another entry schema, a root that
 /// is not absolute, no ranks. The import checks an offline scan's manifest with it too.
-pub(crate) fn begin_refusal(r: &BeginSnapshotRequest) -> Option<Status> {
+pub(crate) fn begin_refusal(r: &BeginSnapshotRequest) -> Option<BeginRefused> {
     if r.schema_version != SCHEMA_VERSION {
-        return Some(Status::failed_precondition(format!(
-            "the scanner writes entry schema version {}, this aggregator stores version {SCHEMA_VERSION}: run matching versions",
-            r.schema_version
-        )));
+        return Some(BeginRefused::SchemaVersion(r.schema_version));
     }
     if r.root_path.first() != Some(&b'/') {
-        return Some(Status::invalid_argument(
-            "root_path must be an absolute path",
-        ));
+        return Some(BeginRefused::RelativeRoot);
     }
     if r.ranks == 0 {
-        return Some(Status::invalid_argument("a scan has at least one rank"));
+        return Some(BeginRefused::NoRanks);
     }
     None
 }

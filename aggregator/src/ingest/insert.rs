@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use arrow_array::RecordBatch;
 use bytes::Bytes;
 use tracing::{Instrument, warn};
 
-use storage_tracker_proto::{ChunkError, decode_chunk};
+use storage_tracker_proto::{ChunkError, EntryColumns, ValidChunk};
 
 use super::{Backoff, Busy, Inner, Job, JobQueue, SETTLE_PATIENCE, snapshot_span};
 use crate::store::StoreError;
@@ -99,7 +98,7 @@ impl Inner {
     async fn insert_jobs(&self, mut jobs: Vec<Job>) {
         let _busy = Busy::new(&self.busy);
         let snapshot_id = jobs[0].snapshot_id;
-        let held: Vec<Option<RecordBatch>> = jobs
+        let held: Vec<Option<ValidChunk>> = jobs
             .iter_mut()
             .map(|job| {
                 job.batch.take().map(|(batch, size)| {
@@ -175,17 +174,17 @@ impl Inner {
         &self,
         snapshot_id: u64,
         jobs: &[Job],
-        batches: &[RecordBatch],
+        batches: &[ValidChunk],
     ) -> Result<(), StoreError> {
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
         let mut backoff = Backoff::new();
         let mut refused = 0;
         loop {
-            let chunks: Vec<(u32, u64, &RecordBatch)> = pending
+            let chunks: Vec<(u32, u64, EntryColumns<'_>)> = pending
                 .iter()
-                .map(|&i| (jobs[i].rank, jobs[i].seq, &batches[i]))
+                .map(|&i| (jobs[i].rank, jobs[i].seq, batches[i].columns()))
                 .collect();
-            let Err(e) = self.store.insert_chunks(snapshot_id, &chunks).await else {
+            let Err(e) = self.store.insert_rows(snapshot_id, &chunks).await else {
                 return Ok(());
             };
             if !e.is_transient() {
@@ -252,11 +251,12 @@ impl Inner {
     }
 }
 
-/// Decodes a chunk from the spool.
-async fn read_spooled(path: PathBuf, rows: u64) -> Result<RecordBatch, SpoolReadError> {
+/// Decodes a chunk from the spool (and checks its rows again: the spool is a file like any
+/// other).
+async fn read_spooled(path: PathBuf, rows: u64) -> Result<ValidChunk, SpoolReadError> {
     tokio::task::spawn_blocking(move || {
         let bytes = std::fs::read(&path)?;
-        Ok(decode_chunk(Bytes::from(bytes), rows)?)
+        Ok(ValidChunk::decode(Bytes::from(bytes), rows)?)
     })
     .await?
 }
