@@ -409,21 +409,14 @@ fn kind_of(md: &std::fs::Metadata) -> &'static str {
     }
 }
 
-/// Every entry under (and including) `root`, by a plain recursive walk.
+/// Every entry under (and including) `root`, by the benchmarks' plain walk
+/// ([`storage_tracker_bench::truth::walk`]).
 pub fn ground_truth(root: &Path) -> Vec<TruthEntry> {
     let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let md = std::fs::symlink_metadata(&p).unwrap();
-        let kind = kind_of(&md);
-        if kind == "dir" {
-            for e in std::fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        }
+    storage_tracker_bench::truth::walk(root, |p, md| {
         out.push(TruthEntry {
             path: p.as_os_str().as_bytes().to_vec(),
-            kind,
+            kind: kind_of(md),
             size: md.size(),
             allocated: md.blocks() * 512,
             uid: md.uid(),
@@ -433,8 +426,9 @@ pub fn ground_truth(root: &Path) -> Vec<TruthEntry> {
             nlink: md.nlink(),
             mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
             atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
-        });
-    }
+        })
+    })
+    .unwrap();
     out
 }
 

@@ -29,22 +29,35 @@ pub struct Truth {
     pub top: BTreeMap<Vec<u8>, Totals>,
 }
 
+/// Visits every entry under (and including) `root` with its by-path `symlink_metadata`: a
+/// directory before its children, siblings in reverse `read_dir` order (a stack). This is the
+/// one ground-truth walk: the benchmarks' totals and the integration tests' expected rows are
+/// both computed from it.
+pub fn walk(root: &Path, mut visit: impl FnMut(&Path, &std::fs::Metadata)) -> std::io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let md = std::fs::symlink_metadata(&path)?;
+        if md.file_type().is_dir() {
+            for e in std::fs::read_dir(&path)? {
+                stack.push(e?.path());
+            }
+        }
+        visit(&path, &md);
+    }
+    Ok(())
+}
+
+/// The totals of the tree at `root` and of each of its top-level directories.
 pub fn compute(root: &Path) -> std::io::Result<Truth> {
     let mut truth = Truth::default();
     let mut seen = HashSet::new();
-    let mut stack = vec![(root.to_path_buf(), None::<Vec<u8>>)];
-    while let Some((path, top)) = stack.pop() {
-        let md = std::fs::symlink_metadata(&path)?;
+    walk(root, |path, md| {
         let t = md.file_type();
-        if t.is_dir() {
-            for e in std::fs::read_dir(&path)? {
-                let e = e?;
-                let top = top
-                    .clone()
-                    .or_else(|| Some(e.file_name().as_bytes().to_vec()));
-                stack.push((e.path(), top));
-            }
-        }
+        let top = path
+            .strip_prefix(root)
+            .ok()
+            .and_then(|below| below.components().next())
+            .map(|c| c.as_os_str().as_bytes().to_vec());
         let first_link = seen.insert((md.dev(), md.ino()));
         let add = |x: &mut Totals| {
             x.entries += 1;
@@ -62,7 +75,7 @@ pub fn compute(root: &Path) -> std::io::Result<Truth> {
         if let Some(top) = top {
             add(truth.top.entry(top).or_default());
         }
-    }
+    })?;
     Ok(truth)
 }
 
