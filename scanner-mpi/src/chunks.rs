@@ -21,8 +21,12 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the upload to the aggregator stopped: {0}")]
-    UploadClosed(String),
+    #[error("the upload to the aggregator stopped: the stream was closed")]
+    UploadClosed,
+    #[error(
+        "the upload to the aggregator stopped: the aggregator ended the stream; see the error at the end of the scan"
+    )]
+    StreamEnded,
 }
 
 /// Where a rank's chunks go. Chunks are numbered in the order they are submitted.

@@ -8,7 +8,7 @@ use mpi::Tag;
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source, Status};
 use mpi::topology::{Communicator, SimpleCommunicator};
 
-use crate::steal::Transport;
+use crate::protocol::Transport;
 
 const STEAL_TAG: Tag = 7001;
 

@@ -1,108 +1,39 @@
 //! One rank's part of a scan: worker threads read directories into chunk writers while the
 //! coordinator shares work with the other ranks.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use crate::chunks::{ChunkLimits, ChunkSink, ChunkWriter};
-use crate::owners::{NotingIds, SeenIds};
-use crate::steal::{
-    Counters, Spawner, Status, StealConfig, StealStats, Transport, Worker, run_rank,
-};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use crate::walk::{DirReader, ScanWork, WalkCounts, WalkOptions, WorkQueue};
+use crate::chunks::{ChunkLimits, ChunkSink, ChunkWriter, SinkError};
+use crate::owners::{NotingIds, SeenIds};
+use crate::progress::ScanStatus;
+use crate::protocol::Transport;
+use crate::steal::{Spawner, StealConfig, StealStats, Worker, run_rank};
+use crate::walk::{DirReader, WalkCounts, WalkOptions, WorkQueue};
+use crate::work::ScanWork;
 
 /// What one rank did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct RankReport {
     pub counts: WalkCounts,
     pub steal: StealStats,
     /// The first error that stopped this rank's output, if any.
-    pub error: Option<String>,
+    pub error: Option<ScanError>,
     /// The uids and gids of this rank's rows.
     pub ids: SeenIds,
 }
 
-/// What rank 0 shows while a scan runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    pub entries: u64,
-    pub apparent_bytes: u64,
-    pub errors: u64,
-    /// Ranks with work at the last report, and all ranks.
-    pub busy_ranks: usize,
-    pub ranks: usize,
-    pub elapsed: Duration,
-}
-
-impl Progress {
-    pub fn entries_per_second(&self) -> f64 {
-        self.entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-/// A rank's running totals, shared by its workers; rank 0 also reports everyone's.
-pub struct ScanStatus<'a> {
-    entries: AtomicU64,
-    apparent_bytes: AtomicU64,
-    errors: AtomicU64,
-    started: Instant,
-    show: &'a (dyn Fn(&Progress) + Sync),
-}
-
-impl<'a> ScanStatus<'a> {
-    pub fn new(show: &'a (dyn Fn(&Progress) + Sync)) -> Self {
-        Self {
-            entries: AtomicU64::new(0),
-            apparent_bytes: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            started: Instant::now(),
-            show,
-        }
-    }
-
-    fn add(&self, before: WalkCounts, after: WalkCounts) {
-        self.entries
-            .fetch_add(after.entries - before.entries, Ordering::Relaxed);
-        self.apparent_bytes.fetch_add(
-            after.apparent_bytes - before.apparent_bytes,
-            Ordering::Relaxed,
-        );
-        self.errors
-            .fetch_add(after.errors - before.errors, Ordering::Relaxed);
-    }
-}
-
-impl std::fmt::Debug for ScanStatus<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScanStatus")
-            .field("entries", &self.entries)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Status for ScanStatus<'_> {
-    fn counters(&self) -> Counters {
-        [
-            self.entries.load(Ordering::Relaxed),
-            self.apparent_bytes.load(Ordering::Relaxed),
-            self.errors.load(Ordering::Relaxed),
-            0,
-        ]
-    }
-
-    fn report(&self, ranks: &[Counters], busy: &[bool]) {
-        let sum = |i: usize| ranks.iter().map(|c| c[i]).sum();
-        (self.show)(&Progress {
-            entries: sum(0),
-            apparent_bytes: sum(1),
-            errors: sum(2),
-            busy_ranks: busy.iter().filter(|&&b| b).count(),
-            ranks: ranks.len(),
-            elapsed: self.started.elapsed(),
-        });
-    }
+/// Why a rank stopped before reading its share of the tree.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("stopped by {signal} (a Slurm time limit, scancel or Ctrl-C): the snapshot is aborted")]
+    Stopped { signal: &'static str },
+    /// Its rows could no longer be delivered.
+    #[error(transparent)]
+    Output(#[from] SinkError),
 }
 
 struct ScanWorker<'a> {
@@ -153,7 +84,7 @@ impl Worker<ScanWork> for ScanWorker<'_> {
 #[derive(Debug, Clone)]
 pub struct ScanPlan {
     /// The root; only rank 0 starts with it, the others steal.
-    pub root: Vec<u8>,
+    pub root: PathBuf,
     pub options: Arc<WalkOptions>,
     pub threads: usize,
     pub limits: ChunkLimits,
@@ -179,7 +110,7 @@ pub fn scan_rank<T: Transport>(
         })
         .collect();
     let initial = if transport.rank() == 0 {
-        vec![ScanWork::dir(plan.root.as_slice(), 0)]
+        vec![ScanWork::dir(plan.root.as_os_str().as_bytes(), 0)]
     } else {
         Vec::new()
     };
@@ -193,14 +124,12 @@ pub fn scan_rank<T: Transport>(
         ..Default::default()
     };
     if let Some(signal) = crate::signals::received() {
-        report.error = Some(format!(
-            "stopped by {signal} (a Slurm time limit, scancel or Ctrl-C): the snapshot is aborted"
-        ));
+        report.error = Some(ScanError::Stopped { signal });
     }
     for mut w in workers {
         w.writer.flush();
         if let Some(e) = w.writer.take_error() {
-            report.error.get_or_insert_with(|| e.to_string());
+            report.error.get_or_insert(e.into());
         }
         report.counts.entries += w.counts.entries;
         report.counts.errors += w.counts.errors;

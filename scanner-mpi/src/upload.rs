@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use storage_tracker_proto::v1::ingest_client::IngestClient;
 use storage_tracker_proto::v1::{
@@ -57,7 +57,30 @@ pub enum UploadError {
     #[error("the aggregator acknowledged {acked} of {sent} chunks")]
     Unacknowledged { acked: u64, sent: u64 },
     #[error("the upload task failed: {0}")]
-    Task(String),
+    Runtime(std::io::Error),
+    #[error("the upload task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+/// Why an aggregator address given on the command line is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("not a valid URL (expected e.g. http://host:50051): {0}")]
+    Unparsable(tonic::codegen::http::uri::InvalidUri),
+    #[error(
+        "https is not supported: the scanner speaks gRPC without TLS (expected e.g. http://host:50051)"
+    )]
+    Https,
+    #[error("not a valid URL: it needs http:// (expected e.g. http://host:50051)")]
+    NotHttp,
+    #[error("not a valid URL: it names no host (expected e.g. http://host:50051)")]
+    NoHost,
+    #[error(
+        "not a valid URL: port {port:?} is not between 1 and 65535 (expected e.g. http://host:50051)"
+    )]
+    Port { port: String },
+    #[error("not a valid URL (expected e.g. http://host:50051): {0}")]
+    Endpoint(tonic::transport::Error),
 }
 
 fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> UploadError {
@@ -84,22 +107,15 @@ fn transient(status: &Status) -> bool {
 
 /// Checks an aggregator address given on the command line: an `http://HOST:PORT` URL (the
 /// scanner speaks gRPC without TLS). What clap calls, so that a bad address is a usage error.
-pub fn parse_address(addr: &str) -> Result<String, String> {
-    let expected = "expected e.g. http://host:50051";
-    let uri: tonic::transport::Uri = addr
-        .parse()
-        .map_err(|e| format!("not a valid URL ({expected}): {e}"))?;
+pub fn parse_address(addr: &str) -> Result<String, AddressError> {
+    let uri: tonic::transport::Uri = addr.parse().map_err(AddressError::Unparsable)?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "https is not supported: the scanner speaks gRPC without TLS ({expected})"
-            ));
-        }
-        _ => return Err(format!("not a valid URL: it needs http:// ({expected})")),
+        Some("https") => return Err(AddressError::Https),
+        _ => return Err(AddressError::NotHttp),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("not a valid URL: it names no host ({expected})"));
+        return Err(AddressError::NoHost);
     }
     // The port as written (the parsed URI drops one that is out of range).
     let port = uri
@@ -110,12 +126,11 @@ pub fn parse_address(addr: &str) -> Result<String, String> {
     if let Some(port) = port
         && !matches!(port.parse::<u16>(), Ok(n) if n > 0)
     {
-        return Err(format!(
-            "not a valid URL: port {port:?} is not between 1 and 65535 ({expected})"
-        ));
+        return Err(AddressError::Port {
+            port: port.to_owned(),
+        });
     }
-    Endpoint::from_shared(addr.to_owned())
-        .map_err(|e| format!("not a valid URL ({expected}): {e}"))?;
+    Endpoint::from_shared(addr.to_owned()).map_err(AddressError::Endpoint)?;
     Ok(addr.to_owned())
 }
 
@@ -189,7 +204,7 @@ impl Ingest {
             .thread_name("grpc")
             .enable_all()
             .build()
-            .map_err(|e| UploadError::Task(e.to_string()))?;
+            .map_err(UploadError::Runtime)?;
         let endpoint = Endpoint::from_shared(addr.to_owned())
             .map_err(|source| UploadError::BadAddress {
                 addr: addr.to_owned(),
@@ -283,12 +298,12 @@ impl Ingest {
     pub fn upload(&self, snapshot_id: u64, rank: u32, in_flight: usize) -> Upload {
         let in_flight = in_flight.max(1);
         let (tx, rx) = mpsc::channel::<Chunk>(in_flight);
-        let task = self.runtime.spawn(stream_chunks(
-            self.client.clone(),
-            rx,
-            in_flight,
-            self.retry_for,
-        ));
+        // The stream's log lines carry the rank's span, like those of the calls made on the
+        // rank's own thread.
+        let task = self.runtime.spawn(
+            stream_chunks(self.client.clone(), rx, in_flight, self.retry_for)
+                .instrument(tracing::Span::current()),
+        );
         Upload {
             snapshot_id,
             rank,
@@ -376,7 +391,7 @@ impl ChunkSink for Upload {
     fn submit(&self, rows: u64, parquet: Vec<u8>) -> Result<(), SinkError> {
         let mut guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
         let Some((tx, seq)) = guard.as_mut() else {
-            return Err(SinkError::UploadClosed("the stream was closed".into()));
+            return Err(SinkError::UploadClosed);
         };
         let chunk = Chunk {
             snapshot_id: self.snapshot_id,
@@ -385,11 +400,8 @@ impl ChunkSink for Upload {
             rows,
             parquet: parquet.into(),
         };
-        tx.blocking_send(chunk).map_err(|_| {
-            SinkError::UploadClosed(
-                "the aggregator ended the stream; see the error at the end of the scan".into(),
-            )
-        })?;
+        tx.blocking_send(chunk)
+            .map_err(|_| SinkError::StreamEnded)?;
         *seq += 1;
         Ok(())
     }
@@ -407,7 +419,7 @@ impl Upload {
         let acked = self
             .handle
             .block_on(self.task)
-            .map_err(|e| UploadError::Task(e.to_string()))??;
+            .map_err(UploadError::Task)??;
         if acked != sent {
             return Err(UploadError::Unacknowledged { acked, sent });
         }
@@ -444,8 +456,8 @@ mod tests {
     #[test]
     fn aggregator_addresses_are_checked_as_urls() {
         assert_eq!(
-            parse_address("http://node1:50051").as_deref(),
-            Ok("http://node1:50051")
+            parse_address("http://node1:50051").ok().as_deref(),
+            Some("http://node1:50051")
         );
         for bad in [
             "not a url",
@@ -456,7 +468,7 @@ mod tests {
             "http://127.0.0.1:99999",
             "http://127.0.0.1:0",
         ] {
-            let e = parse_address(bad).unwrap_err();
+            let e = parse_address(bad).unwrap_err().to_string();
             assert!(e.contains("http://host:50051"), "{bad}: {e}");
         }
     }
