@@ -2,12 +2,12 @@
 //! [`SnapshotRecord::transition`], the one way from one state to the next.
 //!
 //! ```text
-//!            commit             drop
-//! running ----------> committed ------> deleted --+
-//!    |                                   ^    ^   | drop again
-//!    | fail (abort, verification,        |    +---+
-//!    |       abandoned, storage)   drop  |
-//!    +-----------------> failed ---------+
+//!            commit                 drop
+//! running -----------> committed ----------> deleted <--+
+//!    |                                        ^     |    | drop again
+//!    | fail: aborted, verification,           |     +----+
+//!    |       an insert, abandoned       drop  |
+//!    +-------------------> failed ------------+
 //! ```
 //!
 //! A record is begun running ([`SnapshotRecord::begun`]); every change after that is a
