@@ -1,7 +1,27 @@
-//! The OpenAPI 3.0 document of the API, served at `/api/v1/openapi.json`. A test in
-//! [`crate::routes`] checks that it names exactly the routes the routers serve.
+//! The OpenAPI 3.0 document of the API, served at `/api/v1/openapi.json`: every route's
+//! parameters, and every answer's fields as component schemas (types, which fields are always
+//! there, enums, nullable, nested objects), each object closed (`additionalProperties: false`);
+//! the 200 of each route and the error body of its 4xx and 5xx refer to them.
+//!
+//! The schemas are written here, beside the Rust types they describe (the response structs of
+//! the resource modules), and kept in step with them by tests, not by hand:
+//! - a test in [`crate::routes`] checks that the document names exactly the routes the
+//!   routers serve;
+//! - `tests/openapi.rs` calls every route on scanned trees, with parameters that bring out each
+//!   optional field, and validates every answer strictly against this document (no field it
+//!   does not name, every required one, types, enums, nullable), and fails when an optional
+//!   field was never seen present and absent;
+//! - the enums of entry kinds and failed operations come from [`EntryKind`] and [`ErrorOp`];
+//! - the UI's types (`ui/src/api.gen.ts`) are generated from the served document by
+//!   `ui/scripts/api-types.mjs`, and a browser-stack test (`ui/tests/ui.test.mjs`) fails when
+//!   the committed file is not what the served document generates; `tsc` then checks every
+//!   use in the UI.
+//!
+//! So a field added, renamed or removed in a response struct fails `tests/openapi.rs` until
+//! the schema here says the same, and then the UI's test until its types are regenerated.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use storage_tracker_proto::{EntryKind, ErrorOp};
 
 fn integer(min: u64, max: u64) -> Value {
     json!({ "type": "integer", "minimum": min, "maximum": max })
@@ -63,15 +83,15 @@ fn required(mut parameter: Value) -> Value {
     parameter
 }
 
-fn operation(summary: &str, parameters: Vec<Value>, content: &[&str]) -> Value {
-    let error = json!({ "description": "An error with a message saying what was wrong", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+/// The error body of a 4xx or 5xx.
+fn error_response() -> Value {
+    json!({ "description": "An error with a message saying what was wrong", "content": { "application/json": { "schema": reference("Error") } } })
+}
+
+/// A `GET` whose 200 answers with `content` (content type, schema).
+fn operation(summary: &str, parameters: Vec<Value>, content: &[(&str, Value)]) -> Value {
     let mut ok = serde_json::Map::new();
-    for c in content {
-        let schema = if *c == "application/json" {
-            json!({ "type": "object" })
-        } else {
-            json!({ "type": "string" })
-        };
+    for (c, schema) in content {
         ok.insert((*c).to_owned(), json!({ "schema": schema }));
     }
     json!({
@@ -80,14 +100,19 @@ fn operation(summary: &str, parameters: Vec<Value>, content: &[&str]) -> Value {
             "parameters": parameters,
             "responses": {
                 "200": { "description": "OK", "content": ok },
-                "400": error,
-                "401": error,
-                "403": error,
-                "404": error,
-                "503": error,
+                "400": error_response(),
+                "401": error_response(),
+                "403": error_response(),
+                "404": error_response(),
+                "503": error_response(),
             }
         }
     })
+}
+
+/// A 200 of JSON described by the component schema `name`.
+fn json_body(name: &str) -> [(&'static str, Value); 1] {
+    [("application/json", reference(name))]
 }
 
 fn with(mut base: Vec<Value>, more: Vec<Value>) -> Vec<Value> {
@@ -95,37 +120,668 @@ fn with(mut base: Vec<Value>, more: Vec<Value>) -> Vec<Value> {
     base
 }
 
+/// A reference to the component schema `name`.
+fn reference(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn boolean() -> Value {
+    json!({ "type": "boolean" })
+}
+
+/// A count or a size (a `u64`).
+fn count() -> Value {
+    json!({ "type": "integer", "minimum": 0 })
+}
+
+/// A `u32`: an id, a mode, seconds since the epoch.
+fn u32_integer() -> Value {
+    integer(0, u64::from(u32::MAX))
+}
+
+/// Nanoseconds since the epoch, signed (an `i64`).
+fn nanoseconds() -> Value {
+    json!({ "type": "integer", "format": "int64" })
+}
+
+fn array(items: Value) -> Value {
+    json!({ "type": "array", "items": items })
+}
+
+fn nullable(mut schema: Value) -> Value {
+    schema["nullable"] = json!(true);
+    schema
+}
+
+fn described(mut schema: Value, description: &str) -> Value {
+    schema["description"] = json!(description);
+    schema
+}
+
+/// The base64 beside a text field (`name_b64` beside `name`).
+fn b64(of: &str) -> Value {
+    described(
+        string(),
+        &format!(
+            "Base64 of the raw bytes of {of}; only when they are not UTF-8 ({of} then holds them with U+FFFD in place of the bytes that are not)"
+        ),
+    )
+}
+
+/// An object with exactly these fields: a name ending in `?` may be absent, the others are
+/// always there, and no other field ever is (`additionalProperties: false`).
+fn object(description: &str, fields: Vec<(&str, Value)>) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for (name, schema) in fields {
+        match name.strip_suffix('?') {
+            Some(optional) => {
+                properties.insert(optional.to_owned(), schema);
+            }
+            None => {
+                required.push(name);
+                properties.insert(name.to_owned(), schema);
+            }
+        }
+    }
+    json!({
+        "type": "object",
+        "description": description,
+        "required": required,
+        "properties": properties,
+        "additionalProperties": false,
+    })
+}
+
+/// The fields of a directory's tree totals.
+fn totals_fields() -> Vec<(&'static str, Value)> {
+    vec![
+        ("bytes", count()),
+        ("allocated", count()),
+        ("entries", count()),
+        ("files", count()),
+        ("dirs", count()),
+        ("max_mtime_ns", nanoseconds()),
+        ("max_atime_ns", nanoseconds()),
+    ]
+}
+
+/// The fields of a directory named by a response (`path`, `path_b64`).
+fn at_path() -> Vec<(&'static str, Value)> {
+    vec![("path", string()), ("path_b64?", b64("path"))]
+}
+
+fn fields(parts: Vec<Vec<(&'static str, Value)>>) -> Vec<(&'static str, Value)> {
+    parts.into_iter().flatten().collect()
+}
+
+/// The component schemas: every response body.
+fn schemas() -> Value {
+    let kinds: Vec<&str> = EntryKind::ALL.iter().map(|k| k.name()).collect();
+    let mut tile_kinds = kinds.clone();
+    tile_kinds.push("other");
+    let ops: Vec<&str> = ErrorOp::ALL
+        .iter()
+        .filter(|op| **op != ErrorOp::None)
+        .map(|op| op.name())
+        .collect();
+    let warnings = || {
+        described(
+            array(string()),
+            "Why the numbers should not be compared as they are (e.g. scans with different options, which did not cover the same tree)",
+        )
+    };
+    let mut s = Map::new();
+    let mut add = |name: &str, schema: Value| {
+        s.insert(name.to_owned(), schema);
+    };
+    add(
+        "Error",
+        object(
+            "What went wrong",
+            vec![
+                (
+                    "error",
+                    one_of(&[
+                        "bad_request",
+                        "unauthorized",
+                        "forbidden",
+                        "not_found",
+                        "limited",
+                        "unavailable",
+                    ]),
+                ),
+                (
+                    "message",
+                    described(string(), "A sentence saying what was wrong"),
+                ),
+            ],
+        ),
+    );
+    add(
+        "Health",
+        object(
+            "Whether the API can answer",
+            vec![
+                ("status", one_of(&["ok", "unavailable"])),
+                (
+                    "clickhouse",
+                    described(string(), "ClickHouse's version, or \"unreachable\""),
+                ),
+                (
+                    "problem?",
+                    described(string(), "What is wrong, when unavailable"),
+                ),
+            ],
+        ),
+    );
+    add(
+        "OpenApi",
+        object(
+            "An OpenAPI 3.0 document",
+            vec![
+                ("openapi", string()),
+                ("info", json!({ "type": "object" })),
+                ("components", json!({ "type": "object" })),
+                ("security", array(json!({ "type": "object" }))),
+                ("paths", json!({ "type": "object" })),
+            ],
+        ),
+    );
+    add(
+        "Access",
+        object(
+            "What the presented token may read",
+            vec![
+                (
+                    "name",
+                    described(
+                        nullable(string()),
+                        "The token's name in the configuration; null when no token was presented or none is needed",
+                    ),
+                ),
+                (
+                    "admin",
+                    described(
+                        boolean(),
+                        "Whether it reads everything, snapshot-wide reports included",
+                    ),
+                ),
+                (
+                    "prefixes",
+                    described(
+                        array(string()),
+                        "The directories it may read, with everything below them (\"/\" for everything); empty without a token",
+                    ),
+                ),
+                (
+                    "token_required",
+                    described(boolean(), "Whether the API needs a token"),
+                ),
+            ],
+        ),
+    );
+    add(
+        "Snapshot",
+        object(
+            "A committed snapshot",
+            vec![
+                ("snapshot_id", count()),
+                ("filesystem_label", string()),
+                ("root_path", string()),
+                ("root_path_b64?", b64("root_path")),
+                ("hosts", array(string())),
+                ("ranks", u32_integer()),
+                ("scanner_version", string()),
+                (
+                    "started_at",
+                    described(u32_integer(), "Seconds since the epoch"),
+                ),
+                (
+                    "started_at_ns",
+                    described(nanoseconds(), "The same instant in nanoseconds"),
+                ),
+                (
+                    "finished_at",
+                    described(u32_integer(), "Seconds since the epoch"),
+                ),
+                (
+                    "scan_options",
+                    described(
+                        string(),
+                        "What the scan left out: \"\" for a full scan, else its options (e.g. \"--max-depth=2\")",
+                    ),
+                ),
+                (
+                    "entries",
+                    described(
+                        count(),
+                        "Entries of what the caller may read (for a scoped token, within its prefixes only)",
+                    ),
+                ),
+                (
+                    "errors?",
+                    described(
+                        count(),
+                        "Entries that could not be read; for admin tokens only",
+                    ),
+                ),
+                (
+                    "apparent_bytes",
+                    described(
+                        count(),
+                        "Apparent bytes of what the caller may read (hard links once)",
+                    ),
+                ),
+            ],
+        ),
+    );
+    add(
+        "SnapshotList",
+        object(
+            "A page of committed snapshots, newest first",
+            vec![
+                ("total", count()),
+                ("limit", count()),
+                ("offset", count()),
+                ("snapshots", array(reference("Snapshot"))),
+            ],
+        ),
+    );
+    add(
+        "EntryKind",
+        described(one_of(&kinds), "What an entry is, as lstat saw it"),
+    );
+    add(
+        "TileKind",
+        described(
+            one_of(&tile_kinds),
+            "An entry's kind, or \"other\": the smaller children folded into one tile",
+        ),
+    );
+    add(
+        "ErrorOp",
+        described(one_of(&ops), "The operation on an entry that failed"),
+    );
+    add(
+        "EntryError",
+        object(
+            "What could not be read",
+            vec![
+                ("op", reference("ErrorOp")),
+                ("errno", json!({ "type": "integer", "format": "int32" })),
+            ],
+        ),
+    );
+    add(
+        "Totals",
+        object("A directory's recursive totals", totals_fields()),
+    );
+    add(
+        "Entry",
+        object(
+            "One entry: a directory carries its tree's totals, anything else its own size and times",
+            fields(vec![
+                vec![
+                    ("name", string()),
+                    ("name_b64?", b64("name")),
+                    ("path", string()),
+                    ("path_b64?", b64("path")),
+                    ("kind", reference("EntryKind")),
+                ],
+                totals_fields(),
+                vec![
+                    ("size", count()),
+                    ("uid", u32_integer()),
+                    ("gid", u32_integer()),
+                    ("mode", u32_integer()),
+                    ("nlink", count()),
+                    ("mtime_ns", nanoseconds()),
+                    ("atime_ns", nanoseconds()),
+                    (
+                        "user?",
+                        described(
+                            string(),
+                            "The owner's name, where the scan could resolve it",
+                        ),
+                    ),
+                    (
+                        "group?",
+                        described(
+                            string(),
+                            "The group's name, where the scan could resolve it",
+                        ),
+                    ),
+                    (
+                        "symlink_target?",
+                        described(string(), "A symlink's target, as text"),
+                    ),
+                    ("error?", reference("EntryError")),
+                ],
+            ]),
+        ),
+    );
+    add(
+        "Children",
+        object(
+            "A page of a directory's entries, with the directory's totals",
+            fields(vec![
+                vec![("snapshot_id", count())],
+                at_path(),
+                vec![
+                    ("directory", reference("Totals")),
+                    ("total", count()),
+                    ("limit", count()),
+                    ("offset", count()),
+                    ("children", array(reference("Entry"))),
+                ],
+            ]),
+        ),
+    );
+    add(
+        "Listing",
+        object(
+            "A page of entries under a directory",
+            fields(vec![
+                vec![("snapshot_id", count())],
+                at_path(),
+                vec![
+                    ("limit", count()),
+                    ("offset", count()),
+                    ("entries", array(reference("Entry"))),
+                ],
+            ]),
+        ),
+    );
+    add(
+        "Tile",
+        object(
+            "One tile of a treemap",
+            vec![
+                ("name", string()),
+                ("name_b64?", b64("name")),
+                ("kind", reference("TileKind")),
+                ("bytes", count()),
+                ("files", count()),
+                (
+                    "uid?",
+                    described(u32_integer(), "The owner (not on the root or \"other\")"),
+                ),
+                (
+                    "user?",
+                    described(string(), "The owner's name, where the scan resolved it"),
+                ),
+                (
+                    "type?",
+                    described(string(), "A file's type (see usage?by=type)"),
+                ),
+                (
+                    "mtime_ns?",
+                    described(
+                        nanoseconds(),
+                        "Newest mtime: the file's own, or the newest in a directory's tree (not on \"other\")",
+                    ),
+                ),
+                (
+                    "count?",
+                    described(count(), "For \"other\": how many children it stands for"),
+                ),
+                (
+                    "children?",
+                    described(
+                        array(reference("Tile")),
+                        "A directory's tiles, when it has any",
+                    ),
+                ),
+            ],
+        ),
+    );
+    add(
+        "Treemap",
+        object(
+            "A directory's tree a few levels deep",
+            fields(vec![
+                vec![("snapshot_id", count())],
+                at_path(),
+                vec![
+                    ("depth", integer(1, 4)),
+                    ("max_children", integer(1, 500)),
+                    ("size", one_of(&["bytes", "files"])),
+                    ("root", reference("Tile")),
+                ],
+            ]),
+        ),
+    );
+    add(
+        "UsageItem",
+        object(
+            "The usage of one user, group or file type",
+            vec![
+                (
+                    "id?",
+                    described(u32_integer(), "The uid or gid (absent for file types)"),
+                ),
+                (
+                    "name",
+                    described(
+                        string(),
+                        "The user or group name, or the extension (\"\" for files without one)",
+                    ),
+                ),
+                ("name_b64?", b64("name")),
+                ("entries", count()),
+                ("files", count()),
+                ("bytes", count()),
+                ("allocated", count()),
+            ],
+        ),
+    );
+    add(
+        "Usage",
+        object(
+            "Usage per user, group or file type, largest first",
+            vec![
+                ("snapshot_id", count()),
+                ("by", one_of(&["user", "group", "type"])),
+                ("limit", count()),
+                ("offset", count()),
+                ("items", array(reference("UsageItem"))),
+            ],
+        ),
+    );
+    add(
+        "Bucket",
+        object(
+            "One bucket of a histogram",
+            vec![
+                ("bucket", integer(0, 255)),
+                (
+                    "label",
+                    described(
+                        string(),
+                        "What it holds, e.g. \"[4 KiB, 8 KiB)\" or \"1-7 days\"",
+                    ),
+                ),
+                ("files", count()),
+                ("bytes", count()),
+                ("allocated", count()),
+            ],
+        ),
+    );
+    add(
+        "Histogram",
+        object(
+            "Files per size or age bucket",
+            vec![
+                ("snapshot_id", count()),
+                ("of", one_of(&["size", "mtime", "atime"])),
+                ("buckets", array(reference("Bucket"))),
+            ],
+        ),
+    );
+    add(
+        "HistoryPoint",
+        object(
+            "A directory's totals in one snapshot",
+            vec![
+                ("snapshot_id", count()),
+                ("started_at", u32_integer()),
+                ("bytes", count()),
+                ("allocated", count()),
+                ("entries", count()),
+                ("files", count()),
+                ("dirs", count()),
+                ("max_mtime_ns", nanoseconds()),
+                (
+                    "scan_options",
+                    described(string(), "What the scan left out (\"\" for a full scan)"),
+                ),
+            ],
+        ),
+    );
+    add(
+        "History",
+        object(
+            "A directory's totals in every committed snapshot of one filesystem, oldest first",
+            fields(vec![
+                at_path(),
+                vec![
+                    ("filesystem_label", string()),
+                    ("root_path", string()),
+                    ("root_path_b64?", b64("root_path")),
+                    ("points", array(reference("HistoryPoint"))),
+                    ("warnings", warnings()),
+                ],
+            ]),
+        ),
+    );
+    add(
+        "ChangeSummary",
+        object(
+            "What changed among a directory's children",
+            vec![
+                ("changed", described(count(), "Children changed in place")),
+                ("added", count()),
+                ("added_bytes", count()),
+                ("added_files", count()),
+                ("removed", count()),
+                ("removed_bytes", count()),
+                ("removed_files", count()),
+            ],
+        ),
+    );
+    add(
+        "Change",
+        object(
+            "One child of the directory that changed",
+            vec![
+                ("name", string()),
+                ("name_b64?", b64("name")),
+                ("status", one_of(&["added", "removed", "changed"])),
+                ("kind", reference("EntryKind")),
+                ("bytes_from", count()),
+                ("bytes_to", count()),
+                ("files_from", count()),
+                ("files_to", count()),
+            ],
+        ),
+    );
+    add(
+        "Growth",
+        object(
+            "What changed in a directory's children between two snapshots, largest change first",
+            fields(vec![
+                vec![("from", count()), ("to", count())],
+                at_path(),
+                vec![
+                    ("warnings", warnings()),
+                    ("summary", reference("ChangeSummary")),
+                    ("limit", count()),
+                    ("offset", count()),
+                    ("changes", array(reference("Change"))),
+                ],
+            ]),
+        ),
+    );
+    add(
+        "OwnerChange",
+        object(
+            "One owner's bytes and files in both snapshots",
+            vec![
+                ("id", u32_integer()),
+                ("name", string()),
+                (
+                    "status",
+                    one_of(&["added", "removed", "changed", "unchanged"]),
+                ),
+                ("bytes_from", count()),
+                ("bytes_to", count()),
+                ("files_from", count()),
+                ("files_to", count()),
+            ],
+        ),
+    );
+    add(
+        "OwnerGrowth",
+        object(
+            "Bytes and files per owner in two snapshots",
+            vec![
+                ("from", count()),
+                ("to", count()),
+                ("by", one_of(&["user", "group"])),
+                ("warnings", warnings()),
+                ("owners", array(reference("OwnerChange"))),
+            ],
+        ),
+    );
+    Value::Object(s)
+}
+
 /// The document.
 pub fn document() -> Value {
-    let json_type: &[&str] = &["application/json"];
     let s = || vec![snapshot_id()];
     let mut paths = serde_json::Map::new();
     let mut add = |path: &str, op: Value| {
         paths.insert(path.to_owned(), op);
     };
-    add(
-        "/health",
-        operation("Liveness and the ClickHouse version", vec![], json_type),
+    let mut health = operation(
+        "Liveness and the ClickHouse version",
+        vec![],
+        &json_body("Health"),
     );
+    // Unavailable is an answer of the same shape, with the problem.
+    health["get"]["responses"]["503"] = json!({
+        "description": "ClickHouse is unreachable or the database cannot be read",
+        "content": { "application/json": { "schema": reference("Health") } }
+    });
+    add("/health", health);
     add(
         "/api/v1/openapi.json",
-        operation("This document", vec![], json_type),
+        operation("This document", vec![], &json_body("OpenApi")),
     );
     add(
         "/api/v1/access",
         operation(
             "What the presented token may read: its name, whether it is an admin, its path prefixes",
             vec![],
-            json_type,
+            &json_body("Access"),
         ),
     );
     add(
         "/api/v1/snapshots",
-        operation("Committed snapshots, newest first", paging(), json_type),
+        operation(
+            "Committed snapshots, newest first",
+            paging(),
+            &json_body("SnapshotList"),
+        ),
     );
     add(
         "/api/v1/snapshots/{snapshot_id}",
-        operation("One committed snapshot", s(), json_type),
+        operation("One committed snapshot", s(), &json_body("Snapshot")),
     );
     add(
         "/api/v1/snapshots/{snapshot_id}/children",
@@ -149,12 +805,16 @@ pub fn document() -> Value {
                     paging(),
                 ),
             ),
-            json_type,
+            &json_body("Children"),
         ),
     );
     add(
         "/api/v1/snapshots/{snapshot_id}/entry",
-        operation("One entry's details", with(s(), path_params()), json_type),
+        operation(
+            "One entry's details",
+            with(s(), path_params()),
+            &json_body("Entry"),
+        ),
     );
     add(
         "/api/v1/snapshots/{snapshot_id}/treemap",
@@ -172,7 +832,7 @@ pub fn document() -> Value {
                     query("size", "What the areas are", one_of(&["bytes", "files"])),
                 ],
             ),
-            json_type,
+            &json_body("Treemap"),
         ),
     );
     add(
@@ -180,7 +840,10 @@ pub fn document() -> Value {
         operation(
             "A directory and everything below it in ncdu's export format (for ncdu -f or gdu -f), at most 1,000,000 entries; names are written as ncdu writes them, raw bytes included, so it is not strict JSON",
             with(s(), path_params()),
-            &[storage_tracker_proto::ncdu::CONTENT_TYPE],
+            &[(
+                storage_tracker_proto::ncdu::CONTENT_TYPE,
+                json!({ "type": "string", "format": "binary" }),
+            )],
         ),
     );
     add(
@@ -194,7 +857,7 @@ pub fn document() -> Value {
                     paging(),
                 ),
             ),
-            json_type,
+            &json_body("Listing"),
         ),
     );
     add(
@@ -212,7 +875,7 @@ pub fn document() -> Value {
                     paging(),
                 ),
             ),
-            json_type,
+            &json_body("Usage"),
         ),
     );
     add(
@@ -227,7 +890,7 @@ pub fn document() -> Value {
                     one_of(&["size", "mtime", "atime"]),
                 )],
             ),
-            json_type,
+            &json_body("Histogram"),
         ),
     );
     add(
@@ -257,7 +920,10 @@ pub fn document() -> Value {
                     ],
                 ),
             ),
-            &["application/json", "text/csv; charset=utf-8"],
+            &[
+                ("application/json", reference("Listing")),
+                ("text/csv; charset=utf-8", json!({ "type": "string" })),
+            ],
         ),
     );
     let date = json!({ "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" });
@@ -314,7 +980,7 @@ pub fn document() -> Value {
                     paging(),
                 ),
             ),
-            json_type,
+            &json_body("Listing"),
         ),
     );
     let two = || {
@@ -343,7 +1009,7 @@ pub fn document() -> Value {
                     integer(1, u64::from(u32::MAX)),
                 )],
             ),
-            json_type,
+            &json_body("History"),
         ),
     );
     add(
@@ -351,7 +1017,7 @@ pub fn document() -> Value {
         operation(
             "What changed in a directory's children between two snapshots of the same filesystem",
             with(with(two(), required_path_params()), paging()),
-            json_type,
+            &json_body("Growth"),
         ),
     );
     add(
@@ -362,7 +1028,7 @@ pub fn document() -> Value {
                 two(),
                 vec![query("by", "Users or groups", one_of(&["user", "group"]))],
             ),
-            json_type,
+            &json_body("OwnerGrowth"),
         ),
     );
     json!({
@@ -374,13 +1040,7 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "message"],
-                    "properties": { "error": { "type": "string" }, "message": { "type": "string" } }
-                }
-            }
+            "schemas": schemas(),
         },
         "security": [ { "bearer": [] }, {} ],
         "paths": paths,

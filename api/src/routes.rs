@@ -133,5 +133,22 @@ mod tests {
         let documented: std::collections::BTreeSet<String> =
             doc["paths"].as_object().unwrap().keys().cloned().collect();
         assert_eq!(documented, routed());
+        // Every JSON answer, 200 or error, is one of the document's component schemas (which
+        // tests/openapi.rs checks against the real answers).
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (status, response) in item["get"]["responses"].as_object().unwrap() {
+                let schema = &response["content"]["application/json"]["schema"];
+                if schema.is_null() {
+                    continue;
+                }
+                let name = schema["$ref"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"));
+                assert!(
+                    name.is_some_and(|n| doc["components"]["schemas"].get(n).is_some()),
+                    "{path} {status}: {schema}"
+                );
+            }
+        }
     }
 }
