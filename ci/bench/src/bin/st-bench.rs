@@ -55,6 +55,13 @@ struct Args {
     /// Internal: run one ingest into the ClickHouse at this URL and print "seconds entries".
     #[arg(long, hide = true)]
     ingest_run: Option<String>,
+    /// With --ingest: also time `storage-aggregator import` of this offline scan (e.g. one
+    /// written by st-gen-chunks) into a fresh database, import and commit with reports.
+    #[arg(long, value_name = "DIR", requires = "ingest")]
+    import: Option<PathBuf>,
+    /// Internal: run one import into the ClickHouse at this URL and print "seconds entries".
+    #[arg(long, hide = true)]
+    import_run: Option<String>,
     /// Also time an earlier build of storage-scan (and, with --ingest, of storage-aggregator):
     /// the directory holding its binaries. Its rows run in the same round robin as the current
     /// build's, so the two compare within one run.
@@ -85,6 +92,8 @@ enum Check {
     Lines,
     DuAllocated,
     Committed,
+    /// An import: the entries it committed (the offline scan is not the tree).
+    Imported,
 }
 
 struct Run {
@@ -421,8 +430,74 @@ fn tools(args: &Args, tree: &str) -> Vec<Tool> {
             let name = format!("{name} @ {}", args.baseline_label);
             t.push(ingest_tool(scan, aggregator, &name));
         }
+        if let Some(dir) = &args.import {
+            let import_tool = |aggregator: &str, name: String| Tool {
+                self_timed: true,
+                name,
+                parallel: "1".into(),
+                threads: 1,
+                argv: vec![
+                    me.clone(),
+                    "--import-run".into(),
+                    url.clone(),
+                    "--aggregator-bin".into(),
+                    aggregator.to_owned(),
+                    dir.display().to_string(),
+                ],
+                stdout: scratch("import.txt"),
+                check: Check::Imported,
+            };
+            let name = "storage-aggregator import, committed with reports";
+            t.push(import_tool(
+                &args.aggregator_bin.display().to_string(),
+                name.into(),
+            ));
+            if let Some((_, aggregator, _)) = &baseline {
+                t.push(import_tool(
+                    aggregator,
+                    format!("{name} @ {}", args.baseline_label),
+                ));
+            }
+        }
     }
     t
+}
+
+/// Committed entries of the one committed snapshot of `database`, then drops the database.
+fn committed_and_drop(url: &str, database: &str) -> anyhow::Result<String> {
+    let sql = |q: String| -> anyhow::Result<String> {
+        let out = Command::new("curl")
+            .args(["-fsS", url, "--data-binary", &q])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let entries = sql(format!(
+        "SELECT entries FROM {database}.snapshots FINAL WHERE state = 'committed'"
+    ))?;
+    sql(format!("DROP DATABASE IF EXISTS {database}"))?;
+    Ok(entries)
+}
+
+/// One import of the offline scan `dir` into a fresh database; prints "seconds entries".
+fn import_run(args: &Args, url: &str, dir: &Path) -> anyhow::Result<()> {
+    let database = format!("st_bench_import_{}", std::process::id());
+    let start = Instant::now();
+    let status = Command::new(&args.aggregator_bin)
+        .arg("import")
+        .arg(dir)
+        .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
+        .env("STORAGE_TRACKER_DATABASE", &database)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("starting {}", args.aggregator_bin.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let entries = committed_and_drop(url, &database)?;
+    if !status.success() {
+        bail!("the import failed ({status})");
+    }
+    println!("{seconds} {entries}");
+    Ok(())
 }
 
 /// One ingest: an aggregator on a fresh database, then the scan; prints "seconds entries", the
@@ -459,16 +534,7 @@ fn ingest_run(args: &Args, url: &str, tree: &Path) -> anyhow::Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let _ = aggregator.kill();
     let _ = aggregator.wait();
-    let sql = |q: String| -> anyhow::Result<String> {
-        let out = Command::new("curl")
-            .args(["-fsS", url, "--data-binary", &q])
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    };
-    let entries = sql(format!(
-        "SELECT entries FROM {database}.snapshots FINAL WHERE state = 'committed'"
-    ))?;
-    sql(format!("DROP DATABASE IF EXISTS {database}"))?;
+    let entries = committed_and_drop(url, &database)?;
     if !status.success() {
         bail!("the scan failed ({status})");
     }
@@ -480,6 +546,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let (Some(url), Some(tree)) = (&args.ingest_run, &args.tree) {
         return ingest_run(&args, url, tree);
+    }
+    if let (Some(url), Some(dir)) = (&args.import_run, &args.tree) {
+        return import_run(&args, url, dir);
     }
     if let Some(dir) = &args.count_parquet {
         let (rows, bytes) = parquet_totals(dir)?;
@@ -513,6 +582,8 @@ fn main() -> anyhow::Result<()> {
 
     let mut runs: Vec<Vec<Run>> = tools.iter().map(|_| Vec::new()).collect();
     let mut checks: Vec<String> = vec![String::new(); tools.len()];
+    // Entries each tool handles: the tree's, but an import's are its offline scan's.
+    let mut handled: Vec<u64> = vec![entries; tools.len()];
     for round in 0..args.runs {
         for i in 0..tools.len() {
             let i = (i + round) % tools.len();
@@ -576,6 +647,11 @@ fn main() -> anyhow::Result<()> {
                             }
                         )
                     }
+                    Check::Imported => {
+                        let committed = printed.split_whitespace().nth(1).unwrap_or("0");
+                        handled[i] = committed.parse().unwrap_or(0);
+                        format!("{committed} entries committed (offline scan)")
+                    }
                     Check::Committed => {
                         let committed = printed.split_whitespace().nth(1).unwrap_or("0");
                         format!(
@@ -620,21 +696,48 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .position(|t| t.name == "storage-scan" && t.parallel == "1 rank x 2")
         .map(|i| med[i]);
+    // The baseline's row of the same tool and parallelism, for the current build's rows.
+    let suffix = format!(" @ {}", args.baseline_label);
+    let baseline_of = |t: &Tool| {
+        args.baseline.as_ref()?;
+        tools.iter().position(|b| {
+            b.name.strip_suffix(&suffix) == Some(t.name.as_str()) && b.parallel == t.parallel
+        })
+    };
     let mut table = String::new();
+    let baseline_header = if args.baseline.is_some() {
+        format!(" time vs @ {} |", args.baseline_label)
+    } else {
+        String::new()
+    };
     writeln!(
         table,
-        "| tool | ranks x threads | median s | entries/s | vs floor (same threads) | storage-scan 1x2 is | peak RSS MiB | check |"
+        "| tool | ranks x threads | median s | entries/s | vs floor (same threads) | storage-scan 1x2 is |{baseline_header} peak RSS MiB | check |"
     )?;
-    writeln!(table, "|---|---|---:|---:|---:|---:|---:|---|")?;
+    let baseline_align = if args.baseline.is_some() { "---:|" } else { "" };
+    writeln!(
+        table,
+        "|---|---|---:|---:|---:|---:|{baseline_align}---:|---|"
+    )?;
     for (i, t) in tools.iter().enumerate() {
-        let rate = entries as f64 / med[i];
-        let vs_floor = floor_at(t.threads).map_or("-".into(), |f| format!("{:.2}x", f / med[i]));
-        let vs_scan = scan2.map_or("-".into(), |s| format!("{:.2}x faster", med[i] / s));
+        let rate = handled[i] as f64 / med[i];
+        let comparable = t.check != Check::Imported;
+        let vs_floor = floor_at(t.threads)
+            .filter(|_| comparable)
+            .map_or("-".into(), |f| format!("{:.2}x", f / med[i]));
+        let vs_scan = scan2
+            .filter(|_| comparable)
+            .map_or("-".into(), |s| format!("{:.2}x faster", med[i] / s));
+        let vs_baseline = match (args.baseline.is_some(), baseline_of(t)) {
+            (false, _) => String::new(),
+            (true, Some(b)) => format!(" {:.2} |", med[i] / med[b]),
+            (true, None) => " - |".into(),
+        };
         let rss = runs[i].iter().map(|r| r.max_rss_kib).max().unwrap_or(0) / 1024;
         writeln!(
             table,
-            "| {} | {} | {:.3} | {:.0} | {} | {} | {} | {} |",
-            t.name, t.parallel, med[i], rate, vs_floor, vs_scan, rss, checks[i]
+            "| {} | {} | {:.3} | {:.0} | {} | {} |{} {} | {} |",
+            t.name, t.parallel, med[i], rate, vs_floor, vs_scan, vs_baseline, rss, checks[i]
         )?;
     }
     let header = format!(
