@@ -2,7 +2,7 @@
 // below. Everything the view shows follows from the URL.
 import { useEffect, useState } from "preact/hooks";
 import { AccessContext, EVERYTHING, listing, rootOf, tops } from "./access";
-import { setToken, token, type Access, type Snapshot } from "./api";
+import { api, setToken, token, type Access } from "./api";
 import { Compare } from "./Compare";
 import { ErrorBox, Link, Loading } from "./components";
 import { useApi } from "./data";
@@ -111,11 +111,11 @@ export function App() {
     return () => window.removeEventListener("storage-tracker:unauthorized", f);
   }, []);
   // First what the token may read, then the snapshots it may see.
-  const granted = useApi<Access>("access", { generation });
+  const granted = useApi(api.access(), generation);
   // Asked without a token, the API says whether it needs one: then the prompt, no failed request.
   const needsToken = granted.data?.token_required === true && granted.data.name === null;
   const access: Access | undefined = needsToken ? undefined : (granted.data ?? (granted.error?.status === 404 ? EVERYTHING : undefined));
-  const list = useApi<{ snapshots: Snapshot[] }>(access ? "snapshots" : null, { limit: 1000, generation });
+  const list = useApi(access ? api.snapshots({ limit: 1000 }) : null, generation);
   const snapshots = list.data?.snapshots ?? [];
   const view = viewOf(q);
   const wanted = Number(q.get("snapshot"));

@@ -2,7 +2,7 @@
 // into any changed directory), growth per owner, and the directory's history across snapshots.
 import { useState } from "preact/hooks";
 import { comparable, useAccess } from "./access";
-import type { Growth, History, OwnerGrowth, Snapshot } from "./api";
+import { api, type Snapshot } from "./api";
 import { type Column, ErrorBox, Head, Warnings, KindIcon, Link, Loading, Pager, SortableHead, sortRows, type Direction } from "./components";
 import { useApi } from "./data";
 import { bytes, count, dateSeconds, deltaBytes, deltaCount } from "./format";
@@ -39,10 +39,10 @@ export function Compare({ snapshots, to, root, path, q }: { snapshots: Snapshot[
   const refused = q.get("from") !== null && !from ? snapshots.find((s) => s.snapshot_id === fromId && s.snapshot_id !== to.snapshot_id) : undefined;
   const offset = intParam(q, "offset", 0);
   const by = choice(q, "by", ["user", "group"], "user");
-  const growth = useApi<Growth>(from ? "growth" : null, { from: from?.snapshot_id, to: to.snapshot_id, ...pathParams(path), limit: PAGE, offset });
+  const growth = useApi(from ? api.growth({ from: from.snapshot_id, to: to.snapshot_id, ...pathParams(path), limit: PAGE, offset }) : null);
   // Growth per owner covers the whole snapshot: for admins only.
-  const owners = useApi<OwnerGrowth>(from && access.admin ? "growth/owners" : null, { from: from?.snapshot_id, to: to.snapshot_id, by });
-  const history = useApi<History>("history", { ...pathParams(path), snapshot: to.snapshot_id });
+  const owners = useApi(from && access.admin ? api.ownerGrowth({ from: from.snapshot_id, to: to.snapshot_id, by }) : null);
+  const history = useApi(api.history({ ...pathParams(path), snapshot: to.snapshot_id }));
   const optioned = history.data?.points.some((p) => p.scan_options) ?? false;
   const [sort, setSort] = useState<[ChangeKey, Direction]>(["delta", "desc"]);
   const changes = growth.data?.changes ?? [];

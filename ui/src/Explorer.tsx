@@ -3,7 +3,7 @@
 // up, t toggles the treemap.
 import { useEffect, useState } from "preact/hooks";
 import { plainError, useAccess } from "./access";
-import { ApiError, CutShort, download, type Access, type Children, type Entry, type Snapshot } from "./api";
+import { api, ApiError, CutShort, download, type Access, type Entry, type Snapshot } from "./api";
 import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, type Direction } from "./components";
 import { useApi } from "./data";
 import { age, bytes, count, dateNs, percent } from "./format";
@@ -96,7 +96,7 @@ function Details({ entry, snapshot, onClose }: { entry: Entry; snapshot: Snapsho
 async function exportNcdu(snapshot: Snapshot, path: PathRef, access: Access, report: (s: string | null) => void) {
   report("exporting…");
   try {
-    await download(`snapshots/${snapshot.snapshot_id}/export/ncdu`, pathParams(path), `ncdu-${snapshot.filesystem_label}-${snapshot.snapshot_id}.json`);
+    await download(api.ncdu(snapshot.snapshot_id, pathParams(path)), `ncdu-${snapshot.filesystem_label}-${snapshot.snapshot_id}.json`);
     report(null);
   } catch (e) {
     report(e instanceof CutShort ? e.message : e instanceof ApiError ? `The export failed: ${plainError(e, access)}` : `The export failed: ${String(e)}`);
@@ -108,13 +108,13 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
   const order = choice<Direction>(q, "order", ["asc", "desc"], sort === "name" ? "asc" : "desc");
   const offset = intParam(q, "offset", 0);
   const showMap = q.get("treemap") !== "off";
-  const data = useApi<Children>(`snapshots/${snapshot.snapshot_id}/children`, {
+  const data = useApi(api.children(snapshot.snapshot_id, {
     ...pathParams(path),
     sort,
     order,
     limit: PAGE,
     offset,
-  });
+  }));
   const [selected, setSelected] = useState<Entry | null>(null);
   const [exporting, setExporting] = useState<string | null>(null);
   const access = useAccess();

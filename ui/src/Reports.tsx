@@ -3,7 +3,7 @@
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { listing, plainError, useAccess } from "./access";
-import { ApiError, CutShort, download, type Histogram, type Listing, type Snapshot, type Usage, type UsageItem } from "./api";
+import { api, ApiError, CutShort, download, type Listing, type Snapshot, type UsageItem } from "./api";
 import { Bar, type Column, ErrorBox, Head, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, sortRows, useFields, type Direction } from "./components";
 import { useApi } from "./data";
 import { bytes, count, day, percent } from "./format";
@@ -81,7 +81,7 @@ function ReportTabs({ offered, report }: { offered: (typeof REPORTS)[number][]; 
 
 function Top({ snapshot, path, q, what }: { snapshot: Snapshot; path: PathRef; q: URLSearchParams; what: "files" | "dirs" }) {
   const offset = intParam(q, "offset", 0);
-  const data = useApi<Listing>(`snapshots/${snapshot.snapshot_id}/top`, { ...pathParams(path), what, limit: PAGE, offset });
+  const data = useApi(api.top(snapshot.snapshot_id, { ...pathParams(path), what, limit: PAGE, offset }));
   return (
     <>
       <ErrorBox error={data.error} notFound={`There is no directory ${path.text} in snapshot #${snapshot.snapshot_id}.`} />
@@ -126,7 +126,7 @@ function EntryTable({ snapshot, rows, rank }: { snapshot: Snapshot; rows: Listin
 type UsageKey = "name" | "bytes" | "allocated" | "files" | "entries";
 
 function UsageReport({ snapshot, by }: { snapshot: Snapshot; by: "user" | "group" | "type" }) {
-  const data = useApi<Usage>(`snapshots/${snapshot.snapshot_id}/usage`, { by, limit: 1000 });
+  const data = useApi(api.usage(snapshot.snapshot_id, { by, limit: 1000 }));
   const [sort, setSort] = useState<[UsageKey, Direction]>(["bytes", "desc"]);
   const label = by === "type" ? "Type" : by === "user" ? "User" : "Group";
   const columns: Column<UsageKey>[] = [
@@ -178,7 +178,7 @@ function UsageReport({ snapshot, by }: { snapshot: Snapshot; by: "user" | "group
 
 function HistogramReport({ snapshot, of, q }: { snapshot: Snapshot; of: "size" | "mtime" | "atime"; q: URLSearchParams }) {
   const measure = choice(q, "measure", ["files", "bytes"], "files");
-  const data = useApi<Histogram>(`snapshots/${snapshot.snapshot_id}/histograms`, { of });
+  const data = useApi(api.histograms(snapshot.snapshot_id, { of }));
   const buckets = data.data?.buckets ?? [];
   const most = buckets.reduce((m, b) => Math.max(m, b[measure]), 0);
   const total = buckets.reduce((m, b) => m + b[measure], 0);
@@ -239,7 +239,7 @@ function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: UR
   const minSize = parseSize(minText);
   const offset = intParam(q, "offset", 0);
   const params = { ...pathParams(path), days, by, min_size: typeof minSize === "number" ? minSize : undefined };
-  const data = useApi<Listing>(typeof minSize === "string" ? null : `snapshots/${snapshot.snapshot_id}/stale`, { ...params, limit: PAGE, offset });
+  const data = useApi(typeof minSize === "string" ? null : api.stale(snapshot.snapshot_id, { ...params, limit: PAGE, offset }));
   const [downloading, setDownloading] = useState<string | null>(null);
   const rows = data.data?.entries ?? [];
   const [failed, setFailed] = useState<string | null>(null);
@@ -250,8 +250,7 @@ function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: UR
     setDownloading("Preparing the CSV…");
     try {
       await download(
-        `snapshots/${snapshot.snapshot_id}/stale`,
-        { ...params, format: "csv" },
+        api.staleCsv(snapshot.snapshot_id, params),
         `stale-${snapshot.filesystem_label}-${day(snapshot.started_at)}-${by}-${days}d.csv`,
         (received) => setDownloading(`Downloading the CSV… ${bytes(received)}`),
       );

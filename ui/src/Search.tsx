@@ -1,6 +1,6 @@
 // Search by name or path (substring, glob or regex) under a directory, with filters on size,
 // owner, group, type and times. The form's fields live in the URL, so a search is a link.
-import type { Listing, Snapshot } from "./api";
+import { api, type Query, type Snapshot } from "./api";
 import { ErrorBox, Head, KindIcon, Link, Loading, Pager, TimeCells, announce, useFields } from "./components";
 import { useApi } from "./data";
 import { bytes, count } from "./format";
@@ -29,12 +29,28 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
   const maxSize = parseSize(q.get("max_size"));
   const badSize = [minSize, maxSize].find((s) => typeof s === "string") as string | undefined;
   const active = query !== "" && !badSize;
-  const params: Record<string, string | number | undefined> = { ...pathParams(path), limit: PAGE, offset };
-  for (const f of FIELDS) params[f] = q.get(f) ?? undefined;
-  params.ignore_case = q.get("ignore_case") === "true" ? "true" : undefined;
-  params.min_size = minSize as number | undefined;
-  params.max_size = maxSize as number | undefined;
-  const data = useApi<Listing>(active ? `snapshots/${snapshot.snapshot_id}/search` : null, params);
+  // The words (match, field) go as the URL has them: the API refuses one it does not know, and
+  // the page shows its message.
+  const text = (f: (typeof FIELDS)[number]) => q.get(f) ?? undefined;
+  const params: Query<"/api/v1/snapshots/{snapshot_id}/search"> = {
+    ...pathParams(path),
+    limit: PAGE,
+    offset,
+    q: text("q"),
+    match: text("match") as Query<"/api/v1/snapshots/{snapshot_id}/search">["match"],
+    field: text("field") as Query<"/api/v1/snapshots/{snapshot_id}/search">["field"],
+    ignore_case: q.get("ignore_case") === "true" ? true : undefined,
+    min_size: minSize as number | undefined,
+    max_size: maxSize as number | undefined,
+    user: text("user"),
+    group: text("group"),
+    type: text("type"),
+    mtime_after: text("mtime_after"),
+    mtime_before: text("mtime_before"),
+    atime_after: text("atime_after"),
+    atime_before: text("atime_before"),
+  };
+  const data = useApi(active ? api.search(snapshot.snapshot_id, params) : null);
   const rows = data.data?.entries ?? [];
   useEffect(() => {
     if (data.data) announce(`${rows.length === PAGE ? "more than " : ""}${rows.length} found`);

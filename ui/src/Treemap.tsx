@@ -2,7 +2,7 @@
 // rest folded into one "N smaller items" tile), laid out in a Web Worker, drawn as SVG. A click
 // on a directory drills down into it; the first level is reachable with Tab and Enter.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import type { Snapshot, Treemap as TreemapData } from "./api";
+import { api, type Snapshot } from "./api";
 import { colorKey, colorOf, type ColorBy } from "./colors";
 import { ErrorBox, Loading } from "./components";
 import { useApi } from "./data";
@@ -60,12 +60,12 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
   const colorBy: ColorBy = choice(q, "color", COLOR_BY, "type");
   const sizeBy = choice(q, "size", SIZE_BY, "bytes");
   const depth = intParam(q, "depth", 2, 1, 3);
-  const data = useApi<TreemapData>(`snapshots/${snapshot.snapshot_id}/treemap`, {
+  const data = useApi(api.treemap(snapshot.snapshot_id, {
     ...pathParams(path),
     depth,
     max_children: MAX_CHILDREN[layoutKind],
     size: sizeBy,
-  });
+  }));
   const box = useRef<HTMLDivElement>(null);
   const [width, setWidth] = useState(0);
   useEffect(() => {

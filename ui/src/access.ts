@@ -7,7 +7,7 @@ import type { Access, ApiError, Snapshot } from "./api";
 import { within, type PathRef } from "./paths";
 
 /** An API without tokens, or an admin token: everything. */
-export const EVERYTHING: Access = { name: null, admin: true, prefixes: ["/"] };
+export const EVERYTHING: Access = { name: null, admin: true, prefixes: ["/"], token_required: false };
 
 export const AccessContext = createContext<Access>(EVERYTHING);
 

@@ -1,208 +1,52 @@
-// The API's answers (see /api/v1/openapi.json) and one way to ask for them.
+// The API: its answers' types, generated from the OpenAPI document it serves (api.gen.ts), and
+// one typed function per route, which the views call (through `useApi` in data.ts, or
+// `download`). A route, a parameter or a field that the document does not have does not compile.
+import type { Paths } from "./api.gen";
+import type { DirectoryParams } from "./paths";
 
-export interface Snapshot {
-  snapshot_id: number;
-  filesystem_label: string;
-  root_path: string;
-  root_path_b64?: string;
-  hosts: string[];
-  ranks: number;
-  scanner_version: string;
-  started_at: number;
-  started_at_ns?: number;
-  finished_at: number;
-  /** For a scoped token: the entries and bytes within its prefixes only. */
-  entries: number;
-  /** Absent for a scoped token. */
-  errors?: number;
-  apparent_bytes: number;
-  /** The scan's options ("" for a full scan), e.g. "--max-depth=2 --exclude=.snapshot". */
-  scan_options?: string;
+export type {
+  Access,
+  Bucket,
+  Change,
+  ChangeSummary,
+  Children,
+  Entry,
+  EntryError,
+  EntryKind,
+  ErrorOp,
+  Growth,
+  Health,
+  Histogram,
+  History,
+  HistoryPoint,
+  Listing,
+  OwnerChange,
+  OwnerGrowth,
+  Snapshot,
+  SnapshotList,
+  Tile,
+  TileKind,
+  Totals,
+  Treemap,
+  Usage,
+  UsageItem,
+} from "./api.gen";
+
+export type Route = keyof Paths;
+/** The query parameters of a route. */
+export type Query<R extends Route> = Paths[R]["query"];
+/** The JSON body of a route's 200. */
+export type Answer<R extends Route> = Paths[R]["content"] extends { "application/json": infer T } ? T : never;
+
+/** A GET of JSON: its URL (which names the request: the same URL, the same answer) and the answer. */
+export interface Call<T> {
+  readonly url: string;
+  get(signal?: AbortSignal): Promise<T>;
 }
 
-/** What the token may read (`GET /api/v1/access`): an admin reads everything (`["/"]`). */
-export interface Access {
-  name: string | null;
-  admin: boolean;
-  prefixes: string[];
-  /** Whether the API needs a token; asked without one, the answer says only this. */
-  token_required?: boolean;
-}
-
-export interface Totals {
-  bytes: number;
-  allocated: number;
-  entries: number;
-  files: number;
-  dirs: number;
-  max_mtime_ns: number;
-  max_atime_ns: number;
-}
-
-/** One entry: a directory carries its tree's totals, a file its own size. */
-export interface Entry extends Totals {
-  name: string;
-  name_b64?: string;
-  path: string;
-  path_b64?: string;
-  kind: string;
-  size: number;
-  uid: number;
-  gid: number;
-  mode: number;
-  nlink: number;
-  mtime_ns: number;
-  atime_ns: number;
-  user?: string;
-  group?: string;
-  symlink_target?: string;
-  /** What could not be read: the failed call and its errno. */
-  error?: { op: string; errno: number };
-}
-
-export interface Children {
-  snapshot_id: number;
-  path: string;
-  path_b64?: string;
-  directory: Totals;
-  total: number;
-  limit: number;
-  offset: number;
-  children: Entry[];
-}
-
-export interface Listing {
-  snapshot_id: number;
-  path: string;
-  limit: number;
-  offset: number;
-  entries: Entry[];
-}
-
-export interface Tile {
-  name: string;
-  name_b64?: string;
-  kind: string;
-  bytes: number;
-  files: number;
-  uid?: number;
-  user?: string;
-  type?: string;
-  mtime_ns?: number;
-  count?: number;
-  children?: Tile[];
-}
-
-export interface Treemap {
-  snapshot_id: number;
-  path: string;
-  path_b64?: string;
-  depth: number;
-  max_children: number;
-  size: "bytes" | "files";
-  root: Tile;
-}
-
-export interface UsageItem {
-  id?: number;
-  name: string;
-  entries: number;
-  files: number;
-  bytes: number;
-  allocated: number;
-}
-
-export interface Usage {
-  snapshot_id: number;
-  by: string;
-  limit: number;
-  offset: number;
-  items: UsageItem[];
-}
-
-export interface Bucket {
-  bucket: number;
-  label: string;
-  files: number;
-  bytes: number;
-  allocated: number;
-}
-
-export interface Histogram {
-  snapshot_id: number;
-  of: string;
-  buckets: Bucket[];
-}
-
-export interface Change {
-  name: string;
-  name_b64?: string;
-  status: "added" | "removed" | "changed";
-  kind: string;
-  bytes_from: number;
-  bytes_to: number;
-  files_from: number;
-  files_to: number;
-}
-
-export interface Growth {
-  from: number;
-  to: number;
-  path: string;
-  path_b64?: string;
-  summary: {
-    changed: number;
-    added: number;
-    added_bytes: number;
-    added_files: number;
-    removed: number;
-    removed_bytes: number;
-    removed_files: number;
-  };
-  limit: number;
-  offset: number;
-  changes: Change[];
-  /** Why the comparison may mislead (e.g. the scans had different options). */
-  warnings?: string[];
-}
-
-export interface OwnerChange {
-  id: number;
-  name: string;
-  status: string;
-  bytes_from: number;
-  bytes_to: number;
-  files_from: number;
-  files_to: number;
-}
-
-export interface OwnerGrowth {
-  from: number;
-  to: number;
-  by: string;
-  owners: OwnerChange[];
-}
-
-export interface HistoryPoint {
-  snapshot_id: number;
-  started_at: number;
-  bytes: number;
-  allocated: number;
-  entries: number;
-  files: number;
-  dirs: number;
-  max_mtime_ns: number;
-  scan_options?: string;
-}
-
-export interface History {
-  path: string;
-  path_b64?: string;
-  filesystem_label?: string;
-  root_path?: string;
-  points: HistoryPoint[];
-  /** Why the series may mislead (e.g. scans with different options). */
-  warnings?: string[];
+/** A GET of a file to save (see `download`). */
+export interface Download {
+  readonly url: string;
 }
 
 /** An error the API answered with: its status and the message saying what was wrong. */
@@ -230,24 +74,63 @@ export function setToken(value: string) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
-export type Params = Record<string, string | number | undefined | null>;
-
-export function apiUrl(route: string, params: Params = {}): string {
+/** The URL of `route` with its path parameters filled in and its query (empty values left out). */
+function urlOf<R extends Route>(route: R, path: Paths[R]["path"], params: Query<R>): string {
+  const filled = route.replace(/\{(\w+)\}/g, (_, name: string) => encodeURIComponent(String((path as Record<string, string | number>)[name])));
   const query = new URLSearchParams();
-  for (const [key, value] of Object.entries(params)) {
+  for (const [key, value] of Object.entries(params as Record<string, string | number | boolean | undefined | null>)) {
     if (value !== undefined && value !== null && value !== "") query.set(key, String(value));
   }
   const qs = query.toString();
-  return `/api/v1/${route}${qs ? `?${qs}` : ""}`;
+  return `${filled}${qs ? `?${qs}` : ""}`;
 }
 
-async function request(route: string, params: Params, signal?: AbortSignal): Promise<Response> {
+/**
+ * The query of a route whose document marks `path` required: `path_b64` may stand in its place
+ * (OpenAPI 3.0 cannot say "one of two parameters"; the document says it in words).
+ */
+type AtDirectory<R extends Route> = Omit<Query<R>, "path" | "path_b64"> & DirectoryParams;
+
+function json<R extends Route>(route: R, path: Paths[R]["path"], params: Query<R>): Call<Answer<R>> {
+  const url = urlOf(route, path, params);
+  return { url, get: async (signal) => (await request(url, signal)).json() as Promise<Answer<R>> };
+}
+
+/** Every route of the API, one function each. */
+export const api = {
+  health: () => json("/health", {}, {}),
+  access: () => json("/api/v1/access", {}, {}),
+  snapshots: (params: Query<"/api/v1/snapshots">) => json("/api/v1/snapshots", {}, params),
+  snapshot: (id: number) => json("/api/v1/snapshots/{snapshot_id}", { snapshot_id: id }, {}),
+  children: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/children">) => json("/api/v1/snapshots/{snapshot_id}/children", { snapshot_id: id }, params),
+  entry: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/entry">) => json("/api/v1/snapshots/{snapshot_id}/entry", { snapshot_id: id }, params),
+  treemap: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/treemap">) => json("/api/v1/snapshots/{snapshot_id}/treemap", { snapshot_id: id }, params),
+  top: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/top">) => json("/api/v1/snapshots/{snapshot_id}/top", { snapshot_id: id }, params),
+  usage: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/usage">) => json("/api/v1/snapshots/{snapshot_id}/usage", { snapshot_id: id }, params),
+  histograms: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/histograms">) => json("/api/v1/snapshots/{snapshot_id}/histograms", { snapshot_id: id }, params),
+  /** Stale files, a JSON page (largest first). */
+  stale: (id: number, params: Omit<Query<"/api/v1/snapshots/{snapshot_id}/stale">, "format">) => json("/api/v1/snapshots/{snapshot_id}/stale", { snapshot_id: id }, params),
+  /** Every stale file as CSV, streamed in path order. */
+  staleCsv: (id: number, params: Omit<Query<"/api/v1/snapshots/{snapshot_id}/stale">, "format">): Download => ({
+    url: urlOf("/api/v1/snapshots/{snapshot_id}/stale", { snapshot_id: id }, { ...params, format: "csv" }),
+  }),
+  search: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/search">) => json("/api/v1/snapshots/{snapshot_id}/search", { snapshot_id: id }, params),
+  /** The directory and everything below it for ncdu. */
+  ncdu: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/export/ncdu">): Download => ({
+    url: urlOf("/api/v1/snapshots/{snapshot_id}/export/ncdu", { snapshot_id: id }, params),
+  }),
+  history: (params: AtDirectory<"/api/v1/history">) => json("/api/v1/history", {}, params as Query<"/api/v1/history">),
+  growth: (params: AtDirectory<"/api/v1/growth">) => json("/api/v1/growth", {}, params as Query<"/api/v1/growth">),
+  ownerGrowth: (params: Query<"/api/v1/growth/owners">) => json("/api/v1/growth/owners", {}, params),
+};
+
+async function request(url: string, signal?: AbortSignal): Promise<Response> {
   const headers: Record<string, string> = {};
   const bearer = token();
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   let response: Response;
   try {
-    response = await fetch(apiUrl(route, params), { headers, signal });
+    response = await fetch(url, { headers, signal });
   } catch (e) {
     if ((e as Error).name === "AbortError") throw e;
     throw new ApiError(0, "the API cannot be reached; is storage-api running?");
@@ -265,17 +148,13 @@ async function request(route: string, params: Params, signal?: AbortSignal): Pro
   return response;
 }
 
-export async function getJson<T>(route: string, params: Params = {}, signal?: AbortSignal): Promise<T> {
-  return (await request(route, params, signal)).json() as Promise<T>;
-}
-
 /**
  * Fetches a file from the API (with the token, which a plain link could not send) and saves it,
  * only once the whole body has arrived: a body the server aborts (or the network cuts) is an
  * error, and nothing is saved. `progress` hears the bytes received so far.
  */
-export async function download(route: string, params: Params, filename: string, progress?: (received: number) => void): Promise<void> {
-  const response = await request(route, params);
+export async function download(file: Download, filename: string, progress?: (received: number) => void): Promise<void> {
+  const response = await request(file.url);
   const type = response.headers.get("Content-Type") ?? "application/octet-stream";
   const parts: Uint8Array[] = [];
   try {

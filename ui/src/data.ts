@@ -1,5 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
-import { ApiError, getJson, type Params } from "./api";
+import { ApiError, type Call } from "./api";
 
 export interface Loaded<T> {
   data?: T;
@@ -7,18 +7,21 @@ export interface Loaded<T> {
   loading: boolean;
 }
 
-/** GETs an API route whenever the route or its parameters change; `null` fetches nothing. */
-export function useApi<T>(route: string | null, params: Params = {}): Loaded<T> {
-  const key = route === null ? "" : `${route}?${JSON.stringify(params)}`;
-  const [state, setState] = useState<Loaded<T>>({ loading: route !== null });
+/**
+ * Runs a call of the API (one of `api`'s functions) whenever its URL, or `refresh`, changes;
+ * `null` fetches nothing.
+ */
+export function useApi<T>(call: Call<T> | null, refresh?: number): Loaded<T> {
+  const key = call === null ? "" : `${call.url}#${refresh ?? ""}`;
+  const [state, setState] = useState<Loaded<T>>({ loading: call !== null });
   useEffect(() => {
-    if (route === null) {
+    if (call === null) {
       setState({ loading: false });
       return;
     }
     const abort = new AbortController();
     setState((s) => ({ data: s.data, loading: true }));
-    getJson<T>(route, params, abort.signal).then(
+    call.get(abort.signal).then(
       (data) => setState({ data, loading: false }),
       (e: unknown) => {
         if (abort.signal.aborted) return;

@@ -6,7 +6,10 @@ export interface PathRef {
   b64?: string;
 }
 
-export function pathParams(p: PathRef): { path?: string; path_b64?: string } {
+/** A directory as a request names it: as text, or as base64 of its bytes when it is not UTF-8. */
+export type DirectoryParams = { path: string; path_b64?: never } | { path?: never; path_b64: string };
+
+export function pathParams(p: PathRef): DirectoryParams {
   return p.b64 ? { path_b64: p.b64 } : { path: p.text };
 }
 

@@ -3,11 +3,13 @@
 // "N-..." are regressions of item N of issue 11. Each test saves a screenshot in
 // $STORAGE_TRACKER_SCREENSHOTS (default .work/test/screenshots) and requires a page without
 // console errors, failed requests or exceptions (a Content Security Policy violation is one).
+// "API types" checks that src/api.gen.ts is what the document the API serves generates.
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createServer, request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { generate, OUTPUT as API_TYPES } from "../scripts/api-types.mjs";
 import { launch, page as newPage } from "./browser.mjs";
 import { HTML_DIR, HTML_FILE, REPO, STALE_LOGS, SUB_ROOT, TOKENS, fixtureBytes, fixtureFiles, startStack } from "./stack.mjs";
 
@@ -456,5 +458,16 @@ describe("web UI", () => {
     await s.screenshot({ path: join(SHOTS, "11-bad-input.png"), fullPage: true });
     await s.close();
     await done(p, "11-outside");
+  });
+});
+
+describe("API types", () => {
+  test("src/api.gen.ts is what the OpenAPI document served by storage-api generates", async () => {
+    const doc = await (await fetch(`${stack.url}/api/v1/openapi.json`)).json();
+    assert.equal(
+      readFileSync(API_TYPES, "utf8"),
+      generate(doc),
+      "src/api.gen.ts is not the API's document: run `npm run api-types -- URL` with the URL of a storage-api's /api/v1/openapi.json, then `npm run build` to check the UI against it",
+    );
   });
 });
