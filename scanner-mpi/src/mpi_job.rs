@@ -36,7 +36,7 @@ use crate::mpi_transport::MpiTransport;
 use crate::owners::{IdKind, resolve};
 use crate::plan::{JobPlan, OutputPlan, PlanError};
 use crate::progress::{JobProgress, ProgressDisplay, ScanStatus};
-use crate::scan::{ScanError, scan_rank};
+use crate::scan::{RankReport, ScanError, scan_rank};
 use crate::upload::{Ingest, Upload, UploadError};
 use crate::walk::WalkCounts;
 
@@ -238,32 +238,7 @@ impl MpiJob {
             );
         }
 
-        let sink: &dyn ChunkSink = match &mut output {
-            Output::Live {
-                ingest,
-                in_flight,
-                upload,
-            } => upload.insert(ingest.upload(snapshot_id, self.rank() as u32, *in_flight)),
-            Output::Offline(dir) => dir,
-        };
-        let display = ProgressDisplay::new();
-        let show = |p: &JobProgress| display.show(p);
-        let status = ScanStatus::new(&show);
-        let report = scan_rank(
-            &mut MpiTransport::new(&self.world),
-            &plan.scan,
-            sink,
-            &status,
-        );
-        display.finish();
-
-        let (chunks, failure) = match &mut output {
-            Output::Live { upload, .. } => match upload.take().expect("opened above").close() {
-                Ok(n) => (n, report.error.map(RankFailure::from)),
-                Err(e) => (0, Some(RankFailure::from(e))),
-            },
-            Output::Offline(dir) => (dir.chunks_written(), report.error.map(RankFailure::from)),
-        };
+        let (report, chunks, failure) = self.scan(plan, &mut output, snapshot_id);
         let c = report.counts;
         info!(
             entries = c.entries,
@@ -293,7 +268,7 @@ impl MpiJob {
                 users: principals(IdKind::User, &uids),
                 groups: principals(IdKind::Group, &gids),
             };
-            failed = !match &output {
+            let concluded = match &output {
                 Output::Live { ingest, .. } => commit_or_abort(
                     ingest,
                     finish,
@@ -303,6 +278,7 @@ impl MpiJob {
                 ),
                 Output::Offline(dir) => write_manifest(dir, described, finish, &scan),
             };
+            failed = !concluded;
         }
         Ok(if self.verdict(failed) {
             Outcome::Failed
@@ -311,6 +287,42 @@ impl MpiJob {
         } else {
             Outcome::Complete
         })
+    }
+
+    /// Scans this rank's share into its output, then closes the output: what the rank did,
+    /// the chunks delivered, and why the rank failed if it did.
+    fn scan(
+        &self,
+        plan: &JobPlan,
+        output: &mut Output,
+        snapshot_id: u64,
+    ) -> (RankReport, u64, Option<RankFailure>) {
+        let sink: &dyn ChunkSink = match output {
+            Output::Live {
+                ingest,
+                in_flight,
+                upload,
+            } => upload.insert(ingest.upload(snapshot_id, self.rank() as u32, *in_flight)),
+            Output::Offline(dir) => dir,
+        };
+        let display = ProgressDisplay::new();
+        let show = |p: &JobProgress| display.show(p);
+        let status = ScanStatus::new(&show);
+        let mut report = scan_rank(
+            &mut MpiTransport::new(&self.world),
+            &plan.scan,
+            sink,
+            &status,
+        );
+        display.finish();
+        let scan_error = report.error.take().map(RankFailure::from);
+        match output {
+            Output::Live { upload, .. } => match upload.take().expect("opened above").close() {
+                Ok(chunks) => (report, chunks, scan_error),
+                Err(e) => (report, 0, Some(e.into())),
+            },
+            Output::Offline(dir) => (report, dir.chunks_written(), scan_error),
+        }
     }
 
     /// True on every rank iff `ok` is true on every rank.
@@ -450,7 +462,7 @@ fn principals(kind: IdKind, ids: &BTreeSet<u32>) -> Vec<Principal> {
 }
 
 /// Rank 0 of a live scan: commits the snapshot if every rank succeeded, aborts it otherwise.
-/// Whether it is committed.
+/// Whether it committed.
 fn commit_or_abort(
     ingest: &Ingest,
     request: FinishSnapshotRequest,
