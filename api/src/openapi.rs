@@ -812,7 +812,21 @@ pub fn document() -> Value {
         "/api/v1/snapshots/{snapshot_id}/entry",
         operation(
             "One entry's details",
-            with(s(), path_params()),
+            with(
+                s(),
+                vec![
+                    query(
+                        "path",
+                        "The entry (absolute, as text); needed, unless path_b64 is given",
+                        json!({ "type": "string", "pattern": "^/" }),
+                    ),
+                    query(
+                        "path_b64",
+                        "The same, as base64 of the raw bytes (for names that are not UTF-8), instead of path",
+                        json!({ "type": "string" }),
+                    ),
+                ],
+            ),
             &json_body("Entry"),
         ),
     );

@@ -442,9 +442,9 @@ export interface Paths {
       snapshot_id: number;
     };
     query: {
-      /** A directory (absolute, as text); the snapshot's root when absent */
+      /** The entry (absolute, as text); needed, unless path_b64 is given */
       path?: string;
-      /** The same, as base64 of the raw bytes (for names that are not UTF-8) */
+      /** The same, as base64 of the raw bytes (for names that are not UTF-8), instead of path */
       path_b64?: string;
     };
     content: {
