@@ -8,9 +8,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use storage_tracker_proto::ncdu::{CONTENT_TYPE, NcduEntry, NcduWriter, export_sql};
+use storage_tracker_proto::ncdu::{CONTENT_TYPE, NcduEntry, NcduWriter};
 
 use crate::extract::AtDirectory;
+use crate::query;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -47,7 +48,7 @@ pub(crate) async fn ncdu(
     }
     let mut rows = state
         .client
-        .query(&export_sql(db, snapshot_id, &dir))
+        .query(&query::entries::ncdu_export(db, snapshot_id, &dir))
         .fetch::<NcduEntry>()?;
     let name = format!(
         "ncdu-{}-{snapshot_id}.json",

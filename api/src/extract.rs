@@ -10,11 +10,11 @@
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 
-use storage_tracker_proto::entry::split_path;
-
 use crate::access::Scope;
 use crate::paths::PathParam;
-use crate::query::{self, RollupRow, SnapshotRow};
+use crate::query;
+use crate::query::snapshots::SnapshotRow;
+use crate::query::tree::RollupRow;
 use crate::{ApiError, AppState};
 
 /// The committed snapshot `snapshot_id`, if the caller may read something of it: for a scoped
@@ -27,7 +27,7 @@ pub(crate) async fn committed(
 ) -> Result<SnapshotRow, ApiError> {
     state
         .client
-        .query(&query::committed_snapshot(&state.database, snapshot_id))
+        .query(&query::snapshots::one(&state.database, snapshot_id))
         .fetch_optional::<SnapshotRow>()
         .await?
         .filter(|s| access.covers(&s.root_path))
@@ -99,10 +99,9 @@ impl FromRequestParts<AppState> for AtDirectory {
         let snapshot = committed(state, &access, id).await?;
         let dir = requested.unwrap_or_else(|| snapshot.root_path.clone());
         access.check(&dir)?;
-        let (parent, name) = split_path(&dir);
         let rollup = state
             .client
-            .query(&query::directory_rollup(&state.database, id, parent, name))
+            .query(&query::tree::directory_rollup(&state.database, id, &dir))
             .fetch_optional::<RollupRow>()
             .await?
             .ok_or_else(|| {

@@ -9,17 +9,16 @@ use axum::extract::{Extension, Query, State};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
-use storage_tracker_proto::sql::quote_bytes;
-
 use storage_tracker_proto::scan_options::describe;
 
 use crate::access::Scope;
 use crate::params::OwnerBy;
 use crate::params::query_params;
 use crate::paths::{PathParam, Text};
-use crate::query::{self, SnapshotRow};
+use crate::query;
+use crate::query::growth::{ChangeRow, OwnerChangeRow};
+use crate::query::snapshots::SnapshotRow;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -42,29 +41,6 @@ pub struct Point {
     pub max_mtime_ns: i64,
     /// What the scan left out ("" for a full scan).
     pub scan_options: String,
-}
-
-/// The directory `parent`/`name` in every committed snapshot of the filesystem of `of` that
-/// has it, oldest first.
-pub fn history_sql(db: &Database, of: &SnapshotRow, parent: &[u8], name: &[u8]) -> String {
-    format!(
-        "SELECT snapshot_id, started_at, bytes, allocated, entries, files, dirs, max_mtime_ns, scan_options
-FROM
-(
-    SELECT snapshot_id, bytes, allocated, entries, files, dirs, max_mtime_ns
-    FROM {db}.dir_rollups
-    WHERE snapshot_id IN ({ids}) AND parent_path = {parent} AND name = {name}
-) AS r
-ANY LEFT JOIN
-(
-    SELECT snapshot_id, toUInt32(started_at) AS started_at, scan_options FROM {db}.snapshots FINAL WHERE state = 'committed'
-) AS s USING snapshot_id
-ORDER BY snapshot_id
-LIMIT 10000",
-        ids = query::same_filesystem_ids(db, of),
-        parent = quote_bytes(parent),
-        name = quote_bytes(name)
-    )
 }
 
 /// What a person should know before comparing these snapshots' totals: the ones whose scans
@@ -98,71 +74,6 @@ fn coverage_warnings<'a>(points: impl IntoIterator<Item = (u64, &'a str)>) -> Ve
     )]
 }
 
-/// The children of `dir` in one snapshot: name, kind, recursive bytes and files.
-fn children_totals(db: &Database, snapshot_id: u64, dir: &[u8], side: &str) -> String {
-    let dir = quote_bytes(dir);
-    format!(
-        "(
-    SELECT name, toString(kind) AS {side}_kind, if(kind = 'dir', dir_bytes, size) AS {side}_bytes,
-        if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS {side}_files, toUInt8(1) AS in_{side}
-    FROM
-    (
-        SELECT name, kind, size FROM {db}.entries
-        WHERE snapshot_id = {snapshot_id} AND parent_path = {dir} AND path != {dir}
-    ) AS e
-    ANY LEFT JOIN
-    (
-        SELECT name, bytes AS dir_bytes, files AS dir_files FROM {db}.dir_rollups
-        WHERE snapshot_id = {snapshot_id} AND parent_path = {dir}
-    ) AS r USING name
-) AS {side}"
-    )
-}
-
-fn joined_children(db: &Database, from: u64, to: u64, dir: &[u8]) -> String {
-    format!(
-        "(
-    SELECT name, a_kind, b_kind, a_bytes, b_bytes, a_files, b_files, in_a, in_b
-    FROM {} ALL FULL OUTER JOIN {} USING name
-) AS j",
-        children_totals(db, from, dir, "a"),
-        children_totals(db, to, dir, "b")
-    )
-}
-
-#[derive(Debug, Row, Deserialize)]
-pub struct ChangeRow {
-    #[serde(with = "serde_bytes")]
-    pub name: Vec<u8>,
-    pub a_kind: String,
-    pub b_kind: String,
-    pub a_bytes: u64,
-    pub b_bytes: u64,
-    pub a_files: u64,
-    pub b_files: u64,
-    pub in_a: u8,
-    pub in_b: u8,
-}
-
-/// The children of `dir` that differ between the snapshots, largest change first.
-pub fn growth_sql(
-    db: &Database,
-    from: u64,
-    to: u64,
-    dir: &[u8],
-    limit: u64,
-    offset: u64,
-) -> String {
-    format!(
-        "SELECT name, a_kind, b_kind, a_bytes, b_bytes, a_files, b_files, in_a, in_b
-FROM {}
-WHERE in_a != in_b OR a_bytes != b_bytes OR a_files != b_files
-ORDER BY abs(toInt64(b_bytes) - toInt64(a_bytes)) DESC, name ASC
-LIMIT {limit} OFFSET {offset}",
-        joined_children(db, from, to, dir)
-    )
-}
-
 #[derive(Debug, Row, Deserialize, Serialize, Default)]
 pub struct ChangeSummary {
     pub changed: u64,
@@ -172,56 +83,6 @@ pub struct ChangeSummary {
     pub removed: u64,
     pub removed_bytes: u64,
     pub removed_files: u64,
-}
-
-/// Counts of the children changed in place, added and removed (each child in one of these).
-pub fn growth_summary_sql(db: &Database, from: u64, to: u64, dir: &[u8]) -> String {
-    format!(
-        "SELECT countIf(in_a = 1 AND in_b = 1 AND (a_bytes != b_bytes OR a_files != b_files)) AS changed,
-    countIf(in_a = 0) AS added, sumIf(b_bytes, in_a = 0) AS added_bytes, sumIf(b_files, in_a = 0) AS added_files,
-    countIf(in_b = 0) AS removed, sumIf(a_bytes, in_b = 0) AS removed_bytes, sumIf(a_files, in_b = 0) AS removed_files
-FROM {}",
-        joined_children(db, from, to, dir)
-    )
-}
-
-#[derive(Debug, Row, Deserialize)]
-pub struct OwnerChangeRow {
-    pub id: u32,
-    pub a_bytes: u64,
-    pub b_bytes: u64,
-    pub a_files: u64,
-    pub b_files: u64,
-    pub in_a: u8,
-    pub in_b: u8,
-    #[serde(default)]
-    pub name: String,
-}
-
-/// Per user or group: bytes and files in each snapshot.
-pub fn owner_growth_sql(db: &Database, from: u64, to: u64, principal: &str) -> String {
-    let side = |id: u64, s: &str| {
-        format!(
-            "(SELECT id, sum(bytes) AS {s}_bytes, sum(files) AS {s}_files, toUInt8(1) AS in_{s}
-    FROM {db}.owner_usage WHERE snapshot_id = {id} AND principal = '{principal}' GROUP BY id) AS {s}"
-        )
-    };
-    format!(
-        "SELECT id, a_bytes, b_bytes, a_files, b_files, in_a, in_b, name
-FROM
-(
-    SELECT id, a_bytes, b_bytes, a_files, b_files, in_a, in_b
-    FROM {} ALL FULL OUTER JOIN {} USING id
-) AS j
-ANY LEFT JOIN
-(
-    SELECT id, name FROM {db}.principals WHERE snapshot_id IN ({from}, {to}) AND kind = '{principal}'
-) AS n USING id
-ORDER BY abs(toInt64(b_bytes) - toInt64(a_bytes)) DESC, id ASC
-LIMIT 10000",
-        side(from, "a"),
-        side(to, "b")
-    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,7 +128,7 @@ async fn history_filesystem(
     let (parent, name) = split_path(dir);
     let holding = state
         .client
-        .query(&query::snapshots_with_directory(
+        .query(&query::snapshots::holding_directory(
             &state.database,
             parent,
             name,
@@ -315,10 +176,9 @@ pub async fn history(
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
     let filesystem = history_filesystem(&state, &access, p.snapshot, &dir).await?;
-    let (parent, name) = split_path(&dir);
     let points = state
         .client
-        .query(&history_sql(&state.database, &filesystem, parent, name))
+        .query(&query::growth::history(&state.database, &filesystem, &dir))
         .fetch_all::<Point>()
         .await?;
     if points.is_empty() {
@@ -435,7 +295,12 @@ pub async fn growth(
     let (parent, name) = split_path(&dir);
     let found = state
         .client
-        .query(&query::count_holding(db, [from, to], parent, name))
+        .query(&query::snapshots::count_holding(
+            db,
+            [from, to],
+            parent,
+            name,
+        ))
         .fetch_one::<u64>()
         .await?;
     if found == 0 {
@@ -446,13 +311,13 @@ pub async fn growth(
     }
     let summary = state
         .client
-        .query(&growth_summary_sql(db, from, to, &dir))
+        .query(&query::growth::growth_summary(db, from, to, &dir))
         .fetch_optional::<ChangeSummary>()
         .await?
         .unwrap_or_default();
     let rows = state
         .client
-        .query(&growth_sql(db, from, to, &dir, limit, offset))
+        .query(&query::growth::growth(db, from, to, &dir, limit, offset))
         .fetch_all::<ChangeRow>()
         .await?;
     let changes = rows
@@ -531,7 +396,12 @@ pub async fn owner_growth(
     let (from, to) = (a.snapshot_id, b.snapshot_id);
     let rows = state
         .client
-        .query(&owner_growth_sql(&state.database, from, to, by))
+        .query(&query::growth::owner_growth(
+            &state.database,
+            from,
+            to,
+            p.by.into(),
+        ))
         .fetch_all::<OwnerChangeRow>()
         .await?;
     let owners = rows

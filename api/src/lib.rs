@@ -10,13 +10,23 @@
 //!   description ([`openapi`]). [`resource`] is the type each resource's routes come in.
 //! - [`extract`]: the one way into a snapshot: a committed snapshot, directory or entry that
 //!   the caller may read, already checked; [`params`] and [`paths`] read query parameters and
-//!   paths; [`pattern`] makes a search pattern one SQL condition.
+//!   paths; [`pattern`] checks a search pattern and folds its case.
 //! - The resources: [`snapshots`] (the list, one, children), [`reports`] (an entry, top,
 //!   usage, histograms, stale data), [`treemap`], [`search`], [`history`] (history and growth)
-//!   and [`export`] (ncdu).
-//! - [`listing`]: lists of entries as every list route answers them; [`query`]: the read
-//!   statements and their rows; [`stream`]: bodies streamed from a task; [`error`]: the one
-//!   error type and how it answers.
+//!   and [`export`] (ncdu). They ask [`query`] for their statements and write no SQL.
+//! - [`query`]: every statement the API reads with, and their rows, one module per part:
+//!   - [`query::snapshots`]: the committed-snapshot condition ([`query::snapshots::Committed`])
+//!     and the statements on `snapshots`;
+//!   - [`query::entries`]: which entries ([`query::entries::EntryFilter`]: text match, size,
+//!     owner, group, type, times, under a directory, at given paths), a page of them, the pages
+//!     of a download, the ncdu export;
+//!   - [`query::tree`]: entries joined with their trees' totals (one join, for children, one
+//!     entry and a treemap's levels), a directory's rollup, the largest directories;
+//!   - [`query::reports`]: usage by owner and by type, histograms, owners' names;
+//!   - [`query::growth`]: a directory's history, growth per child and per owner;
+//!   - [`query::treemap`]: a treemap's tiles and totals.
+//! - [`listing`]: lists of entries as every list route answers them; [`stream`]: bodies
+//!   streamed from a task; [`error`]: the one error type and how it answers.
 //! - [`ui`]: the built web UI, served from memory.
 
 pub mod access;

@@ -1,18 +1,18 @@
-//! Lists of entries, as every list route answers them: the entry row's SQL, its JSON form
-//! (`Child`), a page of entries (`Listing`) with the trees' totals of its directories and
-//! the names of its owners, each found by key.
+//! Lists of entries, as every list route answers them: an entry's JSON form (`Child`), a page
+//! of entries (`Listing`) with the trees' totals of its directories and the names of its
+//! owners, each found by key (the statements are in [`crate::query`]).
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use storage_tracker_proto::ddl::Database;
-use storage_tracker_proto::entry::split_path;
-use storage_tracker_proto::sql::quote_bytes;
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
 use crate::paths::Text;
-use crate::query::{self, ChildRow, DirTotalsRow, PrincipalRow};
+use crate::query;
+use crate::query::entries::{EntryFilter, EntryOrder};
+use crate::query::reports::PrincipalRow;
+use crate::query::tree::{ChildRow, DirTotalsRow};
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Serialize)]
@@ -132,7 +132,7 @@ impl OwnerNames {
         if uids.is_empty() && gids.is_empty() {
             return Ok(Self::default());
         }
-        let sql = query::principals(&state.database, snapshot_id, &uids, &gids);
+        let sql = query::reports::principals(&state.database, snapshot_id, &uids, &gids);
         let rows = state.client.query(&sql).fetch_all::<PrincipalRow>().await?;
         Ok(Self(
             rows.into_iter()
@@ -171,26 +171,6 @@ pub(crate) async fn name_owners(
     Ok(())
 }
 
-/// Entries of a snapshot matching `condition`, as [`ChildRow`]s with their own sizes.
-pub(crate) fn entries_sql(
-    db: &Database,
-    snapshot_id: u64,
-    condition: &str,
-    order: &str,
-    limit: u64,
-    offset: u64,
-) -> String {
-    format!(
-        "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
-    size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
-    toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns, atime_ns AS tree_max_atime_ns
-FROM {db}.entries
-WHERE snapshot_id = {snapshot_id} AND {condition}
-ORDER BY {order}
-LIMIT {limit} OFFSET {offset}"
-    )
-}
-
 /// The entries at `paths`, in that order, with their trees' totals (two lookups by key).
 pub(crate) async fn entries_at(
     state: &AppState,
@@ -200,19 +180,11 @@ pub(crate) async fn entries_at(
     if paths.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: Vec<String> = paths
-        .iter()
-        .map(|p| {
-            let (parent, name) = split_path(p);
-            format!("({}, {})", quote_bytes(parent), quote_bytes(name))
-        })
-        .collect();
-    let condition = format!("(parent_path, name) IN ({})", keys.join(", "));
-    let sql = entries_sql(
+    let sql = query::entries::list(
         &state.database,
         snapshot_id,
-        &condition,
-        "path",
+        &EntryFilter::default().at(paths),
+        EntryOrder::Path,
         paths.len() as u64,
         0,
     );
@@ -222,6 +194,8 @@ pub(crate) async fn entries_at(
     Ok(found)
 }
 
+/// The entries a statement selects as [`ChildRow`]s, with their directories' totals and
+/// their owners' names.
 pub(crate) async fn listed(
     state: &AppState,
     snapshot_id: u64,
@@ -246,7 +220,7 @@ async fn with_tree_totals(
         .filter(|r| r.kind == dir_code && r.tree_entries == 0)
         .map(|r| (snapshot_id, r.path.as_slice()))
         .collect();
-    let Some(sql) = crate::query::dir_totals(&state.database, &keys) else {
+    let Some(sql) = query::tree::dir_totals(&state.database, &keys) else {
         return Ok(());
     };
     let totals = state.client.query(&sql).fetch_all::<DirTotalsRow>().await?;

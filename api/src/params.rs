@@ -82,16 +82,6 @@ words! {
     StaleBy { Atime = "atime", Mtime = "mtime" } default Atime
 }
 
-impl StaleBy {
-    /// The entry column it compares.
-    pub fn column(self) -> &'static str {
-        match self {
-            Self::Atime => "atime_ns",
-            Self::Mtime => "mtime_ns",
-        }
-    }
-}
-
 words! {
     /// What a search pattern matches: the name or the whole path (the word is the column).
     SearchField { Name = "name", Path = "path" } default Name

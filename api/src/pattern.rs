@@ -1,6 +1,7 @@
 //! Name patterns of a search: a substring, a shell glob or a regular expression, matched with
-//! or without regard to case, as one SQL condition that means the same on ClickHouse 18.16 and
-//! on current releases.
+//! or without regard to case, checked and folded here so that their one SQL condition
+//! ([`NamePattern::condition`], in [`crate::query::entries`]) means the same on ClickHouse 18.16
+//! and on current releases.
 //!
 //! Without regard to case, both sides are lowercased (`lowerUTF8` on the column, the pattern's
 //! literals in Rust) and a regex also gets RE2's `(?i)`. Lowercasing the literals is what makes
@@ -8,8 +9,6 @@
 //! case-sensitive substring even under `(?i)`: `(?i)RESULTS` found nothing there.
 
 use regex_syntax::ast::{self, Ast, ClassSetItem, Visitor};
-
-use storage_tracker_proto::sql::quote_bytes;
 
 use crate::ApiError;
 use crate::params::MatchKind;
@@ -60,29 +59,16 @@ impl NamePattern {
         })
     }
 
-    /// The condition on `column` (a trusted column name).
-    pub fn condition(&self, column: &str) -> String {
-        let (haystack, text) = if self.ignore_case {
-            (format!("lowerUTF8({column})"), self.folded())
+    /// How it is matched: its kind, its text as matched (its literals lowercased when without
+    /// regard to case) and whether the column is lowercased too. The condition it makes is
+    /// [`NamePattern::condition`], with the other statements in [`crate::query::entries`].
+    pub(crate) fn matched(&self) -> (MatchKind, String, bool) {
+        let text = if self.ignore_case {
+            self.folded()
         } else {
-            (column.to_owned(), self.text.clone())
+            self.text.clone()
         };
-        match self.kind {
-            MatchKind::Substring => {
-                format!("position({haystack}, {}) > 0", quote_bytes(text.as_bytes()))
-            }
-            MatchKind::Glob => format!(
-                "{haystack} LIKE {}",
-                quote_bytes(&glob_to_like(text.as_bytes()))
-            ),
-            MatchKind::Regex => {
-                let flag = if self.ignore_case { "(?i)" } else { "" };
-                format!(
-                    "match({haystack}, {})",
-                    quote_bytes(format!("{flag}{text}").as_bytes())
-                )
-            }
-        }
+        (self.kind, text, self.ignore_case)
     }
 
     /// The pattern with its literal characters lowercased (a regex's escapes and classes by
@@ -222,6 +208,8 @@ fn lowercase_regex_literals(pattern: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use storage_tracker_proto::sql::quote_bytes;
+
     use super::*;
 
     #[test]

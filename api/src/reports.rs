@@ -1,26 +1,26 @@
 //! The reports of one snapshot: an entry's details, the largest files and directories, usage by
 //! owner, group and file type, the histograms, and stale data (JSON pages or a streamed CSV).
 //!
-//! Every value from a request is checked here and enters SQL through `quote_bytes` or as a
-//! number; sort orders and columns come from fixed lists.
+//! Every value from a request is checked here and handed to [`crate::query`] typed (a filter,
+//! a word of a fixed list, a number).
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::reports::AGE_BOUNDS_DAYS;
-use storage_tracker_proto::sql::{quote_bytes, subtree};
 
 use crate::extract::{AtDirectory, AtEntry, InSnapshot};
-use crate::listing::{Child, Listing, OwnerNames, entries_at, entries_sql, listed};
+use crate::listing::{Child, Listing, OwnerNames, entries_at, listed};
 use crate::params::{HistogramOf, StaleBy, StaleFormat, TopWhat, UsageBy, page, query_params};
 use crate::paths::Text;
-use crate::query;
+use crate::query::entries::{DownloadRow, EntryFilter, EntryOrder, Time};
+use crate::query::reports::{BucketRow, UsageRow};
+use crate::query::tree::PathRow;
+use crate::query::{self, Principal};
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -39,29 +39,7 @@ pub(crate) async fn entry(
     State(state): State<AppState>,
     AtEntry { snapshot, path }: AtEntry,
 ) -> Result<Json<Child>, ApiError> {
-    let (parent, name) = split_path(&path);
-    let db = &state.database;
-    let sql = format!(
-        "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
-    if(kind = 'dir', dir_bytes, size) AS tree_bytes, if(kind = 'dir', dir_allocated, allocated) AS tree_allocated,
-    tree_entries, tree_files, tree_dirs, if(kind = 'dir', dir_max_mtime_ns, mtime_ns) AS tree_max_mtime_ns,
-    if(kind = 'dir', dir_max_atime_ns, atime_ns) AS tree_max_atime_ns
-FROM
-(
-    SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target
-    FROM {db}.entries WHERE snapshot_id = {id} AND parent_path = {parent} AND name = {name}
-) AS e
-ANY LEFT JOIN
-(
-    SELECT name, bytes AS dir_bytes, allocated AS dir_allocated, entries AS tree_entries, files AS tree_files,
-        dirs AS tree_dirs, max_mtime_ns AS dir_max_mtime_ns, max_atime_ns AS dir_max_atime_ns
-    FROM {db}.dir_rollups WHERE snapshot_id = {id} AND parent_path = {parent} AND name = {name}
-) AS r USING name
-LIMIT 1",
-        id = snapshot.snapshot_id,
-        parent = quote_bytes(parent),
-        name = quote_bytes(name)
-    );
+    let sql = query::tree::entry(&state.database, snapshot.snapshot_id, &path);
     listed(&state, snapshot.snapshot_id, &sql)
         .await?
         .pop()
@@ -96,25 +74,20 @@ pub(crate) async fn top(
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
     let sql = match p.what {
-        TopWhat::Files => entries_sql(
+        TopWhat::Files => query::entries::list(
             db,
             snapshot_id,
-            &format!("kind = 'file' AND {}", subtree(&dir)),
-            "size DESC, path ASC",
+            &EntryFilter::default().files().under(&dir),
+            EntryOrder::Largest,
             limit,
             offset,
         ),
         TopWhat::Dirs => {
             // The largest trees from the rollups, then their entries' own rows (mode, size,
             // links) by key, in the same order: one description of an entry for every list.
-            #[derive(Row, Deserialize)]
-            struct PathRow {
-                #[serde(with = "serde_bytes")]
-                path: Vec<u8>,
-            }
             let largest: Vec<PathRow> = state
                 .client
-                .query(&query::largest_directories(
+                .query(&query::tree::largest_directories(
                     db,
                     snapshot_id,
                     &dir,
@@ -149,18 +122,6 @@ pub(crate) struct UsageParams {
     by: UsageBy,
     limit: Option<u64>,
     offset: Option<u64>,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct UsageRow {
-    #[serde(with = "serde_bytes")]
-    key: Vec<u8>,
-    id: u32,
-    name: String,
-    entries: u64,
-    files: u64,
-    bytes: u64,
-    allocated: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -199,9 +160,9 @@ pub(crate) async fn usage(
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
     let by = p.by.word();
-    let sql = match p.by {
-        UsageBy::User | UsageBy::Group => query::owner_usage(db, snapshot_id, by, limit, offset),
-        UsageBy::Type => query::type_usage(db, snapshot_id, limit, offset),
+    let sql = match Principal::of_usage(p.by) {
+        Some(principal) => query::reports::owner_usage(db, snapshot_id, principal, limit, offset),
+        None => query::reports::type_usage(db, snapshot_id, limit, offset),
     };
     let rows = state.client.query(&sql).fetch_all::<UsageRow>().await?;
     let items = rows
@@ -237,14 +198,6 @@ pub(crate) struct HistogramParams {
     /// size (default), mtime or atime.
     #[serde(default)]
     of: HistogramOf,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct BucketRow {
-    bucket: u8,
-    files: u64,
-    bytes: u64,
-    allocated: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -297,7 +250,7 @@ pub(crate) async fn histograms(
     let snapshot_id = snapshot.snapshot_id;
     let of = p.of.word();
     access.check_all("a histogram")?;
-    let sql = query::histogram(&state.database, snapshot_id, of);
+    let sql = query::reports::histogram(&state.database, snapshot_id, p.of);
     let rows = state.client.query(&sql).fetch_all::<BucketRow>().await?;
     let buckets = rows
         .into_iter()
@@ -360,7 +313,6 @@ pub(crate) async fn stale(
     } else {
         page(p.limit, p.offset)?
     };
-    let column = p.by.column();
     let days = p.days.unwrap_or(180);
     if days > 36_500 {
         return Err(ApiError::BadRequest(format!(
@@ -369,14 +321,14 @@ pub(crate) async fn stale(
     }
     let AtDirectory { snapshot, dir, .. } = at;
     let cutoff = snapshot.started_at_ns - i64::from(days) * NS_PER_DAY;
-    let condition = format!(
-        "kind = 'file' AND {column} < {cutoff} AND size >= {} AND {}",
-        p.min_size.unwrap_or(0),
-        subtree(&dir)
-    );
+    let filter = EntryFilter::default()
+        .files()
+        .before(Time::from(p.by), cutoff)
+        .min_size(p.min_size.unwrap_or(0))
+        .under(&dir);
     if csv {
         let name = format!("stale-snapshot{}-{days}d.csv", snapshot.snapshot_id);
-        let body = stale_csv(state, snapshot.snapshot_id, condition, limit, offset);
+        let body = stale_csv(state, snapshot.snapshot_id, filter, limit, offset);
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
@@ -389,11 +341,11 @@ pub(crate) async fn stale(
         )
             .into_response());
     }
-    let sql = entries_sql(
+    let sql = query::entries::list(
         &state.database,
         snapshot.snapshot_id,
-        &condition,
-        "size DESC, path ASC",
+        &filter,
+        EntryOrder::Largest,
         limit,
         offset,
     );
@@ -407,28 +359,11 @@ pub(crate) async fn stale(
     .into_response())
 }
 
-/// One row of a CSV download.
-#[derive(Debug, Row, Deserialize)]
-struct CsvRow {
-    #[serde(with = "serde_bytes")]
-    parent_path: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    name: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    path: Vec<u8>,
-    size: u64,
-    allocated: u64,
-    uid: u32,
-    gid: u32,
-    mtime_ns: i64,
-    atime_ns: i64,
-}
-
 /// The header of a CSV download. `path` is text (bytes that are not UTF-8 become U+FFFD);
 /// `path_b64` holds the raw bytes in base64 for such paths, and is empty otherwise.
 const CSV_HEADER: &str = "path,size,allocated,user,group,uid,gid,mtime_ns,atime_ns,path_b64\n";
 
-/// Every entry matching `condition`, skipping `offset` and stopping after `limit`, as CSV in
+/// Every entry `filter` selects, skipping `offset` and stopping after `limit`, as CSV in
 /// key order: pages of [`CSV_PAGE_ROWS`], each starting after the last key of the one before.
 /// A failed page aborts the body, so a client sees a cut transfer, never a short file that
 /// looks whole. On a current ClickHouse each page reads only its own rows (the order is the
@@ -436,7 +371,7 @@ const CSV_HEADER: &str = "path,size,allocated,user,group,uid,gid,mtime_ns,atime_
 fn stale_csv(
     state: AppState,
     snapshot_id: u64,
-    condition: String,
+    filter: EntryFilter,
     limit: u64,
     offset: u64,
 ) -> axum::body::Body {
@@ -448,15 +383,15 @@ fn stale_csv(
         while left > 0 {
             let page_rows = left.min(CSV_PAGE_ROWS);
             let skip = if after.is_none() { offset } else { 0 };
-            let sql = query::entries_page_after(
+            let sql = query::entries::page_after(
                 db,
                 snapshot_id,
-                &condition,
+                &filter,
                 after.as_ref().map(|(p, n)| (p.as_slice(), n.as_slice())),
                 page_rows,
                 skip,
             );
-            let page = match state.client.query(&sql).fetch_all::<CsvRow>().await {
+            let page = match state.client.query(&sql).fetch_all::<DownloadRow>().await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(snapshot_id, "CSV download failed: {e}");

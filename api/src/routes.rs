@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::query;
+use crate::query::snapshots::Committed;
 use crate::resource::Routes;
 use crate::{ApiError, AppState};
 
@@ -65,13 +66,13 @@ struct Health {
 async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<Health>) {
     let version = state
         .client
-        .query("SELECT version()")
+        .query(query::version())
         .fetch_one::<String>()
         .await;
     let tables = match &version {
         Ok(_) => state
             .client
-            .query(&query::count_committed_snapshots(&state.database, None))
+            .query(&query::snapshots::count(&state.database, Committed::All))
             .fetch_one::<u64>()
             .await
             .map(|_| ()),

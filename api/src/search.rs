@@ -7,14 +7,13 @@ use axum::extract::{Query, State};
 use serde::Deserialize;
 
 use storage_tracker_proto::calendar::days_from_civil;
-use storage_tracker_proto::ddl::Database;
-use storage_tracker_proto::reports::extension_sql;
-use storage_tracker_proto::sql::{quote_bytes, subtree};
 
 use crate::extract::AtDirectory;
-use crate::listing::{Listing, entries_sql, listed};
+use crate::listing::{Listing, listed};
 use crate::params::{MatchKind, SearchField, page, query_params};
 use crate::pattern::{NamePattern, refuse_nul};
+use crate::query::entries::{EntryFilter, EntryOrder, Time, Who};
+use crate::query::{self, Principal};
 use crate::reports::NS_PER_DAY;
 use crate::{ApiError, AppState};
 
@@ -81,23 +80,6 @@ fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// The condition for an owner or group given by name or number.
-fn principal_condition(
-    db: &Database,
-    snapshot_id: u64,
-    column: &str,
-    kind: &str,
-    who: &str,
-) -> String {
-    match who.parse::<u32>() {
-        Ok(id) => format!("{column} = {id}"),
-        Err(_) => format!(
-            "{column} IN (SELECT id FROM {db}.principals WHERE snapshot_id = {snapshot_id} AND kind = '{kind}' AND name = {})",
-            quote_bytes(who.as_bytes())
-        ),
-    }
-}
-
 /// `GET /api/v1/snapshots/{id}/search?q=…&match=substring|glob|regex&field=name|path&…`:
 /// entries matching every filter given, largest first.
 pub(crate) async fn search(
@@ -107,11 +89,10 @@ pub(crate) async fn search(
 ) -> Result<Json<Listing>, ApiError> {
     let p = query_params(q)?;
     let (limit, offset) = page(p.limit, p.offset)?;
-    let field = p.field.word();
-    let mut conditions = Vec::new();
+    let mut filter = EntryFilter::default();
     if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
         let pattern = NamePattern::new(p.how, text, p.ignore_case.unwrap_or(false))?;
-        conditions.push(pattern.condition(field));
+        filter = filter.matching(pattern, p.field);
     }
     for (name, value) in [
         ("user", &p.user),
@@ -123,50 +104,46 @@ pub(crate) async fn search(
         }
     }
     if let Some(min) = p.min_size {
-        conditions.push(format!("size >= {min}"));
+        filter = filter.min_size(min);
     }
     if let Some(max) = p.max_size {
-        conditions.push(format!("size <= {max}"));
+        filter = filter.max_size(max);
     }
-    for (name, value, column, op) in [
-        ("mtime_before", &p.mtime_before, "mtime_ns", "<"),
-        ("mtime_after", &p.mtime_after, "mtime_ns", ">="),
-        ("atime_before", &p.atime_before, "atime_ns", "<"),
-        ("atime_after", &p.atime_after, "atime_ns", ">="),
+    for (name, value, time, before) in [
+        ("mtime_before", &p.mtime_before, Time::Mtime, true),
+        ("mtime_after", &p.mtime_after, Time::Mtime, false),
+        ("atime_before", &p.atime_before, Time::Atime, true),
+        ("atime_after", &p.atime_after, Time::Atime, false),
     ] {
         if let Some(v) = value {
-            conditions.push(format!("{column} {op} {}", date_ns(name, v)?));
+            let ns = date_ns(name, v)?;
+            filter = if before {
+                filter.before(time, ns)
+            } else {
+                filter.after(time, ns)
+            };
         }
     }
-    let AtDirectory { snapshot, dir, .. } = at;
-    let db = &state.database;
-    let snapshot_id = snapshot.snapshot_id;
     if let Some(who) = &p.user {
-        conditions.push(principal_condition(db, snapshot_id, "uid", "user", who));
+        filter = filter.owned_by(Principal::User, Who::parse(who));
     }
     if let Some(who) = &p.group {
-        conditions.push(principal_condition(db, snapshot_id, "gid", "group", who));
+        filter = filter.owned_by(Principal::Group, Who::parse(who));
     }
-    if let Some(ext) = &p.extension {
-        conditions.push(format!(
-            "kind = 'file' AND {} = {}",
-            extension_sql("name"),
-            quote_bytes(ext.to_ascii_lowercase().as_bytes())
-        ));
+    if let Some(extension) = &p.extension {
+        filter = filter.of_type(extension);
     }
+    let AtDirectory { snapshot, dir, .. } = at;
+    let snapshot_id = snapshot.snapshot_id;
+    // The whole snapshot needs no condition on the path.
     if dir != snapshot.root_path {
-        conditions.push(subtree(&dir));
+        filter = filter.under(&dir);
     }
-    let condition = if conditions.is_empty() {
-        "1".to_owned()
-    } else {
-        conditions.join(" AND ")
-    };
-    let sql = entries_sql(
-        db,
+    let sql = query::entries::list(
+        &state.database,
         snapshot_id,
-        &condition,
-        "size DESC, path ASC",
+        &filter,
+        EntryOrder::Largest,
         limit,
         offset,
     );

@@ -11,7 +11,9 @@ use crate::extract::{AtDirectory, InSnapshot};
 use crate::listing::{Child, name_owners};
 use crate::params::{ChildSort, Order, Page, query_params};
 use crate::paths::Text;
-use crate::query::{self, ChildRow, DirTotalsRow, SnapshotRow};
+use crate::query;
+use crate::query::snapshots::{Committed, SnapshotRow};
+use crate::query::tree::{ChildRow, DirTotalsRow};
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -84,18 +86,18 @@ async fn list_snapshots(
 ) -> Result<Json<SnapshotList>, ApiError> {
     let (limit, offset) = query_params(page)?.checked()?;
     let db = &state.database;
-    let prefixes = match &access {
-        Scope::All => None,
-        Scope::Prefixes(p) => Some(p.as_slice()),
+    let which = match &access {
+        Scope::All => Committed::All,
+        Scope::Prefixes(p) => Committed::Covering(p),
     };
     let total = state
         .client
-        .query(&query::count_committed_snapshots(db, prefixes))
+        .query(&query::snapshots::count(db, which))
         .fetch_one::<u64>()
         .await?;
     let rows = state
         .client
-        .query(&query::committed_snapshots(db, prefixes, limit, offset))
+        .query(&query::snapshots::newest_first(db, which, limit, offset))
         .fetch_all::<SnapshotRow>()
         .await?;
     Ok(Json(SnapshotList {
@@ -123,7 +125,7 @@ async fn shown_snapshots(
         })
         .collect();
     let keys: Vec<(u64, &[u8])> = tops.iter().map(|(id, t)| (*id, t.as_slice())).collect();
-    let totals = match query::dir_totals(&state.database, &keys) {
+    let totals = match query::tree::dir_totals(&state.database, &keys) {
         Some(sql) => state.client.query(&sql).fetch_all::<DirTotalsRow>().await?,
         None => Vec::new(),
     };
@@ -218,12 +220,12 @@ async fn children(
     let db = &state.database;
     let total = state
         .client
-        .query(&query::count_children(db, snapshot_id, &dir))
+        .query(&query::tree::count_children(db, snapshot_id, &dir))
         .fetch_one::<u64>()
         .await?;
     let rows = state
         .client
-        .query(&query::children(
+        .query(&query::tree::children(
             db,
             snapshot_id,
             &dir,

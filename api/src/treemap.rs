@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
 use storage_tracker_proto::entry::split_path;
@@ -16,6 +15,7 @@ use crate::listing::OwnerNames;
 use crate::params::{AreaBy, query_params};
 use crate::paths::Text;
 use crate::query;
+use crate::query::treemap::{TileRow, TotalRow};
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -32,30 +32,6 @@ pub(crate) struct TreemapParams {
     /// bytes (default) or files: what the areas are.
     #[serde(default)]
     size: AreaBy,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct TileRow {
-    #[serde(with = "serde_bytes")]
-    parent_path: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    name: Vec<u8>,
-    kind: String,
-    bytes: u64,
-    files: u64,
-    uid: u32,
-    newest_mtime_ns: i64,
-    /// The entry's own size (a directory's inode size).
-    size: u64,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct TotalRow {
-    #[serde(with = "serde_bytes")]
-    parent_path: Vec<u8>,
-    children: u64,
-    bytes: u64,
-    files: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,17 +103,17 @@ pub(crate) async fn treemap(
     } = at;
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
-    let (parent, name) = split_path(&dir);
+    let (_, name) = split_path(&dir);
     let base_depth = top.depth;
     let rows: Vec<TileRow> = state
         .client
-        .query(&query::treemap_tiles(
+        .query(&query::treemap::tiles(
             db,
             snapshot_id,
             &dir,
             base_depth,
             depth,
-            size,
+            p.size,
             max_children,
         ))
         .fetch_all()
@@ -145,7 +121,7 @@ pub(crate) async fn treemap(
     // Its tiles' bytes add up to a directory's recursive bytes less its own size.
     let totals: Vec<TotalRow> = state
         .client
-        .query(&query::treemap_totals(
+        .query(&query::treemap::totals(
             db,
             snapshot_id,
             &dir,
@@ -156,7 +132,7 @@ pub(crate) async fn treemap(
         .await?;
     let top_size: u64 = state
         .client
-        .query(&query::entry_size(db, snapshot_id, parent, name))
+        .query(&query::entries::entry_size(db, snapshot_id, &dir))
         .fetch_optional::<u64>()
         .await?
         .unwrap_or(0);

@@ -1,0 +1,387 @@
+//! Which entries of a snapshot a list reads ([`EntryFilter`]), a page of them in an
+//! [`EntryOrder`] as list rows, the pages of a download after a key, an entry's own size, and
+//! the ncdu export. A search pattern's condition ([`NamePattern::condition`]) is written here.
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::entry::split_path;
+use storage_tracker_proto::reports::extension_sql;
+use storage_tracker_proto::sql::{quote_bytes, subtree};
+
+use super::{Principal, at_key};
+use crate::params::{MatchKind, SearchField, StaleBy};
+use crate::pattern::{NamePattern, glob_to_like};
+
+/// The time columns a filter compares, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Time {
+    Mtime,
+    Atime,
+}
+
+impl Time {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Mtime => "mtime_ns",
+            Self::Atime => "atime_ns",
+        }
+    }
+}
+
+impl From<StaleBy> for Time {
+    fn from(by: StaleBy) -> Self {
+        match by {
+            StaleBy::Atime => Self::Atime,
+            StaleBy::Mtime => Self::Mtime,
+        }
+    }
+}
+
+/// A user or group as a request names it: by number, or by a name the snapshot resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    Id(u32),
+    Name(String),
+}
+
+impl Who {
+    /// A number is an id; anything else a name.
+    pub fn parse(text: &str) -> Self {
+        match text.parse::<u32>() {
+            Ok(id) => Self::Id(id),
+            Err(_) => Self::Name(text.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// Strictly before.
+    Before,
+    /// At or after.
+    After,
+}
+
+/// Which entries of a snapshot: every condition given must hold (no condition: every entry),
+/// in the order given. Built from what a request asked; each kind of condition is rendered in
+/// one place, [`EntryFilter::condition`].
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter(Vec<Condition>);
+
+#[derive(Debug, Clone)]
+enum Condition {
+    Files,
+    Pattern(NamePattern, SearchField),
+    MinSize(u64),
+    MaxSize(u64),
+    Time(Time, Bound, i64),
+    Owner(Principal, Who),
+    /// A file type, lowercased as `type_usage` stores it.
+    Type(String),
+    Under(Vec<u8>),
+    At(Vec<Vec<u8>>),
+}
+
+impl EntryFilter {
+    fn and(mut self, condition: Condition) -> Self {
+        self.0.push(condition);
+        self
+    }
+
+    /// Regular files only.
+    pub fn files(self) -> Self {
+        self.and(Condition::Files)
+    }
+
+    /// Whose name or path (`field`) matches `pattern`.
+    pub fn matching(self, pattern: NamePattern, field: SearchField) -> Self {
+        self.and(Condition::Pattern(pattern, field))
+    }
+
+    /// At least `bytes` large.
+    pub fn min_size(self, bytes: u64) -> Self {
+        self.and(Condition::MinSize(bytes))
+    }
+
+    /// At most `bytes` large.
+    pub fn max_size(self, bytes: u64) -> Self {
+        self.and(Condition::MaxSize(bytes))
+    }
+
+    /// Whose `time` is before `ns`.
+    pub fn before(self, time: Time, ns: i64) -> Self {
+        self.and(Condition::Time(time, Bound::Before, ns))
+    }
+
+    /// Whose `time` is at or after `ns`.
+    pub fn after(self, time: Time, ns: i64) -> Self {
+        self.and(Condition::Time(time, Bound::After, ns))
+    }
+
+    /// Owned by this user, or of this group.
+    pub fn owned_by(self, principal: Principal, who: Who) -> Self {
+        self.and(Condition::Owner(principal, who))
+    }
+
+    /// Regular files of this type: the extension, without the dot, in any case.
+    pub fn of_type(self, extension: &str) -> Self {
+        self.and(Condition::Type(extension.to_ascii_lowercase()))
+    }
+
+    /// At `dir` or below it.
+    pub fn under(self, dir: &[u8]) -> Self {
+        self.and(Condition::Under(dir.to_vec()))
+    }
+
+    /// At one of `paths`.
+    pub fn at(self, paths: &[Vec<u8>]) -> Self {
+        self.and(Condition::At(paths.to_vec()))
+    }
+
+    /// The condition on `entries` of snapshot `snapshot_id` (owner names are looked up in its
+    /// `principals`).
+    fn condition(&self, db: &Database, snapshot_id: u64) -> String {
+        if self.0.is_empty() {
+            return "1".to_owned();
+        }
+        let all: Vec<String> = self
+            .0
+            .iter()
+            .map(|condition| match condition {
+                Condition::Files => "kind = 'file'".to_owned(),
+                Condition::Pattern(pattern, field) => pattern.condition(match field {
+                    SearchField::Name => "name",
+                    SearchField::Path => "path",
+                }),
+                Condition::MinSize(min) => format!("size >= {min}"),
+                Condition::MaxSize(max) => format!("size <= {max}"),
+                Condition::Time(time, bound, ns) => {
+                    let op = match bound {
+                        Bound::Before => "<",
+                        Bound::After => ">=",
+                    };
+                    format!("{} {op} {ns}", time.column())
+                }
+                Condition::Owner(principal, Who::Id(id)) => {
+                    format!("{} = {id}", principal.id_column())
+                }
+                Condition::Owner(principal, Who::Name(name)) => format!(
+                    "{} IN (SELECT id FROM {db}.principals WHERE snapshot_id = {snapshot_id} AND kind = {} AND name = {})",
+                    principal.id_column(),
+                    principal.literal(),
+                    quote_bytes(name.as_bytes())
+                ),
+                Condition::Type(extension) => format!(
+                    "kind = 'file' AND {} = {}",
+                    extension_sql("name"),
+                    quote_bytes(extension.as_bytes())
+                ),
+                Condition::Under(dir) => subtree(dir),
+                Condition::At(paths) => {
+                    let keys: Vec<String> = paths
+                        .iter()
+                        .map(|p| {
+                            let (parent, name) = split_path(p);
+                            format!("({}, {})", quote_bytes(parent), quote_bytes(name))
+                        })
+                        .collect();
+                    format!("(parent_path, name) IN ({})", keys.join(", "))
+                }
+            })
+            .collect();
+        all.join(" AND ")
+    }
+}
+
+impl NamePattern {
+    /// The condition on `column` (`name` or `path`). Without regard to case both sides are
+    /// lowercased (see [`crate::pattern`]).
+    pub fn condition(&self, column: &str) -> String {
+        let (kind, text, ignore_case) = self.matched();
+        let haystack = if ignore_case {
+            format!("lowerUTF8({column})")
+        } else {
+            column.to_owned()
+        };
+        match kind {
+            MatchKind::Substring => {
+                format!("position({haystack}, {}) > 0", quote_bytes(text.as_bytes()))
+            }
+            MatchKind::Glob => format!(
+                "{haystack} LIKE {}",
+                quote_bytes(&glob_to_like(text.as_bytes()))
+            ),
+            MatchKind::Regex => {
+                let flag = if ignore_case { "(?i)" } else { "" };
+                format!(
+                    "match({haystack}, {})",
+                    quote_bytes(format!("{flag}{text}").as_bytes())
+                )
+            }
+        }
+    }
+}
+
+/// The order of a page of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryOrder {
+    /// Largest first, ties by path.
+    Largest,
+    /// By path.
+    Path,
+}
+
+impl EntryOrder {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Largest => "size DESC, path ASC",
+            Self::Path => "path",
+        }
+    }
+}
+
+/// A page of the entries `filter` selects, as [`super::tree::ChildRow`]s with their own sizes
+/// (a list gives its directories their trees' totals after, by key).
+pub fn list(
+    db: &Database,
+    snapshot_id: u64,
+    filter: &EntryFilter,
+    order: EntryOrder,
+    limit: u64,
+    offset: u64,
+) -> String {
+    format!(
+        "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
+    size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
+    toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns, atime_ns AS tree_max_atime_ns
+FROM {db}.entries
+WHERE snapshot_id = {snapshot_id} AND {}
+ORDER BY {}
+LIMIT {limit} OFFSET {offset}",
+        filter.condition(db, snapshot_id),
+        order.sql()
+    )
+}
+
+/// One row of a download: an entry's key, path, sizes, owners and times.
+#[derive(Debug, Row, Deserialize)]
+pub struct DownloadRow {
+    #[serde(with = "serde_bytes")]
+    pub parent_path: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    pub size: u64,
+    pub allocated: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub atime_ns: i64,
+}
+
+/// A page of the entries `filter` selects in key order, after the key `after` (the last of the
+/// page before), as [`DownloadRow`]s: what a streamed download reads, page by page.
+pub fn page_after(
+    db: &Database,
+    snapshot_id: u64,
+    filter: &EntryFilter,
+    after: Option<(&[u8], &[u8])>,
+    rows: u64,
+    skip: u64,
+) -> String {
+    let keyset = after.map_or(String::new(), |(parent, name)| {
+        let parent = quote_bytes(parent);
+        format!(
+            " AND parent_path >= {parent} AND (parent_path > {parent} OR name > {})",
+            quote_bytes(name)
+        )
+    });
+    format!(
+        "SELECT parent_path, name, path, size, allocated, uid, gid, mtime_ns, atime_ns
+FROM {db}.entries
+WHERE snapshot_id = {snapshot_id} AND {}{keyset}
+ORDER BY snapshot_id, parent_path, name
+LIMIT {rows} OFFSET {skip}",
+        filter.condition(db, snapshot_id)
+    )
+}
+
+/// The own size of the entry at `path`.
+pub fn entry_size(db: &Database, snapshot_id: u64, path: &[u8]) -> String {
+    let (parent, name) = split_path(path);
+    format!(
+        "SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND {}",
+        at_key(parent, name)
+    )
+}
+
+/// The ncdu export of `dir` and everything below it, as
+/// [`storage_tracker_proto::ncdu::NcduEntry`] rows in the order its writer needs (written in
+/// `proto`, since `storage-aggregator export-ncdu` runs it too).
+pub fn ncdu_export(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
+    storage_tracker_proto::ncdu::export_sql(db, snapshot_id, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Database {
+        Database::new("db").unwrap()
+    }
+
+    #[test]
+    fn an_empty_filter_selects_every_entry() {
+        assert_eq!(EntryFilter::default().condition(&db(), 1), "1");
+    }
+
+    #[test]
+    fn a_filter_renders_its_conditions_in_the_order_given() {
+        let pattern = NamePattern::new(MatchKind::Glob, "*.TXT", true).unwrap();
+        let filter = EntryFilter::default()
+            .matching(pattern, SearchField::Path)
+            .min_size(2)
+            .max_size(9)
+            .before(Time::Mtime, -3)
+            .after(Time::Atime, 5)
+            .owned_by(Principal::User, Who::parse("o'neil"))
+            .owned_by(Principal::Group, Who::parse("7"))
+            .of_type("TXT")
+            .under(b"/a");
+        assert_eq!(
+            filter.condition(&db(), 4),
+            format!(
+                "lowerUTF8(path) LIKE '%.txt' AND size >= 2 AND size <= 9 AND mtime_ns < -3 \
+                 AND atime_ns >= 5 AND uid IN (SELECT id FROM db.principals WHERE snapshot_id = 4 \
+                 AND kind = 'user' AND name = 'o\\'neil') AND gid = 7 AND kind = 'file' AND {} = 'txt' \
+                 AND {}",
+                extension_sql("name"),
+                subtree(b"/a")
+            )
+        );
+    }
+
+    #[test]
+    fn paths_are_looked_up_by_key() {
+        let filter = EntryFilter::default().at(&[b"/a/b".to_vec(), b"/c".to_vec()]);
+        assert_eq!(
+            filter.condition(&db(), 1),
+            "(parent_path, name) IN (('/a', 'b'), ('/', 'c'))"
+        );
+        let sql = list(&db(), 3, &filter, EntryOrder::Path, 2, 0);
+        assert!(sql.contains("WHERE snapshot_id = 3 AND (parent_path, name) IN"));
+        assert!(sql.ends_with("ORDER BY path\nLIMIT 2 OFFSET 0"), "{sql}");
+    }
+
+    #[test]
+    fn a_download_page_starts_after_the_last_key() {
+        let filter = EntryFilter::default().files();
+        let sql = page_after(&db(), 3, &filter, Some((b"/a", b"x")), 10, 0);
+        assert!(sql.contains(
+            "WHERE snapshot_id = 3 AND kind = 'file' AND parent_path >= '/a' AND (parent_path > '/a' OR name > 'x')"
+        ));
+    }
+}

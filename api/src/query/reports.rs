@@ -1,0 +1,103 @@
+//! Statements on the per-snapshot reports: usage by owner and by type, the histograms, and the
+//! names of a page's uids and gids.
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::sql::quote_str;
+
+use super::Principal;
+use crate::params::HistogramOf;
+
+/// A user or group name of a snapshot.
+#[derive(Debug, Row, Deserialize)]
+pub struct PrincipalRow {
+    /// 1 user, 2 group.
+    pub kind: i8,
+    pub id: u32,
+    pub name: String,
+}
+
+/// Names of the given uids and gids as [`PrincipalRow`]s (numbers only: nothing from the
+/// request is spliced).
+pub fn principals(db: &Database, snapshot_id: u64, uids: &[u32], gids: &[u32]) -> String {
+    let list = |ids: &[u32]| {
+        if ids.is_empty() {
+            "0".to_owned()
+        } else {
+            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    format!(
+        "SELECT kind, id, name FROM {db}.principals WHERE snapshot_id = {snapshot_id} \
+         AND ((kind = 'user' AND id IN ({})) OR (kind = 'group' AND id IN ({})))",
+        list(uids),
+        list(gids)
+    )
+}
+
+/// Usage per owner, group or file type: the key (a type) or the id and name (an owner).
+#[derive(Debug, Row, Deserialize)]
+pub struct UsageRow {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub id: u32,
+    pub name: String,
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub allocated: u64,
+}
+
+/// Usage per user or per group, largest first, as [`UsageRow`]s.
+pub fn owner_usage(
+    db: &Database,
+    snapshot_id: u64,
+    principal: Principal,
+    limit: u64,
+    offset: u64,
+) -> String {
+    let principal = principal.literal();
+    format!(
+        "SELECT '' AS key, id, name, entries, files, bytes, allocated
+FROM
+(
+    SELECT id, sum(entries) AS entries, sum(files) AS files, sum(bytes) AS bytes, sum(allocated) AS allocated
+    FROM {db}.owner_usage WHERE snapshot_id = {snapshot_id} AND principal = {principal} GROUP BY id
+) AS u
+ANY LEFT JOIN
+(
+    SELECT id, name FROM {db}.principals WHERE snapshot_id = {snapshot_id} AND kind = {principal}
+) AS n USING id
+ORDER BY bytes DESC, id ASC
+LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+/// Usage per file type, largest first, as [`UsageRow`]s.
+pub fn type_usage(db: &Database, snapshot_id: u64, limit: u64, offset: u64) -> String {
+    format!(
+        "SELECT extension AS key, toUInt32(0) AS id, '' AS name, files AS entries, files, bytes, allocated
+FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}
+ORDER BY bytes DESC, key ASC
+LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+/// One bucket of a histogram.
+#[derive(Debug, Row, Deserialize)]
+pub struct BucketRow {
+    pub bucket: u8,
+    pub files: u64,
+    pub bytes: u64,
+    pub allocated: u64,
+}
+
+/// The buckets of one histogram as [`BucketRow`]s.
+pub fn histogram(db: &Database, snapshot_id: u64, of: HistogramOf) -> String {
+    format!(
+        "SELECT bucket, files, bytes, allocated FROM {db}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = {} ORDER BY bucket",
+        quote_str(of.word())
+    )
+}
