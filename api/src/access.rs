@@ -137,12 +137,32 @@ pub struct Access {
     grants: Vec<Grant>,
 }
 
+/// A line of the token configuration that cannot be used, with its source and line number.
 #[derive(Debug, thiserror::Error)]
 #[error("{source_name}, line {line}: {problem}")]
 pub struct ConfigError {
     source_name: String,
     line: usize,
-    problem: String,
+    problem: ConfigProblem,
+}
+
+/// What is wrong with a line of the token configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("expected: NAME TOKEN SCOPE...")]
+    NotNameTokenScope,
+    #[error(
+        "the token of {name} is shorter than {MIN_TOKEN_CHARS} characters; make one with `openssl rand -hex 24`"
+    )]
+    ShortToken { name: String },
+    #[error("{name} has no scope: give * or path prefixes")]
+    NoScope { name: String },
+    #[error("{prefix:?} is not an absolute directory without a trailing '/' (or * alone)")]
+    BadPrefix { prefix: String },
+    #[error("the token of {name} is given twice")]
+    TokenTwice { name: String },
+    #[error("the name {name} is given twice; logs and /api/v1/access tell tokens apart by it")]
+    NameTwice { name: String },
 }
 
 impl Access {
@@ -166,7 +186,7 @@ impl Access {
     pub fn add(&mut self, text: &str, source_name: &str) -> Result<(), ConfigError> {
         let grants = &mut self.grants;
         for (i, line) in text.lines().enumerate() {
-            let err = |problem: String| ConfigError {
+            let err = |problem: ConfigProblem| ConfigError {
                 source_name: source_name.to_owned(),
                 line: i + 1,
                 problem,
@@ -177,16 +197,20 @@ impl Access {
             }
             let mut words = line.split_whitespace();
             let (Some(name), Some(token)) = (words.next(), words.next()) else {
-                return Err(err("expected: NAME TOKEN SCOPE...".into()));
+                return Err(err(ConfigProblem::NotNameTokenScope));
             };
             if token.chars().count() < MIN_TOKEN_CHARS {
-                return Err(err(format!(
-                    "the token of {name} is shorter than {MIN_TOKEN_CHARS} characters; make one with `openssl rand -hex 24`"
-                )));
+                return Err(err(ConfigProblem::ShortToken {
+                    name: name.to_owned(),
+                }));
             }
             let scopes: Vec<&str> = words.collect();
             let scope = match scopes.as_slice() {
-                [] => return Err(err(format!("{name} has no scope: give * or path prefixes"))),
+                [] => {
+                    return Err(err(ConfigProblem::NoScope {
+                        name: name.to_owned(),
+                    }));
+                }
                 ["*"] => Scope::All,
                 prefixes => {
                     let mut out = Vec::new();
@@ -197,9 +221,9 @@ impl Access {
                                 .split('/')
                                 .any(|c| c.is_empty() || c == "." || c == "..");
                         if !valid || *p == "*" {
-                            return Err(err(format!(
-                                "{p:?} is not an absolute directory without a trailing '/' (or * alone)"
-                            )));
+                            return Err(err(ConfigProblem::BadPrefix {
+                                prefix: (*p).to_owned(),
+                            }));
                         }
                         out.push(p.as_bytes().to_vec());
                     }
@@ -207,12 +231,14 @@ impl Access {
                 }
             };
             if grants.iter().any(|g: &Grant| g.token == token) {
-                return Err(err(format!("the token of {name} is given twice")));
+                return Err(err(ConfigProblem::TokenTwice {
+                    name: name.to_owned(),
+                }));
             }
             if grants.iter().any(|g: &Grant| g.name == name) {
-                return Err(err(format!(
-                    "the name {name} is given twice; logs and /api/v1/access tell tokens apart by it"
-                )));
+                return Err(err(ConfigProblem::NameTwice {
+                    name: name.to_owned(),
+                }));
             }
             grants.push(Grant {
                 name: name.to_owned(),

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use storage_tracker_proto::ncdu::{CONTENT_TYPE, NcduEntry, NcduWriter};
+use storage_tracker_proto::ncdu::{CONTENT_TYPE, NcduEntry, NcduError, NcduWriter};
 
 use crate::extract::AtDirectory;
 use crate::query;
@@ -59,7 +59,6 @@ pub(crate) async fn ncdu(
             .collect::<String>()
     );
     let body = crate::stream::spawned_body(move |tx| async move {
-        let fail = |e: String| std::io::Error::other(e);
         let mut writer = match NcduWriter::new(
             Vec::with_capacity(SEND_BYTES * 2),
             &dir,
@@ -68,7 +67,7 @@ pub(crate) async fn ncdu(
         ) {
             Ok(w) => w,
             Err(e) => {
-                let _ = tx.send(Err(e)).await;
+                let _ = tx.send(Err(NcduError::from(e).into())).await;
                 return;
             }
         };
@@ -78,12 +77,12 @@ pub(crate) async fn ncdu(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(snapshot_id, "ncdu export failed: {e}");
-                    let _ = tx.send(Err(fail(e.to_string()))).await;
+                    let _ = tx.send(Err(e.into())).await;
                     return;
                 }
             };
             if let Err(e) = writer.push(&row) {
-                let _ = tx.send(Err(fail(e.to_string()))).await;
+                let _ = tx.send(Err(e.into())).await;
                 return;
             }
             if writer.output().len() >= SEND_BYTES {
@@ -98,7 +97,7 @@ pub(crate) async fn ncdu(
                 let _ = tx.send(Ok(rest.into())).await;
             }
             Err(e) => {
-                let _ = tx.send(Err(fail(e.to_string()))).await;
+                let _ = tx.send(Err(e.into())).await;
             }
         }
     });

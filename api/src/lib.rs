@@ -26,7 +26,8 @@
 //!   - [`query::growth`]: a directory's history, growth per child and per owner;
 //!   - [`query::treemap`]: a treemap's tiles and totals.
 //! - [`listing`]: lists of entries as every list route answers them; [`stream`]: bodies
-//!   streamed from a task; [`error`]: the one error type and how it answers.
+//!   streamed from a task, and why one is cut short; [`error`]: the one error type and how it
+//!   answers.
 //! - [`ui`]: the built web UI, served from memory.
 
 pub mod access;

@@ -395,7 +395,7 @@ fn stale_csv(
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(snapshot_id, "CSV download failed: {e}");
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    let _ = tx.send(Err(e.into())).await;
                     return;
                 }
             };
@@ -409,7 +409,7 @@ fn stale_csv(
             {
                 Ok(n) => n,
                 Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    let _ = tx.send(Err(e.into())).await;
                     return;
                 }
             };

@@ -7,7 +7,18 @@ use axum::body::Bytes;
 use tokio::sync::mpsc::Sender;
 
 /// What a producer sends: a piece of the body, or the error that cuts it short.
-pub type Piece = Result<Bytes, std::io::Error>;
+pub type Piece = Result<Bytes, CutShort>;
+
+/// Why a streamed body stopped short (the client sees a cut transfer; the reason is for logs).
+#[derive(Debug, thiserror::Error)]
+pub enum CutShort {
+    #[error("reading the rows from ClickHouse: {0}")]
+    Database(#[from] clickhouse::error::Error),
+    #[error("looking up what the rows need: {0}")]
+    Lookup(#[from] crate::ApiError),
+    #[error("writing the ncdu export: {0}")]
+    Export(#[from] storage_tracker_proto::ncdu::NcduError),
+}
 
 /// A body fed by `produce`, run on a task of its own with a few pieces of buffer. An `Err`
 /// aborts the body: the client sees a broken transfer (curl: exit 18, a browser: a failed

@@ -79,9 +79,20 @@ pub enum NcduError {
     #[error("writing the export: {0}")]
     Io(#[from] io::Error),
     #[error("the export is not a tree: {0}")]
-    Order(String),
+    Order(NotATree),
     #[error("{0}")]
     NoDirectory(String),
+}
+
+/// How the rows of an export failed to be a tree below its root (paths shown lossily).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotATree {
+    #[error("the first entry must be the directory {root}, got {got}")]
+    FirstNotRoot { root: String, got: String },
+    #[error("{path} is not below {root}")]
+    NotBelow { path: String, root: String },
+    #[error("no directory {root} in the snapshot")]
+    Empty { root: String },
 }
 
 /// Writes an export as entries arrive in [`export_sql`] order.
@@ -117,11 +128,10 @@ impl<W: Write> NcduWriter<W> {
         let path = join(&e.parent_path, &e.name);
         if self.entries == 0 {
             if path != self.root || e.kind != "dir" {
-                return Err(NcduError::Order(format!(
-                    "the first entry must be the directory {}, got {}",
-                    String::from_utf8_lossy(&self.root),
-                    String::from_utf8_lossy(&path)
-                )));
+                return Err(NcduError::Order(NotATree::FirstNotRoot {
+                    root: String::from_utf8_lossy(&self.root).into_owned(),
+                    got: String::from_utf8_lossy(&path).into_owned(),
+                }));
             }
             self.out.write_all(b",\n[")?;
             // ncdu names the root by its full path.
@@ -139,11 +149,10 @@ impl<W: Write> NcduWriter<W> {
             self.out.write_all(b"]")?;
         }
         if self.open.is_empty() {
-            return Err(NcduError::Order(format!(
-                "{} is not below {}",
-                String::from_utf8_lossy(&path),
-                String::from_utf8_lossy(&self.root)
-            )));
+            return Err(NcduError::Order(NotATree::NotBelow {
+                path: String::from_utf8_lossy(&path).into_owned(),
+                root: String::from_utf8_lossy(&self.root).into_owned(),
+            }));
         }
         if e.kind == "dir" {
             self.out.write_all(b",\n[")?;
@@ -165,10 +174,9 @@ impl<W: Write> NcduWriter<W> {
     /// Closes every open directory and the document; returns the output and the entry count.
     pub fn finish(mut self) -> Result<(W, u64), NcduError> {
         if self.entries == 0 {
-            return Err(NcduError::Order(format!(
-                "no directory {} in the snapshot",
-                String::from_utf8_lossy(&self.root)
-            )));
+            return Err(NcduError::Order(NotATree::Empty {
+                root: String::from_utf8_lossy(&self.root).into_owned(),
+            }));
         }
         for _ in 0..self.open.len() {
             self.out.write_all(b"]")?;
