@@ -2,7 +2,6 @@
 //! what is malformed is refused with a message that names it, and a snapshot that fails
 //! verification leaves no rows behind.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use serde::Deserialize;

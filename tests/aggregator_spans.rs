@@ -3,7 +3,6 @@
 //! `chunk{rank, seq}` span within it. A test binary of its own, so that its subscriber is the
 //! process's.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::Write;

@@ -2,7 +2,6 @@
 //! once and plainly, nothing is created by a command that only reads, and a file it writes is
 //! whole or absent.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Output};
@@ -14,11 +13,14 @@ use storage_tracker_aggregator::snapshot::{CommitTotals, SnapshotRecord, Transit
 use storage_tracker_proto::v1::BeginSnapshotRequest;
 use support::{TestDatabase, clickhouse_url};
 
-const AGGREGATOR: &str = env!("CARGO_BIN_EXE_storage-aggregator");
+/// The storage-aggregator binary of this build.
+fn aggregator_bin() -> std::path::PathBuf {
+    support::aggregator_binary(support::scanner())
+}
 
 /// The aggregator on `url` and `database`, with `args`.
 fn aggregator(url: &str, database: &str, args: &[&str]) -> Output {
-    Command::new(AGGREGATOR)
+    Command::new(aggregator_bin())
         .args(["--clickhouse-url", url, "--database", database])
         .args(args)
         .env_remove("STORAGE_TRACKER_CONFIG")
@@ -186,7 +188,7 @@ fn error_messages_say_their_cause_once() {
             "nowhere",
         ],
     ] {
-        let o = Command::new(AGGREGATOR).args(args).output().unwrap();
+        let o = Command::new(aggregator_bin()).args(args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains("invalid value"), "{}", stderr(&o));
     }
@@ -197,7 +199,7 @@ fn list_into_a_reader_that_stops_early_is_not_a_panic() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = TestDatabase::new(&rt, "cli_pipe");
     commit_record(&rt, &db, 1, 1_772_582_400);
-    let mut child = Command::new(AGGREGATOR)
+    let mut child = Command::new(aggregator_bin())
         .args([
             "--clickhouse-url",
             &db.url,
