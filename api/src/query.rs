@@ -44,6 +44,15 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Usage by user or by group; `None` for usage by type.
+    pub fn of_usage(by: UsageBy) -> Option<Self> {
+        match by {
+            UsageBy::User => Some(Self::User),
+            UsageBy::Group => Some(Self::Group),
+            UsageBy::Type => None,
+        }
+    }
+
     /// The `Enum8` value of the `principal` and `kind` columns, as a literal.
     fn literal(self) -> String {
         quote_str(match self {
@@ -66,17 +75,6 @@ impl From<OwnerBy> for Principal {
         match by {
             OwnerBy::User => Self::User,
             OwnerBy::Group => Self::Group,
-        }
-    }
-}
-
-impl Principal {
-    /// Usage by user or by group; `None` for usage by type.
-    pub fn of_usage(by: UsageBy) -> Option<Self> {
-        match by {
-            UsageBy::User => Some(Self::User),
-            UsageBy::Group => Some(Self::Group),
-            UsageBy::Type => None,
         }
     }
 }

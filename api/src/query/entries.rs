@@ -66,7 +66,7 @@ enum Bound {
 
 /// Which entries of a snapshot: every condition given must hold (no condition: every entry),
 /// in the order given. Built from what a request asked; each kind of condition is rendered in
-/// one place, [`EntryFilter::condition`].
+/// one place, `EntryFilter::condition`.
 #[derive(Debug, Clone, Default)]
 pub struct EntryFilter(Vec<Condition>);
 

@@ -1,6 +1,6 @@
 //! Directories and their trees' totals: entries joined with the rollups of those that are
-//! directories ([`with_totals`], the one join of `entries` with `dir_rollups`, over one of the
-//! key ranges of [`Rows`]), a directory's children and one entry as list rows, a directory's
+//! directories (`with_totals`, the one join of `entries` with `dir_rollups`, over one of the
+//! key ranges of `Rows`), a directory's children and one entry as list rows, a directory's
 //! rollup, the rollups of a page of directories, and the largest directories.
 
 use clickhouse::Row;
