@@ -256,20 +256,6 @@ impl Store {
         )
     }
 
-    /// Inserts chunks' rows as one INSERT: (rank, seq, rows). Every chunk is checked
-    /// ([`EntryColumns::new`]) before anything is written.
-    pub async fn insert_chunks(
-        &self,
-        snapshot_id: u64,
-        chunks: &[(u32, u64, &RecordBatch)],
-    ) -> Result<(), StoreError> {
-        let chunks = chunks
-            .iter()
-            .map(|&(rank, seq, batch)| Ok((rank, seq, EntryColumns::new(batch)?)))
-            .collect::<Result<Vec<_>, RowError>>()?;
-        self.insert_rows(snapshot_id, &chunks).await
-    }
-
     /// Inserts checked chunks' rows (a [`ValidChunk`]'s columns, say) as one INSERT:
     /// (rank, seq, rows).
     ///
