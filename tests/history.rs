@@ -5,24 +5,11 @@ mod support;
 
 use std::process::Command;
 
-use axum::body::Body;
-use axum::http::Request;
-use tower::ServiceExt;
-
 use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
 
 fn get(rt: &tokio::runtime::Runtime, app: &axum::Router, uri: &str) -> (u16, serde_json::Value) {
-    let response = rt
-        .block_on(
-            app.clone()
-                .oneshot(Request::get(uri).body(Body::empty()).unwrap()),
-        )
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = rt
-        .block_on(axum::body::to_bytes(response.into_body(), 16 << 20))
-        .unwrap();
+    let (status, _, body) = api_get(rt, app, uri, None);
     (status, serde_json::from_slice(&body).unwrap())
 }
 

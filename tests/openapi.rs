@@ -19,11 +19,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use axum::body::Body;
-use axum::http::Request;
 use base64::Engine;
 use serde_json::Value;
-use tower::ServiceExt;
 
 use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
@@ -390,28 +387,7 @@ impl Api<'_> {
     /// GETs `uri` (with `token`), checks the answer, and returns its status and JSON body (null
     /// when not JSON).
     fn get(&self, checker: &mut Checker, uri: &str, token: Option<&str>) -> (u16, Value) {
-        let mut request = Request::get(uri);
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = self
-            .rt
-            .block_on(
-                self.app
-                    .clone()
-                    .oneshot(request.body(Body::empty()).unwrap()),
-            )
-            .unwrap();
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = self
-            .rt
-            .block_on(axum::body::to_bytes(response.into_body(), 64 << 20))
-            .unwrap();
+        let (status, content_type, body) = api_get(self.rt, &self.app, uri, token);
         checker.answer(uri, status, &content_type, &body);
         let json = if content_type == "application/json" {
             serde_json::from_slice(&body).unwrap_or(Value::Null)

@@ -27,29 +27,7 @@ impl Api {
 
     /// The same, with `Authorization: Bearer token`.
     fn raw_as(&self, uri: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
-        let mut request = Request::get(uri);
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = self
-            .rt
-            .block_on(
-                self.app
-                    .clone()
-                    .oneshot(request.body(Body::empty()).unwrap()),
-            )
-            .unwrap();
-        let status = response.status().as_u16();
-        let kind = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = self
-            .rt
-            .block_on(axum::body::to_bytes(response.into_body(), 16 << 20))
-            .unwrap();
-        (status, kind, body.to_vec())
+        api_get(&self.rt, &self.app, uri, token)
     }
 
     fn json(&self, uri: &str) -> serde_json::Value {

@@ -177,6 +177,37 @@ pub fn foreign_parquet(rows: i32) -> Vec<u8> {
     out
 }
 
+/// One GET of the API `app` in process (with `Authorization: Bearer token`): the status, the
+/// content type and the body.
+pub fn api_get(
+    rt: &tokio::runtime::Runtime,
+    app: &axum::Router,
+    uri: &str,
+    token: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::get(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = rt
+        .block_on(
+            app.clone()
+                .oneshot(request.body(axum::body::Body::empty()).unwrap()),
+        )
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = rt
+        .block_on(axum::body::to_bytes(response.into_body(), 64 << 20))
+        .unwrap();
+    (status, content_type, body.to_vec())
+}
+
 /// The `storage-scan` binary of this build (target/<profile>/, beside the test's own `deps/`).
 /// Another package's binaries are not built for this package's tests: `cargo build --workspace
 /// --bins` (or `cargo test --workspace`) builds them first, as `ci/test.sh` does.
