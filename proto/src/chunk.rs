@@ -4,7 +4,7 @@
 //! be acknowledged, retried, deduplicated by (snapshot, rank, seq) and re-imported later.
 //!
 //! Decoding checks a chunk's structure (one row group, the entry schema, the declared row
-//! count); [`ValidChunk`](crate::rows::ValidChunk) adds the checks of its rows.
+//! count); [`ValidChunk`](ValidChunk) adds the checks of its rows.
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::entry::{col, entry_schema};
-use crate::rows::{RowError, check_schema};
+use crate::rows::{EntryColumns, RowError, check_schema};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
@@ -26,7 +26,7 @@ pub enum ChunkError {
     #[error("a chunk holds exactly one row group, this one has {0}")]
     RowGroups(usize),
     /// The schema is not the entry schema, or (decoded as a
-    /// [`ValidChunk`](crate::rows::ValidChunk)) a row holds an enum code the schema does not
+    /// [`ValidChunk`](ValidChunk)) a row holds an enum code the schema does not
     /// define.
     #[error(transparent)]
     Rows(#[from] RowError),
@@ -68,7 +68,7 @@ pub fn encode_chunk(batch: &RecordBatch) -> Result<Vec<u8>, ChunkError> {
 
 /// Decodes a chunk and checks its structure: one row group, the entry schema, `declared_rows`
 /// rows (what the sender said the chunk holds).
-/// [`ValidChunk::decode`](crate::rows::ValidChunk::decode) checks its rows as well.
+/// [`ValidChunk::decode`](ValidChunk::decode) checks its rows as well.
 pub fn decode_chunk(parquet: Bytes, declared_rows: u64) -> Result<RecordBatch, ChunkError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(parquet)?;
     let groups = builder.metadata().num_row_groups();
@@ -109,7 +109,7 @@ pub fn parse_chunk_file_name(name: &str) -> Option<(u32, u64)> {
 
 /// Reads a chunk file (an offline scan's output) and checks its structure as [`decode_chunk`]
 /// does: the row count is the footer's.
-/// [`ValidChunk::read_file`](crate::rows::ValidChunk::read_file) checks its rows as well.
+/// [`ValidChunk::read_file`](ValidChunk::read_file) checks its rows as well.
 pub fn read_chunk_file(path: &std::path::Path) -> Result<RecordBatch, ChunkError> {
     let data = Bytes::from(std::fs::read(path).map_err(|source| ChunkError::Io {
         path: path.to_owned(),
@@ -120,7 +120,7 @@ pub fn read_chunk_file(path: &std::path::Path) -> Result<RecordBatch, ChunkError
 
 /// Decodes the bytes of a chunk file and checks their structure as [`decode_chunk`] does: the
 /// row count is the footer's.
-/// [`ValidChunk::decode_file`](crate::rows::ValidChunk::decode_file) checks its rows as well.
+/// [`ValidChunk::decode_file`](ValidChunk::decode_file) checks its rows as well.
 pub fn decode_chunk_file(data: Bytes) -> Result<RecordBatch, ChunkError> {
     use parquet::file::reader::FileReader;
     let rows = parquet::file::serialized_reader::SerializedFileReader::new(data.clone())?
@@ -128,6 +128,66 @@ pub fn decode_chunk_file(data: Bytes) -> Result<RecordBatch, ChunkError> {
         .file_metadata()
         .num_rows() as u64;
     decode_chunk(data, rows)
+}
+
+/// A decoded chunk whose rows passed [`EntryColumns::new`]'s checks. It owns the batch (whose
+/// arrays are shared, not copied) and gives its typed view without checking again.
+#[derive(Debug, Clone)]
+pub struct ValidChunk {
+    batch: RecordBatch,
+}
+
+impl ValidChunk {
+    /// Checks a batch of entry rows (see [`EntryColumns::new`]).
+    pub fn new(batch: RecordBatch) -> Result<Self, RowError> {
+        EntryColumns::new(&batch)?;
+        Ok(Self { batch })
+    }
+
+    /// Decodes a chunk as [`decode_chunk`] does (one row group, the entry
+    /// schema, `declared_rows` rows) and checks its rows.
+    pub fn decode(parquet: Bytes, declared_rows: u64) -> Result<Self, ChunkError> {
+        Ok(Self::new(decode_chunk(parquet, declared_rows)?)?)
+    }
+
+    /// Decodes the bytes of a chunk file (the row count is the footer's) and checks its rows.
+    pub fn decode_file(data: Bytes) -> Result<Self, ChunkError> {
+        Ok(Self::new(decode_chunk_file(data)?)?)
+    }
+
+    /// Reads a chunk file (an offline scan's output) and checks its rows.
+    pub fn read_file(path: &std::path::Path) -> Result<Self, ChunkError> {
+        Ok(Self::new(read_chunk_file(path)?)?)
+    }
+
+    /// The typed view of the rows.
+    pub fn columns(&self) -> EntryColumns<'_> {
+        EntryColumns::of_checked_schema(&self.batch)
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+
+    pub fn into_batch(self) -> RecordBatch {
+        self.batch
+    }
+}
+
+impl AsRef<RecordBatch> for ValidChunk {
+    fn as_ref(&self) -> &RecordBatch {
+        &self.batch
+    }
+}
+
+impl From<ValidChunk> for RecordBatch {
+    fn from(chunk: ValidChunk) -> Self {
+        chunk.batch
+    }
 }
 
 #[cfg(test)]

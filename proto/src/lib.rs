@@ -7,10 +7,10 @@
 //!   `proto/storage_tracker/v1/ingest.proto`); [`snapshot`] adds typed readings of its fields.
 //! - [`entry`]: the entry row: its Arrow schema (defined once), its enum codes
 //!   ([`EntryKind`], [`ErrorOp`]) and the builder that fills a batch.
+//! - [`rows`]: what valid entry rows are: [`EntryColumns`], the checked, typed view of a batch's
+//!   columns that readers store and count rows through.
 //! - [`chunk`]: the chunk format, one Parquet file of one row group, as sent over gRPC and
-//!   written by offline scans; decoding checks its structure.
-//! - [`rows`]: what valid entry rows are: [`ValidChunk`] and [`EntryColumns`], the checked,
-//!   typed view of a batch's columns that readers store and count rows through.
+//!   written by offline scans; decoding checks its structure, and a [`ValidChunk`] its rows.
 //! - [`size`] and [`snapshot`]: [`ApparentBytes`], [`AllocatedBytes`] and [`SnapshotId`], where a
 //!   bare integer could be taken for another.
 //! - [`ddl`]: the ClickHouse tables, their migrations and the schema version they record.
@@ -52,10 +52,10 @@ pub mod v1 {
 }
 
 pub use chunk::{
-    ChunkError, MANIFEST_FILE, chunk_file_name, decode_chunk, encode_chunk, parse_chunk_file_name,
-    read_chunk_file,
+    ChunkError, MANIFEST_FILE, ValidChunk, chunk_file_name, decode_chunk, encode_chunk,
+    parse_chunk_file_name, read_chunk_file,
 };
 pub use entry::{EntryBatchBuilder, EntryKind, ErrorOp, entry_schema};
-pub use rows::{EntryColumns, RowError, ValidChunk};
+pub use rows::{EntryColumns, RowError};
 pub use size::{AllocatedBytes, ApparentBytes};
 pub use snapshot::SnapshotId;

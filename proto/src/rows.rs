@@ -1,6 +1,7 @@
 //! What a valid batch of entry rows is, checked once: [`EntryColumns`] is the typed view of a
 //! batch whose schema is the entry schema and whose every enum code (kind, error op) is one the
-//! schema defines; [`ValidChunk`] is a decoded chunk that passed those checks and owns its rows.
+//! schema defines; [`ValidChunk`](crate::chunk::ValidChunk), a decoded chunk that passed those
+//! checks, owns its rows.
 //!
 //! The checks cost one pass over the two one-byte code columns; the view borrows the batch's
 //! arrays, so nothing of a column is copied. A code the schema does not define would be stored
@@ -12,10 +13,8 @@ use arrow_array::types::{Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type
 use arrow_array::{
     Array, BinaryArray, Int32Array, Int64Array, RecordBatch, UInt8Array, UInt32Array, UInt64Array,
 };
-use bytes::Bytes;
 
 use crate::SCHEMA_VERSION;
-use crate::chunk::ChunkError;
 use crate::entry::{EntryKind, EntryRef, EntryStat, ErrorOp, col, entry_schema};
 use crate::size::{AllocatedBytes, ApparentBytes};
 
@@ -131,7 +130,7 @@ impl<'a> EntryColumns<'a> {
     }
 
     /// The view of a batch whose schema was checked: the columns in schema order.
-    fn of_checked_schema(batch: &'a RecordBatch) -> Self {
+    pub(crate) fn of_checked_schema(batch: &'a RecordBatch) -> Self {
         let c = |i: usize| batch.column(i);
         Self {
             rows: batch.num_rows(),
@@ -296,69 +295,6 @@ impl<'a> EntryColumns<'a> {
     }
 }
 
-/// A decoded chunk whose rows passed [`EntryColumns::new`]'s checks. It owns the batch (whose
-/// arrays are shared, not copied) and gives its typed view without checking again.
-#[derive(Debug, Clone)]
-pub struct ValidChunk {
-    batch: RecordBatch,
-}
-
-impl ValidChunk {
-    /// Checks a batch of entry rows (see [`EntryColumns::new`]).
-    pub fn new(batch: RecordBatch) -> Result<Self, RowError> {
-        EntryColumns::new(&batch)?;
-        Ok(Self { batch })
-    }
-
-    /// Decodes a chunk as [`decode_chunk`](crate::decode_chunk) does (one row group, the entry
-    /// schema, `declared_rows` rows) and checks its rows.
-    pub fn decode(parquet: Bytes, declared_rows: u64) -> Result<Self, ChunkError> {
-        Ok(Self::new(crate::chunk::decode_chunk(
-            parquet,
-            declared_rows,
-        )?)?)
-    }
-
-    /// Decodes the bytes of a chunk file (the row count is the footer's) and checks its rows.
-    pub fn decode_file(data: Bytes) -> Result<Self, ChunkError> {
-        Ok(Self::new(crate::chunk::decode_chunk_file(data)?)?)
-    }
-
-    /// Reads a chunk file (an offline scan's output) and checks its rows.
-    pub fn read_file(path: &std::path::Path) -> Result<Self, ChunkError> {
-        Ok(Self::new(crate::chunk::read_chunk_file(path)?)?)
-    }
-
-    /// The typed view of the rows.
-    pub fn columns(&self) -> EntryColumns<'_> {
-        EntryColumns::of_checked_schema(&self.batch)
-    }
-
-    pub fn num_rows(&self) -> usize {
-        self.batch.num_rows()
-    }
-
-    pub fn batch(&self) -> &RecordBatch {
-        &self.batch
-    }
-
-    pub fn into_batch(self) -> RecordBatch {
-        self.batch
-    }
-}
-
-impl AsRef<RecordBatch> for ValidChunk {
-    fn as_ref(&self) -> &RecordBatch {
-        &self.batch
-    }
-}
-
-impl From<ValidChunk> for RecordBatch {
-    fn from(chunk: ValidChunk) -> Self {
-        chunk.batch
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -366,7 +302,9 @@ mod tests {
     use arrow_array::ArrayRef;
 
     use super::*;
-    use crate::chunk::encode_chunk;
+    use bytes::Bytes;
+
+    use crate::chunk::{ChunkError, ValidChunk, encode_chunk};
     use crate::entry::EntryBatchBuilder;
 
     /// A row's path, kind, stat and error.
