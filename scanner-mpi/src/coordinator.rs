@@ -21,9 +21,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::pool::{Pool, StealConfig, StealStats, Work};
 use crate::progress::{RankProgress, Status};
 use crate::protocol::{Color, Message, Token, Transport};
-use crate::steal::{Pool, StealConfig, StealStats, Work};
 
 /// Safra's termination-detection state of one rank.
 #[derive(Debug)]

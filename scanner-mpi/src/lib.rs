@@ -11,8 +11,10 @@
 //!   commit or abort and broadcast the verdict), in one tracing span with the rank, host and
 //!   snapshot.
 //! - [`scan`]: one rank's scan: worker threads read directories into chunk writers.
-//! - [`steal`]: the rank's pool of work shared by its worker threads, and [`steal::run_rank`],
-//!   which runs them beside the rank's coordinator.
+//! - [`steal`]: [`steal::run_rank`], which runs a rank's worker threads beside its
+//!   coordinator.
+//! - [`pool`]: the rank's pool of work, shared by its worker threads and its coordinator, and
+//!   the [`pool::Work`] and [`pool::Worker`] traits.
 //! - [`coordinator`]: the work-sharing protocol's events on one rank: serving and sending
 //!   steal requests, Safra's termination detection, a clean shutdown, progress to rank 0.
 //! - [`protocol`]: the messages between ranks, their one codec, and the [`protocol::Transport`]
@@ -39,6 +41,7 @@ pub mod mpi_job;
 pub mod mpi_transport;
 pub mod owners;
 pub mod plan;
+pub mod pool;
 pub mod progress;
 pub mod protocol;
 pub mod scan;

@@ -17,8 +17,8 @@
 //! Every rank of a job runs the same binary, so the format has no version. What each message
 //! means, and who sends it when, is in [`crate::coordinator`].
 
+use crate::pool::Work;
 use crate::progress::RankProgress;
-use crate::steal::Work;
 
 /// Point-to-point messaging between the ranks of one job.
 pub trait Transport {

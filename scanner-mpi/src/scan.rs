@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use crate::chunks::{ChunkLimits, ChunkSink, ChunkWriter, SinkError};
 use crate::owners::{NotingIds, SeenIds};
+use crate::pool::{Spawner, StealConfig, StealStats, Worker};
 use crate::progress::ScanStatus;
 use crate::protocol::Transport;
-use crate::steal::{Spawner, StealConfig, StealStats, Worker, run_rank};
+use crate::steal::run_rank;
 use crate::walk::{DirReader, WalkCounts, WalkOptions, WorkQueue};
 use crate::work::ScanWork;
 

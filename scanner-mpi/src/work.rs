@@ -7,7 +7,7 @@
 
 use storage_tracker_proto::EntryKind;
 
-use crate::steal::Work;
+use crate::pool::Work;
 
 /// One unit of a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
