@@ -34,6 +34,8 @@ cargo fmt --all --check
 
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# No import cycles between a crate's modules; the API's SQL only in its query modules.
+python3 ci/shape.py
 
 step "tests"
 # Integration tests run the binaries of other packages too (storage-aggregator, storage-api).
