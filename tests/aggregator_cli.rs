@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use storage_tracker_aggregator::Store;
 use storage_tracker_aggregator::snapshot::{CommitTotals, SnapshotRecord, Transition};
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::v1::BeginSnapshotRequest;
 use support::{TestDatabase, clickhouse_url};
 
@@ -55,7 +56,7 @@ fn databases_named(rt: &tokio::runtime::Runtime, name: &str) -> u64 {
 fn commit_record(rt: &tokio::runtime::Runtime, db: &TestDatabase, id: u64, started_at: u32) {
     let store = Store::new(db.store_config());
     let mut record = SnapshotRecord::begun(
-        id,
+        SnapshotId::new(id),
         BeginSnapshotRequest {
             scan_id: format!("scan-{id}"),
             filesystem_label: "fs".into(),

@@ -15,7 +15,9 @@ use storage_tracker_proto::v1::{
     AbortSnapshotRequest, BeginSnapshotRequest, Chunk, ChunkAck, FinishSnapshotRequest, Principal,
     RankTotals,
 };
-use storage_tracker_proto::{EntryBatchBuilder, EntryKind, SCHEMA_VERSION, encode_chunk};
+use storage_tracker_proto::{
+    EntryBatchBuilder, EntryKind, SCHEMA_VERSION, SnapshotId, encode_chunk,
+};
 use support::{Aggregator, TestDatabase};
 
 /// A runtime, a fresh database and an aggregator on it.
@@ -482,22 +484,26 @@ fn retention_drops_snapshots_and_everything_derived_from_them() {
         weekly: 4,
         monthly: 0,
     };
-    let dry = rt
-        .block_on(storage_tracker_aggregator::retention::apply(
+    let numbers =
+        |ids: Vec<SnapshotId>| -> Vec<u64> { ids.into_iter().map(SnapshotId::get).collect() };
+    let dry = numbers(
+        rt.block_on(storage_tracker_aggregator::retention::apply(
             &store, &policy, "fs", true,
         ))
-        .unwrap();
+        .unwrap(),
+    );
     assert_eq!(dry, [1], "the older of two snapshots in one week goes");
     assert_eq!(
         state(&rt, &db, 1).state_name,
         "committed",
         "a dry run drops nothing"
     );
-    let dropped = rt
-        .block_on(storage_tracker_aggregator::retention::apply(
+    let dropped = numbers(
+        rt.block_on(storage_tracker_aggregator::retention::apply(
             &store, &policy, "fs", false,
         ))
-        .unwrap();
+        .unwrap(),
+    );
     assert_eq!(dropped, [1]);
     assert_eq!(state(&rt, &db, 1).state_name, "deleted");
     for table in storage_tracker_proto::ddl::SNAPSHOT_PARTITIONED_TABLES {

@@ -19,7 +19,9 @@ use prost::Message;
 use storage_tracker_proto::chunk::decode_chunk_file;
 use storage_tracker_proto::service::status_text;
 use storage_tracker_proto::v1::{Chunk, OfflineManifest};
-use storage_tracker_proto::{ChunkError, MANIFEST_FILE, chunk_file_name, parse_chunk_file_name};
+use storage_tracker_proto::{
+    ChunkError, MANIFEST_FILE, SnapshotId, chunk_file_name, parse_chunk_file_name,
+};
 
 use crate::ingest::begin::{BeginRefused, begin_refusal};
 use crate::service::IngestService;
@@ -82,7 +84,8 @@ pub enum ImportError {
         status_text(status)
     )]
     Ingest {
-        snapshot_id: u64,
+        /// 0 when the snapshot could not be begun.
+        snapshot_id: SnapshotId,
         status: Box<tonic::Status>,
     },
 }
@@ -108,12 +111,12 @@ pub enum ManifestFault {
 pub enum Imported {
     /// The scan is now snapshot `snapshot_id`.
     Committed {
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         entries: u64,
         chunks: usize,
     },
     /// The scan had been imported before as `snapshot_id`; nothing changed.
-    AlreadyCommitted { snapshot_id: u64 },
+    AlreadyCommitted { snapshot_id: SnapshotId },
 }
 
 /// An offline scan's chunk files by (rank, seq), with their row counts.
@@ -286,7 +289,7 @@ pub async fn import(
         .begin(begin)
         .await
         .map_err(|status| ImportError::Ingest {
-            snapshot_id: 0,
+            snapshot_id: SnapshotId::new(0),
             status: Box::new(status),
         })?;
     let fail = |status: tonic::Status| ImportError::Ingest {
@@ -300,7 +303,7 @@ pub async fn import(
             })?;
             service
                 .chunk(Chunk {
-                    snapshot_id,
+                    snapshot_id: snapshot_id.get(),
                     rank,
                     seq,
                     rows: *rows,
@@ -308,7 +311,7 @@ pub async fn import(
                 })
                 .await?;
         }
-        finish.snapshot_id = snapshot_id;
+        finish.snapshot_id = snapshot_id.get();
         service.finish(finish).await
     }
     .await;

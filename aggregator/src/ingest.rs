@@ -28,8 +28,8 @@ use tokio::sync::{Notify, RwLock, mpsc, watch};
 use tonic::Status;
 use tracing::{Span, info_span, warn};
 
-use storage_tracker_proto::ValidChunk;
 use storage_tracker_proto::v1::FinishSnapshotResponse;
+use storage_tracker_proto::{SnapshotId, ValidChunk};
 
 use crate::metrics::AggregatorMetrics;
 use crate::retention::Retention;
@@ -118,7 +118,7 @@ struct RankProgress {
 /// A spooled chunk on its way into ClickHouse.
 #[derive(Debug)]
 pub(crate) struct Job {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     rank: u32,
     seq: u64,
     rows: u64,
@@ -135,7 +135,7 @@ pub(crate) type JobQueue = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>
 pub(crate) struct Inner {
     store: Store,
     options: ServiceOptions,
-    running: Mutex<HashMap<u64, Running>>,
+    running: Mutex<HashMap<SnapshotId, Running>>,
     /// Serializes id allocation with the insert of the snapshot's first record.
     begin_lock: tokio::sync::Mutex<()>,
     jobs: mpsc::UnboundedSender<Job>,
@@ -184,12 +184,12 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
 }
 
 /// The span of work on one snapshot: the log lines within carry its id.
-pub(crate) fn snapshot_span(snapshot_id: u64) -> Span {
-    info_span!("snapshot", id = snapshot_id)
+pub(crate) fn snapshot_span(snapshot_id: SnapshotId) -> Span {
+    info_span!("snapshot", id = snapshot_id.get())
 }
 
 /// The span of handling one chunk, within its snapshot's.
-pub(crate) fn chunk_span(snapshot_id: u64, rank: u32, seq: u64) -> Span {
+pub(crate) fn chunk_span(snapshot_id: SnapshotId, rank: u32, seq: u64) -> Span {
     info_span!(parent: &snapshot_span(snapshot_id), "chunk", rank, seq)
 }
 
@@ -212,7 +212,7 @@ impl Inner {
         (inner, Arc::new(tokio::sync::Mutex::new(queue)))
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<SnapshotId, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -221,8 +221,8 @@ impl Inner {
     }
 
     /// The ids of the snapshots running now, in order.
-    pub(crate) fn running_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.running().keys().copied().collect();
+    pub(crate) fn running_ids(&self) -> Vec<SnapshotId> {
+        let mut ids: Vec<SnapshotId> = self.running().keys().copied().collect();
         ids.sort_unstable();
         ids
     }
@@ -255,7 +255,7 @@ impl Inner {
     }
 
     /// Removes a snapshot from the spool and from `running`.
-    async fn forget(&self, snapshot_id: u64) {
+    async fn forget(&self, snapshot_id: SnapshotId) {
         let spool = self.spool().clone();
         if let Err(e) = Self::blocking(move || spool.remove(snapshot_id)).await {
             warn!("{e}");

@@ -25,6 +25,7 @@ use storage_tracker_aggregator::snapshot::SnapshotState;
 use storage_tracker_aggregator::{
     IngestService, ServiceOptions, Spool, Store, StoreConfig, StoreError, serve,
 };
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::calendar::utc_datetime;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::service::{LogFormat, apply_config_file, error_chain, init_logging};
@@ -176,7 +177,7 @@ enum Command {
     /// format: `ncdu -f FILE` (or `gdu -f FILE`) browses it.
     ExportNcdu {
         /// The snapshot (see `list`).
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         /// The directory, an absolute path (default: the snapshot's root).
         #[arg(long, value_parser = absolute_path())]
         path: Option<PathBuf>,
@@ -188,7 +189,7 @@ enum Command {
     /// Drop snapshots and everything derived from them (their record stays, as deleted).
     Drop {
         #[arg(required = true)]
-        snapshot_ids: Vec<u64>,
+        snapshot_ids: Vec<SnapshotId>,
     },
     /// Apply a retention policy to the committed snapshots of a filesystem label.
     Retention {
@@ -418,7 +419,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 info!(%addr, "metrics on http://{addr}/metrics");
                 tokio::spawn(serve_metrics(metrics, service.clone(), store.clone()));
             }
-            info!(%listen, database = %store.database(), resumed = ?service.running_snapshots(), "aggregator ready");
+            let resumed: Vec<u64> = service
+                .running_snapshots()
+                .into_iter()
+                .map(SnapshotId::get)
+                .collect();
+            info!(%listen, database = %store.database(), ?resumed, "aggregator ready");
             let grace = Duration::from_secs(shutdown_grace);
             let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
             let server = serve(listener, service.clone(), async move {
@@ -557,7 +563,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             retention,
             dry_run,
         } => {
-            let dropped = retention::apply(&store, &retention.policy(), &label, dry_run).await?;
+            let dropped: Vec<u64> = retention::apply(&store, &retention.policy(), &label, dry_run)
+                .await?
+                .into_iter()
+                .map(SnapshotId::get)
+                .collect();
             let verb = if dry_run { "would drop" } else { "dropped" };
             println!(
                 "{verb} {} snapshot(s) of {label}: {dropped:?}",

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::calendar::civil_from_days;
 
 use crate::snapshot::{IllegalTransition, SnapshotRecord, SnapshotState, Transition, unix_now};
@@ -50,8 +51,8 @@ fn week(days: i64) -> i64 {
 }
 
 /// The ids to drop from `snapshots` (id, start time in Unix seconds), under `policy`.
-pub fn to_drop(snapshots: &[(u64, i64)], policy: &Retention) -> Vec<u64> {
-    let mut newest_first: Vec<(u64, i64)> = snapshots.to_vec();
+pub fn to_drop(snapshots: &[(SnapshotId, i64)], policy: &Retention) -> Vec<SnapshotId> {
+    let mut newest_first: Vec<(SnapshotId, i64)> = snapshots.to_vec();
     newest_first.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
     let mut keep = BTreeSet::new();
     for &(id, _) in newest_first.iter().take(policy.last.max(1)) {
@@ -76,7 +77,7 @@ pub fn to_drop(snapshots: &[(u64, i64)], policy: &Retention) -> Vec<u64> {
         },
         policy.monthly,
     );
-    let mut drop: Vec<u64> = newest_first
+    let mut drop: Vec<SnapshotId> = newest_first
         .iter()
         .map(|&(id, _)| id)
         .filter(|id| !keep.contains(id))
@@ -104,14 +105,14 @@ pub async fn apply(
     policy: &Retention,
     label: &str,
     dry_run: bool,
-) -> Result<Vec<u64>, RetentionError> {
+) -> Result<Vec<SnapshotId>, RetentionError> {
     let committed: Vec<SnapshotRecord> = store
         .snapshots()
         .await?
         .into_iter()
         .filter(|r| r.state() == SnapshotState::Committed && r.filesystem_label == label)
         .collect();
-    let times: Vec<(u64, i64)> = committed
+    let times: Vec<(SnapshotId, i64)> = committed
         .iter()
         .map(|r| (r.snapshot_id, i64::from(r.started_at)))
         .collect();
@@ -129,6 +130,18 @@ pub async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`to_drop`] over ids given as numbers.
+    fn to_drop(snapshots: &[(u64, i64)], policy: &Retention) -> Vec<u64> {
+        let snapshots: Vec<(SnapshotId, i64)> = snapshots
+            .iter()
+            .map(|&(id, at)| (SnapshotId::new(id), at))
+            .collect();
+        super::to_drop(&snapshots, policy)
+            .into_iter()
+            .map(SnapshotId::get)
+            .collect()
+    }
 
     #[test]
     fn calendar_months_and_weeks() {

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, warn};
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::v1::ingest_server::Ingest;
 use storage_tracker_proto::v1::{
     AbortSnapshotRequest, AbortSnapshotResponse, BeginSnapshotRequest, BeginSnapshotResponse,
@@ -44,18 +45,18 @@ impl IngestService {
     }
 
     /// The ids of the snapshots running now.
-    pub fn running_snapshots(&self) -> Vec<u64> {
+    pub fn running_snapshots(&self) -> Vec<SnapshotId> {
         self.inner.running_ids()
     }
 
     /// Begins a snapshot (as the BeginSnapshot call).
-    pub async fn begin(&self, r: BeginSnapshotRequest) -> Result<u64, Status> {
+    pub async fn begin(&self, r: BeginSnapshotRequest) -> Result<SnapshotId, Status> {
         self.inner.begin(r).await
     }
 
     /// Stores one chunk (as one message of StreamChunks).
     pub async fn chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
-        let span = chunk_span(chunk.snapshot_id, chunk.rank, chunk.seq);
+        let span = chunk_span(chunk.snapshot(), chunk.rank, chunk.seq);
         self.inner.receive_chunk(chunk).instrument(span).await
     }
 
@@ -88,7 +89,7 @@ impl IngestService {
     }
 
     /// Fails a running snapshot (as the AbortSnapshot call).
-    pub async fn abort(&self, snapshot_id: u64, reason: String) -> Result<(), Status> {
+    pub async fn abort(&self, snapshot_id: SnapshotId, reason: String) -> Result<(), Status> {
         self.inner.abort(snapshot_id, reason).await
     }
 }
@@ -100,7 +101,9 @@ impl Ingest for IngestService {
         request: Request<BeginSnapshotRequest>,
     ) -> Result<Response<BeginSnapshotResponse>, Status> {
         let snapshot_id = self.begin(request.into_inner()).await?;
-        Ok(Response::new(BeginSnapshotResponse { snapshot_id }))
+        Ok(Response::new(BeginSnapshotResponse {
+            snapshot_id: snapshot_id.get(),
+        }))
     }
 
     type StreamChunksStream = ReceiverStream<Result<ChunkAck, Status>>;
@@ -116,7 +119,7 @@ impl Ingest for IngestService {
             loop {
                 match inbound.message().await {
                     Ok(Some(chunk)) => {
-                        let span = chunk_span(chunk.snapshot_id, chunk.rank, chunk.seq);
+                        let span = chunk_span(chunk.snapshot(), chunk.rank, chunk.seq);
                         let result = inner.receive_chunk(chunk).instrument(span.clone()).await;
                         let failed = result.is_err();
                         if let Err(status) = &result {
@@ -151,11 +154,8 @@ impl Ingest for IngestService {
         &self,
         request: Request<AbortSnapshotRequest>,
     ) -> Result<Response<AbortSnapshotResponse>, Status> {
-        let AbortSnapshotRequest {
-            snapshot_id,
-            reason,
-        } = request.into_inner();
-        self.abort(snapshot_id, reason).await?;
+        let request = request.into_inner();
+        self.abort(request.snapshot(), request.reason).await?;
         Ok(Response::new(AbortSnapshotResponse {}))
     }
 }

@@ -26,6 +26,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use storage_tracker_proto::v1::BeginSnapshotRequest;
+use storage_tracker_proto::{ApparentBytes, SnapshotId};
 
 /// Where a snapshot is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,7 +103,8 @@ impl<'de> Deserialize<'de> for SnapshotState {
 pub struct CommitTotals {
     pub entries: u64,
     pub errors: u64,
-    pub apparent_bytes: u64,
+    /// The apparent bytes the ranks counted.
+    pub apparent_bytes: ApparentBytes,
     pub directories: u64,
     /// Time the reports took.
     pub commit_seconds: f64,
@@ -135,7 +137,7 @@ impl Transition {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("snapshot {snapshot_id} is {from}; it cannot become {to}")]
 pub struct IllegalTransition {
-    pub snapshot_id: u64,
+    pub snapshot_id: SnapshotId,
     pub from: SnapshotState,
     pub to: SnapshotState,
 }
@@ -147,7 +149,7 @@ pub struct IllegalTransition {
 /// only through [`Self::transition`].
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct SnapshotRecord {
-    pub snapshot_id: u64,
+    pub snapshot_id: SnapshotId,
     version: u64,
     state: SnapshotState,
     pub scan_id: String,
@@ -162,7 +164,7 @@ pub struct SnapshotRecord {
     finished_at: u32,
     entries: u64,
     errors: u64,
-    apparent_bytes: u64,
+    apparent_bytes: ApparentBytes,
     directories: u64,
     commit_seconds: f64,
     message: String,
@@ -177,7 +179,7 @@ pub struct SnapshotRecord {
 impl SnapshotRecord {
     /// The first record of a snapshot: running, version 1, described by the scan's begin
     /// request, started at `started_at_ns` (the request's own start fields are not read).
-    pub fn begun(snapshot_id: u64, r: BeginSnapshotRequest, started_at_ns: i64) -> Self {
+    pub fn begun(snapshot_id: SnapshotId, r: BeginSnapshotRequest, started_at_ns: i64) -> Self {
         Self {
             snapshot_id,
             version: 1,
@@ -193,7 +195,7 @@ impl SnapshotRecord {
             finished_at: 0,
             entries: 0,
             errors: 0,
-            apparent_bytes: 0,
+            apparent_bytes: ApparentBytes::ZERO,
             directories: 0,
             commit_seconds: 0.0,
             message: String::new(),
@@ -308,7 +310,7 @@ mod tests {
 
     fn running() -> SnapshotRecord {
         SnapshotRecord::begun(
-            7,
+            SnapshotId::new(7),
             BeginSnapshotRequest {
                 root_path: b"/r".to_vec(),
                 ranks: 2,
@@ -332,7 +334,7 @@ mod tests {
         let totals = CommitTotals {
             entries: 10,
             errors: 1,
-            apparent_bytes: 100,
+            apparent_bytes: ApparentBytes::new(100),
             directories: 2,
             commit_seconds: 0.5,
         };
@@ -414,7 +416,7 @@ mod tests {
         let json = r#"{"snapshot_id":3,"version":1,"state":1,"scan_id":"s","filesystem_label":"fs","root_path":[47,114],"hosts":["h"],"ranks":2,"scanner_version":"v","schema_version":2,"started_at":1700000000,"finished_at":0,"entries":0,"errors":0,"apparent_bytes":0,"directories":0,"commit_seconds":0.0,"message":""}"#;
         let r: SnapshotRecord = serde_json::from_str(json).unwrap();
         assert_eq!(
-            (r.snapshot_id, r.state(), r.version()),
+            (r.snapshot_id.get(), r.state(), r.version()),
             (3, SnapshotState::Running, 1)
         );
         assert_eq!(r.root_path, b"/r");

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::v1::FinishSnapshotRequest;
 
 use crate::snapshot::SnapshotRecord;
@@ -95,7 +96,7 @@ impl Spool {
         &self.root
     }
 
-    fn dir(&self, snapshot_id: u64) -> PathBuf {
+    fn dir(&self, snapshot_id: SnapshotId) -> PathBuf {
         self.root.join("snapshots").join(snapshot_id.to_string())
     }
 
@@ -111,7 +112,7 @@ impl Spool {
     /// Writes an acknowledged chunk; returns where it is.
     pub fn write_chunk(
         &self,
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         rank: u32,
         seq: u64,
         rows: u64,
@@ -134,12 +135,12 @@ impl Spool {
     }
 
     pub fn write_finish(&self, request: &FinishSnapshotRequest) -> io::Result<()> {
-        let path = self.dir(request.snapshot_id).join(FINISH);
+        let path = self.dir(request.snapshot()).join(FINISH);
         write_durably(&path, &request.encode_to_vec())
     }
 
     /// Forgets a snapshot that is committed or failed.
-    pub fn remove(&self, snapshot_id: u64) -> io::Result<()> {
+    pub fn remove(&self, snapshot_id: SnapshotId) -> io::Result<()> {
         let dir = self.dir(snapshot_id);
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(context("removing", &dir)(e)),
@@ -156,7 +157,7 @@ impl Spool {
             if dir
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<u64>().ok())
+                .and_then(|n| n.parse::<SnapshotId>().ok())
                 .is_none()
             {
                 continue;
@@ -216,7 +217,7 @@ impl Spool {
 mod tests {
     use super::*;
 
-    pub(crate) fn record(snapshot_id: u64) -> SnapshotRecord {
+    pub(crate) fn record(snapshot_id: SnapshotId) -> SnapshotRecord {
         SnapshotRecord::begun(
             snapshot_id,
             storage_tracker_proto::v1::BeginSnapshotRequest {
@@ -242,10 +243,11 @@ mod tests {
     fn a_spooled_snapshot_is_loaded_back_whole() {
         let tmp = tempfile::tempdir().unwrap();
         let spool = Spool::open(tmp.path()).unwrap();
-        spool.begin(&record(7)).unwrap();
-        let b = spool.write_chunk(7, 1, 0, 5, b"one").unwrap();
-        let a = spool.write_chunk(7, 0, 1, 6, b"two").unwrap();
-        spool.write_chunk(7, 0, 2, 1, b"three").unwrap();
+        let id = SnapshotId::new(7);
+        spool.begin(&record(id)).unwrap();
+        let b = spool.write_chunk(id, 1, 0, 5, b"one").unwrap();
+        let a = spool.write_chunk(id, 0, 1, 6, b"two").unwrap();
+        spool.write_chunk(id, 0, 2, 1, b"three").unwrap();
         // Leftovers of a crash mid-write are dropped; a directory without a record too.
         fs::write(tmp.path().join("snapshots/7/r0-s3-n1.parquet.tmp"), b"x").unwrap();
         fs::create_dir_all(tmp.path().join("snapshots/8")).unwrap();
@@ -271,7 +273,7 @@ mod tests {
         assert!(!tmp.path().join("snapshots/8").exists());
         assert!(!tmp.path().join("snapshots/7/r0-s3-n1.parquet.tmp").exists());
 
-        spool.remove(7).unwrap();
+        spool.remove(id).unwrap();
         assert!(spool.load().unwrap().is_empty());
     }
 }

@@ -6,6 +6,7 @@
 //! directory holding one of the links, and in the per-snapshot reports once, on the link with
 //! the smallest path.
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::reports::{age_bucket_sql, extension_sql, size_bucket_sql};
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
@@ -23,7 +24,7 @@ const HARD_LINKED: &str = "kind != 'dir' AND nlink > 1";
 /// entries: (1) entries below the root (depth > 0: no string compared) summed per parent directory; (2) those sums spread to every ancestor
 /// within the root; (3) hard-linked files (left out of (1)), spread per distinct (dev, ino,
 /// directory), so that each counts once in every directory holding one of its links.
-pub fn dir_rollups(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
+pub fn dir_rollups(db: &Database, snapshot_id: SnapshotId, root: &[u8]) -> String {
     let root_lit = quote_bytes(root);
     let below_lit = quote_bytes(&below_prefix(root));
     let within = format!("(dir = {root_lit} OR startsWith(dir, {below_lit}))");
@@ -94,7 +95,7 @@ ANY LEFT JOIN
 /// The snapshot's entries (`path` and `columns`) with `size_once` and `alloc_once`: apparent
 /// and allocated bytes, or 0 on every link of a hard-linked file but the one with the smallest
 /// path.
-fn entries_counted_once(db: &Database, snapshot_id: u64, columns: &str) -> String {
+fn entries_counted_once(db: &Database, snapshot_id: SnapshotId, columns: &str) -> String {
     let of_snapshot = format!("{db}.entries WHERE snapshot_id = {snapshot_id}");
     format!(
         "(
@@ -116,7 +117,7 @@ fn entries_counted_once(db: &Database, snapshot_id: u64, columns: &str) -> Strin
 }
 
 /// Fills `owner_usage`: per user and per group, per top-level directory below the root.
-pub fn owner_usage(db: &Database, snapshot_id: u64, root: &[u8]) -> String {
+pub fn owner_usage(db: &Database, snapshot_id: SnapshotId, root: &[u8]) -> String {
     let skip = below_prefix(root).len() + 1;
     let source = entries_counted_once(
         db,
@@ -135,7 +136,7 @@ GROUP BY principal, id, top"
 }
 
 /// Fills `type_usage`: files per extension.
-pub fn type_usage(db: &Database, snapshot_id: u64) -> String {
+pub fn type_usage(db: &Database, snapshot_id: SnapshotId) -> String {
     let source = entries_counted_once(db, snapshot_id, "kind, size, name");
     let extension = extension_sql("name");
     format!(
@@ -148,7 +149,7 @@ GROUP BY extension"
 }
 
 /// Fills `histograms`: files by size and by mtime and atime age, ages seen from `now_ns`.
-pub fn histograms(db: &Database, snapshot_id: u64, now_ns: i64) -> String {
+pub fn histograms(db: &Database, snapshot_id: SnapshotId, now_ns: i64) -> String {
     let source = entries_counted_once(db, snapshot_id, "kind, size, mtime_ns, atime_ns");
     let size = size_bucket_sql("size");
     let mtime = age_bucket_sql("mtime_ns", now_ns);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use storage_tracker_proto::ddl::{self, Database};
 use storage_tracker_proto::v1::Principal;
-use storage_tracker_proto::{EntryColumns, RowError};
+use storage_tracker_proto::{AllocatedBytes, ApparentBytes, EntryColumns, RowError, SnapshotId};
 
 use crate::snapshot::SnapshotRecord;
 use crate::sql;
@@ -66,10 +66,11 @@ pub struct StoreConfig {
     pub database: Database,
 }
 
-/// One row of `entries`, borrowing its byte strings from the chunk.
+/// One row of `entries`, borrowing its byte strings from the chunk. The snapshot id and the
+/// two sizes are serialized as the bare `UInt64`s they are stored as.
 #[derive(Debug, Row, Serialize)]
 struct EntryRecord<'a> {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     rank: u32,
     seq: u64,
     #[serde(with = "serde_bytes")]
@@ -80,8 +81,8 @@ struct EntryRecord<'a> {
     name: &'a [u8],
     depth: u32,
     kind: i8,
-    size: u64,
-    allocated: u64,
+    size: ApparentBytes,
+    allocated: AllocatedBytes,
     nlink: u64,
     ino: u64,
     dev: u64,
@@ -100,7 +101,7 @@ struct EntryRecord<'a> {
 
 #[derive(Debug, Row, Serialize)]
 struct PrincipalRecord<'a> {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     /// 1 user, 2 group (the `Enum8` codes).
     kind: i8,
     id: u32,
@@ -223,7 +224,7 @@ impl Store {
     }
 
     /// The next unused snapshot id (ids start at 1).
-    pub async fn next_snapshot_id(&self) -> Result<u64, StoreError> {
+    pub async fn next_snapshot_id(&self) -> Result<SnapshotId, StoreError> {
         let db = &self.config.database;
         let max: u64 = self
             .client
@@ -231,7 +232,7 @@ impl Store {
             .fetch_one()
             .await
             .map_err(self.err())?;
-        Ok(max + 1)
+        Ok(SnapshotId::new(max + 1))
     }
 
     pub async fn record_snapshot(&self, record: &SnapshotRecord) -> Result<(), StoreError> {
@@ -249,7 +250,7 @@ impl Store {
 
     /// The `query_id` prefix of every insert into a snapshot, so that inserts still running in
     /// ClickHouse (their client gone) can be found.
-    fn insert_query_prefix(&self, snapshot_id: u64) -> String {
+    fn insert_query_prefix(&self, snapshot_id: SnapshotId) -> String {
         format!(
             "storage-tracker-insert-{}-{snapshot_id}-",
             self.config.database
@@ -262,7 +263,7 @@ impl Store {
     /// [`ValidChunk`]: storage_tracker_proto::ValidChunk
     pub async fn insert_rows(
         &self,
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         chunks: &[(u32, u64, EntryColumns<'_>)],
     ) -> Result<(), StoreError> {
         static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -295,7 +296,7 @@ impl Store {
     /// running after `patience` is killed (an INSERT of one block is stored whole or not at all).
     pub async fn settle_inserts(
         &self,
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         patience: std::time::Duration,
     ) -> Result<(), StoreError> {
         let prefix = quote_str(&self.insert_query_prefix(snapshot_id));
@@ -313,7 +314,10 @@ impl Store {
                 return Ok(());
             }
             if start.elapsed() > patience {
-                tracing::warn!(snapshot_id, "killing {n} insert(s) still running");
+                tracing::warn!(
+                    snapshot_id = snapshot_id.get(),
+                    "killing {n} insert(s) still running"
+                );
                 self.execute(&format!(
                     "KILL QUERY WHERE startsWith(query_id, {prefix}) SYNC"
                 ))
@@ -325,7 +329,10 @@ impl Store {
     }
 
     /// Rows stored per (rank, seq) of a snapshot.
-    pub async fn chunk_counts(&self, snapshot_id: u64) -> Result<Vec<ChunkCount>, StoreError> {
+    pub async fn chunk_counts(
+        &self,
+        snapshot_id: SnapshotId,
+    ) -> Result<Vec<ChunkCount>, StoreError> {
         let db = &self.config.database;
         self.client
             .query(&format!("SELECT rank, seq, count() AS n FROM {db}.entries WHERE snapshot_id = {snapshot_id} GROUP BY rank, seq"))
@@ -337,7 +344,7 @@ impl Store {
     /// Deletes the rows of one chunk and waits until they are gone (a mutation).
     pub async fn delete_chunk_rows(
         &self,
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         rank: u32,
         seq: u64,
     ) -> Result<(), StoreError> {
@@ -358,7 +365,10 @@ impl Store {
     }
 
     /// The current record of a snapshot.
-    pub async fn snapshot(&self, snapshot_id: u64) -> Result<Option<SnapshotRecord>, StoreError> {
+    pub async fn snapshot(
+        &self,
+        snapshot_id: SnapshotId,
+    ) -> Result<Option<SnapshotRecord>, StoreError> {
         let db = &self.config.database;
         self.client
             .query(&format!(
@@ -383,7 +393,7 @@ impl Store {
         let db = &self.config.database;
         let is_directory: u64 = self
             .client
-            .query(&is_directory_sql(db, snapshot.snapshot_id, dir))
+            .query(&is_directory_sql(db, snapshot.snapshot_id.get(), dir))
             .fetch_one()
             .await
             .map_err(self.err())?;
@@ -397,7 +407,7 @@ impl Store {
         }
         let mut rows = self
             .client
-            .query(&export_sql(db, snapshot.snapshot_id, dir))
+            .query(&export_sql(db, snapshot.snapshot_id.get(), dir))
             .fetch::<NcduEntry>()
             .map_err(self.err())?;
         let mut writer = NcduWriter::new(
@@ -447,7 +457,7 @@ impl Store {
     /// Stores the names of a snapshot's uids and gids.
     pub async fn insert_principals(
         &self,
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         users: &[Principal],
         groups: &[Principal],
     ) -> Result<(), StoreError> {
@@ -484,7 +494,7 @@ impl Store {
     /// again, it first drops what an interrupted run left.
     pub async fn compute_reports(
         &self,
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         root: &[u8],
         started_at_ns: i64,
     ) -> Result<u64, StoreError> {
@@ -503,7 +513,7 @@ impl Store {
             let start = std::time::Instant::now();
             self.execute(&sql).await?;
             tracing::debug!(
-                snapshot_id,
+                snapshot_id = snapshot_id.get(),
                 report,
                 seconds = start.elapsed().as_secs_f64(),
                 "report computed"
@@ -518,7 +528,11 @@ impl Store {
             .map_err(self.err())
     }
 
-    async fn drop_partitions(&self, snapshot_id: u64, tables: &[&str]) -> Result<(), StoreError> {
+    async fn drop_partitions(
+        &self,
+        snapshot_id: SnapshotId,
+        tables: &[&str],
+    ) -> Result<(), StoreError> {
         let db = &self.config.database;
         for table in tables {
             self.execute(&format!(
@@ -530,7 +544,7 @@ impl Store {
     }
 
     /// Drops every row of a snapshot from the partitioned tables.
-    pub async fn drop_snapshot_rows(&self, snapshot_id: u64) -> Result<(), StoreError> {
+    pub async fn drop_snapshot_rows(&self, snapshot_id: SnapshotId) -> Result<(), StoreError> {
         self.drop_partitions(snapshot_id, &ddl::SNAPSHOT_PARTITIONED_TABLES)
             .await
     }
@@ -547,7 +561,7 @@ pub fn validate_batch(batch: &RecordBatch) -> Result<(), StoreError> {
 /// Row `row` of a checked chunk, as `entries` stores it.
 fn entry_record<'a>(
     columns: &EntryColumns<'a>,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     rank: u32,
     seq: u64,
     row: usize,
@@ -561,8 +575,8 @@ fn entry_record<'a>(
         name: columns.name(row),
         depth: columns.depth(row),
         kind: columns.kind(row) as i8,
-        size: columns.size(row).get(),
-        allocated: columns.allocated(row).get(),
+        size: columns.size(row),
+        allocated: columns.allocated(row),
         nlink: columns.nlink(row),
         ino: columns.ino(row),
         dev: columns.dev(row),

@@ -31,16 +31,17 @@ impl Inner {
     }
 
     async fn accept_chunk(&self, chunk: Chunk) -> Result<ChunkAck, Status> {
+        let snapshot_id = chunk.snapshot();
         let Chunk {
-            snapshot_id,
             rank,
             seq,
             rows,
             parquet,
+            ..
         } = chunk;
         let what = format!("chunk (snapshot {snapshot_id}, rank {rank}, seq {seq})");
         let ack = |stored| ChunkAck {
-            snapshot_id,
+            snapshot_id: snapshot_id.get(),
             rank,
             seq,
             stored,

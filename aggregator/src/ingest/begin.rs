@@ -7,15 +7,15 @@ use std::time::Instant;
 use tonic::Status;
 use tracing::{Instrument, info};
 
-use storage_tracker_proto::SCHEMA_VERSION;
 use storage_tracker_proto::v1::BeginSnapshotRequest;
+use storage_tracker_proto::{SCHEMA_VERSION, SnapshotId};
 
 use super::{Inner, Running, snapshot_span, unavailable};
 use crate::snapshot::{SnapshotRecord, unix_now_ns};
 
 impl Inner {
     /// Begins a snapshot; its id.
-    pub(crate) async fn begin(&self, r: BeginSnapshotRequest) -> Result<u64, Status> {
+    pub(crate) async fn begin(&self, r: BeginSnapshotRequest) -> Result<SnapshotId, Status> {
         if let Some(refused) = begin_refusal(&r) {
             return Err(refused.status());
         }
@@ -63,7 +63,7 @@ impl Inner {
                 .await;
             return Err(status);
         }
-        info!(snapshot_id, ranks = record.ranks, label = %record.filesystem_label, root = %String::from_utf8_lossy(&record.root_path), "snapshot begun");
+        info!(snapshot_id = snapshot_id.get(), ranks = record.ranks, label = %record.filesystem_label, root = %String::from_utf8_lossy(&record.root_path), "snapshot begun");
         self.running().insert(snapshot_id, Running::new(record));
         Ok(())
     }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tonic::Status;
 use tracing::{Instrument, Span, error, info, warn};
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::v1::{FinishSnapshotRequest, FinishSnapshotResponse, RankTotals};
 
 use super::{Backoff, Busy, Inner, Outcome, RankProgress, snapshot_span, unavailable};
@@ -73,7 +74,7 @@ impl Inner {
         self: Arc<Self>,
         request: FinishSnapshotRequest,
     ) -> Result<FinishSnapshotResponse, Status> {
-        let snapshot_id = request.snapshot_id;
+        let snapshot_id = request.snapshot();
         self.finish_running(request)
             .instrument(snapshot_span(snapshot_id))
             .await
@@ -83,7 +84,7 @@ impl Inner {
         self: Arc<Self>,
         request: FinishSnapshotRequest,
     ) -> Result<FinishSnapshotResponse, Status> {
-        let snapshot_id = request.snapshot_id;
+        let snapshot_id = request.snapshot();
         enum Start {
             NotRunning,
             Mismatch(VerifyError),
@@ -135,7 +136,7 @@ impl Inner {
     }
 
     /// Fails the snapshot for `failure`; the answer to its finish.
-    async fn fail_commit(&self, snapshot_id: u64, failure: CommitFailure) -> Status {
+    async fn fail_commit(&self, snapshot_id: SnapshotId, failure: CommitFailure) -> Status {
         let message = failure.to_string();
         self.fail_running(snapshot_id, message.clone()).await;
         let text = format!("snapshot {snapshot_id}: {message}; it is marked failed");
@@ -146,7 +147,10 @@ impl Inner {
     }
 
     /// The answer to FinishSnapshot for a snapshot that is no longer running.
-    async fn answer_finished(&self, snapshot_id: u64) -> Result<FinishSnapshotResponse, Status> {
+    async fn answer_finished(
+        &self,
+        snapshot_id: SnapshotId,
+    ) -> Result<FinishSnapshotResponse, Status> {
         let record = self
             .store
             .snapshot(snapshot_id)
@@ -156,7 +160,7 @@ impl Inner {
             Some(r) if r.state() == SnapshotState::Committed => {
                 let totals = r.totals();
                 Ok(FinishSnapshotResponse {
-                    snapshot_id,
+                    snapshot_id: snapshot_id.get(),
                     entries: totals.entries,
                     directories: totals.directories,
                     rollup_seconds: totals.commit_seconds,
@@ -176,7 +180,7 @@ impl Inner {
     /// Spools the finish request, waits for every chunk to be stored, then commits, retrying
     /// while ClickHouse fails. Publishes the outcome on `tx`.
     async fn commit(self: Arc<Self>, request: FinishSnapshotRequest, tx: watch::Sender<Outcome>) {
-        let snapshot_id = request.snapshot_id;
+        let snapshot_id = request.snapshot();
         let spool = self.spool().clone();
         let spooled = request.clone();
         if let Err(e) = Self::blocking(move || spool.write_finish(&spooled)).await {
@@ -201,7 +205,7 @@ impl Inner {
         &self,
         request: FinishSnapshotRequest,
     ) -> Result<FinishSnapshotResponse, Status> {
-        let snapshot_id = request.snapshot_id;
+        let snapshot_id = request.snapshot();
         // Every acknowledged chunk stored.
         loop {
             let waiting = self.progressed.notified();
@@ -230,7 +234,10 @@ impl Inner {
                         .await);
                 }
                 Err(CommitError::Store(e)) if e.is_transient() => {
-                    warn!(snapshot_id, "committing failed, will retry: {e}");
+                    warn!(
+                        snapshot_id = snapshot_id.get(),
+                        "committing failed, will retry: {e}"
+                    );
                     backoff.wait().await;
                 }
                 Err(CommitError::Store(e)) => {
@@ -271,7 +278,7 @@ impl Inner {
         let totals = CommitTotals {
             entries: request.ranks.iter().map(|t| t.entries).sum(),
             errors: request.ranks.iter().map(|t| t.errors).sum(),
-            apparent_bytes: request.ranks.iter().map(|t| t.apparent_bytes).sum(),
+            apparent_bytes: request.ranks.iter().map(RankTotals::apparent).sum(),
             directories,
             commit_seconds,
         };
@@ -279,7 +286,7 @@ impl Inner {
         self.store.record_snapshot(&record).await?;
         self.forget(snapshot_id).await;
         info!(
-            snapshot_id,
+            snapshot_id = snapshot_id.get(),
             entries = totals.entries,
             errors = totals.errors,
             directories,
@@ -291,6 +298,7 @@ impl Inner {
                 .await
             {
                 Ok(dropped) if !dropped.is_empty() => {
+                    let dropped: Vec<u64> = dropped.into_iter().map(SnapshotId::get).collect();
                     info!(label = %record.filesystem_label, ?dropped, "retention dropped snapshots")
                 }
                 Ok(_) => {}
@@ -298,7 +306,7 @@ impl Inner {
             }
         }
         Ok(FinishSnapshotResponse {
-            snapshot_id,
+            snapshot_id: snapshot_id.get(),
             entries: totals.entries,
             directories,
             rollup_seconds: commit_seconds,
@@ -372,7 +380,7 @@ mod tests {
 
     fn record(ranks: u32) -> SnapshotRecord {
         SnapshotRecord::begun(
-            1,
+            SnapshotId::new(1),
             BeginSnapshotRequest {
                 root_path: b"/".to_vec(),
                 ranks,

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tonic::Status;
 use tracing::{Instrument, error, warn};
 
+use storage_tracker_proto::SnapshotId;
+
 use super::{Backoff, Inner, snapshot_span, unavailable};
 use crate::snapshot::{SnapshotRecord, SnapshotState, Transition, unix_now};
 
@@ -27,13 +29,17 @@ enum Failure {
 impl Inner {
     /// Fails a running snapshot (as the AbortSnapshot call); a snapshot failed before is
     /// fine, any other is an error.
-    pub(crate) async fn abort(&self, snapshot_id: u64, reason: String) -> Result<(), Status> {
+    pub(crate) async fn abort(
+        &self,
+        snapshot_id: SnapshotId,
+        reason: String,
+    ) -> Result<(), Status> {
         self.abort_running(snapshot_id, reason)
             .instrument(snapshot_span(snapshot_id))
             .await
     }
 
-    async fn abort_running(&self, snapshot_id: u64, reason: String) -> Result<(), Status> {
+    async fn abort_running(&self, snapshot_id: SnapshotId, reason: String) -> Result<(), Status> {
         if self.running().contains_key(&snapshot_id) {
             self.fail_running(snapshot_id, Failure::Aborted(reason).to_string())
                 .await;
@@ -54,7 +60,7 @@ impl Inner {
 
     /// Fails a running snapshot: no insert of it runs or starts afterwards, its record says
     /// failed and why, its rows are dropped, and the spool forgets it.
-    pub(crate) async fn fail_running(&self, snapshot_id: u64, message: String) {
+    pub(crate) async fn fail_running(&self, snapshot_id: SnapshotId, message: String) {
         let Some(gate) = self
             .running()
             .get(&snapshot_id)
@@ -75,7 +81,10 @@ impl Inner {
     /// ones, so that would be a bug), and said so.
     pub(crate) async fn fail_record(&self, mut record: SnapshotRecord, message: String) {
         let snapshot_id = record.snapshot_id;
-        warn!(snapshot_id, "snapshot failed: {message}");
+        warn!(
+            snapshot_id = snapshot_id.get(),
+            "snapshot failed: {message}"
+        );
         if let Err(e) = record.transition(Transition::Fail(message), unix_now()) {
             error!("{e}");
             return;
@@ -90,7 +99,10 @@ impl Inner {
             match result {
                 Ok(()) => return,
                 Err(e) => {
-                    warn!(snapshot_id, "marking the snapshot failed, will retry: {e}");
+                    warn!(
+                        snapshot_id = snapshot_id.get(),
+                        "marking the snapshot failed, will retry: {e}"
+                    );
                     backoff.wait().await;
                 }
             }
@@ -103,7 +115,7 @@ impl Inner {
         let period = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
         loop {
             tokio::time::sleep(period).await;
-            let abandoned: Vec<u64> = self
+            let abandoned: Vec<SnapshotId> = self
                 .running()
                 .iter()
                 .filter(|(_, s)| s.commit.is_none() && s.last_heard.elapsed() > limit)

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{Instrument, warn};
 
-use storage_tracker_proto::{ChunkError, EntryColumns, ValidChunk};
+use storage_tracker_proto::{ChunkError, EntryColumns, SnapshotId, ValidChunk};
 
 use super::{Backoff, Busy, Inner, Job, JobQueue, SETTLE_PATIENCE, snapshot_span};
 use crate::store::StoreError;
@@ -172,7 +172,7 @@ impl Inner {
     /// refusing the insert (rather than failing to answer) several times over is an error.
     async fn insert_exactly_once(
         &self,
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         jobs: &[Job],
         batches: &[ValidChunk],
     ) -> Result<(), StoreError> {
@@ -194,7 +194,7 @@ impl Inner {
                 }
             }
             warn!(
-                snapshot_id,
+                snapshot_id = snapshot_id.get(),
                 chunks = pending.len(),
                 "storing chunks failed, will retry: {e}"
             );
@@ -209,9 +209,15 @@ impl Inner {
                 match settled.and(Ok(())) {
                     Ok(()) => match self.store.chunk_counts(snapshot_id).await {
                         Ok(counts) => break counts,
-                        Err(e) => warn!(snapshot_id, "ClickHouse is still failing: {e}"),
+                        Err(e) => warn!(
+                            snapshot_id = snapshot_id.get(),
+                            "ClickHouse is still failing: {e}"
+                        ),
                     },
-                    Err(e) => warn!(snapshot_id, "ClickHouse is still failing: {e}"),
+                    Err(e) => warn!(
+                        snapshot_id = snapshot_id.get(),
+                        "ClickHouse is still failing: {e}"
+                    ),
                 }
             };
             let mut again = Vec::new();
@@ -226,7 +232,7 @@ impl Inner {
                 }
                 if landed > 0 {
                     warn!(
-                        snapshot_id,
+                        snapshot_id = snapshot_id.get(),
                         rank = job.rank,
                         seq = job.seq,
                         "{landed} of {} rows landed; deleting them before inserting again",

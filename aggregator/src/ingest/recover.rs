@@ -51,7 +51,7 @@ impl Inner {
                     let snapshot_id = record.snapshot_id;
                     async {
                         error!(
-                            snapshot_id,
+                            snapshot_id = snapshot_id.get(),
                             "running in ClickHouse but not in this aggregator's spool"
                         );
                         self.fail_record(
@@ -112,7 +112,7 @@ impl Inner {
                 }
                 Some(&rows) => {
                     warn!(
-                        snapshot_id,
+                        snapshot_id = snapshot_id.get(),
                         rank = c.rank,
                         seq = c.seq,
                         "{rows} of {} rows landed before the stop; deleting them",
@@ -142,7 +142,7 @@ impl Inner {
             });
         }
         info!(
-            snapshot_id,
+            snapshot_id = snapshot_id.get(),
             chunks_to_store = jobs.len(),
             finishing = s.finish.is_some(),
             "resuming a spooled snapshot"
