@@ -76,7 +76,7 @@ pub(crate) async fn ncdu(
                 Ok(Some(row)) => row,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(snapshot_id, "ncdu export failed: {e}");
+                    tracing::warn!(snapshot_id = snapshot_id.get(), "ncdu export failed: {e}");
                     let _ = tx.send(Err(e.into())).await;
                     return;
                 }

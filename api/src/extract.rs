@@ -10,6 +10,8 @@
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 
+use storage_tracker_proto::SnapshotId;
+
 use crate::access::Scope;
 use crate::paths::PathParam;
 use crate::query;
@@ -23,7 +25,7 @@ use crate::{ApiError, AppState};
 pub(crate) async fn committed(
     state: &AppState,
     access: &Scope,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
 ) -> Result<SnapshotRow, ApiError> {
     state
         .client
@@ -42,15 +44,18 @@ fn caller(parts: &Parts) -> Result<Scope, ApiError> {
 }
 
 /// The `{snapshot_id}` of the route, checked.
-async fn snapshot_id(parts: &mut Parts, state: &AppState) -> Result<u64, ApiError> {
+async fn snapshot_id(parts: &mut Parts, state: &AppState) -> Result<SnapshotId, ApiError> {
     let Path(raw) = Path::<String>::from_request_parts(parts, state)
         .await
         .map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    raw.parse::<u64>().ok().filter(|&id| id > 0).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "snapshot id must be a positive integer, got {raw:?}"
-        ))
-    })
+    raw.parse::<SnapshotId>()
+        .ok()
+        .filter(|id| id.get() > 0)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "snapshot id must be a positive integer, got {raw:?}"
+            ))
+        })
 }
 
 /// The path the query string names, validated; `None` when it names none.

@@ -9,6 +9,7 @@ use axum::extract::{Extension, Query, State};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::scan_options::describe;
 
@@ -31,7 +32,7 @@ pub fn routes() -> crate::resource::Routes {
 
 #[derive(Debug, Row, Deserialize, Serialize)]
 pub struct Point {
-    pub snapshot_id: u64,
+    pub snapshot_id: SnapshotId,
     pub started_at: u32,
     pub bytes: u64,
     pub allocated: u64,
@@ -45,8 +46,8 @@ pub struct Point {
 
 /// What a person should know before comparing these snapshots' totals: the ones whose scans
 /// left out different parts of the tree. Empty when every scan covered the same.
-fn coverage_warnings<'a>(points: impl IntoIterator<Item = (u64, &'a str)>) -> Vec<String> {
-    let mut by_options: Vec<(&str, Vec<u64>)> = Vec::new();
+fn coverage_warnings<'a>(points: impl IntoIterator<Item = (SnapshotId, &'a str)>) -> Vec<String> {
+    let mut by_options: Vec<(&str, Vec<SnapshotId>)> = Vec::new();
     for (id, options) in points {
         match by_options.iter_mut().find(|(o, _)| *o == options) {
             Some((_, ids)) => ids.push(id),
@@ -59,7 +60,7 @@ fn coverage_warnings<'a>(points: impl IntoIterator<Item = (u64, &'a str)>) -> Ve
     let groups: Vec<String> = by_options
         .iter()
         .map(|(options, ids)| {
-            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+            let ids: Vec<String> = ids.iter().map(SnapshotId::to_string).collect();
             let noun = if ids.len() == 1 {
                 "snapshot"
             } else {
@@ -91,7 +92,7 @@ pub struct HistoryParams {
     path_b64: Option<String>,
     /// A snapshot of the filesystem whose history is asked; needed when snapshots of more than
     /// one filesystem hold the directory.
-    snapshot: Option<u64>,
+    snapshot: Option<SnapshotId>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,7 +120,7 @@ fn required_path(path: Option<String>, path_b64: Option<String>) -> Result<Vec<u
 async fn history_filesystem(
     state: &AppState,
     access: &Scope,
-    snapshot: Option<u64>,
+    snapshot: Option<SnapshotId>,
     dir: &[u8],
 ) -> Result<SnapshotRow, ApiError> {
     if let Some(id) = snapshot {
@@ -207,8 +208,8 @@ pub async fn history(
 
 #[derive(Debug, Deserialize)]
 pub struct GrowthParams {
-    from: Option<u64>,
-    to: Option<u64>,
+    from: Option<SnapshotId>,
+    to: Option<SnapshotId>,
     path: Option<String>,
     path_b64: Option<String>,
     limit: Option<u64>,
@@ -231,8 +232,8 @@ pub struct Change {
 
 #[derive(Debug, Serialize)]
 pub struct Growth {
-    from: u64,
-    to: u64,
+    from: SnapshotId,
+    to: SnapshotId,
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
@@ -248,8 +249,8 @@ pub struct Growth {
 async fn two_committed(
     state: &AppState,
     access: &Scope,
-    from: Option<u64>,
-    to: Option<u64>,
+    from: Option<SnapshotId>,
+    to: Option<SnapshotId>,
 ) -> Result<(SnapshotRow, SnapshotRow), ApiError> {
     let (Some(from), Some(to)) = (from, to) else {
         return Err(ApiError::BadRequest(
@@ -357,8 +358,8 @@ pub async fn growth(
 
 #[derive(Debug, Deserialize)]
 pub struct OwnerGrowthParams {
-    from: Option<u64>,
-    to: Option<u64>,
+    from: Option<SnapshotId>,
+    to: Option<SnapshotId>,
     #[serde(default)]
     by: OwnerBy,
 }
@@ -376,8 +377,8 @@ pub struct OwnerChange {
 
 #[derive(Debug, Serialize)]
 pub struct OwnerGrowth {
-    from: u64,
-    to: u64,
+    from: SnapshotId,
+    to: SnapshotId,
     by: &'static str,
     warnings: Vec<String>,
     owners: Vec<OwnerChange>,

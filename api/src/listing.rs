@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use storage_tracker_proto::{EntryKind, ErrorOp};
+use storage_tracker_proto::{EntryKind, ErrorOp, SnapshotId};
 
 use crate::paths::Text;
 use crate::query;
@@ -115,7 +115,7 @@ impl OwnerNames {
     /// The names of `uids` and `gids` (one lookup by key; none when both are empty).
     pub(crate) async fn of(
         state: &AppState,
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         uids: impl IntoIterator<Item = u32>,
         gids: impl IntoIterator<Item = u32>,
     ) -> Result<Self, ApiError> {
@@ -154,7 +154,7 @@ impl OwnerNames {
 /// Fills in the user and group names of a page of entries.
 pub(crate) async fn name_owners(
     state: &AppState,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     children: &mut [Child],
 ) -> Result<(), ApiError> {
     let names = OwnerNames::of(
@@ -174,7 +174,7 @@ pub(crate) async fn name_owners(
 /// The entries at `paths`, in that order, with their trees' totals (two lookups by key).
 pub(crate) async fn entries_at(
     state: &AppState,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     paths: &[Vec<u8>],
 ) -> Result<Vec<Child>, ApiError> {
     if paths.is_empty() {
@@ -198,7 +198,7 @@ pub(crate) async fn entries_at(
 /// their owners' names.
 pub(crate) async fn listed(
     state: &AppState,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     sql: &str,
 ) -> Result<Vec<Child>, ApiError> {
     let mut rows = state.client.query(sql).fetch_all::<ChildRow>().await?;
@@ -211,11 +211,11 @@ pub(crate) async fn listed(
 /// Gives the directories of a page of entries their trees' totals (one lookup by key).
 async fn with_tree_totals(
     state: &AppState,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     rows: &mut [ChildRow],
 ) -> Result<(), ApiError> {
     let dir_code = storage_tracker_proto::EntryKind::Dir as i8;
-    let keys: Vec<(u64, &[u8])> = rows
+    let keys: Vec<(SnapshotId, &[u8])> = rows
         .iter()
         .filter(|r| r.kind == dir_code && r.tree_entries == 0)
         .map(|r| (snapshot_id, r.path.as_slice()))
@@ -240,7 +240,7 @@ async fn with_tree_totals(
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Listing {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
@@ -251,7 +251,7 @@ pub(crate) struct Listing {
 
 impl Listing {
     pub(crate) fn new(
-        snapshot_id: u64,
+        snapshot_id: SnapshotId,
         dir: &[u8],
         (limit, offset): (u64, u64),
         entries: Vec<Child>,

@@ -11,6 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::reports::AGE_BOUNDS_DAYS;
 
 use crate::extract::{AtDirectory, AtEntry, InSnapshot};
@@ -141,7 +142,7 @@ pub(crate) struct UsageItem {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Usage {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     by: &'static str,
     limit: u64,
     offset: u64,
@@ -212,7 +213,7 @@ pub(crate) struct Bucket {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Histogram {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     of: &'static str,
     buckets: Vec<Bucket>,
 }
@@ -370,7 +371,7 @@ const CSV_HEADER: &str = "path,size,allocated,user,group,uid,gid,mtime_ns,atime_
 /// table's sort key); 18.16 reads the rest of the subtree for every page.
 fn stale_csv(
     state: AppState,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     filter: EntryFilter,
     limit: u64,
     offset: u64,
@@ -394,7 +395,7 @@ fn stale_csv(
             let page = match state.client.query(&sql).fetch_all::<DownloadRow>().await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    tracing::warn!(snapshot_id, "CSV download failed: {e}");
+                    tracing::warn!(snapshot_id = snapshot_id.get(), "CSV download failed: {e}");
                     let _ = tx.send(Err(e.into())).await;
                     return;
                 }

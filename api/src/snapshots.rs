@@ -6,6 +6,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use serde::{Deserialize, Serialize};
 
+use storage_tracker_proto::SnapshotId;
+
 use crate::access::Scope;
 use crate::extract::{AtDirectory, InSnapshot};
 use crate::listing::{Child, name_owners};
@@ -26,7 +28,7 @@ pub fn routes() -> crate::resource::Routes {
 
 #[derive(Debug, Serialize)]
 struct Snapshot {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     filesystem_label: String,
     root_path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,7 +117,7 @@ async fn shown_snapshots(
     access: &Scope,
     rows: Vec<SnapshotRow>,
 ) -> Result<Vec<Snapshot>, ApiError> {
-    let tops: Vec<(u64, Vec<u8>)> = rows
+    let tops: Vec<(SnapshotId, Vec<u8>)> = rows
         .iter()
         .flat_map(|r| {
             access
@@ -124,7 +126,7 @@ async fn shown_snapshots(
                 .map(|t| (r.snapshot_id, t))
         })
         .collect();
-    let keys: Vec<(u64, &[u8])> = tops.iter().map(|(id, t)| (*id, t.as_slice())).collect();
+    let keys: Vec<(SnapshotId, &[u8])> = tops.iter().map(|(id, t)| (*id, t.as_slice())).collect();
     let totals = match query::tree::dir_totals(&state.database, &keys) {
         Some(sql) => state.client.query(&sql).fetch_all::<DirTotalsRow>().await?,
         None => Vec::new(),
@@ -182,7 +184,7 @@ struct Totals {
 
 #[derive(Debug, Serialize)]
 struct Children {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,

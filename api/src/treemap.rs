@@ -8,6 +8,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::entry::split_path;
 
 use crate::extract::AtDirectory;
@@ -63,7 +64,7 @@ pub(crate) struct Tile {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Treemap {
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,

@@ -5,6 +5,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::reports::extension_sql;
@@ -142,7 +143,7 @@ impl EntryFilter {
 
     /// The condition on `entries` of snapshot `snapshot_id` (owner names are looked up in its
     /// `principals`).
-    fn condition(&self, db: &Database, snapshot_id: u64) -> String {
+    fn condition(&self, db: &Database, snapshot_id: SnapshotId) -> String {
         if self.0.is_empty() {
             return "1".to_owned();
         }
@@ -246,7 +247,7 @@ impl EntryOrder {
 /// (a list gives its directories their trees' totals after, by key).
 pub fn list(
     db: &Database,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     filter: &EntryFilter,
     order: EntryOrder,
     limit: u64,
@@ -286,7 +287,7 @@ pub struct DownloadRow {
 /// page before), as [`DownloadRow`]s: what a streamed download reads, page by page.
 pub fn page_after(
     db: &Database,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     filter: &EntryFilter,
     after: Option<(&[u8], &[u8])>,
     rows: u64,
@@ -310,7 +311,7 @@ LIMIT {rows} OFFSET {skip}",
 }
 
 /// The own size of the entry at `path`.
-pub fn entry_size(db: &Database, snapshot_id: u64, path: &[u8]) -> String {
+pub fn entry_size(db: &Database, snapshot_id: SnapshotId, path: &[u8]) -> String {
     let (parent, name) = split_path(path);
     format!(
         "SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND {}",
@@ -321,8 +322,8 @@ pub fn entry_size(db: &Database, snapshot_id: u64, path: &[u8]) -> String {
 /// The ncdu export of `dir` and everything below it, as
 /// [`storage_tracker_proto::ncdu::NcduEntry`] rows in the order its writer needs (written in
 /// `proto`, since `storage-aggregator export-ncdu` runs it too).
-pub fn ncdu_export(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
-    storage_tracker_proto::ncdu::export_sql(db, snapshot_id, dir)
+pub fn ncdu_export(db: &Database, snapshot_id: SnapshotId, dir: &[u8]) -> String {
+    storage_tracker_proto::ncdu::export_sql(db, snapshot_id.get(), dir)
 }
 
 #[cfg(test)]
@@ -335,7 +336,10 @@ mod tests {
 
     #[test]
     fn an_empty_filter_selects_every_entry() {
-        assert_eq!(EntryFilter::default().condition(&db(), 1), "1");
+        assert_eq!(
+            EntryFilter::default().condition(&db(), SnapshotId::new(1)),
+            "1"
+        );
     }
 
     #[test]
@@ -352,7 +356,7 @@ mod tests {
             .of_type("TXT")
             .under(b"/a");
         assert_eq!(
-            filter.condition(&db(), 4),
+            filter.condition(&db(), SnapshotId::new(4)),
             format!(
                 "lowerUTF8(path) LIKE '%.txt' AND size >= 2 AND size <= 9 AND mtime_ns < -3 \
                  AND atime_ns >= 5 AND uid IN (SELECT id FROM db.principals WHERE snapshot_id = 4 \
@@ -368,10 +372,10 @@ mod tests {
     fn paths_are_looked_up_by_key() {
         let filter = EntryFilter::default().at(&[b"/a/b".to_vec(), b"/c".to_vec()]);
         assert_eq!(
-            filter.condition(&db(), 1),
+            filter.condition(&db(), SnapshotId::new(1)),
             "(parent_path, name) IN (('/a', 'b'), ('/', 'c'))"
         );
-        let sql = list(&db(), 3, &filter, EntryOrder::Path, 2, 0);
+        let sql = list(&db(), SnapshotId::new(3), &filter, EntryOrder::Path, 2, 0);
         assert!(sql.contains("WHERE snapshot_id = 3 AND (parent_path, name) IN"));
         assert!(sql.ends_with("ORDER BY path\nLIMIT 2 OFFSET 0"), "{sql}");
     }
@@ -379,7 +383,14 @@ mod tests {
     #[test]
     fn a_download_page_starts_after_the_last_key() {
         let filter = EntryFilter::default().files();
-        let sql = page_after(&db(), 3, &filter, Some((b"/a", b"x")), 10, 0);
+        let sql = page_after(
+            &db(),
+            SnapshotId::new(3),
+            &filter,
+            Some((b"/a", b"x")),
+            10,
+            0,
+        );
         assert!(sql.contains(
             "WHERE snapshot_id = 3 AND kind = 'file' AND parent_path >= '/a' AND (parent_path > '/a' OR name > 'x')"
         ));

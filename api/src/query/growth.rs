@@ -6,6 +6,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 
 use super::snapshots::{self, Committed, SnapshotRow};
@@ -53,7 +54,7 @@ impl Side {
 
 /// The children of `dir` in one snapshot: name, kind, recursive bytes and files, as
 /// `{side}_kind`, `{side}_bytes`, `{side}_files`, with `in_{side}` = 1.
-fn children_totals(db: &Database, snapshot_id: u64, dir: &[u8], side: Side) -> String {
+fn children_totals(db: &Database, snapshot_id: SnapshotId, dir: &[u8], side: Side) -> String {
     let side = side.name();
     let totals = with_totals(
         db,
@@ -70,7 +71,7 @@ fn children_totals(db: &Database, snapshot_id: u64, dir: &[u8], side: Side) -> S
 }
 
 /// Both snapshots' children of `dir`, side by side: a child in one only has zeros on the other.
-fn joined_children(db: &Database, from: u64, to: u64, dir: &[u8]) -> String {
+fn joined_children(db: &Database, from: SnapshotId, to: SnapshotId, dir: &[u8]) -> String {
     format!(
         "(
     SELECT name, a_kind, b_kind, a_bytes, b_bytes, a_files, b_files, in_a, in_b
@@ -98,7 +99,14 @@ pub struct ChangeRow {
 
 /// The children of `dir` that differ between the snapshots, largest change first, as
 /// [`ChangeRow`]s.
-pub fn growth(db: &Database, from: u64, to: u64, dir: &[u8], limit: u64, offset: u64) -> String {
+pub fn growth(
+    db: &Database,
+    from: SnapshotId,
+    to: SnapshotId,
+    dir: &[u8],
+    limit: u64,
+    offset: u64,
+) -> String {
     format!(
         "SELECT name, a_kind, b_kind, a_bytes, b_bytes, a_files, b_files, in_a, in_b
 FROM {}
@@ -111,7 +119,7 @@ LIMIT {limit} OFFSET {offset}",
 
 /// Counts of the children changed in place, added and removed (each child in one of these), as
 /// a `history::ChangeSummary`.
-pub fn growth_summary(db: &Database, from: u64, to: u64, dir: &[u8]) -> String {
+pub fn growth_summary(db: &Database, from: SnapshotId, to: SnapshotId, dir: &[u8]) -> String {
     format!(
         "SELECT countIf(in_a = 1 AND in_b = 1 AND (a_bytes != b_bytes OR a_files != b_files)) AS changed,
     countIf(in_a = 0) AS added, sumIf(b_bytes, in_a = 0) AS added_bytes, sumIf(b_files, in_a = 0) AS added_files,
@@ -137,9 +145,14 @@ pub struct OwnerChangeRow {
 
 /// Per user or group: bytes and files in each snapshot, largest change first, as
 /// [`OwnerChangeRow`]s.
-pub fn owner_growth(db: &Database, from: u64, to: u64, principal: Principal) -> String {
+pub fn owner_growth(
+    db: &Database,
+    from: SnapshotId,
+    to: SnapshotId,
+    principal: Principal,
+) -> String {
     let principal = principal.literal();
-    let side = |id: u64, side: Side| {
+    let side = |id: SnapshotId, side: Side| {
         let s = side.name();
         format!(
             "(SELECT id, sum(bytes) AS {s}_bytes, sum(files) AS {s}_files, toUInt8(1) AS in_{s}
@@ -171,7 +184,8 @@ mod tests {
     #[test]
     fn each_side_of_a_comparison_is_the_children_join_of_its_snapshot() {
         let db = Database::new("db").unwrap();
-        let sql = growth(&db, 1, 2, b"/d", 10, 0);
+        let (a, b) = (SnapshotId::new(1), SnapshotId::new(2));
+        let sql = growth(&db, a, b, b"/d", 10, 0);
         for (id, side) in [(1, "a"), (2, "b")] {
             assert!(sql.contains(&format!(
                 "WHERE snapshot_id = {id} AND parent_path = '/d' AND path != '/d'"

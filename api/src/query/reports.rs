@@ -4,6 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::sql::quote_str;
 
@@ -21,7 +22,7 @@ pub struct PrincipalRow {
 
 /// Names of the given uids and gids as [`PrincipalRow`]s (numbers only: nothing from the
 /// request is spliced).
-pub fn principals(db: &Database, snapshot_id: u64, uids: &[u32], gids: &[u32]) -> String {
+pub fn principals(db: &Database, snapshot_id: SnapshotId, uids: &[u32], gids: &[u32]) -> String {
     let list = |ids: &[u32]| {
         if ids.is_empty() {
             "0".to_owned()
@@ -53,7 +54,7 @@ pub struct UsageRow {
 /// Usage per user or per group, largest first, as [`UsageRow`]s.
 pub fn owner_usage(
     db: &Database,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     principal: Principal,
     limit: u64,
     offset: u64,
@@ -76,7 +77,7 @@ LIMIT {limit} OFFSET {offset}"
 }
 
 /// Usage per file type, largest first, as [`UsageRow`]s.
-pub fn type_usage(db: &Database, snapshot_id: u64, limit: u64, offset: u64) -> String {
+pub fn type_usage(db: &Database, snapshot_id: SnapshotId, limit: u64, offset: u64) -> String {
     format!(
         "SELECT extension AS key, toUInt32(0) AS id, '' AS name, files AS entries, files, bytes, allocated
 FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}
@@ -95,7 +96,7 @@ pub struct BucketRow {
 }
 
 /// The buckets of one histogram as [`BucketRow`]s.
-pub fn histogram(db: &Database, snapshot_id: u64, of: HistogramOf) -> String {
+pub fn histogram(db: &Database, snapshot_id: SnapshotId, of: HistogramOf) -> String {
     format!(
         "SELECT bucket, files, bytes, allocated FROM {db}.histograms WHERE snapshot_id = {snapshot_id} AND histogram = {} ORDER BY bucket",
         quote_str(of.word())

@@ -4,6 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 
@@ -12,7 +13,7 @@ use super::at_key;
 /// A committed snapshot.
 #[derive(Debug, Row, Deserialize)]
 pub struct SnapshotRow {
-    pub snapshot_id: u64,
+    pub snapshot_id: SnapshotId,
     pub filesystem_label: String,
     #[serde(with = "serde_bytes")]
     pub root_path: Vec<u8>,
@@ -59,7 +60,7 @@ pub enum Committed<'a> {
     /// the root below a prefix): what a scoped token may read something of.
     Covering(&'a [Vec<u8>]),
     /// The one with this id.
-    Id(u64),
+    Id(SnapshotId),
     /// Those of the filesystem of this snapshot: the same label and root.
     OfFilesystem(&'a SnapshotRow),
     /// Those whose rollups hold the directory `parent`/`name`.
@@ -126,7 +127,7 @@ pub fn count(db: &Database, which: Committed<'_>) -> String {
 }
 
 /// The committed snapshot `snapshot_id`, as a [`SnapshotRow`].
-pub fn one(db: &Database, snapshot_id: u64) -> String {
+pub fn one(db: &Database, snapshot_id: SnapshotId) -> String {
     format!(
         "SELECT {SNAPSHOT_COLUMNS} FROM {}",
         Committed::Id(snapshot_id).table(db)
@@ -157,7 +158,7 @@ fn directory_in_snapshots(db: &Database, parent: &[u8], name: &[u8]) -> String {
 }
 
 /// How many of the snapshots `ids` hold the directory `parent`/`name`.
-pub fn count_holding(db: &Database, ids: [u64; 2], parent: &[u8], name: &[u8]) -> String {
+pub fn count_holding(db: &Database, ids: [SnapshotId; 2], parent: &[u8], name: &[u8]) -> String {
     format!(
         "SELECT count() FROM ({}) AS d WHERE snapshot_id IN ({}, {})",
         directory_in_snapshots(db, parent, name),
@@ -175,7 +176,7 @@ mod tests {
         let db = Database::new("db").unwrap();
         let prefixes = [b"/p/a".to_vec()];
         let row = SnapshotRow {
-            snapshot_id: 1,
+            snapshot_id: SnapshotId::new(1),
             filesystem_label: "fs".into(),
             root_path: b"/p".to_vec(),
             hosts: Vec::new(),
@@ -192,7 +193,7 @@ mod tests {
         for sql in [
             newest_first(&db, Committed::Covering(&prefixes), 10, 0),
             count(&db, Committed::All),
-            one(&db, 7),
+            one(&db, SnapshotId::new(7)),
             ids(&db, Committed::OfFilesystem(&row)),
             holding_directory(&db, b"/p", b"a"),
             dates(&db),
@@ -202,7 +203,7 @@ mod tests {
                 "{sql}"
             );
         }
-        assert!(one(&db, 7).ends_with("state = 'committed' AND snapshot_id = 7"));
+        assert!(one(&db, SnapshotId::new(7)).ends_with("state = 'committed' AND snapshot_id = 7"));
         assert!(
             ids(&db, Committed::OfFilesystem(&row))
                 .ends_with("AND filesystem_label = 'fs' AND root_path = '/p'")

@@ -6,6 +6,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::sql::{parent_within, quote_bytes, subtree};
@@ -32,7 +33,7 @@ pub(super) enum Rows<'a> {
 
 impl Rows<'_> {
     /// What follows `FROM entries` and `FROM dir_rollups`.
-    fn conditions(self, snapshot_id: u64) -> (String, String) {
+    fn conditions(self, snapshot_id: SnapshotId) -> (String, String) {
         match self {
             Self::ChildrenOf(dir) => {
                 let dir = quote_bytes(dir);
@@ -71,7 +72,7 @@ impl Rows<'_> {
 /// of those that are directories (zeros for the rest): one join, each side by the key.
 pub(super) fn with_totals(
     db: &Database,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     rows: Rows<'_>,
     columns: &str,
     entry_columns: &str,
@@ -156,7 +157,7 @@ impl ChildSort {
 /// A page of the children of `dir` as [`ChildRow`]s, in the order asked, then by name.
 pub fn children(
     db: &Database,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     dir: &[u8],
     sort: ChildSort,
     descending: bool,
@@ -184,7 +185,7 @@ LIMIT {limit} OFFSET {offset}",
 }
 
 /// How many children `dir` has.
-pub fn count_children(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
+pub fn count_children(db: &Database, snapshot_id: SnapshotId, dir: &[u8]) -> String {
     let dir = quote_bytes(dir);
     format!(
         "SELECT count() FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND parent_path = {dir} AND path != {dir}"
@@ -192,7 +193,7 @@ pub fn count_children(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
 }
 
 /// The entry at `path` as a [`ChildRow`] (no row when the snapshot has none).
-pub fn entry(db: &Database, snapshot_id: u64, path: &[u8]) -> String {
+pub fn entry(db: &Database, snapshot_id: SnapshotId, path: &[u8]) -> String {
     format!(
         "{}
 LIMIT 1",
@@ -221,7 +222,7 @@ pub struct RollupRow {
 }
 
 /// The rollup of the directory `dir` as a [`RollupRow`], looked up by the table's sort key.
-pub fn directory_rollup(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
+pub fn directory_rollup(db: &Database, snapshot_id: SnapshotId, dir: &[u8]) -> String {
     format!(
         "SELECT bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns, depth FROM {db}.dir_rollups \
          WHERE snapshot_id = {snapshot_id} AND {}",
@@ -232,7 +233,7 @@ pub fn directory_rollup(db: &Database, snapshot_id: u64, dir: &[u8]) -> String {
 /// Recursive totals of directories given by (snapshot, path), looked up by the sort key.
 #[derive(Debug, Row, Deserialize)]
 pub struct DirTotalsRow {
-    pub snapshot_id: u64,
+    pub snapshot_id: SnapshotId,
     #[serde(with = "serde_bytes")]
     pub path: Vec<u8>,
     pub bytes: u64,
@@ -246,7 +247,7 @@ pub struct DirTotalsRow {
 
 /// The rollups of `dirs`, each `(snapshot_id, path)`, as [`DirTotalsRow`]s; `None` when there
 /// are none to look up.
-pub fn dir_totals(db: &Database, dirs: &[(u64, &[u8])]) -> Option<String> {
+pub fn dir_totals(db: &Database, dirs: &[(SnapshotId, &[u8])]) -> Option<String> {
     if dirs.is_empty() {
         return None;
     }
@@ -279,7 +280,7 @@ pub struct PathRow {
 /// [`PathRow`]s.
 pub fn largest_directories(
     db: &Database,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     dir: &[u8],
     limit: u64,
     offset: u64,
@@ -302,7 +303,8 @@ mod tests {
 
     #[test]
     fn children_and_an_entry_are_the_same_join_over_different_keys() {
-        let children = children(&db(), 2, b"/a", ChildSort::Files, true, 10, 20);
+        let id = SnapshotId::new(2);
+        let children = children(&db(), id, b"/a", ChildSort::Files, true, 10, 20);
         assert!(children.contains(
             "FROM db.entries\n    WHERE snapshot_id = 2 AND parent_path = '/a' AND path != '/a'\n) AS e\nANY LEFT JOIN"
         ));
@@ -310,7 +312,7 @@ mod tests {
             "FROM db.dir_rollups\n    WHERE snapshot_id = 2 AND parent_path = '/a'\n) AS r USING name"
         ));
         assert!(children.ends_with("ORDER BY tree_files DESC, name ASC\nLIMIT 10 OFFSET 20"));
-        let entry = entry(&db(), 2, b"/a/b");
+        let entry = entry(&db(), id, b"/a/b");
         assert_eq!(
             entry
                 .matches("WHERE snapshot_id = 2 AND parent_path = '/a' AND name = 'b'")

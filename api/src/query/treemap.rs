@@ -4,6 +4,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::sql::subtree;
 
@@ -31,7 +32,7 @@ pub struct TileRow {
 /// by `size` of each directory. The parent's range is on the sort key.
 pub fn tiles(
     db: &Database,
-    snapshot_id: u64,
+    snapshot_id: SnapshotId,
     dir: &[u8],
     base_depth: u32,
     depth: u32,
@@ -76,7 +77,13 @@ pub struct TotalRow {
 
 /// What each directory of a treemap holds, from its rollup alone (no join), as [`TotalRow`]s:
 /// its children, and the bytes and files below it.
-pub fn totals(db: &Database, snapshot_id: u64, dir: &[u8], base_depth: u32, depth: u32) -> String {
+pub fn totals(
+    db: &Database,
+    snapshot_id: SnapshotId,
+    dir: &[u8],
+    base_depth: u32,
+    depth: u32,
+) -> String {
     format!(
         "SELECT path AS parent_path, direct_entries AS children, bytes, files FROM {db}.dir_rollups
 PREWHERE depth >= {base_depth} AND depth < {below} WHERE snapshot_id = {snapshot_id} AND {}",
