@@ -216,6 +216,14 @@ impl Inner {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The insert gate of a running snapshot (see [`Running`]'s `gate`); `None` once it is no
+    /// longer running.
+    fn gate(&self, snapshot_id: SnapshotId) -> Option<Arc<RwLock<()>>> {
+        self.running()
+            .get(&snapshot_id)
+            .map(|s| Arc::clone(&s.gate))
+    }
+
     fn spool(&self) -> &Spool {
         &self.options.spool
     }

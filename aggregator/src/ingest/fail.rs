@@ -61,11 +61,7 @@ impl Inner {
     /// Fails a running snapshot: no insert of it runs or starts afterwards, its record says
     /// failed and why, its rows are dropped, and the spool forgets it.
     pub(crate) async fn fail_running(&self, snapshot_id: SnapshotId, message: String) {
-        let Some(gate) = self
-            .running()
-            .get(&snapshot_id)
-            .map(|s| Arc::clone(&s.gate))
-        else {
+        let Some(gate) = self.gate(snapshot_id) else {
             return;
         };
         let _alone = gate.write().await;

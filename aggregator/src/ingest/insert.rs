@@ -107,11 +107,7 @@ impl Inner {
                 })
             })
             .collect();
-        let Some(gate) = self
-            .running()
-            .get(&snapshot_id)
-            .map(|s| Arc::clone(&s.gate))
-        else {
+        let Some(gate) = self.gate(snapshot_id) else {
             return;
         };
         let shared = gate.read().await;
