@@ -11,7 +11,9 @@
 //!   optional field, and validates every answer strictly against this document (no field it
 //!   does not name, every required one, types, enums, nullable), and fails when an optional
 //!   field was never seen present and absent;
-//! - the enums of entry kinds and failed operations come from [`EntryKind`] and [`ErrorOp`];
+//! - `tests/api_fuzz.rs` sends schemathesis's generated requests (valid and invalid) to a real
+//!   `storage-api` and checks every answer against this document: no 5xx, a status the route
+//!   documents, a content type documented for it, and a body its schema allows;
 //! - the UI's types (`ui/src/api.gen.ts`) are generated from the served document by
 //!   `ui/scripts/api-types.mjs`, and a browser-stack test (`ui/tests/ui.test.mjs`) fails when
 //!   the committed file is not what the served document generates; `tsc` then checks every
@@ -19,9 +21,25 @@
 //!
 //! So a field added, renamed or removed in a response struct fails `tests/openapi.rs` until
 //! the schema here says the same, and then the UI's test until its types are regenerated.
+//!
+//! The `enum`s are not written here where the Rust has the list: entry kinds and failed
+//! operations come from [`EntryKind::ALL`] and [`ErrorOp::ALL`], and every query parameter that
+//! takes a word (`sort`, `order`, `what`, `by`, `of`, `format`, `field`, `match`, `size`), with
+//! the answers' fields that echo one (usage's `by`, a histogram's `of`, a treemap's `size`,
+//! growth per owner's `by`), from the `WORDS` of its enum in [`crate::params`], which a test
+//! there checks are exactly the words serde reads. Four lists are written here, because the
+//! Rust answers them as strings chosen in a `match`, not as a type with a list: the error
+//! body's `error` ([`crate::ApiError`]'s answer and the 401 of [`crate::access`]), health's
+//! `status` ([`crate::routes`]), and a growth change's and an owner change's `status`
+//! ([`crate::history`]); `tests/openapi.rs` and the fuzz test refuse an answer outside them.
 
 use serde_json::{Map, Value, json};
 use storage_tracker_proto::{EntryKind, ErrorOp};
+
+use crate::params::{
+    AreaBy, ChildSort, HistogramOf, MatchKind, Order, OwnerBy, SearchField, StaleBy, StaleFormat,
+    TopWhat, UsageBy,
+};
 
 fn integer(min: u64, max: u64) -> Value {
     json!({ "type": "integer", "minimum": min, "maximum": max })
@@ -550,7 +568,7 @@ fn schemas() -> Value {
                 vec![
                     ("depth", integer(1, 4)),
                     ("max_children", integer(1, 500)),
-                    ("size", one_of(&["bytes", "files"])),
+                    ("size", one_of(AreaBy::WORDS)),
                     ("root", reference("Tile")),
                 ],
             ]),
@@ -586,7 +604,7 @@ fn schemas() -> Value {
             "Usage per user, group or file type, largest first",
             vec![
                 ("snapshot_id", count()),
-                ("by", one_of(&["user", "group", "type"])),
+                ("by", one_of(UsageBy::WORDS)),
                 ("limit", count()),
                 ("offset", count()),
                 ("items", array(reference("UsageItem"))),
@@ -618,7 +636,7 @@ fn schemas() -> Value {
             "Files per size or age bucket",
             vec![
                 ("snapshot_id", count()),
-                ("of", one_of(&["size", "mtime", "atime"])),
+                ("of", one_of(HistogramOf::WORDS)),
                 ("buckets", array(reference("Bucket"))),
             ],
         ),
@@ -732,7 +750,7 @@ fn schemas() -> Value {
             vec![
                 ("from", count()),
                 ("to", count()),
-                ("by", one_of(&["user", "group"])),
+                ("by", one_of(OwnerBy::WORDS)),
                 ("warnings", warnings()),
                 ("owners", array(reference("OwnerChange"))),
             ],
@@ -791,15 +809,11 @@ pub fn document() -> Value {
                 with(s(), path_params()),
                 with(
                     vec![
-                        query(
-                            "sort",
-                            "Sort key",
-                            one_of(&["bytes", "allocated", "files", "mtime", "atime", "name"]),
-                        ),
+                        query("sort", "Sort key", one_of(ChildSort::WORDS)),
                         query(
                             "order",
                             "Direction (desc by default, asc for name)",
-                            one_of(&["asc", "desc"]),
+                            one_of(Order::WORDS),
                         ),
                     ],
                     paging(),
@@ -843,7 +857,7 @@ pub fn document() -> Value {
                         "Children kept per directory; the rest are folded",
                         integer(1, 500),
                     ),
-                    query("size", "What the areas are", one_of(&["bytes", "files"])),
+                    query("size", "What the areas are", one_of(AreaBy::WORDS)),
                 ],
             ),
             &json_body("Treemap"),
@@ -867,7 +881,7 @@ pub fn document() -> Value {
             with(
                 with(s(), path_params()),
                 with(
-                    vec![query("what", "files or dirs", one_of(&["files", "dirs"]))],
+                    vec![query("what", "files or dirs", one_of(TopWhat::WORDS))],
                     paging(),
                 ),
             ),
@@ -881,11 +895,7 @@ pub fn document() -> Value {
             with(
                 s(),
                 with(
-                    vec![query(
-                        "by",
-                        "The grouping",
-                        one_of(&["user", "group", "type"]),
-                    )],
+                    vec![query("by", "The grouping", one_of(UsageBy::WORDS))],
                     paging(),
                 ),
             ),
@@ -898,11 +908,7 @@ pub fn document() -> Value {
             "Files by size, mtime age or atime age",
             with(
                 s(),
-                vec![query(
-                    "of",
-                    "The histogram",
-                    one_of(&["size", "mtime", "atime"]),
-                )],
+                vec![query("of", "The histogram", one_of(HistogramOf::WORDS))],
             ),
             &json_body("Histogram"),
         ),
@@ -921,8 +927,8 @@ pub fn document() -> Value {
                             "Smallest size, bytes",
                             integer(0, u64::from(u32::MAX) << 16),
                         ),
-                        query("by", "Which time", one_of(&["atime", "mtime"])),
-                        query("format", "Response format", one_of(&["json", "csv"])),
+                        query("by", "Which time", one_of(StaleBy::WORDS)),
+                        query("format", "Response format", one_of(StaleFormat::WORDS)),
                     ],
                     vec![
                         query(
@@ -954,12 +960,8 @@ pub fn document() -> Value {
                             "Text to look for",
                             json!({ "type": "string", "maxLength": 1024 }),
                         ),
-                        query(
-                            "match",
-                            "How q matches",
-                            one_of(&["substring", "glob", "regex"]),
-                        ),
-                        query("field", "What q matches", one_of(&["name", "path"])),
+                        query("match", "How q matches", one_of(MatchKind::WORDS)),
+                        query("field", "What q matches", one_of(SearchField::WORDS)),
                         query(
                             "ignore_case",
                             "Match q without regard to case (any match)",
@@ -1040,7 +1042,7 @@ pub fn document() -> Value {
             "Bytes and files per owner in two snapshots",
             with(
                 two(),
-                vec![query("by", "Users or groups", one_of(&["user", "group"]))],
+                vec![query("by", "Users or groups", one_of(OwnerBy::WORDS))],
             ),
             &json_body("OwnerGrowth"),
         ),
