@@ -248,3 +248,37 @@ fn permission_denied_is_recorded_as_data_for_an_unprivileged_scan() {
         ]
     );
 }
+
+#[test]
+fn an_offline_scan_into_a_directory_holding_one_exits_2_and_leaves_it_whole() {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("f"), b"data").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("scan");
+    let first = scan(&[
+        "--output",
+        dir.to_str().unwrap(),
+        tree.path().to_str().unwrap(),
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let files = |d: &std::path::Path| {
+        let mut v: Vec<(std::ffi::OsString, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&dir);
+    let o = scan(&["--output", dir.to_str().unwrap(), "/etc"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already holds an offline scan (manifest.pb and 1 chunk file(s))"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(files(&dir), before, "the first scan is untouched");
+}

@@ -15,7 +15,7 @@ use tracing::error;
 use storage_tracker_proto::service::{LogFormat, init_logging};
 use storage_tracker_scanner::chunks::ChunkLimits;
 use storage_tracker_scanner::mpi_job::{LaunchError, MpiJob, Outcome};
-use storage_tracker_scanner::plan::{JobPlan, OutputPlan, PlanError, Root};
+use storage_tracker_scanner::plan::{JobPlan, OutputPlan, PlanError, Root, output_directory};
 use storage_tracker_scanner::scan::ScanPlan;
 use storage_tracker_scanner::upload::parse_address;
 use storage_tracker_scanner::walk::{Exclude, WalkOptions};
@@ -165,7 +165,7 @@ fn plan(args: Args) -> Result<JobPlan, PlanError> {
     let root = Root::check(&args.root)?;
     let threads = args.threads.map_or_else(default_threads, usize::from);
     let output = match (args.output, args.aggregator) {
-        (Some(dir), _) => OutputPlan::Directory(dir),
+        (Some(dir), _) => OutputPlan::Directory(output_directory(dir)?),
         (None, Some(address)) => OutputPlan::Aggregator {
             address,
             in_flight: usize::from(args.in_flight),

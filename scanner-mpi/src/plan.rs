@@ -55,6 +55,53 @@ pub enum PlanError {
     },
     #[error("the root {} is not a directory; pass the directory to scan", path.display())]
     RootNotADirectory { path: PathBuf },
+    #[error(
+        "--output {} already holds an offline scan ({what}); a new scan would overwrite it. \
+         Import or remove it first, or give a new or empty directory",
+        path.display()
+    )]
+    OutputHoldsAScan { path: PathBuf, what: String },
+    #[error("cannot read the --output directory {}: {source}", path.display())]
+    OutputUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// An offline scan's directory, checked: missing (it is created), or holding no offline scan's
+/// files (a manifest or chunk files), so that a scan never overwrites one it does not own.
+pub fn output_directory(dir: PathBuf) -> Result<PathBuf, PlanError> {
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dir),
+        Err(source) => return Err(PlanError::OutputUnreadable { path: dir, source }),
+    };
+    let (mut manifest, mut chunks) = (false, 0usize);
+    for entry in entries {
+        let entry = entry.map_err(|source| PlanError::OutputUnreadable {
+            path: dir.clone(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == storage_tracker_proto::MANIFEST_FILE {
+            manifest = true;
+        } else if storage_tracker_proto::parse_chunk_file_name(&name).is_some() {
+            chunks += 1;
+        }
+    }
+    if !manifest && chunks == 0 {
+        return Ok(dir);
+    }
+    let what = match (manifest, chunks) {
+        (true, 0) => storage_tracker_proto::MANIFEST_FILE.to_owned(),
+        (true, n) => format!(
+            "{} and {n} chunk file(s)",
+            storage_tracker_proto::MANIFEST_FILE
+        ),
+        (false, n) => format!("{n} chunk file(s)"),
+    };
+    Err(PlanError::OutputHoldsAScan { path: dir, what })
 }
 
 impl Root {
@@ -120,5 +167,30 @@ mod tests {
                 .starts_with("cannot scan /nonexistent/storage-tracker: "),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn an_output_directory_holding_an_offline_scan_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        assert!(
+            output_directory(dir.clone()).is_ok(),
+            "a missing directory is created"
+        );
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"").unwrap();
+        assert!(
+            output_directory(dir.clone()).is_ok(),
+            "other files are not a scan"
+        );
+        std::fs::write(dir.join(storage_tracker_proto::chunk_file_name(0, 0)), b"").unwrap();
+        let e = output_directory(dir.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("already holds an offline scan (1 chunk file(s))"),
+            "{e}"
+        );
+        std::fs::write(dir.join(storage_tracker_proto::MANIFEST_FILE), b"").unwrap();
+        let e = output_directory(dir).unwrap_err().to_string();
+        assert!(e.contains("(manifest.pb and 1 chunk file(s))"), "{e}");
     }
 }
