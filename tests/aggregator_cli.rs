@@ -219,3 +219,48 @@ fn list_into_a_reader_that_stops_early_is_not_a_panic() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+#[test]
+fn retention_without_a_policy_is_a_usage_error_and_drops_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "cli_retention");
+    commit_record(&rt, &db, 1, 1_700_000_000);
+    commit_record(&rt, &db, 2, 1_700_086_400);
+    for args in [
+        &["retention", "--label", "fs"][..],
+        &["retention", "--label", "fs", "--keep-last", "0"],
+    ] {
+        let o = aggregator(&db.url, db.database.as_str(), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o)
+                .contains("retention needs a policy: --keep-last, --keep-weekly or --keep-monthly"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    let o = aggregator(&db.url, db.database.as_str(), &["list"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.matches("committed").count(),
+        2,
+        "nothing was dropped: {out}"
+    );
+    let o = aggregator(
+        &db.url,
+        db.database.as_str(),
+        &[
+            "retention",
+            "--label",
+            "fs",
+            "--keep-last",
+            "1",
+            "--dry-run",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "would drop 1 snapshot(s) of fs: [1]"
+    );
+}

@@ -330,6 +330,19 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
+    if let Command::Retention { retention, .. } = &cli.command
+        && !retention.policy().is_set()
+    {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "retention needs a policy: --keep-last, --keep-weekly or --keep-monthly above 0 \
+                 (without one, every snapshot of the label but the newest would be dropped; \
+                 --keep-last 1 says that on purpose)",
+            )
+            .exit();
+    }
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
