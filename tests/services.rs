@@ -264,6 +264,44 @@ fn a_config_file_with_a_typo_is_refused_with_the_line() {
 }
 
 #[test]
+fn a_config_key_no_option_of_the_program_reads_is_refused_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (binary, package, args, known) in [
+        (
+            "storage-api",
+            "storage-tracker-api",
+            &[][..],
+            "STORAGE_TRACKER_API_LISTEN=127.0.0.1:1",
+        ),
+        (
+            "storage-aggregator",
+            "storage-tracker-aggregator",
+            &["list"][..],
+            "STORAGE_TRACKER_DATABASE=st",
+        ),
+    ] {
+        let conf = dir.path().join(format!("{binary}.conf"));
+        // A typo of a real key, and a key of the other program.
+        for bad in ["STORAGE_TRACKER_DATABSE=st", "STORAGE_TRACKER_BOGUS=1"] {
+            std::fs::write(&conf, format!("{known}\n{bad}\n")).unwrap();
+            let out = Command::new(sibling_binary(scanner(), binary, package))
+                .arg("--config")
+                .arg(&conf)
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{binary} {bad}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let key = bad.split('=').next().unwrap();
+            assert!(
+                stderr.contains(&format!("{binary}.conf:2: unknown key \"{key}\"")),
+                "{binary}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_example_configurations_use_only_options_the_programs_have() {
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
     for (file, binary, package, args) in [

@@ -325,7 +325,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, service: IngestService
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = apply_config_file() {
+    if let Err(e) = apply_config_file(&<Cli as clap::CommandFactory>::command()) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

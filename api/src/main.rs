@@ -96,7 +96,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> std::process::ExitCode {
-    if let Err(e) = apply_config_file() {
+    if let Err(e) = apply_config_file(&<Args as clap::CommandFactory>::command()) {
         eprintln!("error: {e}");
         return std::process::ExitCode::FAILURE;
     }

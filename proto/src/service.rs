@@ -60,6 +60,18 @@ pub enum ConfigError {
 /// value may be quoted with `"` or `'`, and only `STORAGE_TRACKER_*` and `RUST_LOG` keys are
 /// accepted, so that a typo is an error rather than a silently ignored line.
 pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    read_config_with(path, |_| true)
+}
+
+/// [`read_config`], with every key one of `known` (or `RUST_LOG`).
+pub fn read_config_of(path: &Path, known: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    read_config_with(path, |key| known.iter().any(|k| k == key))
+}
+
+fn read_config_with(
+    path: &Path,
+    known: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -79,7 +91,7 @@ pub fn read_config(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
             });
         };
         let key = key.trim();
-        if !(key.starts_with("STORAGE_TRACKER_") || key == "RUST_LOG")
+        if !(key.starts_with("STORAGE_TRACKER_") && known(key) || key == "RUST_LOG")
             || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return Err(ConfigError::UnknownKey {
@@ -118,15 +130,33 @@ pub fn config_path(args: &[OsString]) -> Option<PathBuf> {
     std::env::var_os(CONFIG_ENV).map(PathBuf::from)
 }
 
+/// The environment variables that options of `command` (and of its subcommands) read.
+pub fn env_names(command: &clap::Command) -> Vec<String> {
+    let mut names: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    for sub in command.get_subcommands() {
+        names.extend(env_names(sub));
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Puts the configuration file's values into the environment where the environment has none.
-/// Call it first thing in `main`, before any thread starts (changing the environment is only
-/// sound while the process has one thread).
-pub fn apply_config_file() -> Result<Option<PathBuf>, ConfigError> {
+/// Its keys must be variables that an option of `command` reads ([`env_names`]) or
+/// `RUST_LOG`: a key no option reads is a typo, refused with its line. Call it first thing in
+/// `main`, before any thread starts (changing the environment is only sound while the process
+/// has one thread).
+pub fn apply_config_file(command: &clap::Command) -> Result<Option<PathBuf>, ConfigError> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let Some(path) = config_path(&args) else {
         return Ok(None);
     };
-    for (key, value) in read_config(&path)? {
+    let known = env_names(command);
+    for (key, value) in read_config_of(&path, &known)? {
         if std::env::var_os(&key).is_none() {
             // SAFETY: called at the start of main, while the process has a single thread.
             unsafe { std::env::set_var(&key, value) };
@@ -229,6 +259,18 @@ mod tests {
                 .to_string()
                 .contains("unknown key \"LISTEN\"")
         );
+        std::fs::write(
+            &file,
+            "STORAGE_TRACKER_API_LISTEN=1\nSTORAGE_TRACKER_BOGUS=1\n",
+        )
+        .unwrap();
+        let known = ["STORAGE_TRACKER_API_LISTEN".to_owned()];
+        assert!(
+            read_config_of(&file, &known)
+                .unwrap_err()
+                .to_string()
+                .contains(":2: unknown key \"STORAGE_TRACKER_BOGUS\"")
+        );
         std::fs::write(&file, "STORAGE_TRACKER_X\n").unwrap();
         assert!(
             read_config(&file)
@@ -237,6 +279,22 @@ mod tests {
                 .contains(":1: expected KEY=VALUE")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_known_keys_are_the_env_names_of_every_option_and_subcommand() {
+        let command = clap::Command::new("p")
+            .arg(clap::Arg::new("a").long("a").env("STORAGE_TRACKER_A"))
+            .arg(clap::Arg::new("plain").long("plain"))
+            .subcommand(
+                clap::Command::new("s")
+                    .arg(clap::Arg::new("b").long("b").env("STORAGE_TRACKER_B"))
+                    .arg(clap::Arg::new("a2").long("a2").env("STORAGE_TRACKER_A")),
+            );
+        assert_eq!(
+            env_names(&command),
+            ["STORAGE_TRACKER_A", "STORAGE_TRACKER_B"]
+        );
     }
 
     #[derive(Debug)]
