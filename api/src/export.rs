@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use storage_tracker_proto::ncdu::{CONTENT_TYPE, NcduEntry, NcduError, NcduWriter};
 
-use crate::extract::AtDirectory;
+use crate::extract::{AtDirectory, Checked};
+use crate::paths::PathParam;
 use crate::query;
 use crate::{ApiError, AppState};
 
@@ -28,6 +29,7 @@ const SEND_BYTES: usize = 256 << 10;
 
 pub(crate) async fn ncdu(
     State(state): State<AppState>,
+    _: Checked<PathParam>,
     AtDirectory {
         snapshot,
         dir,

@@ -6,9 +6,14 @@
 //! - [`AtDirectory`]: that, and a directory of it (the root when no path is given) that the
 //!   caller may read and that the snapshot holds, with its rollup.
 //! - [`AtEntry`]: that, and an entry's path (required) that the caller may read.
+//!
+//! A route's query parameters come before them: [`Checked`] reads them and makes the route's
+//! checks ([`Check`]), so that a bad parameter is a 400 whatever the snapshot, the directory or
+//! the token (axum runs a handler's extractors in the order of its arguments).
 
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 
 use storage_tracker_proto::SnapshotId;
 
@@ -63,6 +68,76 @@ fn requested_path(parts: &Parts) -> Result<Option<Vec<u8>>, ApiError> {
     let Query(p) = Query::<PathParam>::try_from_uri(&parts.uri)
         .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
     p.bytes()
+}
+
+/// A route's query parameters, read as one struct and checked in the order the route has always
+/// checked them. The struct names every parameter of the route, its directory's too (`path`,
+/// `path_b64`, which [`AtDirectory`] checks), so that a query string that does not read (a
+/// number that is not one, a parameter given twice) is refused first, as one.
+pub trait Check: DeserializeOwned {
+    /// What the checks give the handler.
+    type Checked;
+
+    /// Whether the route's `{snapshot_id}` is checked before the query string is read.
+    const SNAPSHOT_ID_FIRST: bool = false;
+
+    /// The checks; `route` makes the steps between them that are not the parameters' own (the
+    /// `{snapshot_id}`, the admin requirement).
+    fn check(self, route: &Route) -> Result<Self::Checked, ApiError>;
+}
+
+/// The request's `{snapshot_id}` and token, for the checks of [`Check`] that come between the
+/// parameters'.
+#[derive(Debug)]
+pub struct Route {
+    snapshot_id: Result<SnapshotId, String>,
+    access: Result<Scope, String>,
+}
+
+impl Route {
+    /// The `{snapshot_id}` of the route, checked (looked up by [`InSnapshot`] and the others).
+    pub fn snapshot_id(&self) -> Result<SnapshotId, ApiError> {
+        self.snapshot_id.clone().map_err(ApiError::BadRequest)
+    }
+
+    /// Refuses a token that may not read the whole snapshot: `what` needs an admin token.
+    pub fn needs_admin(&self, what: &str) -> Result<(), ApiError> {
+        self.access
+            .as_ref()
+            .map_err(|e| ApiError::Forbidden(e.clone()))?
+            .check_all(what)
+    }
+}
+
+/// A route's query parameters `P`, read and checked ([`Check`]): what the checks give.
+#[derive(Debug)]
+pub struct Checked<P: Check>(pub P::Checked);
+
+impl<P: Check> FromRequestParts<AppState> for Checked<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let route = Route {
+            snapshot_id: snapshot_id(parts, state).await.map_err(|e| e.to_string()),
+            access: caller(parts).map_err(|e| e.to_string()),
+        };
+        if P::SNAPSHOT_ID_FIRST {
+            route.snapshot_id()?;
+        }
+        let Query(params) = Query::<P>::try_from_uri(&parts.uri)
+            .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+        params.check(&route).map(Self)
+    }
+}
+
+/// A directory's path and nothing else: read with the query string (a 400 if it does not
+/// read), checked by [`AtDirectory`].
+impl Check for PathParam {
+    type Checked = ();
+
+    fn check(self, _: &Route) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// A committed snapshot the caller may read something of.

@@ -14,8 +14,7 @@ use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::scan_options::describe;
 
 use crate::access::Scope;
-use crate::params::OwnerBy;
-use crate::params::query_params;
+use crate::params::{OwnerBy, Word, query_params};
 use crate::paths::{PathParam, Text};
 use crate::query;
 use crate::query::growth::{ChangeRow, OwnerChangeRow};
@@ -361,7 +360,7 @@ pub struct OwnerGrowthParams {
     from: Option<SnapshotId>,
     to: Option<SnapshotId>,
     #[serde(default)]
-    by: OwnerBy,
+    by: Word<OwnerBy>,
 }
 
 #[derive(Debug, Serialize)]
@@ -392,7 +391,8 @@ pub async fn owner_growth(
 ) -> Result<Json<OwnerGrowth>, ApiError> {
     let p = query_params(params)?;
     access.check_all("growth per owner")?;
-    let by = p.by.word();
+    let owner_by = p.by.checked()?;
+    let by = owner_by.word();
     let (a, b) = two_committed(&state, &access, p.from, p.to).await?;
     let (from, to) = (a.snapshot_id, b.snapshot_id);
     let rows = state
@@ -401,7 +401,7 @@ pub async fn owner_growth(
             &state.database,
             from,
             to,
-            p.by.into(),
+            owner_by.into(),
         ))
         .fetch_all::<OwnerChangeRow>()
         .await?;

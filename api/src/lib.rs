@@ -9,8 +9,10 @@
 //!   [`access`] (tokens and their scopes) and [`metrics`] layers; health and the API's
 //!   description ([`openapi`]). [`resource`] is the type each resource's routes come in.
 //! - [`extract`]: the one way into a snapshot: a committed snapshot, directory or entry that
-//!   the caller may read, already checked; [`params`] and [`paths`] read query parameters and
-//!   paths; [`pattern`] checks a search pattern and folds its case.
+//!   the caller may read, already checked, after the route's query parameters
+//!   ([`extract::Checked`]: a bad parameter is a 400 before the snapshot is looked up);
+//!   [`params`] and [`paths`] read query parameters and paths; [`pattern`] checks a search
+//!   pattern and folds its case.
 //! - The resources: [`snapshots`] (the list, one, children), [`reports`] (an entry, top,
 //!   usage, histograms, stale data), [`treemap`], [`search`], [`history`] (history and growth)
 //!   and [`export`] (ncdu). They ask [`query`] for their statements and write no SQL.

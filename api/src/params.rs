@@ -1,28 +1,77 @@
 //! Query parameters: paging (`limit`, `offset`), and those that take one of a few words, as
-//! types. serde reads them; an unknown word
-//! is a 400 that says which words there are (`unknown variant "x", expected "a" or "b"`).
-//! Each of those types lists its words (`WORDS`, in declaration order), and the OpenAPI
-//! document ([`crate::openapi`]) builds its `enum`s from them.
+//! types. An unknown word is a 400 that names the parameter and its words (`order must be asc
+//! or desc, got "up"`). Each of those types lists its words (`WORDS`, in declaration order),
+//! and the OpenAPI document ([`crate::openapi`]) builds its `enum`s from them.
+//!
+//! A route's parameters are read as one struct (a query string that does not read is a 400
+//! first), and a word is kept as read ([`Word`]) so that the route checks it where it always
+//! has, among its other checks (see [`crate::extract::Check`]).
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::ApiError;
 
-/// Enums of words: each variant with the word it is read from, and the variant given when the
-/// parameter is absent. `WORDS` lists the words in declaration order, the same strings serde
-/// reads (the OpenAPI document's `enum`s are built from it), and the tests check every list.
+/// An enum of words, each read from the one parameter that takes it.
+pub trait Words: Copy + Default + 'static {
+    /// The parameter the words are given in.
+    const PARAMETER: &'static str;
+    /// Every word, in declaration order.
+    const WORDS: &'static [&'static str];
+
+    /// The variant `word` names, or the 400's message for a word that is none of them.
+    fn read(word: &str) -> Result<Self, String>;
+}
+
+/// The message for `got` given as `parameter`, which takes `words`: "a or b", "a, b or c", and
+/// "one of a, b, c, d" for longer lists.
+fn unknown_word(parameter: &str, words: &[&str], got: &str) -> String {
+    let list = match words {
+        [first @ .., last] if words.len() <= 3 => format!("{} or {last}", first.join(", ")),
+        _ => format!("one of {}", words.join(", ")),
+    };
+    format!("{parameter} must be {list}, got {got:?}")
+}
+
+/// A word parameter as read: its variant, or, for a word that is none of them, the 400 it makes
+/// when the route checks it ([`Word::checked`]). Absent, it is the default variant.
+#[derive(Debug, Clone)]
+pub struct Word<T>(Result<T, String>);
+
+impl<T: Words> Word<T> {
+    /// The variant, or the 400 of a word that is none.
+    pub fn checked(&self) -> Result<T, ApiError> {
+        self.0.clone().map_err(ApiError::BadRequest)
+    }
+}
+
+impl<T: Words> Default for Word<T> {
+    fn default() -> Self {
+        Self(Ok(T::default()))
+    }
+}
+
+impl<'de, T: Words> Deserialize<'de> for Word<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self(T::read(&String::deserialize(d)?)))
+    }
+}
+
+/// Enums of words: each variant with the word it is read from, the parameter that takes them,
+/// and the variant given when the parameter is absent. `WORDS` lists the words in declaration
+/// order, the same strings serde reads (the OpenAPI document's `enum`s are built from it), and
+/// the tests check every list. An unknown word is refused with the parameter's message.
 macro_rules! words {
     ($(
         $(#[$doc:meta])*
-        $name:ident { $($variant:ident = $word:literal),+ $(,)? } default $default:ident;
+        $name:ident ($parameter:literal) { $($variant:ident = $word:literal),+ $(,)? } default $default:ident;
     )+) => {
         $(
             $(#[$doc])*
-            #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+            #[derive(Debug, Clone, Copy, PartialEq, Eq)]
             pub enum $name {
-                $(#[serde(rename = $word)] $variant),+
+                $($variant),+
             }
 
             impl $name {
@@ -34,6 +83,24 @@ macro_rules! words {
                     match self {
                         $(Self::$variant => $word),+
                     }
+                }
+            }
+
+            impl Words for $name {
+                const PARAMETER: &'static str = $parameter;
+                const WORDS: &'static [&'static str] = $name::WORDS;
+
+                fn read(word: &str) -> Result<Self, String> {
+                    match word {
+                        $($word => Ok(Self::$variant),)+
+                        other => Err(unknown_word($parameter, Self::WORDS, other)),
+                    }
+                }
+            }
+
+            impl<'de> Deserialize<'de> for $name {
+                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    <Self as Words>::read(&String::deserialize(d)?).map_err(serde::de::Error::custom)
                 }
             }
 
@@ -55,11 +122,11 @@ macro_rules! words {
 
 words! {
     /// The direction of a sort.
-    Order { Asc = "asc", Desc = "desc" } default Desc;
+    Order ("order") { Asc = "asc", Desc = "desc" } default Desc;
 
     /// How children are sorted: by recursive bytes (directories) or size (the rest), allocated
     /// bytes, files below, newest mtime or atime in the tree, or name; ties by name.
-    ChildSort {
+    ChildSort ("sort") {
         Bytes = "bytes",
         Allocated = "allocated",
         Files = "files",
@@ -69,31 +136,31 @@ words! {
     } default Bytes;
 
     /// What `top` lists: the largest files or the largest directories.
-    TopWhat { Files = "files", Dirs = "dirs" } default Files;
+    TopWhat ("what") { Files = "files", Dirs = "dirs" } default Files;
 
     /// What usage is summed by.
-    UsageBy { User = "user", Group = "group", Type = "type" } default User;
+    UsageBy ("by") { User = "user", Group = "group", Type = "type" } default User;
 
     /// Who growth per owner is summed by.
-    OwnerBy { User = "user", Group = "group" } default User;
+    OwnerBy ("by") { User = "user", Group = "group" } default User;
 
     /// Which histogram.
-    HistogramOf { Size = "size", Mtime = "mtime", Atime = "atime" } default Size;
+    HistogramOf ("of") { Size = "size", Mtime = "mtime", Atime = "atime" } default Size;
 
     /// How stale data answers.
-    StaleFormat { Json = "json", Csv = "csv" } default Json;
+    StaleFormat ("format") { Json = "json", Csv = "csv" } default Json;
 
     /// Which time makes a file stale: not accessed, or not modified.
-    StaleBy { Atime = "atime", Mtime = "mtime" } default Atime;
+    StaleBy ("by") { Atime = "atime", Mtime = "mtime" } default Atime;
 
     /// What a search pattern matches: the name or the whole path (the word is the column).
-    SearchField { Name = "name", Path = "path" } default Name;
+    SearchField ("field") { Name = "name", Path = "path" } default Name;
 
     /// How a search pattern (`q`) is read.
-    MatchKind { Substring = "substring", Glob = "glob", Regex = "regex" } default Substring;
+    MatchKind ("match") { Substring = "substring", Glob = "glob", Regex = "regex" } default Substring;
 
     /// What a treemap's areas are.
-    AreaBy { Bytes = "bytes", Files = "files" } default Bytes;
+    AreaBy ("size") { Bytes = "bytes", Files = "files" } default Bytes;
 }
 
 /// Most items in one page.
@@ -207,5 +274,70 @@ mod tests {
             ["bytes", "allocated", "files", "mtime", "atime", "name"]
         );
         assert_eq!(Order::default().word(), "desc");
+    }
+
+    #[test]
+    fn unknown_words_are_refused_with_their_parameters_message() {
+        let refused =
+            |e: Result<&str, String>| e.unwrap_err().rsplit(": ").next().unwrap().to_owned();
+        assert_eq!(
+            refused(read_word::<ChildSort>("size").map(ChildSort::word)),
+            r#"sort must be one of bytes, allocated, files, mtime, atime, name, got "size""#
+        );
+        for (message, expected) in [
+            (
+                <Order as Words>::read("up").unwrap_err(),
+                r#"order must be asc or desc, got "up""#,
+            ),
+            (
+                TopWhat::read("x").unwrap_err(),
+                r#"what must be files or dirs, got "x""#,
+            ),
+            (
+                UsageBy::read("x").unwrap_err(),
+                r#"by must be user, group or type, got "x""#,
+            ),
+            (
+                OwnerBy::read("x").unwrap_err(),
+                r#"by must be user or group, got "x""#,
+            ),
+            (
+                HistogramOf::read("x").unwrap_err(),
+                r#"of must be size, mtime or atime, got "x""#,
+            ),
+            (
+                StaleFormat::read("x").unwrap_err(),
+                r#"format must be json or csv, got "x""#,
+            ),
+            (
+                StaleBy::read("x").unwrap_err(),
+                r#"by must be atime or mtime, got "x""#,
+            ),
+            (
+                SearchField::read("x").unwrap_err(),
+                r#"field must be name or path, got "x""#,
+            ),
+            (
+                MatchKind::read("x").unwrap_err(),
+                r#"match must be substring, glob or regex, got "x""#,
+            ),
+            (
+                AreaBy::read("x").unwrap_err(),
+                r#"size must be bytes or files, got "x""#,
+            ),
+        ] {
+            assert_eq!(message, expected);
+        }
+        // As a parameter of a route: read as given, refused when checked.
+        let word: Word<Order> = read_word("up").unwrap();
+        assert_eq!(
+            word.checked().unwrap_err().to_string(),
+            r#"order must be asc or desc, got "up""#
+        );
+        assert_eq!(
+            read_word::<Word<Order>>("asc").unwrap().checked().unwrap(),
+            Order::Asc
+        );
+        assert_eq!(Word::<Order>::default().checked().unwrap(), Order::Desc);
     }
 }

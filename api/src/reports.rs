@@ -5,8 +5,7 @@
 //! a word of a fixed list, a number).
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::reports::AGE_BOUNDS_DAYS;
 
-use crate::extract::{AtDirectory, AtEntry, InSnapshot};
+use crate::extract::{AtDirectory, AtEntry, Check, Checked, InSnapshot, Route};
 use crate::listing::{Child, Listing, OwnerNames, entries_at, listed};
-use crate::params::{HistogramOf, StaleBy, StaleFormat, TopWhat, UsageBy, page, query_params};
+use crate::params::{HistogramOf, StaleBy, StaleFormat, TopWhat, UsageBy, Word, page};
 use crate::paths::Text;
 use crate::query::entries::{DownloadRow, EntryFilter, EntryOrder, Time};
 use crate::query::reports::{BucketRow, UsageRow};
@@ -34,10 +33,32 @@ pub fn routes() -> crate::resource::Routes {
         .get("/api/v1/snapshots/{snapshot_id}/stale", stale)
 }
 
+/// The entry's path, read with the query string: one must be given (checked before the snapshot
+/// is; [`AtEntry`] checks the path itself).
+#[derive(Debug, Deserialize)]
+pub(crate) struct EntryParams {
+    path: Option<String>,
+    path_b64: Option<String>,
+}
+
+impl Check for EntryParams {
+    type Checked = ();
+
+    fn check(self, _: &Route) -> Result<(), ApiError> {
+        if self.path.is_none() && self.path_b64.is_none() {
+            return Err(ApiError::BadRequest(
+                "give the entry as path= or path_b64=".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `GET /api/v1/snapshots/{id}/entry?path=…`: one entry, with its tree's totals when a
 /// directory.
 pub(crate) async fn entry(
     State(state): State<AppState>,
+    _: Checked<EntryParams>,
     AtEntry { snapshot, path }: AtEntry,
 ) -> Result<Json<Child>, ApiError> {
     let sql = query::tree::entry(&state.database, snapshot.snapshot_id, &path);
@@ -58,23 +79,36 @@ pub(crate) async fn entry(
 pub(crate) struct TopParams {
     /// files (default) or dirs.
     #[serde(default)]
-    what: TopWhat,
+    what: Word<TopWhat>,
+    /// The directory: read here with the rest of the query string, checked by [`AtDirectory`].
+    #[serde(rename = "path")]
+    _path: Option<String>,
+    #[serde(rename = "path_b64")]
+    _path_b64: Option<String>,
     limit: Option<u64>,
     offset: Option<u64>,
+}
+
+impl Check for TopParams {
+    /// The page, and what is listed (checked after the directory).
+    type Checked = ((u64, u64), Word<TopWhat>);
+
+    fn check(self, _: &Route) -> Result<Self::Checked, ApiError> {
+        Ok((page(self.limit, self.offset)?, self.what))
+    }
 }
 
 /// `GET /api/v1/snapshots/{id}/top?what=files|dirs&path=…`: the largest files (by size) or
 /// directories (by recursive bytes) under a directory.
 pub(crate) async fn top(
     State(state): State<AppState>,
+    Checked(((limit, offset), what)): Checked<TopParams>,
     AtDirectory { snapshot, dir, .. }: AtDirectory,
-    q: Result<Query<TopParams>, QueryRejection>,
 ) -> Result<Json<Listing>, ApiError> {
-    let p = query_params(q)?;
-    let (limit, offset) = page(p.limit, p.offset)?;
+    let what = what.checked()?;
     let db = &state.database;
     let snapshot_id = snapshot.snapshot_id;
-    let sql = match p.what {
+    let sql = match what {
         TopWhat::Files => query::entries::list(
             db,
             snapshot_id,
@@ -120,9 +154,20 @@ pub(crate) async fn top(
 pub(crate) struct UsageParams {
     /// user (default), group or type.
     #[serde(default)]
-    by: UsageBy,
+    by: Word<UsageBy>,
     limit: Option<u64>,
     offset: Option<u64>,
+}
+
+impl Check for UsageParams {
+    /// The page, and what usage is summed by (checked after the snapshot).
+    type Checked = ((u64, u64), Word<UsageBy>);
+
+    fn check(self, route: &Route) -> Result<Self::Checked, ApiError> {
+        let page = page(self.limit, self.offset)?;
+        route.needs_admin("usage")?;
+        Ok((page, self.by))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -152,16 +197,14 @@ pub(crate) struct Usage {
 /// `GET /api/v1/snapshots/{id}/usage?by=user|group|type`: usage, largest first.
 pub(crate) async fn usage(
     State(state): State<AppState>,
-    InSnapshot { snapshot, access }: InSnapshot,
-    q: Result<Query<UsageParams>, QueryRejection>,
+    Checked(((limit, offset), by)): Checked<UsageParams>,
+    InSnapshot { snapshot, .. }: InSnapshot,
 ) -> Result<Json<Usage>, ApiError> {
-    let p = query_params(q)?;
-    let (limit, offset) = page(p.limit, p.offset)?;
-    access.check_all("usage")?;
+    let usage_by = by.checked()?;
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
-    let by = p.by.word();
-    let sql = match Principal::of_usage(p.by) {
+    let by = usage_by.word();
+    let sql = match Principal::of_usage(usage_by) {
         Some(principal) => query::reports::owner_usage(db, snapshot_id, principal, limit, offset),
         None => query::reports::type_usage(db, snapshot_id, limit, offset),
     };
@@ -198,7 +241,18 @@ pub(crate) async fn usage(
 pub(crate) struct HistogramParams {
     /// size (default), mtime or atime.
     #[serde(default)]
-    of: HistogramOf,
+    of: Word<HistogramOf>,
+}
+
+impl Check for HistogramParams {
+    type Checked = HistogramOf;
+
+    fn check(self, route: &Route) -> Result<HistogramOf, ApiError> {
+        route.snapshot_id()?;
+        let of = self.of.checked()?;
+        route.needs_admin("a histogram")?;
+        Ok(of)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -244,14 +298,12 @@ fn age_label(bucket: u8) -> String {
 /// `GET /api/v1/snapshots/{id}/histograms?of=size|mtime|atime`: files per bucket.
 pub(crate) async fn histograms(
     State(state): State<AppState>,
-    InSnapshot { snapshot, access }: InSnapshot,
-    q: Result<Query<HistogramParams>, QueryRejection>,
+    Checked(histogram): Checked<HistogramParams>,
+    InSnapshot { snapshot, .. }: InSnapshot,
 ) -> Result<Json<Histogram>, ApiError> {
-    let p = query_params(q)?;
     let snapshot_id = snapshot.snapshot_id;
-    let of = p.of.word();
-    access.check_all("a histogram")?;
-    let sql = query::reports::histogram(&state.database, snapshot_id, p.of);
+    let of = histogram.word();
+    let sql = query::reports::histogram(&state.database, snapshot_id, histogram);
     let rows = state.client.query(&sql).fetch_all::<BucketRow>().await?;
     let buckets = rows
         .into_iter()
@@ -283,12 +335,63 @@ pub(crate) struct StaleParams {
     /// Only files at least this large (bytes).
     min_size: Option<u64>,
     #[serde(default)]
-    by: StaleBy,
+    by: Word<StaleBy>,
     /// json (default) or csv.
     #[serde(default)]
-    format: StaleFormat,
+    format: Word<StaleFormat>,
+    /// The directory: read here with the rest of the query string, checked by [`AtDirectory`].
+    #[serde(rename = "path")]
+    _path: Option<String>,
+    #[serde(rename = "path_b64")]
+    _path_b64: Option<String>,
     limit: Option<u64>,
     offset: Option<u64>,
+}
+
+/// Which stale files, and how they answer.
+#[derive(Debug)]
+pub(crate) struct Stale {
+    csv: bool,
+    limit: u64,
+    offset: u64,
+    by: StaleBy,
+    days: u32,
+    min_size: u64,
+}
+
+impl Check for StaleParams {
+    type Checked = Stale;
+
+    fn check(self, _: &Route) -> Result<Stale, ApiError> {
+        let csv = self.format.checked()? == StaleFormat::Csv;
+        let (limit, offset) = if csv {
+            // Every row unless the caller asks for fewer.
+            if self.limit == Some(0) {
+                return Err(ApiError::BadRequest("limit must be at least 1".into()));
+            }
+            (
+                self.limit.unwrap_or(u64::MAX),
+                page(Some(1), self.offset)?.1,
+            )
+        } else {
+            page(self.limit, self.offset)?
+        };
+        let by = self.by.checked()?;
+        let days = self.days.unwrap_or(180);
+        if days > 36_500 {
+            return Err(ApiError::BadRequest(format!(
+                "days must be at most 36500, got {days}"
+            )));
+        }
+        Ok(Stale {
+            csv,
+            limit,
+            offset,
+            by,
+            days,
+            min_size: self.min_size.unwrap_or(0),
+        })
+    }
 }
 
 /// Rows per query of a CSV download: each page stays far below the read-only profile's
@@ -300,32 +403,21 @@ pub(crate) const CSV_PAGE_ROWS: u64 = 10_000;
 /// (CSV, streamed).
 pub(crate) async fn stale(
     State(state): State<AppState>,
-    at: AtDirectory,
-    q: Result<Query<StaleParams>, QueryRejection>,
+    Checked(Stale {
+        csv,
+        limit,
+        offset,
+        by,
+        days,
+        min_size,
+    }): Checked<StaleParams>,
+    AtDirectory { snapshot, dir, .. }: AtDirectory,
 ) -> Result<Response, ApiError> {
-    let p = query_params(q)?;
-    let csv = p.format == StaleFormat::Csv;
-    let (limit, offset) = if csv {
-        // Every row unless the caller asks for fewer.
-        if p.limit == Some(0) {
-            return Err(ApiError::BadRequest("limit must be at least 1".into()));
-        }
-        (p.limit.unwrap_or(u64::MAX), page(Some(1), p.offset)?.1)
-    } else {
-        page(p.limit, p.offset)?
-    };
-    let days = p.days.unwrap_or(180);
-    if days > 36_500 {
-        return Err(ApiError::BadRequest(format!(
-            "days must be at most 36500, got {days}"
-        )));
-    }
-    let AtDirectory { snapshot, dir, .. } = at;
     let cutoff = snapshot.started_at_ns - i64::from(days) * NS_PER_DAY;
     let filter = EntryFilter::default()
         .files()
-        .before(Time::from(p.by), cutoff)
-        .min_size(p.min_size.unwrap_or(0))
+        .before(Time::from(by), cutoff)
+        .min_size(min_size)
         .under(&dir);
     if csv {
         let name = format!("stale-snapshot{}-{days}d.csv", snapshot.snapshot_id);

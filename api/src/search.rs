@@ -2,15 +2,14 @@
 //! times, under a directory, largest first.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 
 use storage_tracker_proto::calendar::days_from_civil;
 
-use crate::extract::AtDirectory;
+use crate::extract::{AtDirectory, Check, Checked, Route};
 use crate::listing::{Listing, listed};
-use crate::params::{MatchKind, SearchField, page, query_params};
+use crate::params::{MatchKind, SearchField, Word, page};
 use crate::pattern::{NamePattern, refuse_nul};
 use crate::query::entries::{EntryFilter, EntryOrder, Time, Who};
 use crate::query::{self, Principal};
@@ -29,12 +28,12 @@ pub(crate) struct SearchParams {
     /// substring (default), glob or regex.
     #[serde(rename = "match")]
     #[serde(default)]
-    how: MatchKind,
+    how: Word<MatchKind>,
     /// Match without regard to case (default false).
     ignore_case: Option<bool>,
     /// name (default) or path.
     #[serde(default)]
-    field: SearchField,
+    field: Word<SearchField>,
     min_size: Option<u64>,
     max_size: Option<u64>,
     /// Owner or group, by name or number.
@@ -44,6 +43,11 @@ pub(crate) struct SearchParams {
     #[serde(rename = "type")]
     extension: Option<String>,
     /// Dates as YYYY-MM-DD (UTC).
+    /// The directory: read here with the rest of the query string, checked by [`AtDirectory`].
+    #[serde(rename = "path")]
+    _path: Option<String>,
+    #[serde(rename = "path_b64")]
+    _path_b64: Option<String>,
     mtime_before: Option<String>,
     mtime_after: Option<String>,
     atime_before: Option<String>,
@@ -80,60 +84,85 @@ fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
         })
 }
 
+/// The entries a search selects (but for its directory), and its page.
+#[derive(Debug)]
+pub(crate) struct Search {
+    filter: EntryFilter,
+    limit: u64,
+    offset: u64,
+}
+
+impl Check for SearchParams {
+    type Checked = Search;
+
+    fn check(self, _: &Route) -> Result<Search, ApiError> {
+        let p = self;
+        let (limit, offset) = page(p.limit, p.offset)?;
+        let field = p.field.checked()?;
+        let how = p.how.checked()?;
+        let mut filter = EntryFilter::default();
+        if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
+            let pattern = NamePattern::new(how, text, p.ignore_case.unwrap_or(false))?;
+            filter = filter.matching(pattern, field);
+        }
+        for (name, value) in [
+            ("user", &p.user),
+            ("group", &p.group),
+            ("type", &p.extension),
+        ] {
+            if let Some(v) = value {
+                refuse_nul(name, v)?;
+            }
+        }
+        if let Some(min) = p.min_size {
+            filter = filter.min_size(min);
+        }
+        if let Some(max) = p.max_size {
+            filter = filter.max_size(max);
+        }
+        for (name, value, time, before) in [
+            ("mtime_before", &p.mtime_before, Time::Mtime, true),
+            ("mtime_after", &p.mtime_after, Time::Mtime, false),
+            ("atime_before", &p.atime_before, Time::Atime, true),
+            ("atime_after", &p.atime_after, Time::Atime, false),
+        ] {
+            if let Some(v) = value {
+                let ns = date_ns(name, v)?;
+                filter = if before {
+                    filter.before(time, ns)
+                } else {
+                    filter.after(time, ns)
+                };
+            }
+        }
+        if let Some(who) = &p.user {
+            filter = filter.owned_by(Principal::User, Who::parse(who));
+        }
+        if let Some(who) = &p.group {
+            filter = filter.owned_by(Principal::Group, Who::parse(who));
+        }
+        if let Some(extension) = &p.extension {
+            filter = filter.of_type(extension);
+        }
+        Ok(Search {
+            filter,
+            limit,
+            offset,
+        })
+    }
+}
+
 /// `GET /api/v1/snapshots/{id}/search?q=…&match=substring|glob|regex&field=name|path&…`:
 /// entries matching every filter given, largest first.
 pub(crate) async fn search(
     State(state): State<AppState>,
-    at: AtDirectory,
-    q: Result<Query<SearchParams>, QueryRejection>,
+    Checked(Search {
+        mut filter,
+        limit,
+        offset,
+    }): Checked<SearchParams>,
+    AtDirectory { snapshot, dir, .. }: AtDirectory,
 ) -> Result<Json<Listing>, ApiError> {
-    let p = query_params(q)?;
-    let (limit, offset) = page(p.limit, p.offset)?;
-    let mut filter = EntryFilter::default();
-    if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
-        let pattern = NamePattern::new(p.how, text, p.ignore_case.unwrap_or(false))?;
-        filter = filter.matching(pattern, p.field);
-    }
-    for (name, value) in [
-        ("user", &p.user),
-        ("group", &p.group),
-        ("type", &p.extension),
-    ] {
-        if let Some(v) = value {
-            refuse_nul(name, v)?;
-        }
-    }
-    if let Some(min) = p.min_size {
-        filter = filter.min_size(min);
-    }
-    if let Some(max) = p.max_size {
-        filter = filter.max_size(max);
-    }
-    for (name, value, time, before) in [
-        ("mtime_before", &p.mtime_before, Time::Mtime, true),
-        ("mtime_after", &p.mtime_after, Time::Mtime, false),
-        ("atime_before", &p.atime_before, Time::Atime, true),
-        ("atime_after", &p.atime_after, Time::Atime, false),
-    ] {
-        if let Some(v) = value {
-            let ns = date_ns(name, v)?;
-            filter = if before {
-                filter.before(time, ns)
-            } else {
-                filter.after(time, ns)
-            };
-        }
-    }
-    if let Some(who) = &p.user {
-        filter = filter.owned_by(Principal::User, Who::parse(who));
-    }
-    if let Some(who) = &p.group {
-        filter = filter.owned_by(Principal::Group, Who::parse(who));
-    }
-    if let Some(extension) = &p.extension {
-        filter = filter.of_type(extension);
-    }
-    let AtDirectory { snapshot, dir, .. } = at;
     let snapshot_id = snapshot.snapshot_id;
     // The whole snapshot needs no condition on the path.
     if dir != snapshot.root_path {

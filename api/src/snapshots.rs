@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use storage_tracker_proto::SnapshotId;
 
 use crate::access::Scope;
-use crate::extract::{AtDirectory, InSnapshot};
+use crate::extract::{AtDirectory, Check, Checked, InSnapshot, Route};
 use crate::listing::{Child, name_owners};
-use crate::params::{ChildSort, Order, Page, query_params};
+use crate::params::{ChildSort, Order, Page, Word, page, query_params};
 use crate::paths::Text;
 use crate::query;
 use crate::query::snapshots::{Committed, SnapshotRow};
@@ -160,15 +160,49 @@ async fn one_snapshot(
 }
 
 // Flat fields: serde_urlencoded cannot read numbers inside a flattened struct. The directory
-// (`path`, `path_b64`) is read by [`AtDirectory`].
+// (`path`, `path_b64`) is read with the rest and checked by [`AtDirectory`], after these.
 #[derive(Debug, Deserialize)]
 struct ChildrenParams {
+    /// The directory: read here with the rest of the query string, checked by [`AtDirectory`].
+    #[serde(rename = "path")]
+    _path: Option<String>,
+    #[serde(rename = "path_b64")]
+    _path_b64: Option<String>,
     #[serde(default)]
-    sort: ChildSort,
+    sort: Word<ChildSort>,
     /// Descending by default, except by name.
-    order: Option<Order>,
+    order: Option<Word<Order>>,
     limit: Option<u64>,
     offset: Option<u64>,
+}
+
+/// A page of children, in which order.
+#[derive(Debug)]
+struct ChildrenPage {
+    limit: u64,
+    offset: u64,
+    sort: ChildSort,
+    descending: bool,
+}
+
+impl Check for ChildrenParams {
+    type Checked = ChildrenPage;
+    const SNAPSHOT_ID_FIRST: bool = true;
+
+    fn check(self, _: &Route) -> Result<ChildrenPage, ApiError> {
+        let (limit, offset) = page(self.limit, self.offset)?;
+        let sort = self.sort.checked()?;
+        let descending = match self.order.map(|o| o.checked()).transpose()? {
+            None => sort != ChildSort::Name,
+            Some(order) => order == Order::Desc,
+        };
+        Ok(ChildrenPage {
+            limit,
+            offset,
+            sort,
+            descending,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -198,26 +232,19 @@ struct Children {
 /// `GET /api/v1/snapshots/{id}/children?path=/dir`: a directory's entries, largest first.
 async fn children(
     State(state): State<AppState>,
-    at: AtDirectory,
-    params: Result<Query<ChildrenParams>, QueryRejection>,
-) -> Result<Json<Children>, ApiError> {
-    let params = query_params(params)?;
-    let (limit, offset) = Page {
-        limit: params.limit,
-        offset: params.offset,
-    }
-    .checked()?;
-    let sort = params.sort;
-    let descending = match params.order {
-        None => sort != ChildSort::Name,
-        Some(order) => order == Order::Desc,
-    };
-    let AtDirectory {
+    Checked(ChildrenPage {
+        limit,
+        offset,
+        sort,
+        descending,
+    }): Checked<ChildrenParams>,
+    AtDirectory {
         snapshot,
         dir,
         rollup,
         ..
-    } = at;
+    }: AtDirectory,
+) -> Result<Json<Children>, ApiError> {
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
     let total = state

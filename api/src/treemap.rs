@@ -4,16 +4,15 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::entry::split_path;
 
-use crate::extract::AtDirectory;
+use crate::extract::{AtDirectory, Check, Checked, Route};
 use crate::listing::OwnerNames;
-use crate::params::{AreaBy, query_params};
+use crate::params::{AreaBy, Word};
 use crate::paths::Text;
 use crate::query;
 use crate::query::treemap::{TileRow, TotalRow};
@@ -26,13 +25,50 @@ pub fn routes() -> crate::resource::Routes {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct TreemapParams {
+    /// The directory: read here with the rest of the query string, checked by [`AtDirectory`].
+    #[serde(rename = "path")]
+    _path: Option<String>,
+    #[serde(rename = "path_b64")]
+    _path_b64: Option<String>,
     /// Levels below the directory (1 to 4, default 2).
     depth: Option<u32>,
     /// Children kept per directory (1 to 500, default 40); the rest are folded into one node.
     max_children: Option<u32>,
     /// bytes (default) or files: what the areas are.
     #[serde(default)]
+    size: Word<AreaBy>,
+}
+
+/// A treemap's shape: levels, children kept per directory, what the areas are.
+#[derive(Debug)]
+pub(crate) struct Shape {
+    depth: u32,
+    max_children: u32,
     size: AreaBy,
+}
+
+impl Check for TreemapParams {
+    type Checked = Shape;
+
+    fn check(self, _: &Route) -> Result<Shape, ApiError> {
+        let depth = self.depth.unwrap_or(2);
+        if !(1..=4).contains(&depth) {
+            return Err(ApiError::BadRequest(format!(
+                "depth must be between 1 and 4, got {depth}"
+            )));
+        }
+        let max_children = self.max_children.unwrap_or(40);
+        if !(1..=500).contains(&max_children) {
+            return Err(ApiError::BadRequest(format!(
+                "max_children must be between 1 and 500, got {max_children}"
+            )));
+        }
+        Ok(Shape {
+            depth,
+            max_children,
+            size: self.size.checked()?,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -79,29 +115,19 @@ pub(crate) struct Treemap {
 /// rest folded into one "other" tile.
 pub(crate) async fn treemap(
     State(state): State<AppState>,
-    at: AtDirectory,
-    q: Result<Query<TreemapParams>, QueryRejection>,
-) -> Result<Json<Treemap>, ApiError> {
-    let p = query_params(q)?;
-    let depth = p.depth.unwrap_or(2);
-    if !(1..=4).contains(&depth) {
-        return Err(ApiError::BadRequest(format!(
-            "depth must be between 1 and 4, got {depth}"
-        )));
-    }
-    let max_children = p.max_children.unwrap_or(40);
-    if !(1..=500).contains(&max_children) {
-        return Err(ApiError::BadRequest(format!(
-            "max_children must be between 1 and 500, got {max_children}"
-        )));
-    }
-    let size = p.size.word();
-    let AtDirectory {
+    Checked(Shape {
+        depth,
+        max_children,
+        size: area_by,
+    }): Checked<TreemapParams>,
+    AtDirectory {
         snapshot,
         dir,
         rollup: top,
         ..
-    } = at;
+    }: AtDirectory,
+) -> Result<Json<Treemap>, ApiError> {
+    let size = area_by.word();
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
     let (_, name) = split_path(&dir);
@@ -114,7 +140,7 @@ pub(crate) async fn treemap(
             &dir,
             base_depth,
             depth,
-            p.size,
+            area_by,
             max_children,
         ))
         .fetch_all()
