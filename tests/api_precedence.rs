@@ -7,35 +7,12 @@
 
 mod support;
 
-use std::process::Command;
-
+use storage_tracker_api::AppState;
 use storage_tracker_api::access::Access;
-use storage_tracker_api::{AppState, ReadConfig};
 use support::*;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const LEAD: &str = "lead-token-0123456789abcdefgh";
-
-/// Scans `root` into the aggregator's database as one committed snapshot.
-fn scan(aggregator: &Aggregator, root: &std::path::Path) {
-    let o = Command::new(scanner())
-        .args(["--aggregator", &aggregator.addr])
-        .arg(root)
-        .env_remove("SLURM_PROCID")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-/// The API's read-only view of the test database.
-fn reader(db: &TestDatabase) -> ReadConfig {
-    ReadConfig {
-        url: db.url.clone(),
-        user: "storage_reader".into(),
-        password: String::new(),
-        database: db.database.clone(),
-    }
-}
 
 /// In-process requests to the API's apps.
 struct Requests {

@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use storage_tracker_api::{AppState, ReadConfig};
+use storage_tracker_api::AppState;
 use support::*;
 
 fn get(rt: &tokio::runtime::Runtime, app: &axum::Router, uri: &str) -> (u16, serde_json::Value) {
@@ -42,12 +42,7 @@ fn growth_and_history_between_two_scans() {
     write("arrives", 40);
     scan();
 
-    let app = storage_tracker_api::app(AppState::new(ReadConfig {
-        url: db.url.clone(),
-        user: "storage_reader".into(),
-        password: String::new(),
-        database: db.database.clone(),
-    }));
+    let app = storage_tracker_api::app(AppState::new(reader(&db)));
     let r = root.to_str().unwrap();
     let dir_size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
 
@@ -153,12 +148,7 @@ impl Lab {
     }
 
     fn get(&self, uri: &str) -> (u16, serde_json::Value) {
-        let app = storage_tracker_api::app(AppState::new(ReadConfig {
-            url: self.db.url.clone(),
-            user: "storage_reader".into(),
-            password: String::new(),
-            database: self.db.database.clone(),
-        }));
+        let app = storage_tracker_api::app(AppState::new(reader(&self.db)));
         get(&self.rt, &app, uri)
     }
 

@@ -22,7 +22,7 @@ use std::process::Command;
 use base64::Engine;
 use serde_json::Value;
 
-use storage_tracker_api::{AppState, ReadConfig};
+use storage_tracker_api::AppState;
 use support::*;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -402,15 +402,6 @@ impl Api<'_> {
         let (got, body) = self.get(checker, uri, token);
         assert_eq!(got, status, "{uri}: {body}");
         body
-    }
-}
-
-fn reader(db: &TestDatabase) -> ReadConfig {
-    ReadConfig {
-        url: db.url.clone(),
-        user: "storage_reader".into(),
-        password: String::new(),
-        database: db.database.clone(),
     }
 }
 

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::Request;
 use tower::ServiceExt;
 
-use storage_tracker_api::{AppState, ReadConfig};
+use storage_tracker_api::AppState;
 use support::*;
 
 struct Api {
@@ -60,27 +60,6 @@ fn set_times(path: &std::path::Path, mtime_days_ago: u64, atime_days_ago: u64) {
                 .set_accessed(now - day * atime_days_ago as u32),
         )
         .unwrap();
-}
-
-/// Scans `root` into the aggregator's database as one committed snapshot.
-fn scan(aggregator: &Aggregator, root: &std::path::Path) {
-    let o = Command::new(scanner())
-        .args(["--aggregator", &aggregator.addr])
-        .arg(root)
-        .env_remove("SLURM_PROCID")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-/// The API's read-only view of the test database.
-fn reader(db: &TestDatabase) -> ReadConfig {
-    ReadConfig {
-        url: db.url.clone(),
-        user: "storage_reader".into(),
-        password: String::new(),
-        database: db.database.clone(),
-    }
 }
 
 #[test]

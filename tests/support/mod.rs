@@ -208,6 +208,27 @@ pub fn api_get(
     (status, content_type, body.to_vec())
 }
 
+/// The API's read-only view of `db`: the `storage_reader` user, as a site runs the API.
+pub fn reader(db: &TestDatabase) -> storage_tracker_api::ReadConfig {
+    storage_tracker_api::ReadConfig {
+        url: db.url.clone(),
+        user: "storage_reader".into(),
+        password: String::new(),
+        database: db.database.clone(),
+    }
+}
+
+/// Scans `root` into the aggregator's database as one committed snapshot (one process).
+pub fn scan(aggregator: &Aggregator, root: &Path) {
+    let o = Command::new(scanner())
+        .args(["--aggregator", &aggregator.addr])
+        .arg(root)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// The `storage-scan` binary of this build (target/<profile>/, beside the test's own `deps/`).
 /// Another package's binaries are not built for this package's tests: `cargo build --workspace
 /// --bins` (or `cargo test --workspace`) builds them first, as `ci/test.sh` does.
