@@ -255,6 +255,12 @@ pub fn aggregator_binary(scanner: &str) -> PathBuf {
     sibling_binary(scanner, "storage-aggregator", "storage-tracker-aggregator")
 }
 
+/// The latency lab's `st-lab` binary beside `scanner` (`cargo build -p storage-tracker-lab`;
+/// `cargo test --workspace` builds it).
+pub fn lab_binary() -> PathBuf {
+    sibling_binary(scanner(), "st-lab", "storage-tracker-lab")
+}
+
 /// The binary `name` of package `package`, beside `scanner`.
 pub fn sibling_binary(scanner: &str, name: &str, package: &str) -> PathBuf {
     let path = Path::new(scanner).with_file_name(name);
