@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-CRATES = ["proto", "aggregator", "api", "scanner-mpi", "ci/bench"]
+CRATES = ["proto", "aggregator", "api", "scanner-mpi", "ci/bench", "ci/bench/lab"]
 # Lines that would be SQL outside the API's query modules.
 SQL = re.compile(
     r"\b(SELECT|PREWHERE|GROUP BY|ORDER BY|LEFT JOIN|INNER JOIN|ANY LEFT JOIN)\b"
