@@ -1,7 +1,9 @@
 //! The latency lab (`st-lab`) on a real FUSE mount: what `std::fs` reads through it is what the
 //! source holds, a stat costs at least the configured latency, many stats at once overlap
-//! instead of queueing behind one another, the lab counts them, and SIGTERM unmounts it.
-//! A machine that cannot mount FUSE fails this test, saying what is missing.
+//! instead of queueing behind one another, the lab counts them, and SIGTERM unmounts it; and a
+//! scan of the mount by `storage-scan` (threads, and two MPI ranks) is the scan of the source
+//! directory, entry for entry and directory rollup for directory rollup.
+//! A machine that cannot mount FUSE fails these tests, saying what is missing.
 
 mod support;
 
@@ -9,8 +11,14 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// The tests of this file run one at a time: they time operations on two shared cores.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A mounted lab; dropping it unmounts (SIGTERM, then a lazy unmount if the lab is stuck).
 struct Mounted {
@@ -213,6 +221,7 @@ fn count(stats: &BTreeMap<String, String>, key: &str) -> u64 {
 
 #[test]
 fn reads_through_the_lab_match_the_source_cost_the_latency_and_overlap() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     tree(&source);
@@ -295,4 +304,584 @@ fn reads_through_the_lab_match_the_source_cost_the_latency_and_overlap() {
     );
     eprintln!("one stat {one:?}; 64 at once {all:?}; the lab saw {after:?}");
     slow.stop();
+}
+
+/// The awkward cases a scan must get right, a few thousand entries in all: hidden entries, hard
+/// links within and across directories, symlinks (to a file, to a directory, dangling, a target
+/// that is not UTF-8), a FIFO, a socket, a sparse file, names that are not UTF-8 or hold a
+/// newline, odd modes and owners, times before 1970 and in the future, a directory of
+/// `BIG_DIR` entries, a chain `DEEP` levels deep, and many small directories.
+const BIG_DIR: usize = 3000;
+const DEEP: usize = 12;
+
+fn awkward_tree(root: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileExt, PermissionsExt, chown, lchown, symlink};
+    let at = |p: &str| root.join(p);
+    let w = |p: &str, bytes: usize| std::fs::write(at(p), vec![b'x'; bytes]).unwrap();
+    let d = |p: &str| std::fs::create_dir_all(at(p)).unwrap();
+    let mode = |p: &str, m: u32| {
+        std::fs::set_permissions(at(p), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let times = |p: &str, mtime: std::time::SystemTime, atime: std::time::SystemTime| {
+        std::fs::File::open(at(p))
+            .unwrap()
+            .set_times(
+                std::fs::FileTimes::new()
+                    .set_modified(mtime)
+                    .set_accessed(atime),
+            )
+            .unwrap()
+    };
+    std::fs::create_dir_all(root).unwrap();
+
+    d(".hidden_dir/.nested");
+    w(".hidden_dir/.secret", 1234);
+    w(".hidden_dir/.nested/.deeper", 17);
+    w(".dotfile", 99);
+
+    // One file with four links: two in its directory, one below it, one in another tree.
+    d("links/sub");
+    d("other");
+    w("links/target.bin", 5000);
+    for link in ["links/hard1", "links/sub/hard2", "other/hard3"] {
+        std::fs::hard_link(at("links/target.bin"), at(link)).unwrap();
+    }
+    w("links/pair_a", 700);
+    std::fs::hard_link(at("links/pair_a"), at("other/pair_b")).unwrap();
+    symlink("target.bin", at("links/to_file")).unwrap();
+    symlink("../other", at("links/to_dir")).unwrap();
+    symlink("does/not/exist", at("links/dangling")).unwrap();
+    symlink(
+        std::ffi::OsStr::from_bytes(b"t\xffrget"),
+        at("links/odd_target"),
+    )
+    .unwrap();
+    lchown(at("links/dangling"), Some(4242), Some(4343)).unwrap();
+
+    d("odd");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        at("odd/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    drop(std::os::unix::net::UnixListener::bind(at("odd/socket")).unwrap());
+    let sparse = std::fs::File::create(at("odd/sparse.img")).unwrap();
+    sparse.set_len(1 << 30).unwrap();
+    sparse.write_at(b"some data", 1 << 20).unwrap();
+    drop(sparse);
+    let odd_name = [
+        root.join("odd").as_os_str().as_bytes(),
+        b"/bad_\xff\xfe.dat",
+    ]
+    .concat();
+    std::fs::write(support::os(&odd_name), vec![0u8; 321]).unwrap();
+    w("odd/new\nline.txt", 5);
+    w("odd/sp ace 'quoted' \"name\"", 6);
+    w("odd/0600", 11);
+    mode("odd/0600", 0o600);
+    w("odd/none", 12);
+    mode("odd/none", 0o000);
+    w("odd/setuid", 13);
+    mode("odd/setuid", 0o4755);
+    w("odd/owned", 14);
+    chown(at("odd/owned"), Some(4242), Some(4343)).unwrap();
+    d("odd/sticky");
+    mode("odd/sticky", 0o1777);
+    d("odd/setgid");
+    mode("odd/setgid", 0o2750);
+
+    // Times: before 1970 with nanoseconds, in the future, to the nanosecond; a directory whose
+    // own mtime is older than its contents'.
+    let day = std::time::Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    let epoch = std::time::UNIX_EPOCH;
+    d("times/old_dir");
+    w("times/before_1970", 1);
+    times(
+        "times/before_1970",
+        epoch - day * 3650 + std::time::Duration::from_nanos(123_456_789),
+        epoch - day * 10,
+    );
+    w("times/future", 2);
+    times("times/future", now + day * 365 * 70, now - day * 800);
+    w("times/nanos", 3);
+    times(
+        "times/nanos",
+        epoch + std::time::Duration::new(1_600_000_000, 987_654_321),
+        now - day * 2,
+    );
+    w("times/old_dir/inside", 4);
+    times("times/old_dir", now - day * 400, now - day * 400);
+
+    d("empty");
+    let mut p = String::from("deep");
+    for level in 1..=DEEP {
+        p.push_str(&format!("/l{level}"));
+        d(&p);
+        w(&format!("{p}/file{level}"), level * 10);
+    }
+    for i in 0..40 {
+        d(&format!("wide/d{i:02}"));
+        for j in 0..5 {
+            w(&format!("wide/d{i:02}/f{j}"), i * 10 + j);
+        }
+    }
+    d("big");
+    for i in 0..BIG_DIR {
+        w(&format!("big/f{i:05}"), if i % 100 == 0 { i } else { 0 });
+    }
+}
+
+/// Reads every directory and symlink below `root` once, so that neither scan changes an
+/// access time afterwards: with `relatime` the first read of a directory or a symlink after
+/// its change moves its atime, a second read does not.
+fn settle_atimes(root: &Path) {
+    // The atime set by a read must be later than the mtimes just written (coarse clock ticks).
+    std::thread::sleep(Duration::from_millis(50));
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let ft = entry.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_symlink() {
+                std::fs::read_link(entry.path()).unwrap();
+            }
+        }
+    }
+}
+
+/// A row of `entries`. [`EntryRow::compared`] is what must be equal in two scans of one tree,
+/// through the lab or not, atime included (both scans follow [`settle_atimes`]). Read but not
+/// compared: `ino` and `dev` (the lab has inode numbers of its own, one per source inode, and
+/// the mount's device; hard-link grouping is compared instead) and `btime_ns` (no birth time
+/// passes through FUSE here: fuser answers GETATTR, not FUSE_STATX, so a `statx` through the
+/// mount has no STATX_BTIME).
+#[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
+struct EntryRow {
+    #[serde(with = "serde_bytes")]
+    path: Vec<u8>,
+    depth: u32,
+    kind_name: String,
+    size: u64,
+    allocated: u64,
+    nlink: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime_ns: i64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    #[serde(with = "serde_bytes")]
+    symlink_target: Vec<u8>,
+    error_name: String,
+    errno: i32,
+    ino: u64,
+    dev: u64,
+    btime_ns: Option<i64>,
+}
+
+impl EntryRow {
+    /// The columns compared (everything but the path, inode, device and birth time).
+    #[allow(clippy::type_complexity)]
+    fn compared(
+        &self,
+    ) -> (
+        u32,
+        String,
+        (u64, u64, u64),
+        (u32, u32, u32),
+        (i64, i64, i64),
+        Vec<u8>,
+        (String, i32),
+    ) {
+        (
+            self.depth,
+            self.kind_name.clone(),
+            (self.size, self.allocated, self.nlink),
+            (self.mode, self.uid, self.gid),
+            (self.atime_ns, self.mtime_ns, self.ctime_ns),
+            self.symlink_target.clone(),
+            (self.error_name.clone(), self.errno),
+        )
+    }
+}
+
+/// A directory's rollup row, every column but the path-derived ones.
+#[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
+struct RollupRow {
+    #[serde(with = "serde_bytes")]
+    path: Vec<u8>,
+    depth: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    atime_ns: i64,
+    bytes: u64,
+    allocated: u64,
+    entries: u64,
+    files: u64,
+    dirs: u64,
+    max_mtime_ns: i64,
+    max_atime_ns: i64,
+    direct_bytes: u64,
+    direct_allocated: u64,
+    direct_entries: u64,
+    direct_files: u64,
+    direct_dirs: u64,
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
+struct OwnerRow {
+    principal_name: String,
+    id: u32,
+    #[serde(with = "serde_bytes")]
+    top: Vec<u8>,
+    entries: u64,
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    allocated: u64,
+    max_mtime_ns: i64,
+    max_atime_ns: i64,
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
+struct TypeRow {
+    #[serde(with = "serde_bytes")]
+    extension: Vec<u8>,
+    files: u64,
+    bytes: u64,
+    allocated: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct SnapshotRow {
+    snapshot_id: u64,
+    state_name: String,
+    #[serde(with = "serde_bytes")]
+    root_path: Vec<u8>,
+    entries: u64,
+    errors: u64,
+    apparent_bytes: u64,
+    directories: u64,
+}
+
+/// One committed snapshot's rows, paths relative to its root ("" for the root itself).
+struct Scanned {
+    snapshot: SnapshotRow,
+    entries: BTreeMap<Vec<u8>, EntryRow>,
+    rollups: BTreeMap<Vec<u8>, RollupRow>,
+    owners: Vec<OwnerRow>,
+    types: Vec<TypeRow>,
+}
+
+fn relative(root: &[u8], path: &[u8]) -> Vec<u8> {
+    if path == root {
+        return Vec::new();
+    }
+    path.strip_prefix(root)
+        .and_then(|p| p.strip_prefix(b"/"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not below the root {}",
+                String::from_utf8_lossy(path),
+                String::from_utf8_lossy(root)
+            )
+        })
+        .to_vec()
+}
+
+fn read_snapshot(rt: &tokio::runtime::Runtime, db: &support::TestDatabase, label: &str) -> Scanned {
+    let d = &db.database;
+    let mut snapshots: Vec<SnapshotRow> = db.query(
+        rt,
+        &format!(
+            "SELECT snapshot_id, toString(state) AS state_name, root_path, entries, errors, \
+             apparent_bytes, directories FROM {d}.snapshots FINAL WHERE filesystem_label = '{label}'"
+        ),
+    );
+    assert_eq!(snapshots.len(), 1, "one snapshot labelled {label}");
+    let snapshot = snapshots.remove(0);
+    assert_eq!(snapshot.state_name, "committed", "{snapshot:?}");
+    let (id, root) = (snapshot.snapshot_id, snapshot.root_path.clone());
+    let entries: BTreeMap<Vec<u8>, EntryRow> = db
+        .query::<EntryRow>(
+            rt,
+            &format!(
+                "SELECT path, depth, toString(kind) AS kind_name, size, allocated, nlink, mode, \
+                 uid, gid, atime_ns, mtime_ns, ctime_ns, symlink_target, \
+                 toString(error_op) AS error_name, errno, ino, dev, btime_ns \
+                 FROM {d}.entries WHERE snapshot_id = {id}"
+            ),
+        )
+        .into_iter()
+        .map(|e| (relative(&root, &e.path), e))
+        .collect();
+    assert_eq!(
+        entries.len() as u64,
+        snapshot.entries,
+        "{label}: one row per path"
+    );
+    let rollups = db
+        .query::<RollupRow>(
+            rt,
+            &format!(
+                "SELECT path, depth, uid, gid, mtime_ns, atime_ns, bytes, allocated, entries, \
+                 files, dirs, max_mtime_ns, max_atime_ns, direct_bytes, direct_allocated, \
+                 direct_entries, direct_files, direct_dirs FROM {d}.dir_rollups \
+                 WHERE snapshot_id = {id}"
+            ),
+        )
+        .into_iter()
+        .map(|r| (relative(&root, &r.path), r))
+        .collect();
+    let owners = db.query(
+        rt,
+        &format!(
+            "SELECT toString(principal) AS principal_name, id, top, entries, files, dirs, bytes, \
+             allocated, max_mtime_ns, max_atime_ns FROM {d}.owner_usage WHERE snapshot_id = {id} \
+             ORDER BY principal, id, top"
+        ),
+    );
+    let types = db.query(
+        rt,
+        &format!(
+            "SELECT extension, files, bytes, allocated FROM {d}.type_usage \
+             WHERE snapshot_id = {id} ORDER BY extension"
+        ),
+    );
+    Scanned {
+        snapshot,
+        entries,
+        rollups,
+        owners,
+        types,
+    }
+}
+
+/// Paths that share an inode, as sets of relative paths: one set per inode.
+fn link_groups(entries: &BTreeMap<Vec<u8>, EntryRow>) -> std::collections::BTreeSet<Vec<Vec<u8>>> {
+    let mut by_inode: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
+    for (path, e) in entries {
+        by_inode
+            .entry((e.dev, e.ino))
+            .or_default()
+            .push(path.clone());
+    }
+    by_inode.into_values().collect()
+}
+
+fn show(path: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(path))
+}
+
+/// Every difference of `got` from `want` by relative path, at most 30 shown.
+fn differences<V, C: PartialEq + std::fmt::Debug>(
+    what: &str,
+    want: &BTreeMap<Vec<u8>, V>,
+    got: &BTreeMap<Vec<u8>, V>,
+    compared: impl Fn(&V) -> C,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, w) in want {
+        match got.get(path) {
+            None => out.push(format!("{what} {}: missing through the lab", show(path))),
+            Some(g) if compared(g) != compared(w) => out.push(format!(
+                "{what} {}:\n  source {:?}\n  lab    {:?}",
+                show(path),
+                compared(w),
+                compared(g)
+            )),
+            Some(_) => {}
+        }
+    }
+    for path in got.keys().filter(|p| !want.contains_key(*p)) {
+        out.push(format!("{what} {}: only through the lab", show(path)));
+    }
+    out
+}
+
+/// Checks that `lab` (a scan of the mount) equals `source` (a scan of the directory under it).
+fn assert_same_scan(source: &Scanned, lab: &Scanned, how: &str) {
+    let mut diffs = differences("entry", &source.entries, &lab.entries, EntryRow::compared);
+    diffs.extend(differences(
+        "rollup",
+        &source.rollups,
+        &lab.rollups,
+        |r: &RollupRow| {
+            (
+                (r.depth, r.uid, r.gid, r.mtime_ns, r.atime_ns),
+                (r.bytes, r.allocated, r.entries, r.files, r.dirs),
+                (r.max_mtime_ns, r.max_atime_ns),
+                (
+                    r.direct_bytes,
+                    r.direct_allocated,
+                    r.direct_entries,
+                    r.direct_files,
+                    r.direct_dirs,
+                ),
+            )
+        },
+    ));
+    let shown: Vec<&str> = diffs.iter().take(30).map(String::as_str).collect();
+    assert!(
+        diffs.is_empty(),
+        "{how}: {} differences from the scan of the source:\n{}",
+        diffs.len(),
+        shown.join("\n")
+    );
+    assert_eq!(
+        link_groups(&lab.entries),
+        link_groups(&source.entries),
+        "{how}: paths sharing an inode"
+    );
+    assert_eq!(lab.owners, source.owners, "{how}: owner_usage");
+    assert_eq!(lab.types, source.types, "{how}: type_usage");
+    let totals = |s: &SnapshotRow| (s.entries, s.errors, s.apparent_bytes, s.directories);
+    assert_eq!(
+        totals(&lab.snapshot),
+        totals(&source.snapshot),
+        "{how}: the snapshot's entries, errors, apparent bytes and directories"
+    );
+    // The two are different filesystems: the lab's device and inode numbers are its own.
+    let (s, l) = (&source.entries[&Vec::new()], &lab.entries[&Vec::new()]);
+    assert_ne!(
+        l.dev, s.dev,
+        "{how}: the scan read the mount, not the source"
+    );
+}
+
+/// Runs `storage-scan` over `root` (as `ranks` MPI ranks under `mpiexec.mpich` if more than
+/// one) into `aggregator`, labelled `label`; its wall time.
+fn scan(
+    aggregator: &support::Aggregator,
+    root: &Path,
+    label: &str,
+    ranks: usize,
+    threads: usize,
+) -> Duration {
+    let mut cmd = if ranks > 1 {
+        let mut cmd = Command::new("mpiexec.mpich");
+        cmd.args(["-n", &ranks.to_string()]).arg(support::scanner());
+        cmd
+    } else {
+        Command::new(support::scanner())
+    };
+    cmd.args(["--aggregator", &aggregator.addr, "--label", label])
+        .args(["--threads", &threads.to_string()])
+        .args(["--progress-interval", "86400"])
+        .arg(root)
+        .env_remove("SLURM_PROCID");
+    let started = Instant::now();
+    let out = cmd.output().expect("storage-scan (or mpiexec.mpich) runs");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "scan {label} exited {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn lookups_and_getattrs(stats: &BTreeMap<String, String>) -> u64 {
+    count(stats, "lookup") + count(stats, "getattr")
+}
+
+#[test]
+fn a_scan_through_the_lab_equals_a_scan_of_the_source() {
+    const LATENCY_MS: u32 = 1;
+    let _serial = one_at_a_time();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = support::TestDatabase::new(&rt, "lab_scan");
+    let aggregator = support::Aggregator::start(&rt, &db);
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let source = dir_path.join("source");
+    awkward_tree(&source);
+    settle_atimes(&source);
+    let truth = support::ground_truth(&source);
+    let kinds = support::kind_counts(&truth);
+    for kind in ["file", "dir", "symlink", "fifo", "socket"] {
+        assert!(kinds.contains_key(kind), "the tree has a {kind}: {kinds:?}");
+    }
+
+    let lab = Mounted::start(&source, &dir_path, "lab", LATENCY_MS);
+    let latency = Duration::from_millis(LATENCY_MS.into());
+    let mut timings = Vec::new();
+    for (label, ranks, threads) in [("lab-threads", 1, 8), ("lab-mpi", 2, 8)] {
+        let before = lab.stats_when(|s| s.contains_key("lookup"));
+        let took = scan(&aggregator, &lab.mountpoint, label, ranks, threads);
+        let entries = truth.len() as u64;
+        let ops = lookups_and_getattrs(&before) + entries;
+        let after = lab.stats_when(|s| s.get("lookup").is_some() && lookups_and_getattrs(s) >= ops);
+        // Every entry is a LOOKUP or a GETATTR (a statx by name is both) that the lab served.
+        assert!(
+            lookups_and_getattrs(&after) >= ops,
+            "{label}: {entries} entries, but the lab served {} lookups and getattrs",
+            lookups_and_getattrs(&after) - lookups_and_getattrs(&before)
+        );
+        // Every directory was listed through the lab.
+        let opendirs = count(&after, "opendir") - count(&before, "opendir");
+        assert!(
+            opendirs >= kinds["dir"],
+            "{label}: {} directories, but the lab served {opendirs} opendirs",
+            kinds["dir"]
+        );
+        // Each of the ranks x threads workers waits the latency at least once per entry it stats.
+        let floor = latency * entries as u32 / (ranks * threads) as u32;
+        assert!(
+            took >= floor,
+            "{label}: {entries} entries in {took:?}, under {floor:?} (entries x latency / \
+             workers): the scan did not go through the lab"
+        );
+        timings.push((label, ranks, threads, took, before, after));
+    }
+    drop(lab.stop());
+
+    // The directory under the lab, scanned directly.
+    let direct = scan(&aggregator, &source, "source", 1, 2);
+    let source_scan = read_snapshot(&rt, &db, "source");
+    assert_eq!(
+        source_scan.entries.len(),
+        truth.len(),
+        "the scan of the source has every entry"
+    );
+    assert_eq!(
+        source_scan.rollups.len() as u64,
+        kinds["dir"],
+        "a rollup per directory"
+    );
+    assert!(
+        link_groups(&source_scan.entries)
+            .iter()
+            .any(|g| g.len() == 4),
+        "the file with four links is one inode"
+    );
+    for (label, ranks, threads, took, before, after) in &timings {
+        let lab_scan = read_snapshot(&rt, &db, label);
+        assert_same_scan(&source_scan, &lab_scan, label);
+        let op = |k: &str| count(after, k) - count(before, k);
+        eprintln!(
+            "{label} ({ranks} x {threads}): {} entries in {took:?} through the lab ({direct:?} \
+             direct); lookup {} getattr {} opendir {} readdir {} readlink {} max_in_flight {}",
+            truth.len(),
+            op("lookup"),
+            op("getattr"),
+            op("opendir"),
+            op("readdir"),
+            op("readlink"),
+            count(after, "max_in_flight"),
+        );
+    }
 }

@@ -25,7 +25,9 @@
 //! bandwidth and queueing, latency jitter and tails, object servers (file sizes come with the
 //! getattr, as with Lustre's size-on-MDT; no glimpse), data bandwidth (reads and statfs are
 //! answered at once), writes (the mount is read-only), and client-side batching such as
-//! READDIRPLUS or statahead.
+//! READDIRPLUS or statahead. Birth times do not pass through: the lab answers GETATTR, whose
+//! attributes have no birth time (fuser has no FUSE_STATX), so a `statx` through the mount
+//! returns no STATX_BTIME.
 //!
 //! Modules, in the order a request passes through them:
 //! - `passthrough`: the FUSE filesystem (the node table, reading the source, one reply per
