@@ -42,6 +42,11 @@ fn mounted(mountpoint: &Path) -> bool {
 
 impl Mounted {
     fn start(source: &Path, dir: &Path, name: &str, latency_ms: u32) -> Self {
+        Self::start_with(source, dir, name, latency_ms, &[])
+    }
+
+    /// Mounted with more of st-lab's options (`extra`).
+    fn start_with(source: &Path, dir: &Path, name: &str, latency_ms: u32, extra: &[&str]) -> Self {
         assert!(
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: the lab needs the fuse kernel module (modprobe fuse) and, \
@@ -61,6 +66,7 @@ impl Mounted {
             .arg("--stats")
             .arg(&stats)
             .args(["--stats-interval-ms", "20"])
+            .args(extra)
             .arg(source)
             .arg(&mountpoint)
             .stdout(Stdio::null())
@@ -393,6 +399,9 @@ fn awkward_tree(root: &Path) {
     mode("odd/sticky", 0o1777);
     d("odd/setgid");
     mode("odd/setgid", 0o2750);
+    d("odd/closed");
+    w("odd/closed/secret", 15);
+    mode("odd/closed", 0o700);
 
     // Times: before 1970 with nanoseconds, in the future, to the nanosecond; a directory whose
     // own mtime is older than its contents'.
@@ -757,6 +766,23 @@ fn assert_same_scan(source: &Scanned, lab: &Scanned, how: &str) {
     );
 }
 
+/// Runs `storage-scan` as "nobody" over `root` into `aggregator`, labelled `label`: it commits
+/// with errors (exit 3).
+fn scan_as_nobody(aggregator: &support::Aggregator, root: &Path, label: &str, dir: &Path) {
+    let out = support::as_nobody(support::scanner(), dir)
+        .args(["--aggregator", &aggregator.addr, "--label", label])
+        .args(["--threads", "4", "--progress-interval", "86400"])
+        .arg(root)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "scan {label} as nobody: committed with errors: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `storage-scan` over `root` (as `ranks` MPI ranks under `mpiexec.mpich` if more than
 /// one) into `aggregator`, labelled `label`; its wall time.
 fn scan(
@@ -884,4 +910,43 @@ fn a_scan_through_the_lab_equals_a_scan_of_the_source() {
             count(after, "max_in_flight"),
         );
     }
+
+    // Errors: as "nobody", the directories closed to others fail to open, directly and through
+    // a lab that checks permission bits (without --check-permissions the lab, root, opens all).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let checked = Mounted::start_with(
+        &source,
+        &dir_path,
+        "checked",
+        LATENCY_MS,
+        &["--check-permissions"],
+    );
+    scan_as_nobody(
+        &aggregator,
+        &checked.mountpoint.join("odd"),
+        "nobody-lab",
+        &dir_path,
+    );
+    drop(checked.stop());
+    scan_as_nobody(&aggregator, &source.join("odd"), "nobody-source", &dir_path);
+    let (source_scan, lab_scan) = (
+        read_snapshot(&rt, &db, "nobody-source"),
+        read_snapshot(&rt, &db, "nobody-lab"),
+    );
+    let errors: Vec<(String, &str, i32)> = source_scan
+        .entries
+        .iter()
+        .filter(|(_, e)| e.error_name != "none")
+        .map(|(p, e)| (show(p), e.error_name.as_str(), e.errno))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (show(b"closed"), "open", libc::EACCES),
+            (show(b"setgid"), "open", libc::EACCES)
+        ],
+        "the directories closed to nobody"
+    );
+    assert_same_scan(&source_scan, &lab_scan, "as nobody");
 }
