@@ -3,6 +3,7 @@
 //! timing with peak RSS).
 
 pub mod floor;
+pub mod runner;
 pub mod truth;
 
 /// A small deterministic generator (xorshift64*): the same seed makes the same tree.

@@ -6,7 +6,6 @@
 //! full rows to Parquet; its rows are checked against the tree's ground truth, as are `find`'s
 //! lines and `du`'s total.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use storage_tracker_bench::runner::{machine, parquet_totals, read_truth};
 use storage_tracker_proto::entry::col;
 
 /// Benchmark storage-scan against peers on a tree made by st-gen-tree.
@@ -184,43 +184,6 @@ fn descendants(root: i32) -> Vec<i32> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn read_truth(tree: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
-    let mut p = tree.as_os_str().to_owned();
-    p.push(".truth.tsv");
-    let text = std::fs::read_to_string(&p)
-        .with_context(|| format!("reading {p:?} (made by st-gen-tree)"))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once('\t')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect())
-}
-
-/// Rows and apparent bytes in the Parquet chunks of a directory.
-fn parquet_totals(dir: &Path) -> anyhow::Result<(u64, u64)> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::UInt64Type;
-    let (mut rows, mut bytes) = (0, 0);
-    for f in std::fs::read_dir(dir)? {
-        let path = f?.path();
-        if path.extension().is_none_or(|e| e != "parquet") {
-            continue; // the manifest
-        }
-        let batch = storage_tracker_proto::read_chunk_file(&path)?;
-        rows += batch.num_rows() as u64;
-        bytes += batch
-            .column_by_name(col::SIZE)
-            .expect("size column")
-            .as_primitive::<UInt64Type>()
-            .values()
-            .iter()
-            .sum::<u64>();
-    }
-    Ok((rows, bytes))
 }
 
 fn tools(args: &Args, tree: &str) -> Vec<Tool> {
@@ -894,29 +857,4 @@ fn verify(args: &Args, tree: &Path) -> anyhow::Result<()> {
         bail!("storage-scan and du disagree");
     }
     Ok(())
-}
-
-/// The machine and date, for the results file.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d %H:%M UTC")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let kernel = Command::new("uname")
-        .arg("-r")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    format!("Machine: {cores} cores ({cpu}), Linux {kernel}; {date}.")
 }
