@@ -1014,3 +1014,54 @@ fn ncdu_export_of_a_non_utf8_name_is_what_ncdu_writes_and_not_labelled_json() {
         b"{\"name\":\"a\xffb\""
     ));
 }
+
+#[test]
+fn glob_bracket_expressions_match_a_class_of_characters() {
+    let (api, _db, _tree, _r) = scanned(
+        "globclass",
+        &[
+            ("f00001.log", 100),
+            ("f00002.log", 200),
+            ("f00003.log", 300),
+            ("f00004.log", 400),
+            ("f00005.log", 500),
+            ("F00002.LOG", 50),
+            ("a[b].txt", 10),
+            ("x.log", 5),
+        ],
+    );
+    let search = |q: &str| api.names(&format!("/api/v1/snapshots/1/search?match=glob&{q}"));
+    assert_eq!(
+        search("q=f0000%5B1-3%5D.log"),
+        ["f00003.log", "f00002.log", "f00001.log"]
+    );
+    assert_eq!(
+        search("q=f0000%5B%211-3%5D.log"),
+        ["f00005.log", "f00004.log"]
+    );
+    assert_eq!(
+        search("q=F0000%5B2%5D.LOG&ignore_case=true"),
+        ["f00002.log", "F00002.LOG"]
+    );
+    assert_eq!(search("q=*%5B%5B%5Db%5D.txt"), ["a[b].txt"]);
+    // A `[` without its `]` is a literal, as before.
+    assert_eq!(search("q=a%5Bb*"), ["a[b].txt"]);
+    assert_eq!(
+        search("q=*.log"),
+        [
+            "f00005.log",
+            "f00004.log",
+            "f00003.log",
+            "f00002.log",
+            "f00001.log",
+            "x.log"
+        ]
+    );
+    let (status, _, body) = api.raw("/api/v1/snapshots/1/search?match=glob&q=f%5Bz-a%5D");
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&body).contains("q is not a valid glob"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}

@@ -52,6 +52,13 @@ impl NamePattern {
             })?;
             ignore_case |= sets_ignore_case(text);
         }
+        if kind == MatchKind::Glob
+            && let Some(regex) = glob_to_regex(text)
+        {
+            regex_syntax::Parser::new()
+                .parse(&regex)
+                .map_err(|e| ApiError::BadRequest(format!("q is not a valid glob: {e}")))?;
+        }
         Ok(Self {
             kind,
             text: text.to_owned(),
@@ -83,6 +90,80 @@ impl NamePattern {
             MatchKind::Regex => lowercase_regex_literals(&self.text),
         }
     }
+}
+
+/// A shell glob with a bracket expression (`[abc]`, `[a-z]`, `[!0-9]`, `[[:digit:]]`) as an
+/// anchored RE2 regex matching the whole name: `*` any run, `?` one character, a bracket
+/// expression the same class (`!` or `^` first negates it; a `]` first is a member), anything
+/// else literal. `None` for a glob without one, which stays a `LIKE` ([`glob_to_like`]), as a
+/// `[` without its `]` is a literal.
+pub fn glob_to_regex(glob: &str) -> Option<String> {
+    let chars: Vec<char> = glob.chars().collect();
+    let mut out = String::from("(?s)^");
+    let mut classes = 0;
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            '[' => match bracket_end(&chars, i) {
+                Some(end) => {
+                    out.push('[');
+                    let mut j = i + 1;
+                    if matches!(chars[j], '!' | '^') {
+                        out.push('^');
+                        j += 1;
+                    }
+                    for k in j..end {
+                        let c = chars[k];
+                        // A backslash, and a `[` that does not open `[:name:]`, are members in
+                        // a glob's bracket expression; RE2 would read them as an escape or a
+                        // nested class.
+                        let posix = c == '[' && chars.get(k + 1) == Some(&':');
+                        if c == '\\' || (c == '[' && !posix) {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
+                    out.push(']');
+                    classes += 1;
+                    i = end;
+                }
+                None => out.push_str(&regex_syntax::escape("[")),
+            },
+            c => out.push_str(&regex_syntax::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+        i += 1;
+    }
+    out.push('$');
+    (classes > 0).then_some(out)
+}
+
+/// The index of the `]` that closes the bracket expression opened at `open`: a `]` right after
+/// `[` (or `[!`, `[^`) is a member, and `[:name:]` inside is a POSIX class.
+fn bracket_end(chars: &[char], open: usize) -> Option<usize> {
+    let mut j = open + 1;
+    if chars.get(j).is_some_and(|c| matches!(c, '!' | '^')) {
+        j += 1;
+    }
+    if chars.get(j) == Some(&']') {
+        j += 1;
+    }
+    while j < chars.len() {
+        if chars[j] == '[' && chars.get(j + 1) == Some(&':') {
+            if let Some(k) = (j + 2..chars.len().saturating_sub(1))
+                .find(|&k| chars[k] == ':' && chars[k + 1] == ']')
+            {
+                j = k + 2;
+                continue;
+            }
+        }
+        if chars[j] == ']' {
+            return Some(j);
+        }
+        j += 1;
+    }
+    None
 }
 
 /// A shell glob as a `LIKE` pattern: `*` any run, `?` one byte, `%`, `_` and `\` literal.
@@ -211,6 +292,36 @@ mod tests {
     use storage_tracker_proto::sql::quote_bytes;
 
     use super::*;
+
+    #[test]
+    fn globs_with_bracket_expressions_become_anchored_regexes() {
+        assert_eq!(glob_to_regex("*.tar.?z"), None, "no class: LIKE");
+        assert_eq!(glob_to_regex("a[b"), None, "a [ without ] is literal");
+        assert_eq!(
+            glob_to_regex("f0000[1-3].log").as_deref(),
+            Some(r"(?s)^f0000[1-3]\.log$")
+        );
+        assert_eq!(glob_to_regex("[!._]*").as_deref(), Some(r"(?s)^[^._].*$"));
+        assert_eq!(
+            glob_to_regex("[]a]?[\\x]").as_deref(),
+            Some(r"(?s)^[]a].[\\x]$")
+        );
+        assert_eq!(
+            glob_to_regex("run[[:digit:]][[]*").as_deref(),
+            Some(r"(?s)^run[[:digit:]][\[].*$")
+        );
+        for glob in [
+            "f0000[1-3].log",
+            "[!._]*",
+            "[]a]?[\\x]",
+            "run[[:digit:]][[]*",
+        ] {
+            let re = regex_syntax::Parser::new().parse(&glob_to_regex(glob).unwrap());
+            assert!(re.is_ok(), "{glob}: {re:?}");
+        }
+        let e = NamePattern::new(MatchKind::Glob, "f[z-a]", false).unwrap_err();
+        assert!(e.to_string().contains("q is not a valid glob"), "{e}");
+    }
 
     #[test]
     fn globs_become_like_patterns_with_literals_escaped() {

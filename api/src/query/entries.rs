@@ -13,7 +13,7 @@ use storage_tracker_proto::sql::{quote_bytes, subtree};
 
 use super::{Principal, at_key};
 use crate::params::{MatchKind, SearchField, StaleBy};
-use crate::pattern::{NamePattern, glob_to_like};
+use crate::pattern::{NamePattern, glob_to_like, glob_to_regex};
 
 /// The time columns a filter compares, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,10 +210,14 @@ impl NamePattern {
             MatchKind::Substring => {
                 format!("position({haystack}, {}) > 0", quote_bytes(text.as_bytes()))
             }
-            MatchKind::Glob => format!(
-                "{haystack} LIKE {}",
-                quote_bytes(&glob_to_like(text.as_bytes()))
-            ),
+            MatchKind::Glob => match glob_to_regex(&text) {
+                // A bracket expression: LIKE has none, RE2 has the same classes.
+                Some(regex) => format!("match({haystack}, {})", quote_bytes(regex.as_bytes())),
+                None => format!(
+                    "{haystack} LIKE {}",
+                    quote_bytes(&glob_to_like(text.as_bytes()))
+                ),
+            },
             MatchKind::Regex => {
                 let flag = if ignore_case { "(?i)" } else { "" };
                 format!(
