@@ -194,6 +194,7 @@ impl<'r, W: Work, T: Transport> Coordinator<'r, W, T> {
             if Instant::now() >= self.reports.next {
                 self.reports.next += self.config.progress_interval;
                 self.status.report(&[self.status.progress()], &[true]);
+                self.status.report_slow(self.config.progress_interval);
             }
         }
     }
@@ -278,6 +279,7 @@ impl<'r, W: Work, T: Transport> Coordinator<'r, W, T> {
     /// Every progress interval while sharing: rank 0 reports everyone's latest counts, the
     /// other ranks send theirs to it.
     fn on_report_due(&mut self, passive: bool) {
+        self.status.report_slow(self.config.progress_interval);
         let progress = self.status.progress();
         if self.me == 0 {
             self.reports.latest[0] = progress;

@@ -20,10 +20,13 @@
 //! - [`protocol`]: the messages between ranks, their one codec, and the [`protocol::Transport`]
 //!   trait that carries them as bytes.
 //! - [`mpi_transport`]: that transport over MPI point-to-point messages.
-//! - [`work`]: the unit of work, [`work::ScanWork`] (a directory or a piece of a huge one), and
-//!   its encoding in a work message.
+//! - [`work`]: the unit of work, [`work::ScanWork`] (a directory or a piece of one), the open
+//!   directory it shares within a rank, and its encoding in a work message.
 //! - [`walk`]: reading one unit of work: `getdents64` and `statx` into rows, subdirectories and
-//!   pieces of huge directories into new work; `--exclude` and the other walk options.
+//!   pieces of directories into new work; `--exclude` and the other walk options.
+//! - [`pieces`]: how many names a piece holds, from what a stat costs as the scan measures it.
+//! - [`filesystem`]: what kind of filesystem the root is on (from `statfs`), and so how many
+//!   threads a rank runs by default.
 //! - [`owners`]: the uids and gids the rows carry, and their names, looked up once per job.
 //! - [`chunks`]: rows into Parquet chunks, and chunks into a sink (a directory for an offline
 //!   scan).
@@ -37,9 +40,11 @@
 
 pub mod chunks;
 pub mod coordinator;
+pub mod filesystem;
 pub mod mpi_job;
 pub mod mpi_transport;
 pub mod owners;
+pub mod pieces;
 pub mod plan;
 pub mod pool;
 pub mod progress;

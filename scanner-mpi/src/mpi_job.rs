@@ -233,6 +233,8 @@ impl MpiJob {
             info!(
                 ranks = self.world.size(),
                 threads = plan.scan.threads,
+                filesystem = plan.scan.filesystem.map_or("unknown", |fs| fs.name),
+                network = plan.scan.filesystem.is_some_and(|fs| fs.network),
                 "scanning {}",
                 plan.scan.root.display()
             );

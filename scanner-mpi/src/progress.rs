@@ -5,11 +5,13 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::walk::WalkCounts;
+use crate::work::{ScanWork, names_of};
 
 /// One rank's counts so far, sent to rank 0 every progress interval.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub trait Status: Sync {
     /// Rank 0 only, every progress interval: the latest counts of every rank and whether it
     /// has work.
     fn report(&self, ranks: &[RankProgress], busy: &[bool]);
+    /// Every rank, every progress interval: says what of its work has been running for longer
+    /// than `interval` (a stalled server, a huge directory), if anything.
+    fn report_slow(&self, _interval: Duration) {}
 }
 
 /// A run that reports nothing.
@@ -57,13 +62,24 @@ impl JobProgress {
     }
 }
 
-/// A rank's running totals, shared by its workers; rank 0 also reports everyone's.
+/// The item a worker thread is on, since when.
+#[derive(Debug)]
+struct Running {
+    since: Instant,
+    /// What it does, for people: "listing /a/b", "stat of 5 names in /a/b".
+    what: String,
+}
+
+/// A rank's running totals, shared by its workers, and what each worker is on; rank 0 also
+/// reports everyone's totals.
 pub struct ScanStatus<'a> {
     entries: AtomicU64,
     apparent_bytes: AtomicU64,
     errors: AtomicU64,
     started: Instant,
     show: &'a (dyn Fn(&JobProgress) + Sync),
+    /// One slot per worker thread, set when the rank's workers start.
+    running: OnceLock<Box<[Mutex<Option<Running>>]>>,
 }
 
 impl<'a> ScanStatus<'a> {
@@ -74,7 +90,56 @@ impl<'a> ScanStatus<'a> {
             errors: AtomicU64::new(0),
             started: Instant::now(),
             show,
+            running: OnceLock::new(),
         }
+    }
+
+    /// Makes room to follow `workers` worker threads, numbered from 0.
+    pub(crate) fn follow_workers(&self, workers: usize) {
+        let _ = self
+            .running
+            .set((0..workers).map(|_| Mutex::new(None)).collect());
+    }
+
+    fn slot(&self, worker: usize) -> Option<std::sync::MutexGuard<'_, Option<Running>>> {
+        let slot = self.running.get()?.get(worker)?;
+        Some(slot.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Worker `worker` starts on `item`.
+    pub(crate) fn started(&self, worker: usize, item: &ScanWork) {
+        if let Some(mut slot) = self.slot(worker) {
+            *slot = Some(Running {
+                since: Instant::now(),
+                what: describe(item),
+            });
+        }
+    }
+
+    /// Worker `worker` is done with its item.
+    pub(crate) fn finished(&self, worker: usize) {
+        if let Some(mut slot) = self.slot(worker) {
+            *slot = None;
+        }
+    }
+
+    /// The items running for longer than `limit`: how many, and the longest with its age.
+    fn slow(&self, limit: Duration) -> Option<(usize, Duration, String)> {
+        let now = Instant::now();
+        let mut count = 0;
+        let mut longest: Option<(Duration, String)> = None;
+        for slot in self.running.get()?.iter() {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(r) = slot.as_ref() else { continue };
+            let age = now.saturating_duration_since(r.since);
+            if age > limit {
+                count += 1;
+                if longest.as_ref().is_none_or(|(l, _)| age > *l) {
+                    longest = Some((age, r.what.clone()));
+                }
+            }
+        }
+        longest.map(|(age, what)| (count, age, what))
     }
 
     /// Adds what a worker emitted between two readings of its counts.
@@ -116,6 +181,30 @@ impl Status for ScanStatus<'_> {
             ranks: ranks.len(),
             elapsed: self.started.elapsed(),
         });
+    }
+
+    fn report_slow(&self, interval: Duration) {
+        if let Some((count, age, what)) = self.slow(interval) {
+            warn!(
+                slow_items = count,
+                longest_seconds = age.as_secs(),
+                "slow: {count} item(s) running for more than {} s; the longest, for {} s: {what}",
+                interval.as_secs_f64(),
+                age.as_secs()
+            );
+        }
+    }
+}
+
+/// An item of work, for people.
+fn describe(item: &ScanWork) -> String {
+    match item {
+        ScanWork::Dir { path, .. } => format!("listing {}", String::from_utf8_lossy(path)),
+        ScanWork::Names { dir, names, .. } => format!(
+            "stat of {} name(s) in {}",
+            names_of(names).count(),
+            String::from_utf8_lossy(dir)
+        ),
     }
 }
 
@@ -192,6 +281,24 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_running_longer_than_the_interval_are_named() {
+        let show = |_: &JobProgress| {};
+        let status = ScanStatus::new(&show);
+        status.follow_workers(3);
+        status.started(0, &ScanWork::dir(b"/fast".as_slice(), 1));
+        status.started(1, &ScanWork::dir(b"/slow/\xff".as_slice(), 1));
+        std::thread::sleep(Duration::from_millis(30));
+        status.started(0, &ScanWork::dir(b"/fast/next".as_slice(), 2));
+        let (count, age, what) = status.slow(Duration::from_millis(20)).unwrap();
+        assert_eq!((count, what.as_str()), (1, "listing /slow/\u{fffd}"));
+        assert!(age >= Duration::from_millis(30));
+        status.finished(1);
+        assert!(status.slow(Duration::from_millis(20)).is_none());
+        // A worker outside the slots is not followed.
+        status.started(7, &ScanWork::dir(b"/x".as_slice(), 1));
+    }
 
     #[test]
     fn human_bytes_uses_binary_units() {

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::chunks::{ChunkLimits, ChunkSink, ChunkWriter, SinkError};
+use crate::filesystem::Filesystem;
 use crate::owners::{NotingIds, SeenIds};
+use crate::pieces::StatCost;
 use crate::pool::{Spawner, StealConfig, StealStats, Worker};
 use crate::progress::ScanStatus;
 use crate::protocol::Transport;
@@ -38,6 +40,8 @@ pub enum ScanError {
 }
 
 struct ScanWorker<'a> {
+    /// This worker's number in the rank, for its slot in `status`.
+    index: usize,
     reader: DirReader,
     writer: ChunkWriter<'a>,
     counts: WalkCounts,
@@ -73,7 +77,9 @@ impl Worker<ScanWork> for ScanWorker<'_> {
             inner: &mut self.writer,
             ids: &mut self.ids,
         };
+        self.status.started(self.index, &item);
         self.reader.run(&item, &mut sink, &mut self.counts, spawn);
+        self.status.finished(self.index);
         self.status.add(before, self.counts);
         if self.writer.error().is_some() {
             self.failed.store(true, Ordering::Relaxed);
@@ -86,6 +92,8 @@ impl Worker<ScanWork> for ScanWorker<'_> {
 pub struct ScanPlan {
     /// The root; only rank 0 starts with it, the others steal.
     pub root: PathBuf,
+    /// The root's filesystem, as `statfs` names it (it chose the default threads).
+    pub filesystem: Option<Filesystem>,
     pub options: Arc<WalkOptions>,
     pub threads: usize,
     pub limits: ChunkLimits,
@@ -100,9 +108,14 @@ pub fn scan_rank<T: Transport>(
     status: &ScanStatus<'_>,
 ) -> RankReport {
     let failed = AtomicBool::new(false);
-    let workers: Vec<_> = (0..plan.threads.max(1))
-        .map(|_| ScanWorker {
-            reader: DirReader::new(Arc::clone(&plan.options)),
+    crate::work::raise_descriptor_limit();
+    let cost = Arc::new(StatCost::default());
+    let threads = plan.threads.max(1);
+    status.follow_workers(threads);
+    let workers: Vec<_> = (0..threads)
+        .map(|index| ScanWorker {
+            index,
+            reader: DirReader::new(Arc::clone(&plan.options), Arc::clone(&cost)),
             writer: ChunkWriter::new(sink, plan.limits),
             counts: WalkCounts::default(),
             ids: SeenIds::default(),

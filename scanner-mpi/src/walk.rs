@@ -6,24 +6,26 @@
 //! new work items and emit their own row when they are read, so a directory that cannot be
 //! opened still has exactly one row, carrying the error.
 //!
-//! A huge directory must not serialize a scan: while it is listed, its names are cut into
-//! pieces of [`NAMES_PER_PIECE`] that are published as work of their own, which any thread or
-//! rank can take, open the directory and `statx` relative to it.
+//! No directory may serialize a scan where a stat is a network round trip: its names are cut
+//! into pieces sized by what a stat costs ([`crate::pieces`]), published as work of their own
+//! while the directory is still being listed, which any thread of the rank takes and `statx`es
+//! relative to the directory's open handle (another rank opens the directory again). Its
+//! subdirectories are published as soon as the listing ends, before any of its names is
+//! stat'ed, and each is opened relative to its parent's handle.
 
 use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Statx, StatxFlags, StatxTimestamp};
 use rustix::io::Errno;
 use storage_tracker_proto::entry::{EntryRef, EntryStat, split_path};
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
-use crate::work::{ScanWork, names_of, push_name};
-
-/// Names of one directory stat'ed as one piece of work.
-pub const NAMES_PER_PIECE: usize = 1024;
+use crate::pieces::StatCost;
+use crate::work::{Handle, OpenDir, ScanWork, cut_names, names_of, push_name};
 
 /// A `--exclude` glob. A pattern with a '/' matches whole paths ('*' stops at '/'); one
 /// without matches names, at any depth.
@@ -113,29 +115,36 @@ impl WorkQueue for Vec<ScanWork> {
 #[derive(Debug)]
 pub struct DirReader {
     options: Arc<WalkOptions>,
+    /// What a stat costs, shared by the rank's readers: it sizes the pieces.
+    cost: Arc<StatCost>,
     dents: Vec<MaybeUninit<u8>>,
     child_path: Vec<u8>,
     link_target: Vec<u8>,
     /// Names listed but not yet stat'ed, NUL-terminated.
     pending: Vec<u8>,
     pending_count: usize,
+    /// The directory of the last piece that came without a handle (from another rank), kept
+    /// open for the next pieces of the same directory.
+    reopened: Option<(Vec<u8>, Arc<OpenDir>)>,
 }
 
 impl Default for DirReader {
     fn default() -> Self {
-        Self::new(Arc::default())
+        Self::new(Arc::default(), Arc::default())
     }
 }
 
 impl DirReader {
-    pub fn new(options: Arc<WalkOptions>) -> Self {
+    pub fn new(options: Arc<WalkOptions>, cost: Arc<StatCost>) -> Self {
         Self {
             options,
+            cost,
             dents: vec![MaybeUninit::uninit(); 64 * 1024],
             child_path: Vec::new(),
             link_target: Vec::new(),
             pending: Vec::new(),
             pending_count: 0,
+            reopened: None,
         }
     }
 }
@@ -179,24 +188,37 @@ fn errno_of(e: Errno) -> i32 {
     e.raw_os_error()
 }
 
+/// Where a directory is opened from: its parent's handle and its name, or its path.
+#[derive(Clone, Copy)]
+enum DirAt<'a> {
+    Parent(&'a OwnedFd, &'a [u8]),
+    Path(&'a [u8]),
+}
+
 /// Opens a directory; a final symlink is followed only when `follow`. A path too long for one
 /// `open` is opened component by component, each relative to the previous.
-fn open_dir(path: &[u8], follow: bool, no_atime: bool) -> Result<OwnedFd, Errno> {
+fn open_dir(at: DirAt<'_>, follow: bool, no_atime: bool) -> Result<OwnedFd, Errno> {
     let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     if !follow {
         flags |= OFlags::NOFOLLOW;
     }
     if no_atime {
-        match open_dir_with(path, flags | OFlags::NOATIME) {
+        match open_dir_with(at, flags | OFlags::NOATIME) {
             // O_NOATIME is only for the owner (or CAP_FOWNER); read other directories normally.
             Err(Errno::PERM) => {}
             other => return other,
         }
     }
-    open_dir_with(path, flags)
+    open_dir_with(at, flags)
 }
 
-fn open_dir_with(path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
+fn open_dir_with(at: DirAt<'_>, flags: OFlags) -> Result<OwnedFd, Errno> {
+    let path = match at {
+        DirAt::Parent(parent, name) => {
+            return rustix::fs::openat(parent, name, flags, Mode::empty());
+        }
+        DirAt::Path(path) => path,
+    };
     match rustix::fs::openat(CWD, path, flags, Mode::empty()) {
         Err(Errno::NAMETOOLONG) => {
             // The components before the last were directories when their parents were read.
@@ -266,6 +288,8 @@ fn kind_of_dtype(t: FileType) -> EntryKind {
 /// The directory a reader is working in.
 struct InDir<'a> {
     fd: &'a OwnedFd,
+    /// What the work made from it carries: a share of `fd`, when the budget allows.
+    handle: Handle,
     path: &'a [u8],
     depth: u32,
     /// What a subdirectory's work carries as its ancestors (empty unless following symlinks).
@@ -287,21 +311,26 @@ impl DirReader {
                 path,
                 depth,
                 ancestors,
-            } => self.read_dir(path, *depth, ancestors, sink, counts, queue),
+                parent,
+            } => self.read_dir(path, *depth, ancestors, parent, sink, counts, queue),
             ScanWork::Names {
                 dir,
                 depth,
                 names,
                 ancestors,
-            } => match open_dir(dir, follow, no_atime) {
-                Ok(fd) => {
+                handle,
+            } => match self.piece_dir(dir, handle, follow, no_atime) {
+                Ok(open) => {
                     let at = InDir {
-                        fd: &fd,
+                        fd: open.fd(),
+                        handle: Handle::of(&open),
                         path: dir,
                         depth: *depth,
                         ancestors,
                     };
-                    self.stat_names(&at, names, sink, counts, queue);
+                    // Cut when the stats were thought faster, or by another rank's measure.
+                    let first = self.share_pieces(&at, names, queue);
+                    self.stat_names(&at, first, sink, counts, queue);
                 }
                 Err(e) => {
                     // The directory went away since it was listed: each entry says so.
@@ -324,11 +353,57 @@ impl DirReader {
         }
     }
 
+    /// The open directory of a piece: its handle, or the directory opened again.
+    fn piece_dir(
+        &mut self,
+        dir: &[u8],
+        handle: &Handle,
+        follow: bool,
+        no_atime: bool,
+    ) -> Result<Arc<OpenDir>, Errno> {
+        if let Some(open) = handle.get() {
+            return Ok(Arc::clone(open));
+        }
+        if let Some((path, open)) = &self.reopened
+            && path == dir
+        {
+            return Ok(Arc::clone(open));
+        }
+        let open = OpenDir::new(open_dir(DirAt::Path(dir), follow, no_atime)?);
+        self.reopened = Some((dir.to_vec(), Arc::clone(&open)));
+        Ok(open)
+    }
+
+    /// Pushes all but the first piece of `names` as work of their own and publishes them with
+    /// whatever else this item pushed so far; returns the first, for this thread to stat.
+    fn share_pieces<'n>(
+        &self,
+        at: &InDir<'_>,
+        names: &'n [u8],
+        queue: &mut impl WorkQueue,
+    ) -> &'n [u8] {
+        let mut pieces = cut_names(names, self.cost.names_per_piece());
+        let first = pieces.next().unwrap_or_default();
+        for piece in pieces {
+            queue.push(ScanWork::Names {
+                dir: at.path.to_vec(),
+                depth: at.depth,
+                names: piece.to_vec(),
+                ancestors: at.ancestors.to_vec(),
+                handle: at.handle.clone(),
+            });
+        }
+        queue.publish();
+        first
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn read_dir(
         &mut self,
         path: &[u8],
         depth: u32,
         ancestors: &[u64],
+        parent_dir: &Handle,
         sink: &mut impl RowSink,
         counts: &mut WalkCounts,
         queue: &mut impl WorkQueue,
@@ -346,8 +421,12 @@ impl DirReader {
             error,
         };
 
-        let dir = match open_dir(path, options.follow_symlinks, options.no_atime) {
-            Ok(fd) => fd,
+        let at = match parent_dir.get() {
+            Some(open) if !name.is_empty() => DirAt::Parent(open.fd(), name),
+            _ => DirAt::Path(path),
+        };
+        let dir = match open_dir(at, options.follow_symlinks, options.no_atime) {
+            Ok(fd) => OpenDir::new(fd),
             Err(open_err) => {
                 // Unreadable, or no longer a directory (replaced since its parent was listed).
                 let row = match lstat_path(path) {
@@ -368,7 +447,7 @@ impl DirReader {
                 return;
             }
         };
-        let own = match rustix::fs::statx(&dir, "", AtFlags::EMPTY_PATH, STATX_MASK) {
+        let own = match rustix::fs::statx(dir.fd(), "", AtFlags::EMPTY_PATH, STATX_MASK) {
             Ok(st) => entry_stat(&st),
             Err(e) => {
                 emit(
@@ -408,16 +487,19 @@ impl DirReader {
             Vec::new()
         };
         let at = InDir {
-            fd: &dir,
+            fd: dir.fd(),
+            handle: Handle::of(&dir),
             path,
             depth,
             ancestors: &below,
         };
         let read_error = self.list(&at, queue);
-        // The last names are stat'ed here; earlier full pieces went out as work of their own.
+        // The subdirectories and the names listed last go out now; earlier pieces went out
+        // while listing. The first piece of the last names is stat'ed here.
         let names = std::mem::take(&mut self.pending);
         self.pending_count = 0;
-        self.stat_names(&at, &names, sink, counts, queue);
+        let first = self.share_pieces(&at, &names, queue);
+        self.stat_names(&at, first, sink, counts, queue);
         self.pending = names;
         self.pending.clear();
         // The directory's row comes last so that it can carry an error from reading it.
@@ -474,20 +556,22 @@ impl DirReader {
                     path: self.child_path.clone(),
                     depth: at.depth + 1,
                     ancestors: at.ancestors.to_vec(),
+                    parent: at.handle.clone(),
                 });
                 continue;
             }
             push_name(&mut self.pending, name, kind_of_dtype(dent.file_type()));
             self.pending_count += 1;
-            if self.pending_count == NAMES_PER_PIECE {
-                let names =
-                    std::mem::replace(&mut self.pending, Vec::with_capacity(NAMES_PER_PIECE * 16));
+            // A huge directory: its names are stat'ed by others while it is still listed.
+            if self.pending_count >= self.cost.names_per_piece() {
+                let names = std::mem::take(&mut self.pending);
                 self.pending_count = 0;
                 queue.push(ScanWork::Names {
                     dir: at.path.to_vec(),
                     depth: at.depth,
                     names,
                     ancestors: at.ancestors.to_vec(),
+                    handle: at.handle.clone(),
                 });
                 queue.publish();
             }
@@ -507,6 +591,7 @@ impl DirReader {
         queue: &mut impl WorkQueue,
     ) {
         let follow = self.options.follow_symlinks;
+        let (mut stats, mut spent) = (0usize, Duration::ZERO);
         for (name, listed_kind) in names_of(names) {
             join(at.path, name, &mut self.child_path);
             let mut row = EntryRef {
@@ -519,7 +604,11 @@ impl DirReader {
                 symlink_target: b"",
                 error: None,
             };
-            match rustix::fs::statx(at.fd, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK) {
+            let started = Instant::now();
+            let stat = rustix::fs::statx(at.fd, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK);
+            spent += started.elapsed();
+            stats += 1;
+            match stat {
                 Ok(st) => {
                     row.stat = entry_stat(&st);
                     row.kind = EntryKind::from_mode(row.stat.mode);
@@ -556,17 +645,20 @@ impl DirReader {
                     path: self.child_path.clone(),
                     depth: at.depth + 1,
                     ancestors: at.ancestors.to_vec(),
+                    parent: at.handle.clone(),
                 });
                 continue;
             }
             emit(sink, counts, &row);
         }
+        self.cost.record(stats, spent);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pieces::MAX_NAMES_PER_PIECE;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
 
@@ -600,7 +692,7 @@ mod tests {
     }
 
     fn walk_with(root: &[u8], options: WalkOptions) -> Collect {
-        let mut reader = DirReader::new(Arc::new(options));
+        let mut reader = DirReader::new(Arc::new(options), Arc::default());
         let mut sink = Collect::default();
         let mut counts = WalkCounts::default();
         let mut queue = vec![ScanWork::dir(root, 0)];
@@ -611,15 +703,21 @@ mod tests {
         sink
     }
 
+    /// A reader that takes a stat to cost `per_stat` until it measures otherwise.
+    fn reader_at(per_stat: Duration) -> DirReader {
+        DirReader::new(Arc::default(), Arc::new(StatCost::new(per_stat)))
+    }
+
     #[test]
     fn a_huge_directory_is_cut_into_published_pieces() {
         let tmp = tempfile::tempdir().unwrap();
-        let n = NAMES_PER_PIECE * 2 + 7;
+        let n = MAX_NAMES_PER_PIECE * 2 + 7;
         for i in 0..n {
             std::fs::write(tmp.path().join(format!("f{i}")), b"").unwrap();
         }
         std::fs::create_dir(tmp.path().join("sub")).unwrap();
-        let mut reader = DirReader::default();
+        // A local disk's microsecond per stat: the largest pieces.
+        let mut reader = reader_at(Duration::from_micros(1));
         let mut sink = Collect::default();
         let mut counts = WalkCounts::default();
         let mut queue = Vec::new();
@@ -651,6 +749,82 @@ mod tests {
     }
 
     #[test]
+    fn where_a_stat_is_slow_a_small_directory_is_cut_too_and_its_work_shares_the_handle() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..23 {
+            std::fs::write(tmp.path().join(format!("f{i}")), b"").unwrap();
+        }
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        // 1 ms per stat: 5 names per piece of 5 ms.
+        let mut reader = reader_at(Duration::from_millis(1));
+        let mut sink = Collect::default();
+        let mut counts = WalkCounts::default();
+        let mut queue = Vec::new();
+        let root = tmp.path().as_os_str().as_bytes();
+        reader.run(&ScanWork::dir(root, 0), &mut sink, &mut counts, &mut queue);
+        // Every 5 names listed went out as a piece; the last 3 and the directory are done
+        // here. The pieces and the subdirectory carry the directory's handle.
+        assert_eq!(sink.0.len(), 3 + 1);
+        let sizes: Vec<usize> = queue
+            .iter()
+            .filter_map(|w| match w {
+                ScanWork::Names { names, handle, .. } => {
+                    assert!(
+                        handle.get().is_some(),
+                        "a piece stats relative to the handle"
+                    );
+                    Some(names_of(names).count())
+                }
+                ScanWork::Dir { parent, .. } => {
+                    assert!(
+                        parent.get().is_some(),
+                        "a subdirectory opens relative to it"
+                    );
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(sizes, [5, 5, 5, 5]);
+        // The local disk answers in microseconds: the estimate falls, and so does the cutting.
+        while let Some(w) = queue.pop() {
+            reader.run(&w, &mut sink, &mut counts, &mut queue);
+        }
+        assert_eq!(sink.0.len(), 23 + 2);
+        assert!(reader.cost.per_stat() < Duration::from_millis(1));
+    }
+
+    #[test]
+    fn a_piece_from_another_rank_is_cut_again_and_opens_its_directory_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut names = Vec::new();
+        for i in 0..12 {
+            let name = format!("f{i}");
+            std::fs::write(tmp.path().join(&name), b"").unwrap();
+            push_name(&mut names, name.as_bytes(), EntryKind::File);
+        }
+        let dir = tmp.path().as_os_str().as_bytes().to_vec();
+        let mut reader = reader_at(Duration::from_millis(1));
+        let (mut sink, mut counts, mut queue) = (Collect::default(), WalkCounts::default(), vec![]);
+        let stolen = ScanWork::Names {
+            dir: dir.clone(),
+            depth: 0,
+            names,
+            ancestors: Vec::new(),
+            handle: Handle::NONE,
+        };
+        reader.run(&stolen, &mut sink, &mut counts, &mut queue);
+        assert_eq!(sink.0.len(), 5);
+        assert_eq!(queue.len(), 2, "7 names in pieces of 5 and 2");
+        assert!(matches!(&queue[0], ScanWork::Names { handle, .. } if handle.get().is_some()));
+        let reopened = Arc::clone(&reader.reopened.as_ref().unwrap().1);
+        while let Some(w) = queue.pop() {
+            reader.run(&w, &mut sink, &mut counts, &mut queue);
+        }
+        assert_eq!(sink.0.len(), 12);
+        assert!(Arc::ptr_eq(&reopened, &reader.reopened.as_ref().unwrap().1));
+    }
+
+    #[test]
     fn a_piece_of_a_vanished_directory_records_every_name_as_an_error() {
         let mut names = Vec::new();
         push_name(&mut names, b"gone", EntryKind::File);
@@ -662,6 +836,7 @@ mod tests {
             depth: 2,
             names,
             ancestors: Vec::new(),
+            handle: Handle::NONE,
         };
         reader.run(&work, &mut sink, &mut counts, &mut Vec::new());
         assert_eq!(sink.0.len(), 1);

@@ -4,10 +4,114 @@
 //! An item is a kind byte (0 a directory, 1 a piece of one), the depth as a u32, then its
 //! byte strings each as a u32 length and the bytes, then the ancestors as a u32 count and
 //! u64s, all little-endian.
+//!
+//! Within a rank an item also carries an open directory ([`Handle`]): a subdirectory is opened
+//! relative to its parent's handle and a piece stats relative to its directory's, so that no
+//! path is resolved again from the root (on a network filesystem each component can be a round
+//! trip). The handle does not travel: an item another rank takes opens its path again.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use storage_tracker_proto::EntryKind;
 
 use crate::pool::Work;
+
+/// A directory opened by a reader, which the items made from it may share.
+#[derive(Debug)]
+pub struct OpenDir {
+    fd: OwnedFd,
+    /// Whether it counts against the rank's budget of shared handles (and so may be shared).
+    shared: bool,
+}
+
+/// Directories held open by queued work, across the process.
+static SHARED_DIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// Most directories queued work may hold open: half of the descriptors the process may open,
+/// the rest left for the readers, the chunk files and the connections. Beyond it, items carry
+/// no handle and open their path again.
+fn shared_dir_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(1 << 20);
+        usize::try_from(nofile / 2)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(256)
+            .min(1 << 16)
+    })
+}
+
+/// Raises the soft limit of open descriptors to the hard one, so that queued work can hold its
+/// directories open (the soft limit is often 1,024 while the hard one is far higher).
+pub fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        // Refused, the budget is computed from the soft limit as it is.
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+}
+
+impl OpenDir {
+    /// Wraps a directory just opened; it may be shared while the budget allows.
+    pub fn new(fd: OwnedFd) -> Arc<Self> {
+        let shared = SHARED_DIRS.fetch_add(1, Ordering::Relaxed) < shared_dir_limit();
+        if !shared {
+            SHARED_DIRS.fetch_sub(1, Ordering::Relaxed);
+        }
+        Arc::new(Self { fd, shared })
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+impl Drop for OpenDir {
+    fn drop(&mut self) {
+        if self.shared {
+            SHARED_DIRS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The open directory an item works relative to, when its rank has it.
+///
+/// It is a cache of what the item's path names: two items are equal when they name the same
+/// work, whether or not they carry a handle.
+#[derive(Debug, Clone, Default)]
+pub struct Handle(Option<Arc<OpenDir>>);
+
+impl Handle {
+    /// No handle: the item opens its path.
+    pub const NONE: Self = Self(None);
+
+    /// A share of `dir`, or none once the budget of shared directories is spent.
+    pub fn of(dir: &Arc<OpenDir>) -> Self {
+        Self(dir.shared.then(|| Arc::clone(dir)))
+    }
+
+    pub fn get(&self) -> Option<&Arc<OpenDir>> {
+        self.0.as_ref()
+    }
+}
+
+impl PartialEq for Handle {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Handle {}
 
 /// One unit of a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +124,8 @@ pub enum ScanWork {
         /// (dev, ino) of every directory above, flattened; kept only when following symlinks,
         /// to recognize a link back to an ancestor (a loop).
         ancestors: Vec<u64>,
+        /// The parent directory, to open this one relative to it.
+        parent: Handle,
     },
     /// Stat some entries of a directory: a piece of a huge directory.
     Names {
@@ -31,6 +137,8 @@ pub enum ScanWork {
         names: Vec<u8>,
         /// As for `Dir`: `dir`'s ancestors and `dir` itself, when following symlinks.
         ancestors: Vec<u64>,
+        /// `dir` itself, opened by the reader that listed it.
+        handle: Handle,
     },
 }
 
@@ -40,6 +148,7 @@ impl ScanWork {
             path: path.into(),
             depth,
             ancestors: Vec::new(),
+            parent: Handle::NONE,
         }
     }
 }
@@ -62,6 +171,34 @@ pub(crate) fn names_of(mut names: &[u8]) -> impl Iterator<Item = (&[u8], EntryKi
             .unwrap_or(EntryKind::Unknown);
         names = names.get(end + 2..).unwrap_or_default();
         Some((name, kind))
+    })
+}
+
+/// `names` (a [`ScanWork::Names`] list) cut into lists of at most `per_piece` names each.
+pub(crate) fn cut_names(names: &[u8], per_piece: usize) -> impl Iterator<Item = &[u8]> {
+    let per_piece = per_piece.max(1);
+    let mut rest = names;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        for _ in 0..per_piece {
+            match rest[end..].iter().position(|&b| b == 0) {
+                // The name, its NUL and its kind byte.
+                Some(nul) => end = (end + nul + 2).min(rest.len()),
+                None => {
+                    end = rest.len();
+                    break;
+                }
+            }
+            if end == rest.len() {
+                break;
+            }
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
     })
 }
 
@@ -126,6 +263,7 @@ impl Work for ScanWork {
                 path,
                 depth,
                 ancestors,
+                ..
             } => {
                 out.push(0);
                 out.extend_from_slice(&depth.to_le_bytes());
@@ -137,6 +275,7 @@ impl Work for ScanWork {
                 depth,
                 names,
                 ancestors,
+                ..
             } => {
                 out.push(1);
                 out.extend_from_slice(&depth.to_le_bytes());
@@ -156,12 +295,14 @@ impl Work for ScanWork {
                 path: take_bytes(buf)?,
                 depth,
                 ancestors: take_ancestors(buf)?,
+                parent: Handle::NONE,
             }),
             1 => Some(Self::Names {
                 dir: take_bytes(buf)?,
                 depth,
                 names: take_bytes(buf)?,
                 ancestors: take_ancestors(buf)?,
+                handle: Handle::NONE,
             }),
             _ => None,
         }
@@ -185,11 +326,13 @@ mod tests {
                 depth: 1,
                 names: names.clone(),
                 ancestors: vec![1, 2, 3, 4],
+                handle: Handle::NONE,
             },
             ScanWork::Dir {
                 path: b"/l".to_vec(),
                 depth: 2,
                 ancestors: vec![5, 6],
+                parent: Handle::NONE,
             },
         ];
         let mut buf = Vec::new();
@@ -204,6 +347,19 @@ mod tests {
         }
         assert!(rest.is_empty());
         assert!(ScanWork::decode(&mut &buf[..6]).is_none());
+        let pieces: Vec<Vec<_>> = cut_names(&names, 1)
+            .map(|piece| names_of(piece).collect())
+            .collect();
+        assert_eq!(
+            pieces,
+            [
+                vec![(&b"a\xff"[..], EntryKind::File)],
+                vec![(&b"b"[..], EntryKind::Unknown)]
+            ]
+        );
+        assert_eq!(cut_names(&names, 2).count(), 1);
+        assert_eq!(cut_names(&names, 1024).next(), Some(&names[..]));
+        assert_eq!(cut_names(&[], 3).count(), 0);
         let listed: Vec<_> = names_of(&names).collect();
         assert_eq!(
             listed,
