@@ -10,7 +10,17 @@
 //!   the others wait first come first served, so throughput saturates at
 //!   `max_concurrent / latency`;
 //! - a client that caches nothing: entry and attribute TTLs are zero, so every `stat` by name is
-//!   a LOOKUP that reaches the server, and listings are not cached either.
+//!   a LOOKUP that reaches the server, and listings are not cached either;
+//! - with `--stall REL_PATH=SECONDS`, a server that holds one subtree: a stuck OST or MDT (a
+//!   DNE directory whose MDT hangs, a pool whose OSTs fail over) while the rest of the
+//!   filesystem answers. Every metadata operation on the directory or below it (a lookup of its
+//!   name or of a name below it, a getattr, opendir, readdir, readlink, open, release or
+//!   releasedir of an inode in it) is held until the mount is SECONDS old, then arrives at the
+//!   server and is served with the latency like any other. A held operation takes no service
+//!   thread and no place in the line: the stuck server is another server, and the client's
+//!   RPCs to it wait on that server, not on the healthy one's threads, so a stall never starves
+//!   the rest of the tree (however many callers pile up on it). The caller blocks, as on a real
+//!   mount; only the kernel's own limits bound how many wait.
 //!
 //! What an operation costs, as the kernel sends them with nothing cached: a `statx` of a name
 //! relative to a directory handle is a LOOKUP then a GETATTR (the attributes the lookup
@@ -32,10 +42,13 @@
 //! Modules, in the order a request passes through them:
 //! - `passthrough`: the FUSE filesystem (the node table, reading the source, one reply per
 //!   operation handed to the timer);
-//! - `service`: the model of the server (the queue and its cap, pure and unit-tested) and the
-//!   timer thread that sends each reply at its deadline, so the request loop never sleeps;
+//! - `stall`: which operations a stalled subtree holds, and until when (pure);
+//! - `service`: the model of the server (the queue and its cap, the holds apart from it; pure
+//!   and unit-tested) and the timer thread that sends each reply at its deadline, so the
+//!   request loop never sleeps;
 //! - `stats`: operations by type and the report of the concurrency seen.
 
 pub mod passthrough;
 pub mod service;
+pub mod stall;
 pub mod stats;

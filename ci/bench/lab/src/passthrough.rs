@@ -3,7 +3,9 @@
 //! through the [`Timer`]: the source is read at once, on the request loop's thread, and the
 //! reply is sent when the modelled server has served it. Data reads and statfs are answered
 //! at once. Every attribute and entry is given a zero TTL so the kernel caches nothing and
-//! every `stat` by name reaches the lab as a LOOKUP.
+//! every `stat` by name reaches the lab as a LOOKUP. An operation on a stalled subtree
+//! ([`Stalls`]) is handed to the timer with a hold: its reply is ready at once, like the others,
+//! and sent after the hold and the latency.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -13,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -22,6 +24,7 @@ use fuser::{
 };
 
 use crate::service::Timer;
+use crate::stall::{Stall, Stalls};
 use crate::stats::{Counts, Op};
 
 /// Zero: the kernel keeps no entry or attribute, so every operation reaches the lab.
@@ -94,6 +97,7 @@ pub struct Lab {
     handles: Mutex<Handles>,
     timer: Timer,
     counts: Arc<Counts>,
+    stalls: Stalls,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,6 +153,7 @@ impl Lab {
         let mut nodes = Nodes::default();
         nodes.intern(root.dev(), root.ino(), || source.clone(), 1);
         Ok(Self {
+            stalls: Stalls::new(&source, &[], Instant::now()),
             source,
             nodes: Mutex::new(nodes),
             handles: Mutex::new(Handles::default()),
@@ -157,18 +162,34 @@ impl Lab {
         })
     }
 
+    /// The lab with `stalls` (subtrees of the source whose operations are held until the mount
+    /// is as old as each says).
+    pub fn with_stalls(mut self, stalls: &[Stall]) -> Self {
+        self.stalls = Stalls::new(&self.source, stalls, Instant::now());
+        self
+    }
+
     pub fn timer(&self) -> &Timer {
         &self.timer
     }
 
-    /// Counts `op` and sends its reply once the modelled server has served it.
-    fn later(&self, op: Op, reply: impl FnOnce() + Send + 'static) {
+    /// Counts `op` and sends its reply once the modelled server has served it, after holding
+    /// it until `hold` if it is on a stalled subtree.
+    fn later(&self, op: Op, hold: Option<Instant>, reply: impl FnOnce() + Send + 'static) {
         self.counts.add(op);
-        self.timer.delay(Box::new(reply));
+        self.timer.delay_after(hold, Box::new(reply));
     }
 
     fn path(&self, id: INodeNo) -> Result<PathBuf, Errno> {
         lock(&self.nodes).path(id)
+    }
+
+    /// Until when an operation on node `id` is held (a stalled subtree holds it).
+    fn hold_of(&self, id: INodeNo) -> Option<Instant> {
+        if self.stalls.is_empty() {
+            return None;
+        }
+        self.path(id).ok().and_then(|p| self.stalls.until(&p))
     }
 
     fn getattr_of(&self, id: INodeNo) -> Result<FileAttr, Errno> {
@@ -177,11 +198,25 @@ impl Lab {
         Ok(attr(id.0, &m))
     }
 
-    fn lookup_of(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
-        let path = self.path(parent)?.join(name);
-        let m = std::fs::symlink_metadata(&path).map_err(|e| errno(&e))?;
-        let id = lock(&self.nodes).intern(m.dev(), m.ino(), || path, parent.0);
-        Ok(attr(id, &m))
+    /// The attributes of `name` in `parent`, and until when the lookup is held: a lookup is on
+    /// the inode it answers with, so the name of a stalled directory, or any name below one, is
+    /// held (found or not).
+    fn lookup_of(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+    ) -> (Result<FileAttr, Errno>, Option<Instant>) {
+        let path = match self.path(parent) {
+            Ok(p) => p.join(name),
+            Err(e) => return (Err(e), None),
+        };
+        let hold = self.stalls.until(&path);
+        let found = std::fs::symlink_metadata(&path).map_err(|e| errno(&e));
+        let result = found.map(|m| {
+            let id = lock(&self.nodes).intern(m.dev(), m.ino(), || path, parent.0);
+            attr(id, &m)
+        });
+        (result, hold)
     }
 
     fn list(&self, dir: INodeNo) -> Result<Vec<(u64, FileType, OsString)>, Errno> {
@@ -225,12 +260,14 @@ impl Filesystem for Lab {
         // Background requests (asynchronous reads) beyond max_background wait in the kernel.
         let _ = config.set_max_background(u16::MAX);
         let _ = config.set_congestion_threshold(u16::MAX);
+        // Stalls end relative to the mount's start: now.
+        self.stalls.start_at(Instant::now());
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let result = self.lookup_of(parent, name);
-        self.later(Op::Lookup, move || match result {
+        let (result, hold) = self.lookup_of(parent, name);
+        self.later(Op::Lookup, hold, move || match result {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
         });
@@ -242,7 +279,7 @@ impl Filesystem for Lab {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let result = self.getattr_of(ino);
-        self.later(Op::Getattr, move || match result {
+        self.later(Op::Getattr, self.hold_of(ino), move || match result {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
         });
@@ -252,7 +289,7 @@ impl Filesystem for Lab {
         let result = self
             .path(ino)
             .and_then(|p| std::fs::read_link(p).map_err(|e| errno(&e)));
-        self.later(Op::Readlink, move || match result {
+        self.later(Op::Readlink, self.hold_of(ino), move || match result {
             Ok(target) => reply.data(target.as_os_str().as_bytes()),
             Err(e) => reply.error(e),
         });
@@ -266,7 +303,7 @@ impl Filesystem for Lab {
                 .and_then(|p| File::open(p).map_err(|e| errno(&e)))
                 .map(|f| self.keep(Handle::File(f)))
         };
-        self.later(Op::Open, move || match result {
+        self.later(Op::Open, self.hold_of(ino), move || match result {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
         });
@@ -298,7 +335,7 @@ impl Filesystem for Lab {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -306,12 +343,12 @@ impl Filesystem for Lab {
         reply: ReplyEmpty,
     ) {
         lock(&self.handles).open.remove(&fh.0);
-        self.later(Op::Release, move || reply.ok());
+        self.later(Op::Release, self.hold_of(ino), move || reply.ok());
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let result = self.list(ino).map(|l| self.keep(Handle::Dir(l)));
-        self.later(Op::Opendir, move || match result {
+        self.later(Op::Opendir, self.hold_of(ino), move || match result {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
         });
@@ -320,7 +357,7 @@ impl Filesystem for Lab {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
@@ -340,7 +377,7 @@ impl Filesystem for Lab {
                 _ => false,
             }
         };
-        self.later(Op::Readdir, move || {
+        self.later(Op::Readdir, self.hold_of(ino), move || {
             if found {
                 reply.ok()
             } else {
@@ -352,13 +389,13 @@ impl Filesystem for Lab {
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
         lock(&self.handles).open.remove(&fh.0);
-        self.later(Op::Releasedir, move || reply.ok());
+        self.later(Op::Releasedir, self.hold_of(ino), move || reply.ok());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

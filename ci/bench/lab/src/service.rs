@@ -1,8 +1,10 @@
 //! The metadata server's service model, without FUSE: `cap` service threads, each holding one
 //! request for `latency`; a request that finds every thread busy waits, first come first served,
-//! and starts when a thread frees. [`Service`] is the pure queue (deadlines in a min-heap, the
-//! waiting line in a deque, time passed in); [`Timer`] runs it on one thread and calls each
-//! request's reply at its deadline, so the FUSE request loop never sleeps.
+//! and starts when a thread frees. A request may also be held first (a stalled subtree, see
+//! [`crate::stall`]): it waits apart, taking no service thread and no place in the line, and
+//! arrives at the server when its hold ends. [`Service`] is the pure queue (deadlines and holds
+//! in min-heaps, the waiting line in a deque, time passed in); [`Timer`] runs it on one thread
+//! and calls each request's reply at its deadline, so the FUSE request loop never sleeps.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -10,40 +12,54 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Requests in service (at most `cap`, ordered by deadline) and the line waiting for a thread.
-/// Each operation is O(log cap); memory grows with the requests in flight, which the kernel
-/// bounds by the threads calling into the mount.
+/// Requests in service (at most `cap`, ordered by deadline), the line waiting for a thread, and
+/// the requests held apart until a time (ordered by it). Each operation is O(log n); memory
+/// grows with the requests in flight and held, which the kernel bounds by the threads calling
+/// into the mount.
 pub struct Service<T> {
     latency: Duration,
     cap: usize,
-    serving: BinaryHeap<Serving<T>>,
+    serving: BinaryHeap<At<T>>,
     waiting: VecDeque<(Instant, T)>,
+    /// Held requests: released at `at`; the item carries the request's arrival.
+    held: BinaryHeap<At<(Instant, T)>>,
+    holds: Holds,
     seq: u64,
 }
 
-struct Serving<T> {
-    done: Instant,
+/// What the holds came to so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// Requests held since the start (released or not).
+    pub total: u64,
+    /// The longest hold of a request released so far, from its arrival to its release.
+    pub longest: Duration,
+}
+
+/// An item due at `at`.
+struct At<T> {
+    at: Instant,
     seq: u64,
     item: T,
 }
 
-// Reversed, so that the max-heap pops the earliest deadline; `seq` keeps equal deadlines FIFO.
-impl<T> Ord for Serving<T> {
+// Reversed, so that the max-heap pops the earliest time; `seq` keeps equal times FIFO.
+impl<T> Ord for At<T> {
     fn cmp(&self, other: &Self) -> Ordering {
-        (other.done, other.seq).cmp(&(self.done, self.seq))
+        (other.at, other.seq).cmp(&(self.at, self.seq))
     }
 }
-impl<T> PartialOrd for Serving<T> {
+impl<T> PartialOrd for At<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<T> PartialEq for Serving<T> {
+impl<T> PartialEq for At<T> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl<T> Eq for Serving<T> {}
+impl<T> Eq for At<T> {}
 
 impl<T> std::fmt::Debug for Service<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +68,7 @@ impl<T> std::fmt::Debug for Service<T> {
             .field("cap", &self.cap)
             .field("serving", &self.serving.len())
             .field("waiting", &self.waiting.len())
+            .field("held", &self.held.len())
             .finish()
     }
 }
@@ -64,6 +81,8 @@ impl<T> Service<T> {
             cap: cap.max(1),
             serving: BinaryHeap::new(),
             waiting: VecDeque::new(),
+            held: BinaryHeap::new(),
+            holds: Holds::default(),
             seq: 0,
         }
     }
@@ -77,31 +96,68 @@ impl<T> Service<T> {
         }
     }
 
+    /// A request arrives at `now` but is held until `until`, apart from the server: it takes
+    /// no service thread and no place in the line while held, and then arrives as if new
+    /// (served at once if a thread is free, else at the back of the line). A hold that has
+    /// already ended is no hold.
+    pub fn hold(&mut self, now: Instant, until: Instant, item: T) {
+        if until <= now {
+            return self.submit(now, item);
+        }
+        self.seq += 1;
+        self.holds.total += 1;
+        self.held.push(At {
+            at: until,
+            seq: self.seq,
+            item: (now, item),
+        });
+    }
+
     fn start(&mut self, at: Instant, item: T) {
         self.seq += 1;
-        self.serving.push(Serving {
-            done: at + self.latency,
+        self.serving.push(At {
+            at: at + self.latency,
             seq: self.seq,
             item,
         });
     }
 
-    /// The earliest deadline of a request in service.
+    /// The next time something is due: a request's deadline or the end of a hold.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.serving.peek().map(|s| s.done)
+        let serving = self.serving.peek().map(|s| s.at);
+        let held = self.held.peek().map(|h| h.at);
+        serving.into_iter().chain(held).min()
     }
 
-    /// Moves every request whose deadline is at or before `now` to `out`, in deadline order.
-    /// Each freed thread takes the next waiting request from the moment it freed (or the
-    /// request's arrival, if later), not from `now`: a late timer does not lengthen the queue.
+    /// Moves every request whose deadline is at or before `now` to `out`, in deadline order,
+    /// and releases every hold that ended by `now` into the server. Events are taken in time
+    /// order (a deadline before a release at the same instant): each freed thread takes the
+    /// next waiting request from the moment it freed (or the request's arrival, if later), and
+    /// a released request arrives at its release, not at `now`, so a late timer does not
+    /// lengthen the queue.
     pub fn pop_due(&mut self, now: Instant, out: &mut Vec<T>) {
-        while self.serving.peek().is_some_and(|s| s.done <= now) {
-            let Some(done) = self.serving.pop() else {
-                break;
-            };
-            out.push(done.item);
-            if let Some((arrived, next)) = self.waiting.pop_front() {
-                self.start(done.done.max(arrived), next);
+        loop {
+            let done = self.serving.peek().map(|s| s.at).filter(|&t| t <= now);
+            let released = self.held.peek().map(|h| h.at).filter(|&t| t <= now);
+            match (done, released) {
+                (Some(done), released) if released.is_none_or(|r| done <= r) => {
+                    let Some(served) = self.serving.pop() else {
+                        break;
+                    };
+                    out.push(served.item);
+                    if let Some((arrived, next)) = self.waiting.pop_front() {
+                        self.start(done.max(arrived), next);
+                    }
+                }
+                (_, Some(released)) => {
+                    let Some(held) = self.held.pop() else {
+                        break;
+                    };
+                    let (arrived, item) = held.item;
+                    self.holds.longest = self.holds.longest.max(released - arrived);
+                    self.submit(released, item);
+                }
+                _ => break,
             }
         }
     }
@@ -116,16 +172,28 @@ impl<T> Service<T> {
         self.waiting.len()
     }
 
-    /// Requests in flight: in service plus waiting.
+    /// Requests in flight: in service plus waiting (not the held ones).
     pub fn in_flight(&self) -> usize {
         self.serving.len() + self.waiting.len()
+    }
+
+    /// Requests held now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// What the holds came to so far.
+    pub fn holds(&self) -> Holds {
+        self.holds
     }
 }
 
 /// A reply to send at its deadline.
 pub type Pending = Box<dyn FnOnce() + Send>;
 
-/// How many requests were in flight, seen by each arriving request (itself included).
+/// How many requests were in flight, seen by each arriving request (itself included), and the
+/// requests held (a held request is seen on arrival, in flight or not: it is counted in
+/// `requests` and the histogram with the in-flight count of the moment, itself excluded).
 #[derive(Debug, Clone, Default)]
 pub struct Concurrency {
     /// In flight now (in service plus waiting).
@@ -142,6 +210,10 @@ pub struct Concurrency {
     pub sum_in_flight: u64,
     /// `histogram[b]`: requests that saw an in-flight count in [2^b, 2^(b+1)).
     pub histogram: [u64; 16],
+    /// Held now (not in flight).
+    pub held: usize,
+    /// What the holds came to so far.
+    pub holds: Holds,
 }
 
 impl Concurrency {
@@ -228,9 +300,19 @@ impl Timer {
 
     /// Queues `reply` to be called once the request has been served.
     pub fn delay(&self, reply: Pending) {
+        self.delay_after(None, reply);
+    }
+
+    /// Queues `reply` to be called once the request has been served, held apart until `hold`
+    /// first if that is given (see [`Service::hold`]).
+    pub fn delay_after(&self, hold: Option<Instant>, reply: Pending) {
         let mut state = lock(&self.shared.state);
         let before = state.service.next_deadline();
-        state.service.submit(Instant::now(), reply);
+        let now = Instant::now();
+        match hold {
+            Some(until) => state.service.hold(now, until, reply),
+            None => state.service.submit(now, reply),
+        }
         let (in_flight, waiting) = (state.service.in_flight(), state.service.waiting());
         state.seen.arrived(in_flight, waiting);
         let after = state.service.next_deadline();
@@ -268,6 +350,8 @@ impl Probe {
         let mut seen = state.seen.clone();
         seen.in_flight = state.service.in_flight();
         seen.waiting = state.service.waiting();
+        seen.held = state.service.held();
+        seen.holds = state.service.holds();
         seen
     }
 }
@@ -380,6 +464,92 @@ mod tests {
         service.submit(t0 + 15 * MS, 1); // arrives after 0's deadline, before the timer ran
         assert_eq!(due(&mut service, t0 + 16 * MS), vec![0]);
         assert_eq!(service.next_deadline(), Some(t0 + 25 * MS));
+    }
+
+    #[test]
+    fn a_held_request_takes_no_thread_and_is_served_after_its_hold() {
+        let t0 = Instant::now();
+        let mut service = Service::new(10 * MS, 1);
+        service.hold(t0, t0 + 100 * MS, 0);
+        service.submit(t0, 1);
+        service.submit(t0, 2);
+        // The one thread serves 1 then 2; 0 waits apart, not in the line.
+        assert_eq!(
+            (service.serving(), service.waiting(), service.held()),
+            (1, 1, 1)
+        );
+        assert_eq!(service.in_flight(), 2);
+        assert_eq!(service.next_deadline(), Some(t0 + 10 * MS));
+        assert_eq!(due(&mut service, t0 + 20 * MS), vec![1, 2]);
+        // Only the hold is left: the next thing due is its end, then its deadline.
+        assert_eq!(service.next_deadline(), Some(t0 + 100 * MS));
+        assert!(due(&mut service, t0 + 99 * MS).is_empty());
+        assert!(due(&mut service, t0 + 105 * MS).is_empty());
+        assert_eq!((service.serving(), service.held()), (1, 0));
+        assert_eq!(service.next_deadline(), Some(t0 + 110 * MS));
+        assert_eq!(due(&mut service, t0 + 110 * MS), vec![0]);
+        assert_eq!(
+            service.holds(),
+            Holds {
+                total: 1,
+                longest: 100 * MS
+            }
+        );
+    }
+
+    #[test]
+    fn a_released_request_arrives_at_its_release_behind_the_line() {
+        let t0 = Instant::now();
+        let mut service = Service::new(10 * MS, 1);
+        service.hold(t0, t0 + 5 * MS, 0);
+        for id in 1..4 {
+            service.submit(t0, id);
+        }
+        // 1 is served from 0 to 10 ms; 0, released at 5 ms, waits behind 2 and 3: a late timer
+        // (at 45 ms) still serves them in that order, each from when the thread freed.
+        assert_eq!(due(&mut service, t0 + 45 * MS), vec![1, 2, 3, 0]);
+        assert_eq!(service.in_flight(), 0);
+        // A deadline and a release at the same instant: the deadline first, so the freed
+        // thread takes the waiting request and the released one waits behind it.
+        let mut service = Service::new(10 * MS, 1);
+        service.submit(t0, 1);
+        service.submit(t0, 2);
+        service.hold(t0, t0 + 10 * MS, 0);
+        assert_eq!(due(&mut service, t0 + 10 * MS), vec![1]);
+        assert_eq!(due(&mut service, t0 + 30 * MS), vec![2, 0]);
+        // A hold already over is no hold.
+        service.hold(t0 + 40 * MS, t0 + 40 * MS, 9);
+        assert_eq!((service.serving(), service.held()), (1, 0));
+        assert_eq!(service.holds().total, 1);
+    }
+
+    #[test]
+    fn the_timer_holds_a_reply_and_serves_the_others_meanwhile() {
+        let timer = Timer::start(5 * MS, 1).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t0 = Instant::now();
+        let held = tx.clone();
+        timer.delay_after(
+            Some(t0 + 200 * MS),
+            Box::new(move || held.send(("held", Instant::now())).unwrap()),
+        );
+        for _ in 0..4 {
+            let tx = tx.clone();
+            timer.delay(Box::new(move || {
+                tx.send(("other", Instant::now())).unwrap()
+            }));
+        }
+        let got: Vec<(&str, Instant)> = (0..5).map(|_| rx.recv().unwrap()).collect();
+        // One thread: the four others are served in turn while the held one waits apart.
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            ["other", "other", "other", "other", "held"]
+        );
+        assert!(got[3].1 - t0 < 150 * MS, "the others waited for the hold");
+        assert!(got[4].1 - t0 >= 205 * MS, "held for {:?}", got[4].1 - t0);
+        let seen = timer.concurrency();
+        assert_eq!((seen.requests, seen.held, seen.holds.total), (5, 0, 1));
+        assert!(seen.holds.longest >= 195 * MS, "{:?}", seen.holds);
     }
 
     #[test]

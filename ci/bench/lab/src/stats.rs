@@ -78,8 +78,10 @@ pub struct Settings {
 
 /// The report: settings, counts by operation, `metadata_ops` (the delayed ones), the
 /// concurrency seen (`in_flight`, `max_in_flight`, `mean_in_flight`, `waiting`,
-/// `max_waiting`, `in_flight_hist` as `low:count` for buckets [low, 2 low)), and the lab's own
-/// CPU time (`cpu_ms`, user plus system, all threads).
+/// `max_waiting`, `in_flight_hist` as `low:count` for buckets [low, 2 low)), the operations held
+/// on a stalled subtree (`stalled` since the start, `stalled_now` held now, `max_stall_ms` the
+/// longest hold of one released so far), and the lab's own CPU time (`cpu_ms`, user plus
+/// system, all threads).
 pub fn report(settings: Settings, counts: &Counts, seen: &Concurrency) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "latency_us {}", settings.latency.as_micros());
@@ -101,6 +103,9 @@ pub fn report(settings: Settings, counts: &Counts, seen: &Concurrency) -> String
         .map(|(b, n)| format!("{}:{n}", 1u64 << b))
         .collect();
     let _ = writeln!(out, "in_flight_hist {}", hist.join(" "));
+    let _ = writeln!(out, "stalled {}", seen.holds.total);
+    let _ = writeln!(out, "stalled_now {}", seen.held);
+    let _ = writeln!(out, "max_stall_ms {}", seen.holds.longest.as_millis());
     let _ = writeln!(out, "cpu_ms {}", cpu_time().as_millis());
     out
 }
@@ -120,6 +125,7 @@ pub fn cpu_time() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::Holds;
 
     #[test]
     fn the_report_is_one_key_value_line_each() {
@@ -132,6 +138,11 @@ mod tests {
             sum_in_flight: 6,
             max_in_flight: 3,
             histogram: [1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            held: 1,
+            holds: Holds {
+                total: 2,
+                longest: Duration::from_millis(1500),
+            },
             ..Concurrency::default()
         };
         let settings = Settings {
@@ -148,6 +159,9 @@ mod tests {
             "max_in_flight 3",
             "mean_in_flight 2.00",
             "in_flight_hist 1:1 2:2",
+            "stalled 2",
+            "stalled_now 1",
+            "max_stall_ms 1500",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
         }

@@ -11,6 +11,7 @@ use clap::Parser;
 use fuser::{Config, MountOption, Session, SessionACL};
 use storage_tracker_lab::passthrough::Lab;
 use storage_tracker_lab::service::Timer;
+use storage_tracker_lab::stall::Stall;
 use storage_tracker_lab::stats::{self, Counts, Settings};
 
 const DEFAULT_LATENCY_MS: f64 = 2.0;
@@ -48,6 +49,15 @@ struct Args {
     /// without it nothing is checked (every caller acts as the lab's owner, root).
     #[arg(long)]
     check_permissions: bool,
+    /// Stall a subtree, as a stuck metadata or object server would (repeatable): every
+    /// metadata operation on REL_PATH (relative to SOURCE; `.` for all of it) or below it (a
+    /// lookup of its name or of a name below it, a getattr, opendir, readdir, readlink, open,
+    /// release or releasedir of an inode in it) is held until the mount is SECONDS old
+    /// (fractions allowed), then served with the latency. Held operations take no place among
+    /// --max-concurrent: the rest of the tree is served as before. The counts say `stalled`
+    /// (held so far), `stalled_now` and `max_stall_ms` (the longest hold).
+    #[arg(long = "stall", value_name = "REL_PATH=SECONDS")]
+    stalls: Vec<Stall>,
     /// The directory to pass through.
     source: PathBuf,
     /// Where to mount it (an existing directory).
@@ -83,9 +93,14 @@ fn run(args: Args) -> Result<()> {
         .source
         .canonicalize()
         .with_context(|| format!("source {}", args.source.display()))?;
+    for stall in &args.stalls {
+        let path = source.join(&stall.path);
+        std::fs::symlink_metadata(&path)
+            .with_context(|| format!("--stall {stall}: {}", path.display()))?;
+    }
     let counts = Arc::new(Counts::default());
     let timer = Timer::start(settings.latency, settings.max_concurrent)?;
-    let lab = Lab::new(source.clone(), timer, Arc::clone(&counts))?;
+    let lab = Lab::new(source.clone(), timer, Arc::clone(&counts))?.with_stalls(&args.stalls);
     let seen = lab.timer().probe();
 
     let mut config = Config::default();
@@ -142,6 +157,13 @@ fn run(args: Args) -> Result<()> {
         args.latency_ms,
         args.max_concurrent
     );
+    for stall in &args.stalls {
+        eprintln!(
+            "st-lab: {} stalled until the mount is {} s old",
+            source.join(&stall.path).display(),
+            stall.until.as_secs_f64()
+        );
+    }
     let served = session.run();
     done.store(true, Ordering::Relaxed);
     if let Some(writer) = writer {
