@@ -62,6 +62,15 @@ struct Reports {
     busy: Vec<bool>,
 }
 
+/// How long an idle rank waits before its next steal request after `empty` empty answers in a
+/// row: none after the first, then from 100 us doubling to 5 ms.
+fn steal_backoff(empty: u32) -> Duration {
+    match empty {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_micros(50u64 << (n - 1).min(7)).min(Duration::from_millis(5)),
+    }
+}
+
 /// A small xorshift generator: victim choice needs speed and spread, not quality.
 #[derive(Debug)]
 struct VictimPicker(u64);
@@ -94,6 +103,11 @@ pub(crate) struct Coordinator<'r, W, T> {
     token: Option<Token>,
     /// A steal request of this rank is unanswered.
     steal_outstanding: bool,
+    /// Steal requests answered with no work in a row, and when the next may go: an idle rank
+    /// asks less often while everyone is idle (the end of a scan, or a tree too small for
+    /// its ranks), so that ranks sharing cores leave them to the ones at work.
+    empty_steals: u32,
+    next_steal: Instant,
     victims: VictimPicker,
     reports: Reports,
     stats: StealStats,
@@ -122,6 +136,8 @@ impl<'r, W: Work, T: Transport> Coordinator<'r, W, T> {
             },
             token: None,
             steal_outstanding: false,
+            empty_steals: 0,
+            next_steal: Instant::now(),
             victims: VictimPicker::new(me),
             reports: Reports {
                 next: Instant::now() + config.progress_interval,
@@ -172,14 +188,15 @@ impl<'r, W: Work, T: Transport> Coordinator<'r, W, T> {
             } else {
                 // Back off from a tight poll to the configured interval while nothing happens.
                 idle_polls = (idle_polls + 1).min(16);
-                let wait = Duration::from_micros(1 << idle_polls.min(10))
-                    .min(self.config.max_poll_interval);
+                let wait = Duration::from_micros(1 << idle_polls.min(12));
                 if passive {
+                    // Idle for a while: the token and the next steal wait a little longer.
+                    let wait = wait.min(self.config.max_poll_interval * 4);
                     // Nothing here will change: only a message can bring work.
                     std::thread::sleep(wait);
                 } else {
                     // Working: poll again after `wait`, or at once when the work runs out.
-                    self.pool.wait_idle(wait);
+                    self.pool.wait_idle(wait.min(self.config.max_poll_interval));
                 }
             }
         }
@@ -208,7 +225,11 @@ impl<'r, W: Work, T: Transport> Coordinator<'r, W, T> {
         match message {
             Message::StealRequest => self.on_steal_request(from),
             Message::Work(items) => self.on_work(from, items),
-            Message::NoWork => self.steal_outstanding = false,
+            Message::NoWork => {
+                self.steal_outstanding = false;
+                self.empty_steals = self.empty_steals.saturating_add(1);
+                self.next_steal = Instant::now() + steal_backoff(self.empty_steals);
+            }
             Message::Token(token) => self.token = Some(token),
             Message::Terminate => self.begin_shutdown(),
             Message::Done => self.on_done(from),
@@ -252,6 +273,7 @@ impl<'r, W: Work, T: Transport> Coordinator<'r, W, T> {
         self.safra.count -= 1;
         self.safra.color = Color::Black;
         self.steal_outstanding = false;
+        self.empty_steals = 0;
         self.pool.add(items);
     }
 
@@ -292,7 +314,7 @@ impl<'r, W: Work, T: Transport> Coordinator<'r, W, T> {
 
     /// The rank has no work while sharing: it asks a victim, and the token moves on.
     fn on_idle(&mut self) -> Next {
-        if !self.steal_outstanding {
+        if !self.steal_outstanding && Instant::now() >= self.next_steal {
             let victim = self.victims.pick(self.me, self.size);
             self.send(victim, &Message::StealRequest);
             self.stats.steal_requests_sent += 1;
@@ -534,6 +556,15 @@ mod tests {
                 &(2, Message::Exit)
             ]
         );
+    }
+
+    #[test]
+    fn idle_ranks_ask_less_often_after_empty_answers() {
+        assert_eq!(steal_backoff(1), Duration::ZERO);
+        assert_eq!(steal_backoff(2), Duration::from_micros(100));
+        assert_eq!(steal_backoff(3), Duration::from_micros(200));
+        assert_eq!(steal_backoff(8), Duration::from_millis(5));
+        assert_eq!(steal_backoff(u32::MAX), Duration::from_millis(5));
     }
 
     #[test]
