@@ -2,7 +2,9 @@
 //! source holds, a stat costs at least the configured latency, many stats at once overlap
 //! instead of queueing behind one another, the lab counts them, and SIGTERM unmounts it; and a
 //! scan of the mount by `storage-scan` (threads, and two MPI ranks) is the scan of the source
-//! directory, entry for entry and directory rollup for directory rollup.
+//! directory, entry for entry and directory rollup for directory rollup; and with one subtree
+//! stalled (`--stall`), the scans finish the rest of the tree at once, say what is slow while
+//! they wait, and commit the whole tree when the stall ends.
 //! A machine that cannot mount FUSE fails these tests, saying what is missing.
 
 mod support;
@@ -949,4 +951,302 @@ fn a_scan_through_the_lab_equals_a_scan_of_the_source() {
         "the directories closed to nobody"
     );
     assert_same_scan(&source_scan, &lab_scan, "as nobody");
+}
+
+/// A scan running in the background: its stderr lines, each stamped when it arrived.
+struct Running {
+    label: &'static str,
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn spawn(label: &'static str, mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{label}: starting {cmd:?}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push((Instant::now(), line));
+                }
+            })
+        };
+        Self {
+            label,
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn log(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        text.join("\n")
+    }
+
+    /// Waits for the scan to exit successfully by `deadline` (killed and failed otherwise):
+    /// when it exited, and its stamped lines.
+    fn wait(mut self, deadline: Instant) -> (Instant, Vec<(Instant, String)>) {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{}: the scan did not finish in time; its log:\n{}",
+                    self.label,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let exited = Instant::now();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        assert!(
+            status.success(),
+            "{}: the scan exited {status}:\n{}",
+            self.label,
+            self.log()
+        );
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        (exited, lines)
+    }
+}
+
+/// The `entries=N` of a progress report of rank 0.
+fn progress_entries(line: &str) -> Option<u64> {
+    if !line.contains("progress") {
+        return None;
+    }
+    let at = line.find(" entries=")? + " entries=".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Started {
+    started_at_ns: i64,
+}
+
+/// A directory the lab stalls for `STALL_S` (one server stuck) while the rest answers at 1 ms:
+/// scanned with 8 threads and, at the same time, by 2 ranks under `srun`, every entry outside
+/// the stalled subtree is scanned and reported within seconds, the scans name the stalled
+/// directory as slow in their progress log, and they commit once the stall ends, equal to the
+/// ground truth.
+#[test]
+fn a_stalled_subtree_holds_up_only_itself_and_the_scan_says_so() {
+    const STALL_S: u64 = 15;
+    const STUCK: &str = "slow/stuck";
+    let _serial = one_at_a_time();
+    let slurm_conf = support::slurm_conf();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = support::TestDatabase::new(&rt, "lab_stall");
+    let aggregator = support::Aggregator::start(&rt, &db);
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let source = dir_path.join("source");
+    tree(&source);
+    // The stalled subtree, with a sibling file beside it that is not stalled.
+    std::fs::create_dir_all(source.join(STUCK).join("inner")).unwrap();
+    std::fs::write(source.join("slow/beside"), b"beside").unwrap();
+    for f in 0..30 {
+        std::fs::write(source.join(format!("{STUCK}/f{f}")), vec![b'y'; f * 10]).unwrap();
+    }
+    for f in 0..5 {
+        std::fs::write(source.join(format!("{STUCK}/inner/g{f}")), b"g").unwrap();
+    }
+    std::os::unix::fs::symlink("f1", source.join(STUCK).join("link")).unwrap();
+    settle_atimes(&source);
+    let truth = support::ground_truth(&source);
+    let stuck_prefix = source.join(STUCK);
+    let stalled_entries = truth
+        .iter()
+        .filter(|e| support::os(&e.path).starts_with(&stuck_prefix))
+        .count() as u64;
+    let outside = truth.len() as u64 - stalled_entries;
+    assert!(
+        outside > 250 && stalled_entries == 38,
+        "{outside} entries outside, {stalled_entries} stalled"
+    );
+
+    let stall = format!("{STUCK}={STALL_S}");
+    let lab = Mounted::start_with(&source, &dir_path, "stalled", 1, &["--stall", &stall]);
+    // The stall ends STALL_S after the mount began, which was just now.
+    let stall_ends = Instant::now() + Duration::from_secs(STALL_S);
+    let mount = lab.mountpoint.clone();
+    let stuck = mount.join(STUCK);
+
+    let scan_args = |cmd: &mut Command, label: &str, threads: &str| {
+        cmd.args(["--aggregator", &aggregator.addr, "--label", label])
+            .args(["--threads", threads, "--progress-interval", "1"])
+            .arg(&mount);
+    };
+    let mut threads = Command::new(support::scanner());
+    scan_args(&mut threads, "stalled-threads", "8");
+    threads.env_remove("SLURM_PROCID");
+    let mut srun = Command::new("srun");
+    srun.env("SLURM_CONF", &slurm_conf)
+        .args(["--mpi=pmi2", "-n", "2", "--overcommit", "--time=2"])
+        .arg(support::scanner());
+    scan_args(&mut srun, "stalled-srun", "4");
+    let scans = [
+        Running::spawn("stalled-threads", threads),
+        Running::spawn("stalled-srun", srun),
+    ];
+
+    // Well before the stall ends, the lab holds the subtree's operations and nothing else.
+    std::thread::sleep(
+        (stall_ends - Duration::from_secs(4)).saturating_duration_since(Instant::now()),
+    );
+    let held = lab.stats_when(|s| s.get("stalled_now").is_some_and(|v| v != "0"));
+    assert!(
+        Instant::now() < stall_ends,
+        "the stall ended before it was seen: {held:?}"
+    );
+    assert!(
+        count(&held, "stalled_now") >= 1 && count(&held, "stalled") >= 1,
+        "nothing held by the stall, {} s into it: {held:?}",
+        STALL_S - 4
+    );
+    assert!(
+        count(&held, "in_flight") <= 2,
+        "the rest of the tree is still being served, {} s into the stall: {held:?}",
+        STALL_S - 4
+    );
+
+    let deadline = stall_ends + Duration::from_secs(15);
+    for scan in scans {
+        let label = scan.label;
+        let (exited, lines) = scan.wait(deadline);
+        let log: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        let log = log.join("\n");
+        // (a) Everything outside the stalled subtree was scanned and reported long before the
+        // stall ended, and nothing inside it before.
+        let early = stall_ends - Duration::from_secs(5);
+        let reported_early = lines
+            .iter()
+            .filter(|(at, _)| *at <= early)
+            .filter_map(|(_, l)| progress_entries(l))
+            .max();
+        assert_eq!(
+            reported_early,
+            Some(outside),
+            "{label}: the {outside} entries outside {STUCK} reported by {} s into the stall \
+             ({stalled_entries} are in it):\n{log}",
+            STALL_S - 5
+        );
+        let before_end = stall_ends - Duration::from_millis(300);
+        let most_before_end = lines
+            .iter()
+            .filter(|(at, _)| *at <= before_end)
+            .filter_map(|(_, l)| progress_entries(l))
+            .max();
+        assert_eq!(
+            most_before_end,
+            Some(outside),
+            "{label}: entries of the stalled subtree came through before the stall ended:\n{log}"
+        );
+        // (b) It finished after the stall ended.
+        assert!(
+            exited >= stall_ends - Duration::from_millis(300),
+            "{label}: finished {:?} before the stall ended:\n{log}",
+            stall_ends.saturating_duration_since(exited)
+        );
+        // (c) The progress log names the stalled directory as slow, while it is held.
+        // progress names the slow directory
+        let stuck_path = stuck.to_str().unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|(at, l)| *at <= stall_ends && l.contains("slow:") && l.contains(stuck_path)),
+            "{label}: no progress line says `slow:` with {stuck_path} during the stall:\n{log}"
+        );
+        eprintln!(
+            "{label}: finished {:?} after the stall ended; progress lines:\n{}",
+            exited.saturating_duration_since(stall_ends),
+            lines
+                .iter()
+                .filter(|(_, l)| l.contains("progress") || l.contains("slow:"))
+                .map(|(_, l)| l.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let after = lab.stats_when(|s| s.get("stalled_now").is_some_and(|v| v == "0"));
+    let stopped = lab.stop();
+    assert_eq!(count(&after, "stalled_now"), 0, "{after:?}");
+    let longest = Duration::from_millis(count(&after, "max_stall_ms"));
+    assert!(
+        longest >= Duration::from_secs(STALL_S - 5) && longest <= Duration::from_secs(STALL_S),
+        "the longest hold was {longest:?}: {stopped}"
+    );
+    eprintln!("the lab: {after:?}");
+
+    // (b) Both snapshots equal the ground truth: every entry, every directory's rollup, the
+    // usage by owner and type, the histograms.
+    let truth = support::rebased(&truth, &source, &mount);
+    for label in ["stalled-threads", "stalled-srun"] {
+        let scanned = read_snapshot(&rt, &db, label);
+        assert_eq!(
+            (scanned.snapshot.entries, scanned.snapshot.errors),
+            (truth.len() as u64, 0),
+            "{label}: entries and errors"
+        );
+        // Kind, size, nlink, uid, gid and mtime by relative path.
+        type Seen<'a> = BTreeMap<Vec<u8>, (&'a str, u64, u64, u32, u32, i64)>;
+        let want: Seen = truth
+            .iter()
+            .map(|e| {
+                let path = relative(mount.as_os_str().as_encoded_bytes(), &e.path);
+                (path, (e.kind, e.size, e.nlink, e.uid, e.gid, e.mtime_ns))
+            })
+            .collect();
+        let got: Seen = scanned
+            .entries
+            .iter()
+            .map(|(p, e)| {
+                let row = (e.kind_name.as_str(), e.size, e.nlink);
+                (p.clone(), (row.0, row.1, row.2, e.uid, e.gid, e.mtime_ns))
+            })
+            .collect();
+        assert_eq!(
+            got, want,
+            "{label}: entries (kind, size, nlink, uid, gid, mtime)"
+        );
+        let started: Vec<Started> = db.query(
+            &rt,
+            &format!(
+                "SELECT started_at_ns FROM {}.snapshots FINAL WHERE snapshot_id = {}",
+                db.database, scanned.snapshot.snapshot_id
+            ),
+        );
+        support::check_reports(
+            &rt,
+            &db,
+            scanned.snapshot.snapshot_id,
+            &truth,
+            started[0].started_at_ns,
+        );
+    }
 }

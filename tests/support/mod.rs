@@ -797,3 +797,36 @@ pub fn check_reports(
         .collect();
     assert_eq!(got, want, "histograms (files, bytes, allocated)");
 }
+
+/// `truth` as seen below `to` instead of `from` (a tree scanned through a mount of it): every
+/// path rebased, everything else as std saw it under `from`.
+pub fn rebased(truth: &[TruthEntry], from: &Path, to: &Path) -> Vec<TruthEntry> {
+    let (from, to) = (from.as_os_str().as_bytes(), to.as_os_str().as_bytes());
+    truth
+        .iter()
+        .map(|e| {
+            let below = e.path.strip_prefix(from).unwrap_or_else(|| {
+                panic!(
+                    "{} is not below {}",
+                    String::from_utf8_lossy(&e.path),
+                    String::from_utf8_lossy(from)
+                )
+            });
+            TruthEntry {
+                path: [to, below].concat(),
+                ..e.clone()
+            }
+        })
+        .collect()
+}
+
+/// The Slurm the tests use (`ci/slurm.sh start`, as `ci/test.sh` does). Missing configuration
+/// fails the test: it never skips.
+pub fn slurm_conf() -> String {
+    std::env::var("SLURM_CONF").unwrap_or_else(|_| {
+        panic!(
+            "SLURM_CONF is not set. This test needs a real Slurm: run it with ci/test.sh, or \
+             start one with `ci/slurm.sh start` and export SLURM_CONF"
+        )
+    })
+}
