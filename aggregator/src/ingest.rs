@@ -10,6 +10,10 @@
 //! - [`fail`]: an abort, a failed verification or insert, or a scan that went quiet fails the
 //!   snapshot and drops its rows, so a query never sees a partial snapshot.
 //! - [`recover`]: at start, every snapshot in the spool resumes where it stopped.
+//!
+//! Beside them, [`space`]: every spool write of the stages goes through it, and a write refused
+//! because the spool's filesystem is full is answered as a wait (the scanner sends it again),
+//! said once in the log and in the metrics, never as a failed snapshot.
 
 pub(crate) mod accept;
 pub(crate) mod begin;
@@ -17,6 +21,7 @@ pub(crate) mod commit;
 pub(crate) mod fail;
 pub(crate) mod insert;
 pub(crate) mod recover;
+pub(crate) mod space;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -115,6 +120,20 @@ struct RankProgress {
     rows: u64,
 }
 
+/// Whether the spool's filesystem has room, as the last spool write found (see [`space`]).
+#[derive(Debug, Default)]
+struct SpoolSpace {
+    /// Since the first write refused for lack of space; `None` once a write succeeds again.
+    full_since: Option<Instant>,
+    /// Whether the log said the spool is full since `full_since`.
+    said_full: bool,
+    /// When the log last said the spool is full (of this time or an earlier one).
+    said_at: Option<Instant>,
+    /// Writes refused since `full_since`, and since the last line about it.
+    refused: u64,
+    refused_unsaid: u64,
+}
+
 /// A spooled chunk on its way into ClickHouse.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -142,6 +161,7 @@ pub(crate) struct Inner {
     /// Signalled whenever a chunk is stored or a snapshot leaves `running`.
     progressed: Notify,
     held_bytes: AtomicUsize,
+    space: Mutex<SpoolSpace>,
     /// Set by [`Self::stop`]: the workers take no new inserts.
     stopping: AtomicBool,
     /// Inserts and commits under way.
@@ -206,6 +226,7 @@ impl Inner {
             jobs,
             progressed: Notify::new(),
             held_bytes: AtomicUsize::new(0),
+            space: Mutex::default(),
             stopping: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
         });
@@ -235,11 +256,18 @@ impl Inner {
         ids
     }
 
-    /// The metrics, with the spool depth and the running snapshots brought up to date.
+    /// The metrics, with the spool depth and room and the running snapshots brought up to
+    /// date.
     pub(crate) fn metrics(&self) -> &AggregatorMetrics {
-        let running = self.running();
-        let unstored: usize = running.values().map(|s| s.unstored).sum();
-        self.options.metrics.set_running(unstored, running.len());
+        {
+            let running = self.running();
+            let unstored: usize = running.values().map(|s| s.unstored).sum();
+            self.options.metrics.set_running(unstored, running.len());
+        }
+        let free = self.spool().space().ok().map(|s| s.free);
+        self.options
+            .metrics
+            .set_spool_space(self.spool_is_full(), free);
         &self.options.metrics
     }
 

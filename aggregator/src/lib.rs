@@ -7,11 +7,12 @@
 //! - [`service`]: the gRPC surface (`Ingest`) and [`IngestService`], the handle that starts the
 //!   service, stops it, and calls it in process.
 //! - `ingest`: the stages of a snapshot's life over the state they share (the running
-//!   snapshots, the insert queue): `begin` (the record is stored and spooled), `accept` (a chunk
-//!   is decoded, checked, spooled, fsynced, acknowledged), `insert` (the workers store each
-//!   spooled chunk exactly once), `commit` (the totals are verified, the reports computed, the
-//!   snapshot committed), `fail` (aborted, failed or abandoned snapshots lose their rows) and
-//!   `recover` (at start, the spool's snapshots resume).
+//!   snapshots, the insert queue): `begin` (the record is spooled and stored), `accept` (a
+//!   chunk is decoded, checked, spooled, fsynced, acknowledged), `insert` (the workers store
+//!   each spooled chunk exactly once), `commit` (the totals are verified, the reports computed,
+//!   the snapshot committed), `fail` (aborted, failed or abandoned snapshots lose their rows) and
+//!   `recover` (at start, the spool's snapshots resume); beside them `space` (a spool write
+//!   refused for lack of room is a wait for the scanner, logged and counted, never a failure).
 //! - [`spool`]: the durable spool on disk: what was acknowledged and is not yet stored.
 //! - [`store`]: ClickHouse: the schema, chunk inserts, counts, reports, snapshot records.
 //! - [`sql`]: every write-side statement, the reports' SQL among them.

@@ -46,6 +46,18 @@ const SPOOL_CHUNKS: Family = Family {
     name: "storage_tracker_spool_chunks",
     help: "Chunks acknowledged and spooled, not yet stored in ClickHouse.",
 };
+const SPOOL_FULL: Family = Family {
+    name: "storage_tracker_spool_full",
+    help: "1 while the spool's filesystem is full: from a spool write refused for lack of space (ENOSPC or quota) to the next one that succeeds. Chunks are not acknowledged meanwhile; scanners wait and send them again.",
+};
+const SPOOL_FREE_BYTES: Family = Family {
+    name: "storage_tracker_spool_free_bytes",
+    help: "Bytes the aggregator may still write on the spool's filesystem (statvfs f_bavail), at this scrape.",
+};
+const SPOOL_FULL_REFUSALS: Family = Family {
+    name: "storage_tracker_spool_full_refusals_total",
+    help: "Spool writes refused because the spool's filesystem is full, by what was being written: chunk (not acknowledged), record (BeginSnapshot refused) or finish (FinishSnapshot refused). The scanner sends it again.",
+};
 const RUNNING_SNAPSHOTS: Family = Family {
     name: "storage_tracker_running_snapshots",
     help: "Snapshots being scanned or committed by this aggregator.",
@@ -75,6 +87,27 @@ impl ChunkResult {
             Self::Accepted => "accepted",
             Self::Duplicate => "duplicate",
             Self::Refused => "refused",
+        }
+    }
+}
+
+/// What a spool write refused for lack of space was writing (the `write` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolWrite {
+    /// A chunk, before its acknowledgement.
+    Chunk,
+    /// A snapshot's first record, at BeginSnapshot.
+    Record,
+    /// A finish request, at FinishSnapshot.
+    Finish,
+}
+
+impl SpoolWrite {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Chunk => "chunk",
+            Self::Record => "record",
+            Self::Finish => "finish",
         }
     }
 }
@@ -152,6 +185,36 @@ impl AggregatorMetrics {
             &[],
             running_snapshots as f64,
         );
+    }
+
+    /// A spool write of `what` was refused: the spool's filesystem is full.
+    pub fn spool_full_refusal(&self, what: SpoolWrite) {
+        self.registry.inc(
+            SPOOL_FULL_REFUSALS.name,
+            SPOOL_FULL_REFUSALS.help,
+            &[("write", what.label())],
+            1.0,
+        );
+    }
+
+    /// Whether the spool is full now, and the bytes free on its filesystem (`None` when they
+    /// could not be read).
+    pub fn set_spool_space(&self, full: bool, free_bytes: Option<u64>) {
+        let m = &self.registry;
+        m.set(
+            SPOOL_FULL.name,
+            SPOOL_FULL.help,
+            &[],
+            if full { 1.0 } else { 0.0 },
+        );
+        if let Some(free) = free_bytes {
+            m.set(
+                SPOOL_FREE_BYTES.name,
+                SPOOL_FREE_BYTES.help,
+                &[],
+                free as f64,
+            );
+        }
     }
 
     /// What ClickHouse answered this scrape: the snapshots per state (every state, 0 where
@@ -302,6 +365,37 @@ mod tests {
             "# HELP storage_tracker_clickhouse_up Whether ClickHouse answered this scrape.\n\
              # TYPE storage_tracker_clickhouse_up gauge\n\
              storage_tracker_clickhouse_up 0\n"
+        );
+    }
+
+    #[test]
+    fn a_full_spool_is_a_gauge_and_its_refusals_are_counted_by_write() {
+        let m = AggregatorMetrics::new();
+        m.set_spool_space(true, Some(4096));
+        m.spool_full_refusal(SpoolWrite::Chunk);
+        m.spool_full_refusal(SpoolWrite::Chunk);
+        m.spool_full_refusal(SpoolWrite::Finish);
+        let text = m.render();
+        assert!(text.contains("\nstorage_tracker_spool_full 1\n"), "{text}");
+        assert!(
+            text.contains("\nstorage_tracker_spool_free_bytes 4096\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storage_tracker_spool_full_refusals_total{write=\"chunk\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storage_tracker_spool_full_refusals_total{write=\"finish\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("write=\"record\""), "{text}");
+        m.set_spool_space(false, None);
+        let text = m.render();
+        assert!(text.contains("\nstorage_tracker_spool_full 0\n"), "{text}");
+        assert!(
+            text.contains("\nstorage_tracker_spool_free_bytes 4096\n"),
+            "{text}"
         );
     }
 

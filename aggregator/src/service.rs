@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, warn};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, warn};
 
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::v1::ingest_server::Ingest;
@@ -122,8 +122,13 @@ impl Ingest for IngestService {
                         let span = chunk_span(chunk.snapshot(), chunk.rank, chunk.seq);
                         let result = inner.receive_chunk(chunk).instrument(span.clone()).await;
                         let failed = result.is_err();
-                        if let Err(status) = &result {
-                            span.in_scope(|| warn!("{}", status.message()));
+                        match &result {
+                            // A full spool is said once by the spool, not per chunk refused.
+                            Err(status) if status.code() == Code::ResourceExhausted => {
+                                span.in_scope(|| debug!("{}", status.message()));
+                            }
+                            Err(status) => span.in_scope(|| warn!("{}", status.message())),
+                            Ok(_) => {}
                         }
                         if acks.send(result).await.is_err() || failed {
                             break;

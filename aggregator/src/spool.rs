@@ -11,12 +11,15 @@
 //! SPOOL/snapshots/<id>/finish.pb                  FinishSnapshotRequest, protobuf
 //! ```
 //!
-//! Every file is written to a temporary name, fsynced and renamed, so a crash leaves either
-//! the whole file or none (temporary leftovers are removed on open).
+//! Every file is written to a temporary name of its own, fsynced and renamed, so a crash leaves
+//! either the whole file or none (temporary leftovers are removed on open), and a write that
+//! fails (the filesystem is full, say) removes what it wrote of its temporary file: a file under
+//! its final name is always whole.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
 
@@ -42,6 +45,14 @@ pub struct SpooledSnapshot {
     pub finish: Option<FinishSnapshotRequest>,
 }
 
+/// The room on the spool's filesystem, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// What the aggregator may still write (an unprivileged user's share: statvfs `f_bavail`).
+    pub free: u64,
+    pub total: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
@@ -56,15 +67,39 @@ fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{message}: {e}"))
 }
 
+/// Whether `e` says the filesystem has no room: no space left (ENOSPC) or the quota is spent
+/// (EDQUOT). A condition of the spool's disk that passes once space is freed, not a fault of
+/// what was written.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// Writes `bytes` to `path` atomically and durably: temporary file, fsync, rename, fsync dir.
+/// The temporary name is this write's own (two writes of one chunk at once never share one),
+/// and it is removed when the write fails before the rename, so a partial file neither takes
+/// up the room that was missing nor lasts until the next start.
 fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let mut temp = path.as_os_str().to_owned();
-    temp.push(TEMP_SUFFIX);
+    temp.push(format!(
+        ".{}{TEMP_SUFFIX}",
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let temp = PathBuf::from(temp);
-    let mut file = File::create(&temp).map_err(context("creating", &temp))?;
-    file.write_all(bytes).map_err(context("writing", &temp))?;
-    file.sync_all().map_err(context("syncing", &temp))?;
-    fs::rename(&temp, path).map_err(context("renaming", &temp))?;
+    let written = File::create(&temp)
+        .map_err(context("creating", &temp))
+        .and_then(|mut file| {
+            file.write_all(bytes).map_err(context("writing", &temp))?;
+            file.sync_all().map_err(context("syncing", &temp))
+        })
+        .and_then(|()| fs::rename(&temp, path).map_err(context("renaming", &temp)));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
     sync_dir(path.parent().expect("spool files live in a directory"))
 }
 
@@ -94,6 +129,16 @@ impl Spool {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The room on the spool's filesystem, as statvfs sees it.
+    pub fn space(&self) -> io::Result<Space> {
+        let s = rustix::fs::statvfs(&self.root)
+            .map_err(|e| context("reading the free space of", &self.root)(io::Error::from(e)))?;
+        Ok(Space {
+            free: s.f_bavail.saturating_mul(s.f_frsize),
+            total: s.f_blocks.saturating_mul(s.f_frsize),
+        })
     }
 
     fn dir(&self, snapshot_id: SnapshotId) -> PathBuf {
@@ -237,6 +282,37 @@ mod tests {
         );
         assert_eq!(parse_chunk_name("r3-s17.parquet"), None);
         assert_eq!(parse_chunk_name("r3-s17-n1.parquet.tmp"), None);
+    }
+
+    #[test]
+    fn a_full_disk_or_quota_is_out_of_space_and_nothing_else_is() {
+        // ENOSPC and EDQUOT on Linux.
+        assert!(is_out_of_space(&io::Error::from_raw_os_error(28)));
+        assert!(is_out_of_space(&io::Error::from_raw_os_error(122)));
+        // As the spool's errors carry it: the kind kept, the message extended.
+        let e = context("writing", Path::new("/s"))(io::Error::from_raw_os_error(28));
+        assert!(is_out_of_space(&e), "{e}");
+        assert!(!is_out_of_space(&io::Error::from_raw_os_error(5)));
+    }
+
+    #[test]
+    fn a_write_that_fails_leaves_no_file_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(tmp.path()).unwrap();
+        let id = SnapshotId::new(3);
+        spool.begin(&record(id)).unwrap();
+        // The final name is taken by a directory that is not empty: the rename fails, after
+        // the bytes were written and synced under the temporary name.
+        let dir = tmp.path().join("snapshots/3");
+        fs::create_dir_all(dir.join("r0-s0-n2.parquet/x")).unwrap();
+        assert!(spool.write_chunk(id, 0, 0, 2, b"rows").is_err());
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["r0-s0-n2.parquet", "snapshot.json"]);
+        assert!(spool.space().unwrap().total > 0);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A chunk arrives: it is decoded and checked (schema, row count, enum codes), written to the
 //! spool and fsynced, and only then acknowledged and queued for the insert workers. A chunk
 //! acknowledged before is acknowledged again and not stored again; a malformed one is refused
-//! with a message naming it, and nothing of it is kept.
+//! with a message naming it, and nothing of it is kept. A chunk the spool has no room for is
+//! refused unacknowledged (RESOURCE_EXHAUSTED, see `space`), and the scanner sends it again.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use storage_tracker_proto::ValidChunk;
 use storage_tracker_proto::v1::{Chunk, ChunkAck};
 
 use super::{Inner, Job, unavailable};
-use crate::metrics::ChunkResult;
+use crate::metrics::{ChunkResult, SpoolWrite};
 
 impl Inner {
     /// Spools one chunk and returns its acknowledgement: [`Self::accept_chunk`], counted in
@@ -83,13 +84,17 @@ impl Inner {
         .await
         .map_err(|e| Status::internal(format!("{what}: decoding task failed: {e}")))?
         .map_err(|e| Status::invalid_argument(format!("{what} rejected: {e}")))?;
-        let spool = self.spool().clone();
-        let path =
-            Self::blocking(move || spool.write_chunk(snapshot_id, rank, seq, rows, &parquet))
-                .await
-                .map_err(|e| {
+        // A spool without room refuses the chunk, unacknowledged: the scanner sends it again.
+        let path = self
+            .spool_write(SpoolWrite::Chunk, move |spool| {
+                spool.write_chunk(snapshot_id, rank, seq, rows, &parquet)
+            })
+            .await
+            .map_err(|e| {
+                e.status(&what, |e| {
                     unavailable(&format!("{what} could not be spooled, send it again"), e)
-                })?;
+                })
+            })?;
 
         let size = batch.batch().get_array_memory_size();
         let held = self.held_bytes.fetch_add(size, Ordering::Relaxed) + size;

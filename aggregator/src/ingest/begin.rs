@@ -1,16 +1,17 @@
 //! A scan begins: the request is checked, the snapshot gets the next id, and its first record
-//! is stored in ClickHouse and spooled before the snapshot runs. A begin sent again by the
+//! is spooled and stored in ClickHouse before the snapshot runs. A begin sent again by the
 //! same scan (its answer was lost) gets the same snapshot.
 
 use std::time::Instant;
 
 use tonic::Status;
-use tracing::{Instrument, info};
+use tracing::{Instrument, info, warn};
 
 use storage_tracker_proto::v1::BeginSnapshotRequest;
 use storage_tracker_proto::{SCHEMA_VERSION, SnapshotId};
 
 use super::{Inner, Running, snapshot_span, unavailable};
+use crate::metrics::SpoolWrite;
 use crate::snapshot::{SnapshotRecord, unix_now_ns};
 
 impl Inner {
@@ -48,24 +49,35 @@ impl Inner {
         Ok(snapshot_id)
     }
 
-    /// Stores and spools the first record of a snapshot, then runs it.
+    /// Spools and stores the first record of a snapshot, then runs it. Spooled first: a spool
+    /// without room refuses the scan before ClickHouse knows of it, so a scanner that waits for
+    /// room leaves no failed snapshot behind (a record spooled and not stored is stored when
+    /// the spool is recovered).
     async fn run(&self, record: SnapshotRecord) -> Result<(), Status> {
         let snapshot_id = record.snapshot_id;
-        self.store
-            .record_snapshot(&record)
-            .await
-            .map_err(|e| unavailable("recording the snapshot", e))?;
-        let spool = self.spool().clone();
         let spooled = record.clone();
-        if let Err(e) = Self::blocking(move || spool.begin(&spooled)).await {
-            let status = unavailable("spooling the snapshot's record", &e);
-            self.fail_record(record, format!("the spool failed: {e}"))
-                .await;
-            return Err(status);
+        if let Err(e) = self
+            .spool_write(SpoolWrite::Record, move |spool| spool.begin(&spooled))
+            .await
+        {
+            self.unspool(snapshot_id).await;
+            return Err(e.unavailable("BeginSnapshot", "spooling the snapshot's record"));
+        }
+        if let Err(e) = self.store.record_snapshot(&record).await {
+            self.unspool(snapshot_id).await;
+            return Err(unavailable("recording the snapshot", e));
         }
         info!(snapshot_id = snapshot_id.get(), ranks = record.ranks, label = %record.filesystem_label, root = %String::from_utf8_lossy(&record.root_path), "snapshot begun");
         self.running().insert(snapshot_id, Running::new(record));
         Ok(())
+    }
+
+    /// Removes what the spool holds of a snapshot that did not begin.
+    async fn unspool(&self, snapshot_id: SnapshotId) {
+        let spool = self.spool().clone();
+        if let Err(e) = Self::blocking(move || spool.remove(snapshot_id)).await {
+            warn!("{e}");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::v1::{FinishSnapshotRequest, FinishSnapshotResponse, RankTotals};
 
 use super::{Backoff, Busy, Inner, Outcome, RankProgress, snapshot_span, unavailable};
+use crate::metrics::SpoolWrite;
 use crate::snapshot::{
     CommitTotals, IllegalTransition, SnapshotRecord, SnapshotState, Transition, unix_now,
 };
@@ -181,13 +182,19 @@ impl Inner {
     /// while ClickHouse fails. Publishes the outcome on `tx`.
     async fn commit(self: Arc<Self>, request: FinishSnapshotRequest, tx: watch::Sender<Outcome>) {
         let snapshot_id = request.snapshot();
-        let spool = self.spool().clone();
         let spooled = request.clone();
-        if let Err(e) = Self::blocking(move || spool.write_finish(&spooled)).await {
+        if let Err(e) = self
+            .spool_write(SpoolWrite::Finish, move |spool| {
+                spool.write_finish(&spooled)
+            })
+            .await
+        {
+            // Not finishing: the scanner sends the finish again (when the spool has room).
             if let Some(s) = self.running().get_mut(&snapshot_id) {
                 s.commit = None;
             }
-            let _ = tx.send(Some(Err(unavailable("spooling the finish request", e))));
+            let status = e.unavailable("FinishSnapshot", "spooling the finish request");
+            let _ = tx.send(Some(Err(status)));
             return;
         }
         let _busy = Busy::new(&self.busy);
