@@ -78,9 +78,10 @@ fn check_snapshot(
     let states: Vec<SnapshotState> = db.query(
         rt,
         &format!(
-            "SELECT snapshot_id, toString(state) AS state_name, ranks, entries, started_at_ns AS started FROM {d}.snapshots FINAL"
+            "SELECT snapshot_id, toString(state) AS state_name, ranks, entries, started_at_ns AS started FROM {d}.snapshots FINAL WHERE state != 'failed'"
         ),
     );
+    // The one snapshot that is not failed (a test may fail one first).
     assert_eq!(states.len(), 1, "{states:?}");
     let snap = &states[0];
     assert_eq!(
@@ -602,6 +603,140 @@ fn sigterm_stops_the_scan_and_fails_its_snapshot() {
     assert_eq!(snapshots.len(), 1, "{snapshots:?}");
     assert_eq!(snapshots[0].state_name, "failed", "{snapshots:?}");
     assert!(snapshots[0].message.contains("SIGTERM"), "{snapshots:?}");
+}
+
+/// The pid of the `storage-scan` process that is task `task` of Slurm job `job`, if it runs.
+fn task_pid(job: &str, task: u32) -> Option<i32> {
+    let want = [
+        format!("SLURM_JOB_ID={job}"),
+        format!("SLURM_PROCID={task}"),
+    ];
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        if comm.trim() != "storage-scan" {
+            return None;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        want.iter()
+            .all(|w| vars.contains(&w.as_bytes()))
+            .then_some(pid)
+    })
+}
+
+#[test]
+fn a_rank_killed_mid_scan_fails_the_snapshot_when_the_job_ends_and_the_next_scan_commits() {
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "rank_killed");
+    let aggregator = Aggregator::start(&rt, &db);
+    let fixture = Fixture::build();
+    // Enough that the kill lands while the ranks walk (one thread each).
+    let many = fixture.root.join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..100 {
+        let d = many.join(format!("d{i}"));
+        std::fs::create_dir(&d).unwrap();
+        for j in 0..400 {
+            std::fs::write(d.join(format!("f{j}")), b"x").unwrap();
+        }
+    }
+    let logs = tempfile::tempdir().unwrap();
+    // The batch script keeps the snapshot's id under TMPDIR, named by the job.
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().to_str().unwrap().to_owned();
+    let args = [
+        "--aggregator",
+        aggregator.addr.as_str(),
+        "--label",
+        "killed",
+        "--scanner",
+        scanner(),
+        fixture.root.to_str().unwrap(),
+        "--",
+        "--threads",
+        "1",
+    ];
+    let job = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            sbatch_wait(
+                logs.path(),
+                &[("TMPDIR", tmpdir.as_str())],
+                &["--nodes=2", "--time=10"],
+                &args,
+            )
+        });
+        // The snapshot is begun once rank 0 has written its id; then rank 1 dies outright.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (job, pid) = loop {
+            let begun = std::fs::read_dir(tmp.path()).unwrap().find_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                let job = name
+                    .strip_prefix("storage-scan-")?
+                    .strip_suffix(".snapshot")?;
+                Some(job.to_owned())
+            });
+            if let Some(job) = begun
+                && let Some(pid) = task_pid(&job, 1)
+            {
+                break (job, pid);
+            }
+            if waiting.is_finished() {
+                let (_, log) = waiting.join().unwrap();
+                panic!("the job ended before rank 1 could be killed: {log}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the job did not begin a snapshot with rank 1 running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        // SAFETY: signalling a process of the job this test submitted.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let (ok, log) = waiting.join().unwrap();
+        assert!(!ok, "the job must fail when a rank is killed: {log}");
+        assert!(log.contains("storage-scan failed (exit"), "{log}");
+        assert!(
+            log.contains("the snapshot is failed; none of its rows is kept"),
+            "the batch script aborts the snapshot: {log}"
+        );
+        job
+    });
+    // By the time the job has ended, its snapshot is failed and holds no rows.
+    let snapshots = outcomes(&rt, &db);
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!(snapshots[0].state_name, "failed", "{snapshots:?}");
+    assert!(
+        snapshots[0].message.contains(&format!("Slurm job {job}")),
+        "the reason names the job: {snapshots:?}"
+    );
+    let d = &db.database;
+    let rows: Vec<Count> = db.query(&rt, &format!("SELECT count() AS n FROM {d}.entries"));
+    assert_eq!(rows[0].n, 0, "no row of a failed snapshot is visible");
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
+        "the batch script removes the snapshot's id file"
+    );
+
+    // The next scan of the same tree commits.
+    std::fs::remove_dir_all(&many).unwrap();
+    let (ok, log) = sbatch_wait(
+        logs.path(),
+        &[("TMPDIR", tmpdir.as_str())],
+        &["--nodes=2", "--time=10"],
+        &args[..7],
+    );
+    assert!(ok, "{log}");
+    let states: Vec<String> = outcomes(&rt, &db)
+        .into_iter()
+        .map(|o| o.state_name)
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| *s == "committed").count(),
+        1,
+        "{states:?}"
+    );
+    check_snapshot(&rt, &db, &fixture, 2);
 }
 
 #[test]

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tracing::error;
+use tracing::{error, info};
 
-use storage_tracker_proto::service::{LogFormat, init_logging};
+use storage_tracker_proto::service::{LogFormat, error_chain, init_logging};
 use storage_tracker_scanner::chunks::ChunkLimits;
 use storage_tracker_scanner::filesystem::Filesystem;
 use storage_tracker_scanner::mpi_job::{LaunchError, MpiJob, Outcome};
 use storage_tracker_scanner::plan::{JobPlan, OutputPlan, PlanError, Root, output_directory};
 use storage_tracker_scanner::scan::ScanPlan;
-use storage_tracker_scanner::upload::parse_address;
+use storage_tracker_scanner::upload::{Ingest, parse_address};
 use storage_tracker_scanner::walk::{Exclude, WalkOptions};
 
 /// The exit codes of `storage-scan`.
@@ -47,7 +47,8 @@ impl From<Exit> for ExitCode {
 #[command(version, about)]
 struct Args {
     /// Root of the scan: a directory. Symlinks below it are recorded, not followed (see -L).
-    root: PathBuf,
+    #[arg(required_unless_present = "abort")]
+    root: Option<PathBuf>,
 
     /// gRPC address of the aggregator: http://HOST:PORT.
     #[arg(
@@ -62,6 +63,31 @@ struct Args {
     /// Write the Parquet chunks into this directory instead of sending them (offline scan).
     #[arg(long)]
     output: Option<PathBuf>,
+
+    /// Rank 0 writes the id of the snapshot it begins into this file (one line), so that
+    /// whatever runs the job can abort the snapshot with --abort if the job dies without
+    /// ending it (a rank killed, a node lost): slurm/scan.sbatch does.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "STORAGE_TRACKER_SNAPSHOT_FILE",
+        requires = "aggregator"
+    )]
+    snapshot_file: Option<PathBuf>,
+
+    /// Scan nothing: mark the running snapshot ID failed at the aggregator, dropping its rows,
+    /// and exit (0 when it is failed now or was already; 1 when it is committed, unknown, or
+    /// the aggregator cannot be reached). For a job that died before it could abort its own.
+    #[arg(long, value_name = "ID", requires = "aggregator", conflicts_with_all = ["root", "output"])]
+    abort: Option<u64>,
+
+    /// Why, with --abort: recorded as the snapshot's error.
+    #[arg(
+        long,
+        requires = "abort",
+        default_value = "aborted with storage-scan --abort"
+    )]
+    reason: String,
 
     /// Name of the filesystem recorded with the snapshot (default: the root path).
     #[arg(long, env = "STORAGE_TRACKER_FS_LABEL")]
@@ -145,6 +171,12 @@ fn cores() -> usize {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(LogFormat::Text);
+    if let Some(snapshot_id) = args.abort {
+        let address = args
+            .aggregator
+            .expect("clap requires --aggregator with --abort");
+        return abort(&address, snapshot_id, args.reason, args.retry_for).into();
+    }
     let job = match MpiJob::init() {
         Ok(job) => job,
         Err(e) => {
@@ -167,9 +199,32 @@ fn main() -> ExitCode {
     .into()
 }
 
+/// `--abort`: fails a running snapshot at the aggregator, without MPI.
+fn abort(address: &str, snapshot_id: u64, reason: String, retry_for: u64) -> Exit {
+    let aborted = Ingest::connect(address, Duration::from_secs(retry_for.min(60)))
+        .and_then(|ingest| ingest.abort(snapshot_id, reason));
+    match aborted {
+        Ok(()) => {
+            info!(
+                snapshot = snapshot_id,
+                "the snapshot is failed; none of its rows is kept"
+            );
+            Exit::Committed
+        }
+        Err(e) => {
+            error!(
+                snapshot = snapshot_id,
+                "aborting the snapshot: {}",
+                error_chain(&e)
+            );
+            Exit::Failed
+        }
+    }
+}
+
 /// The arguments as a plan for every rank, checked here (clap checked their syntax).
 fn plan(args: Args) -> Result<JobPlan, PlanError> {
-    let root = Root::check(&args.root)?;
+    let root = Root::check(&args.root.expect("clap requires the root unless --abort"))?;
     let filesystem = Filesystem::of(&root.path);
     let threads = args.threads.map_or_else(
         || filesystem.map_or_else(cores, |fs| fs.default_threads(cores())),
@@ -181,6 +236,7 @@ fn plan(args: Args) -> Result<JobPlan, PlanError> {
             address,
             in_flight: usize::from(args.in_flight),
             retry_for: Duration::from_secs(args.retry_for),
+            snapshot_file: args.snapshot_file,
         },
         (None, None) => unreachable!("clap requires --aggregator or --output"),
     };

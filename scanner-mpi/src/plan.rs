@@ -32,6 +32,8 @@ pub enum OutputPlan {
         in_flight: usize,
         /// How long to keep retrying while the aggregator is unreachable.
         retry_for: Duration,
+        /// Where rank 0 writes the id of the snapshot it begins.
+        snapshot_file: Option<PathBuf>,
     },
     /// Written into this directory with a manifest: an offline scan, imported later.
     Directory(PathBuf),
