@@ -290,6 +290,18 @@ impl Inner {
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
     }
 
+    /// Returns once `snapshot_id` has left `running` (failed, aborted or committed).
+    pub(crate) async fn left_running(&self, snapshot_id: SnapshotId) {
+        loop {
+            // Registered before the check, so that a notification between the two is not lost.
+            let notified = self.progressed.notified();
+            if !self.running().contains_key(&snapshot_id) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Removes a snapshot from the spool and from `running`.
     async fn forget(&self, snapshot_id: SnapshotId) {
         let spool = self.spool().clone();

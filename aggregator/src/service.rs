@@ -116,9 +116,20 @@ impl Ingest for IngestService {
         let (acks, rx) = mpsc::channel(16);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
+            // Dropped when this task ends, which stops the watcher below.
+            let (_reading, read_ended) = tokio::sync::oneshot::channel::<()>();
+            let mut read_ended = Some(read_ended);
             loop {
                 match inbound.message().await {
                     Ok(Some(chunk)) => {
+                        if let Some(read_ended) = read_ended.take() {
+                            tokio::spawn(end_when_failed(
+                                Arc::clone(&inner),
+                                chunk.snapshot(),
+                                acks.clone(),
+                                read_ended,
+                            ));
+                        }
                         let span = chunk_span(chunk.snapshot(), chunk.rank, chunk.seq);
                         let result = inner.receive_chunk(chunk).instrument(span.clone()).await;
                         let failed = result.is_err();
@@ -162,5 +173,29 @@ impl Ingest for IngestService {
         let request = request.into_inner();
         self.abort(request.snapshot(), request.reason).await?;
         Ok(Response::new(AbortSnapshotResponse {}))
+    }
+}
+
+/// Ends a chunk stream with an error as soon as its snapshot stops running while the stream is
+/// open (an abort from another process, a failed insert, `--abandon-after`), so that the
+/// scanner stops walking now instead of at its next chunk. A stream closes before its
+/// snapshot is committed, so only a failure meets an open stream.
+async fn end_when_failed(
+    inner: Arc<Inner>,
+    snapshot_id: SnapshotId,
+    acks: mpsc::Sender<Result<ChunkAck, Status>>,
+    read_ended: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        () = inner.left_running(snapshot_id) => {
+            let _ = acks
+                .send(Err(Status::aborted(format!(
+                    "snapshot {snapshot_id} is no longer running: it was aborted or failed \
+                     (storage-aggregator list shows why); the scan stops"
+                ))))
+                .await;
+        }
+        () = acks.closed() => {}
+        _ = read_ended => {}
     }
 }

@@ -33,6 +33,11 @@ pub enum SinkError {
 pub trait ChunkSink: Send + Sync {
     /// Takes one encoded chunk; blocks while the sink has too many in flight.
     fn submit(&self, rows: u64, parquet: Vec<u8>) -> Result<(), SinkError>;
+    /// Whether the sink can take no more chunks (the aggregator ended the stream: the
+    /// snapshot was aborted or failed), so that the walk stops before its next chunk is full.
+    fn ended(&self) -> bool {
+        false
+    }
 }
 
 /// Limits of one chunk. Rows bound the batch; bytes bound it when paths are long.
@@ -74,6 +79,14 @@ impl<'s> ChunkWriter<'s> {
     /// The first error of this writer; once set, rows are dropped.
     pub fn error(&self) -> Option<&SinkError> {
         self.error.as_ref()
+    }
+
+    /// Notes that the sink ended (see [`ChunkSink::ended`]); true once this writer has failed.
+    pub fn check_sink(&mut self) -> bool {
+        if self.error.is_none() && self.sink.ended() {
+            self.error = Some(SinkError::StreamEnded);
+        }
+        self.error.is_some()
     }
 
     pub fn take_error(&mut self) -> Option<SinkError> {

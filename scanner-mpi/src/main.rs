@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tracing::{error, info};
 
 use storage_tracker_proto::service::{LogFormat, error_chain, init_logging};
@@ -44,7 +44,7 @@ impl From<Exit> for ExitCode {
 
 /// Scan a directory tree into a storage-tracker snapshot.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "storage-scan", version, about)]
 struct Args {
     /// Root of the scan: a directory. Symlinks below it are recorded, not followed (see -L).
     #[arg(required_unless_present = "abort")]
@@ -71,23 +71,26 @@ struct Args {
         long,
         value_name = "FILE",
         env = "STORAGE_TRACKER_SNAPSHOT_FILE",
-        requires = "aggregator"
+        requires = "aggregator",
+        conflicts_with = "output"
     )]
     snapshot_file: Option<PathBuf>,
 
     /// Scan nothing: mark the running snapshot ID failed at the aggregator, dropping its rows,
     /// and exit (0 when it is failed now or was already; 1 when it is committed, unknown, or
-    /// the aggregator cannot be reached). For a job that died before it could abort its own.
+    /// the aggregator cannot be reached within --retry-for, at most 60 s). For a job that died
+    /// before it could abort its own.
     #[arg(long, value_name = "ID", requires = "aggregator", conflicts_with_all = ["root", "output"])]
     abort: Option<u64>,
 
-    /// Why, with --abort: recorded as the snapshot's error.
+    /// Why, with --abort: recorded as the snapshot's error [default: aborted with
+    /// storage-scan --abort].
     #[arg(
         long,
         requires = "abort",
-        default_value = "aborted with storage-scan --abort"
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
     )]
-    reason: String,
+    reason: Option<String>,
 
     /// Name of the filesystem recorded with the snapshot (default: the root path).
     #[arg(long, env = "STORAGE_TRACKER_FS_LABEL")]
@@ -170,12 +173,24 @@ fn cores() -> usize {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.reason.is_some() && args.abort.is_none() {
+        // clap's `requires` does not hold it (the root satisfies the rest of the command).
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--reason goes with --abort ID: it is recorded as the aborted snapshot's error",
+            )
+            .exit();
+    }
     init_logging(LogFormat::Text);
     if let Some(snapshot_id) = args.abort {
         let address = args
             .aggregator
             .expect("clap requires --aggregator with --abort");
-        return abort(&address, snapshot_id, args.reason, args.retry_for).into();
+        let reason = args
+            .reason
+            .unwrap_or_else(|| "aborted with storage-scan --abort".to_owned());
+        return abort(&address, snapshot_id, reason, args.retry_for).into();
     }
     let job = match MpiJob::init() {
         Ok(job) => job,

@@ -260,15 +260,15 @@ impl MpiJob {
         let snapshot_id = self.begin_snapshot(&output, &described, snapshot_file)?;
         if snapshot_id != 0 {
             self.span.record("snapshot", snapshot_id);
-            info!(
-                ranks = self.world.size(),
-                threads = plan.scan.threads,
-                filesystem = plan.scan.filesystem.map_or("unknown", |fs| fs.name),
-                network = plan.scan.filesystem.is_some_and(|fs| fs.network),
-                "scanning {}",
-                plan.scan.root.display()
-            );
         }
+        info!(
+            ranks = self.world.size(),
+            threads = plan.scan.threads,
+            filesystem = plan.scan.filesystem.map_or("unknown", |fs| fs.name),
+            network = plan.scan.filesystem.is_some_and(|fs| fs.network),
+            "scanning {}",
+            plan.scan.root.display()
+        );
 
         let (report, chunks, failure) = self.scan(plan, &mut output, snapshot_id);
         let c = report.counts;
@@ -277,8 +277,8 @@ impl MpiJob {
             errors = c.errors,
             apparent_bytes = c.apparent_bytes,
             chunks,
-            dirs_read = report.steal.items_processed,
-            dirs_stolen = report.steal.items_stolen,
+            items_read = report.steal.items_processed,
+            items_stolen = report.steal.items_stolen,
             seconds = started.elapsed().as_secs_f64(),
             "rank finished"
         );

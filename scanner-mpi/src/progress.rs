@@ -185,6 +185,10 @@ impl Status for ScanStatus<'_> {
 
     fn report_slow(&self, interval: Duration) {
         if let Some((count, age, what)) = self.slow(interval) {
+            if std::io::stderr().is_terminal() {
+                // The warning gets a line of its own, not the end of the status line.
+                eprint!("\r\x1b[K");
+            }
             warn!(
                 slow_items = count,
                 longest_seconds = age.as_secs(),

@@ -72,6 +72,10 @@ impl Worker<ScanWork> for ScanWorker<'_> {
             self.failed.store(true, Ordering::Relaxed);
             return;
         }
+        if self.writer.check_sink() {
+            self.failed.store(true, Ordering::Relaxed);
+            return;
+        }
         let before = self.counts;
         let mut sink = NotingIds {
             inner: &mut self.writer,

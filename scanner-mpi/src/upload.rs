@@ -405,6 +405,10 @@ impl ChunkSink for Upload {
         *seq += 1;
         Ok(())
     }
+
+    fn ended(&self) -> bool {
+        self.task.is_finished()
+    }
 }
 
 impl Upload {

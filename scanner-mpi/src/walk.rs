@@ -591,7 +591,7 @@ impl DirReader {
         queue: &mut impl WorkQueue,
     ) {
         let follow = self.options.follow_symlinks;
-        let (mut stats, mut spent) = (0usize, Duration::ZERO);
+        let (mut seen, mut stats, mut spent) = (0usize, 0usize, Duration::ZERO);
         for (name, listed_kind) in names_of(names) {
             join(at.path, name, &mut self.child_path);
             let mut row = EntryRef {
@@ -604,10 +604,15 @@ impl DirReader {
                 symlink_target: b"",
                 error: None,
             };
-            let started = Instant::now();
+            // Every 8th stat is timed (a clock read costs a few percent of a cached stat).
+            let timed = seen % 8 == 0;
+            seen += 1;
+            let started = timed.then(Instant::now);
             let stat = rustix::fs::statx(at.fd, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK);
-            spent += started.elapsed();
-            stats += 1;
+            if let Some(started) = started {
+                spent += started.elapsed();
+                stats += 1;
+            }
             match stat {
                 Ok(st) => {
                     row.stat = entry_stat(&st);

@@ -106,7 +106,16 @@ impl Inner {
         };
         let mut running = self.running();
         let Some(snapshot) = running.get_mut(&snapshot_id) else {
-            // Failed while this chunk was being spooled; its spool directory is gone or going.
+            // Failed while this chunk was being spooled: the snapshot's spool directory was
+            // removed, or its removal found this file and stopped. The file goes, and the
+            // directory with the last such file.
+            if let Some(dir) = path.parent() {
+                let (file, dir) = (path.clone(), dir.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    let _ = std::fs::remove_file(&file);
+                    let _ = std::fs::remove_dir(&dir);
+                });
+            }
             return Err(not_running(snapshot_id));
         };
         let progress = snapshot.ranks.entry(rank).or_default();
