@@ -550,15 +550,10 @@ fn weekly_job_resubmits_itself_and_a_failed_run_does_not_stop_the_next() {
     );
 }
 
-#[test]
-fn sigterm_stops_the_scan_and_fails_its_snapshot() {
-    use std::io::BufRead;
-    let rt = runtime();
-    let db = TestDatabase::new(&rt, "sigterm");
-    let aggregator = Aggregator::start(&rt, &db);
-    let fixture = Fixture::build();
-    // Enough to read that the signal lands while the walk is under way.
-    let many = fixture.root.join("many");
+/// 100 directories of 400 one-byte files under `root/many`, so that a scan lasts long enough
+/// to be interrupted; returns `root/many`.
+fn add_many_files(root: &std::path::Path) -> std::path::PathBuf {
+    let many = root.join("many");
     std::fs::create_dir(&many).unwrap();
     for i in 0..100 {
         let d = many.join(format!("d{i}"));
@@ -567,6 +562,18 @@ fn sigterm_stops_the_scan_and_fails_its_snapshot() {
             std::fs::write(d.join(format!("f{j}")), b"x").unwrap();
         }
     }
+    many
+}
+
+#[test]
+fn sigterm_stops_the_scan_and_fails_its_snapshot() {
+    use std::io::BufRead;
+    let rt = runtime();
+    let db = TestDatabase::new(&rt, "sigterm");
+    let aggregator = Aggregator::start(&rt, &db);
+    let fixture = Fixture::build();
+    // Enough to read that the signal lands while the walk is under way.
+    add_many_files(&fixture.root);
     let mut child = Command::new(scanner())
         .args(["--aggregator", &aggregator.addr, "--threads", "1"])
         .arg(&fixture.root)
@@ -632,15 +639,7 @@ fn a_rank_killed_mid_scan_fails_the_snapshot_when_the_job_ends_and_the_next_scan
     let aggregator = Aggregator::start(&rt, &db);
     let fixture = Fixture::build();
     // Enough that the kill lands while the ranks walk (one thread each).
-    let many = fixture.root.join("many");
-    std::fs::create_dir(&many).unwrap();
-    for i in 0..100 {
-        let d = many.join(format!("d{i}"));
-        std::fs::create_dir(&d).unwrap();
-        for j in 0..400 {
-            std::fs::write(d.join(format!("f{j}")), b"x").unwrap();
-        }
-    }
+    let many = add_many_files(&fixture.root);
     let logs = tempfile::tempdir().unwrap();
     // The batch script keeps the snapshot's id under TMPDIR, named by the job.
     let tmp = tempfile::tempdir().unwrap();

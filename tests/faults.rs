@@ -20,14 +20,6 @@ fn aggregator_binary() -> PathBuf {
     support::aggregator_binary(scanner())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A ClickHouse server of this test's own, stopped when dropped.
 struct PrivateClickHouse {
     work: tempfile::TempDir,

@@ -25,14 +25,6 @@ use support::*;
 /// Pages of the tmpfs (its block size).
 const PAGE: u64 = 4096;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A tmpfs of `size_mib` mounted on a directory of its own, unmounted when dropped.
 struct Tmpfs {
     dir: tempfile::TempDir,

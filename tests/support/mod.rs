@@ -251,6 +251,15 @@ pub fn scanner() -> &'static str {
 }
 
 /// The `storage-aggregator` binary beside `scanner` (`cargo test --workspace` builds both).
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn aggregator_binary(scanner: &str) -> PathBuf {
     sibling_binary(scanner, "storage-aggregator", "storage-tracker-aggregator")
 }
