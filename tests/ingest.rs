@@ -563,7 +563,10 @@ fn the_schema_version_is_recorded_once_and_a_newer_database_is_refused() {
     let store = Store::new(db.store_config());
     // Created by TestDatabase::new; migrating again changes nothing.
     rt.block_on(store.migrate()).unwrap();
-    assert_eq!(rt.block_on(store.schema_version()).unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        rt.block_on(store.schema_version()).unwrap(),
+        storage_tracker_proto::ddl::DATABASE_VERSION
+    );
     let d = &db.database;
     assert_eq!(
         db.query::<u64>(&rt, &format!("SELECT count() FROM {d}.schema_version")),
@@ -616,7 +619,10 @@ fn a_version_1_database_is_migrated_to_keep_the_start_in_nanoseconds_and_the_sca
     ));
     let store = Store::new(db.store_config());
     rt.block_on(store.migrate()).unwrap();
-    assert_eq!(rt.block_on(store.schema_version()).unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        rt.block_on(store.schema_version()).unwrap(),
+        storage_tracker_proto::ddl::DATABASE_VERSION
+    );
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct Migrated {
         started_at_ns: i64,
@@ -634,4 +640,140 @@ fn a_version_1_database_is_migrated_to_keep_the_start_in_nanoseconds_and_the_sca
         rt.block_on(store.snapshots()).unwrap()[0].start_ns(),
         1_700_000_000_000_000_000
     );
+}
+
+/// `entries` and `dir_rollups` as database version 2 created them: the path stored beside its
+/// parent and name.
+const VERSION_2_TABLES: [(&str, &str); 2] = [
+    (
+        "entries",
+        "rank UInt32, seq UInt64, path String, parent_path String, name String, depth UInt32, \
+         kind {kind}, size UInt64, allocated UInt64, nlink UInt64, ino UInt64, dev UInt64, mode UInt32, \
+         uid UInt32, gid UInt32, atime_ns Int64, mtime_ns Int64, ctime_ns Int64, btime_ns Nullable(Int64), \
+         symlink_target String, error_op {error_op}, errno Int32",
+    ),
+    (
+        "dir_rollups",
+        "path String, parent_path String, name String, depth UInt32, uid UInt32, gid UInt32, \
+         mtime_ns Int64, atime_ns Int64, bytes UInt64, allocated UInt64, entries UInt64, files UInt64, \
+         dirs UInt64, max_mtime_ns Int64, max_atime_ns Int64, direct_bytes UInt64, direct_allocated UInt64, \
+         direct_entries UInt64, direct_files UInt64, direct_dirs UInt64",
+    ),
+];
+
+#[test]
+fn a_version_2_database_is_migrated_to_store_each_path_once_and_answers_the_same() {
+    use storage_tracker_proto::ddl::{self, DATABASE_VERSION};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The same scan in a database of this version and in one of version 2.
+    let current = TestDatabase::new(&rt, "migrate2_now");
+    let aggregator = Aggregator::start(&rt, &current);
+    let fixture = support::Fixture::build();
+    support::scan(&aggregator, &fixture.root);
+    let old = TestDatabase::new(&rt, "migrate2_old");
+    let (now, was) = (&current.database, &old.database);
+    let client = clickhouse::Client::default().with_url(&old.url);
+    let run = |sql: String| rt.block_on(client.query(&sql).execute()).unwrap();
+    for (table, template) in VERSION_2_TABLES {
+        let columns = template
+            .replace("{kind}", ddl::KIND_ENUM)
+            .replace("{error_op}", ddl::ERROR_OP_ENUM);
+        run(format!("DROP TABLE {was}.{table}"));
+        run(format!(
+            "CREATE TABLE {was}.{table} (snapshot_id UInt64, {columns}) ENGINE = MergeTree \
+             PARTITION BY snapshot_id ORDER BY (snapshot_id, parent_path, name)"
+        ));
+        let names: Vec<&str> = template
+            .split(", ")
+            .map(|c| c.split(' ').next().unwrap())
+            .collect();
+        let names = format!("snapshot_id, {}", names.join(", "));
+        run(format!(
+            "INSERT INTO {was}.{table} ({names}) SELECT {names} FROM {now}.{table}"
+        ));
+    }
+    for table in [
+        "snapshots",
+        "owner_usage",
+        "type_usage",
+        "histograms",
+        "principals",
+    ] {
+        run(format!(
+            "INSERT INTO {was}.{table} SELECT * FROM {now}.{table}"
+        ));
+    }
+    run(format!("DROP TABLE {was}.schema_version"));
+    run(format!(
+        "CREATE TABLE {was}.schema_version (version UInt32, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
+    ));
+    run(format!(
+        "INSERT INTO {was}.schema_version (version, applied_at) VALUES (2, now())"
+    ));
+    let path_column = |db: &TestDatabase| -> Vec<(String, String, u64)> {
+        db.query(
+            &rt,
+            &format!(
+                "SELECT table, default_kind, data_compressed_bytes FROM system.columns \
+                 WHERE database = '{}' AND name = 'path' AND table IN ('entries', 'dir_rollups') ORDER BY table",
+                db.database
+            ),
+        )
+    };
+    let stored = path_column(&old);
+    assert!(
+        stored
+            .iter()
+            .all(|(_, kind, bytes)| kind.is_empty() && *bytes > 0),
+        "{stored:?}"
+    );
+
+    let store = Store::new(old.store_config());
+    rt.block_on(store.migrate()).unwrap();
+    assert_eq!(
+        rt.block_on(store.schema_version()).unwrap(),
+        DATABASE_VERSION
+    );
+    for (table, kind, bytes) in path_column(&old) {
+        assert_eq!((kind.as_str(), bytes), ("ALIAS", 0), "{table}");
+    }
+    // Migrating again changes nothing.
+    rt.block_on(store.migrate()).unwrap();
+    assert_eq!(
+        old.query::<u32>(
+            &rt,
+            &format!("SELECT version FROM {was}.schema_version ORDER BY version")
+        ),
+        [2, DATABASE_VERSION]
+    );
+
+    // The API answers every question the same from both.
+    let apps = [&current, &old].map(|db| {
+        storage_tracker_api::app(storage_tracker_api::AppState::new(support::reader(db)))
+    });
+    let r = fixture.root.to_str().unwrap();
+    for uri in [
+        "/api/v1/snapshots/1".to_owned(),
+        format!("/api/v1/snapshots/1/children?path={r}&sort=bytes&limit=50"),
+        format!("/api/v1/snapshots/1/children?path={r}/huge&sort=name&limit=1000&offset=19000"),
+        format!("/api/v1/snapshots/1/entry?path={r}"),
+        format!("/api/v1/snapshots/1/treemap?path={r}&depth=3"),
+        format!("/api/v1/snapshots/1/top?path={r}&what=files&limit=20"),
+        format!("/api/v1/snapshots/1/top?path={r}&what=dirs&limit=20"),
+        "/api/v1/snapshots/1/usage?by=user".to_owned(),
+        "/api/v1/snapshots/1/usage?by=type".to_owned(),
+        "/api/v1/snapshots/1/histograms?of=size".to_owned(),
+        format!("/api/v1/snapshots/1/stale?path={r}&days=0&limit=30"),
+        "/api/v1/snapshots/1/stale?days=0&format=csv".to_owned(),
+        "/api/v1/snapshots/1/search?q=f1&limit=40".to_owned(),
+        "/api/v1/snapshots/1/search?q=*.txt&match=glob&field=path&limit=40".to_owned(),
+        format!("/api/v1/history?path={r}"),
+        format!("/api/v1/snapshots/1/export/ncdu?path={r}"),
+    ] {
+        let [a, b] = apps
+            .each_ref()
+            .map(|app| support::api_get(&rt, app, &uri, None));
+        assert_eq!(a.0, 200, "{uri}: {}", String::from_utf8_lossy(&a.2));
+        assert!(a == b, "{uri}: the migrated database answers differently");
+    }
 }

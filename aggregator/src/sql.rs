@@ -31,11 +31,11 @@ pub fn dir_rollups(db: &Database, snapshot_id: SnapshotId, root: &[u8]) -> Strin
     let of_snapshot = format!("{db}.entries WHERE snapshot_id = {snapshot_id}");
     let parents = ancestors("parent_path");
     format!(
-        "INSERT INTO {db}.dir_rollups (snapshot_id, path, parent_path, name, depth, uid, gid, mtime_ns, atime_ns,
+        "INSERT INTO {db}.dir_rollups (snapshot_id, parent_path, name, depth, uid, gid, mtime_ns, atime_ns,
     bytes, allocated, entries, files, dirs, max_mtime_ns, max_atime_ns,
     direct_bytes, direct_allocated, direct_entries, direct_files, direct_dirs)
 SELECT
-    {snapshot_id}, path, parent_path, name, depth, uid, gid, own_mtime, own_atime,
+    {snapshot_id}, parent_path, name, depth, uid, gid, own_mtime, own_atime,
     own_size + below_bytes + linked_bytes, own_allocated + below_allocated + linked_allocated, below_entries, below_files, below_dirs,
     if(below_entries = 0, own_mtime, greatest(own_mtime, below_mtime)),
     if(below_entries = 0, own_atime, greatest(own_atime, below_atime)),
@@ -92,23 +92,26 @@ ANY LEFT JOIN
     )
 }
 
-/// The snapshot's entries (`path` and `columns`) with `size_once` and `alloc_once`: apparent
-/// and allocated bytes, or 0 on every link of a hard-linked file but the one with the smallest
-/// path.
+/// The snapshot's entries (`parent_path`, `name` and `columns`) with `size_once` and
+/// `alloc_once`: apparent and allocated bytes, or 0 on every link of a hard-linked file but
+/// the one with the smallest path. Only the links are compared by path; the others by the
+/// stored parent and name.
 fn entries_counted_once(db: &Database, snapshot_id: SnapshotId, columns: &str) -> String {
     let of_snapshot = format!("{db}.entries WHERE snapshot_id = {snapshot_id}");
+    let not_first =
+        format!("{HARD_LINKED} AND (parent_path != first_parent OR name != first_name)");
     format!(
         "(
-    SELECT path, {columns}, if({HARD_LINKED} AND path != first_path, 0, size) AS size_once,
-        if({HARD_LINKED} AND path != first_path, 0, allocated) AS alloc_once
+    SELECT parent_path, name, {columns}, if({not_first}, 0, size) AS size_once,
+        if({not_first}, 0, allocated) AS alloc_once
     FROM
     (
-        SELECT path, dev, ino, nlink, allocated, {columns}
+        SELECT parent_path, name, dev, ino, nlink, allocated, {columns}
         FROM {of_snapshot}
     ) AS e
     ANY LEFT JOIN
     (
-        SELECT dev, ino, min(path) AS first_path
+        SELECT dev, ino, argMin(parent_path, path) AS first_parent, argMin(name, path) AS first_name
         FROM {of_snapshot} AND {HARD_LINKED}
         GROUP BY dev, ino
     ) AS first_links USING (dev, ino)
@@ -122,12 +125,12 @@ pub fn owner_usage(db: &Database, snapshot_id: SnapshotId, root: &[u8]) -> Strin
     let source = entries_counted_once(
         db,
         snapshot_id,
-        "kind, size, uid, gid, mtime_ns, atime_ns, depth, name",
+        "kind, size, uid, gid, mtime_ns, atime_ns, depth",
     );
     format!(
         "INSERT INTO {db}.owner_usage (snapshot_id, principal, id, top, entries, files, dirs, bytes, allocated, max_mtime_ns, max_atime_ns)
 SELECT {snapshot_id}, principal, if(principal = 'user', uid, gid) AS id,
-    if(depth = 0, '', if(depth = 1, name, arrayElement(splitByChar('/', substring(path, {skip})), 1))) AS top,
+    if(depth = 0, '', if(depth = 1, name, arrayElement(splitByChar('/', substring(parent_path, {skip})), 1))) AS top,
     count(), countIf(kind = 'file'), countIf(kind = 'dir'), sum(size_once), sum(alloc_once), max(mtime_ns), max(atime_ns)
 FROM {source}
 ARRAY JOIN ['user', 'group'] AS principal
@@ -137,7 +140,7 @@ GROUP BY principal, id, top"
 
 /// Fills `type_usage`: files per extension.
 pub fn type_usage(db: &Database, snapshot_id: SnapshotId) -> String {
-    let source = entries_counted_once(db, snapshot_id, "kind, size, name");
+    let source = entries_counted_once(db, snapshot_id, "kind, size");
     let extension = extension_sql("name");
     format!(
         "INSERT INTO {db}.type_usage (snapshot_id, extension, files, bytes, allocated)

@@ -67,14 +67,13 @@ pub struct StoreConfig {
 }
 
 /// One row of `entries`, borrowing its byte strings from the chunk. The snapshot id and the
-/// two sizes are serialized as the bare `UInt64`s they are stored as.
+/// two sizes are serialized as the bare `UInt64`s they are stored as. The path is not sent:
+/// `entries` computes it from the parent and the name (the chunk's rows were checked to agree).
 #[derive(Debug, Row, Serialize)]
 struct EntryRecord<'a> {
     snapshot_id: SnapshotId,
     rank: u32,
     seq: u64,
-    #[serde(with = "serde_bytes")]
-    path: &'a [u8],
     #[serde(with = "serde_bytes")]
     parent_path: &'a [u8],
     #[serde(with = "serde_bytes")]
@@ -175,42 +174,49 @@ impl Store {
         self.migrate().await
     }
 
-    /// Creates the database and tables where missing.
+    /// Creates the database and tables where missing, and brings an older layout up to
+    /// date: each step of [`ddl::MIGRATIONS`] after the recorded version that is still to do.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let db = &self.config.database;
         for statement in ddl::create_statements(db) {
             self.execute(&statement).await?;
         }
-        let mut at: u32 = self
+        // 0: a new database, or one from before versions were recorded; either way each step
+        // looks at the columns themselves.
+        let at: u32 = self
             .client
             .query(&ddl::schema_version_sql(db))
             .fetch_one()
             .await
             .map_err(self.err())?;
-        let ours = storage_tracker_proto::SCHEMA_VERSION;
+        let ours = ddl::DATABASE_VERSION;
         if at > ours {
             return Err(StoreError::NewerSchema { database: at, ours });
         }
-        if at == 0 {
-            // A new database: created at this version by the statements above.
-            self.execute(&ddl::record_schema_version_sql(db, ours))
-                .await?;
+        if at == ours {
             return Ok(());
         }
-        for &(version, statements) in ddl::MIGRATIONS {
+        // The version is recorded once every step is done: steps left undone by an
+        // interruption are found and done at the next start.
+        for &(version, steps) in ddl::MIGRATIONS {
             if version <= at || version > ours {
                 continue;
             }
-            tracing::info!(from = at, to = version, "upgrading the database schema");
-            for statement in statements {
-                self.execute(&statement.replace("{db}", db.as_str()))
-                    .await?;
+            for step in steps {
+                let done: u8 = self
+                    .client
+                    .query(&step.done_sql(db))
+                    .fetch_one()
+                    .await
+                    .map_err(self.err())?;
+                if done == 0 {
+                    tracing::info!(from = at, to = version, "upgrading the database: {step:?}");
+                    self.execute(&step.sql(db)).await?;
+                }
             }
-            self.execute(&ddl::record_schema_version_sql(db, version))
-                .await?;
-            at = version;
         }
-        Ok(())
+        self.execute(&ddl::record_schema_version_sql(db, ours))
+            .await
     }
 
     /// The schema version the database is at (0 for a database from before versions were
@@ -570,7 +576,6 @@ fn entry_record<'a>(
         snapshot_id,
         rank,
         seq,
-        path: columns.path(row),
         parent_path: columns.parent(row),
         name: columns.name(row),
         depth: columns.depth(row),

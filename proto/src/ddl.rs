@@ -3,7 +3,11 @@
 //!
 //! - `snapshots`: one row per state change of a snapshot; `FINAL` gives the current state.
 //! - `entries`: one row per path, partitioned by snapshot so a snapshot drops as a whole.
-//! - `dir_rollups`: per directory, recursive and direct totals, computed once at commit.
+//!   A path is stored once, as its parent directory and its name (the sort key, where a
+//!   directory's children lie together and its path compresses to nearly nothing); `path` is
+//!   an `ALIAS` column computed from them when read.
+//! - `dir_rollups`: per directory, recursive and direct totals, computed once at commit; its
+//!   `path` is an alias too.
 //! - `owner_usage`: per user and per group, per top-level directory, computed at commit.
 //! - `type_usage`: per file name extension, computed at commit.
 //! - `histograms`: files by size, by mtime age and by atime age, computed at commit.
@@ -68,19 +72,110 @@ pub const STATE_ENUM: &str = "Enum8('running' = 1, 'committed' = 2, 'failed' = 3
 /// The `Enum8` of histograms; codes match [`crate::reports::Histogram`].
 pub const HISTOGRAM_ENUM: &str = "Enum8('size' = 1, 'mtime' = 2, 'atime' = 3)";
 
-/// How to bring a database from one schema version to the next: the statements that take it
-/// from `version - 1` to `version`, for every version after the first. The aggregator applies
-/// the missing ones in order at start and records each in `schema_version`; it refuses a
-/// database whose version is newer than its own [`crate::SCHEMA_VERSION`]. Statements must be
-/// safe to run again (`IF NOT EXISTS`, `ADD COLUMN` guarded by the version).
-pub const MIGRATIONS: &[(u32, &[&str])] = &[(
-    2,
-    &[
-        // The scan's start to the nanosecond (ages are measured from it), and what it covered.
-        "ALTER TABLE {db}.snapshots ADD COLUMN started_at_ns Int64 DEFAULT toInt64(started_at) * 1000000000",
-        "ALTER TABLE {db}.snapshots ADD COLUMN scan_options String",
-    ],
-)];
+/// The version of the database layout this build creates and reads. (The chunks' entry
+/// schema has its own version, [`crate::SCHEMA_VERSION`].)
+pub const DATABASE_VERSION: u32 = 3;
+
+/// One change of a table's columns. ClickHouse 18.16 has no `IF EXISTS` for columns, so each
+/// step is applied only when `system.columns` shows it is still to do: a migration that
+/// stopped half way is finished by running it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Adds `column` with `definition` (type and default) unless the table has it.
+    AddColumn {
+        table: &'static str,
+        column: &'static str,
+        definition: &'static str,
+    },
+    /// Drops `column`, and its data, if the table stores it (not when it is an alias).
+    DropStoredColumn {
+        table: &'static str,
+        column: &'static str,
+    },
+}
+
+impl Step {
+    /// A query answering 1 when the step is done, else 0.
+    pub fn done_sql(&self, db: &Database) -> String {
+        let (table, column, done) = match *self {
+            Self::AddColumn { table, column, .. } => (table, column, "count() > 0"),
+            Self::DropStoredColumn { table, column } => {
+                (table, column, "countIf(default_kind != 'ALIAS') = 0")
+            }
+        };
+        format!(
+            "SELECT toUInt8({done}) FROM system.columns \
+             WHERE database = '{db}' AND table = '{table}' AND name = '{column}'"
+        )
+    }
+
+    /// The statement that applies the step.
+    pub fn sql(&self, db: &Database) -> String {
+        match *self {
+            Self::AddColumn {
+                table,
+                column,
+                definition,
+            } => format!("ALTER TABLE {db}.{table} ADD COLUMN {column} {definition}"),
+            Self::DropStoredColumn { table, column } => {
+                format!("ALTER TABLE {db}.{table} DROP COLUMN {column}")
+            }
+        }
+    }
+}
+
+/// The `path` column of `entries` and `dir_rollups`: computed from the parent and the name
+/// when read ("/" for the root "/", whose parent is itself and whose name is empty).
+const PATH_ALIAS: &str =
+    "String ALIAS if(parent_path = '/', concat('/', name), concat(parent_path, '/', name))";
+
+/// How to bring a database from one version to the next: the steps that take it from
+/// `version - 1` to `version`, for every version after the first. The aggregator applies the
+/// missing ones in order at start and records each version in `schema_version`; it refuses a
+/// database whose version is newer than its own [`DATABASE_VERSION`].
+pub const MIGRATIONS: &[(u32, &[Step])] = &[
+    (
+        2,
+        &[
+            // The scan's start to the nanosecond (ages are measured from it), and what it
+            // covered.
+            Step::AddColumn {
+                table: "snapshots",
+                column: "started_at_ns",
+                definition: "Int64 DEFAULT toInt64(started_at) * 1000000000",
+            },
+            Step::AddColumn {
+                table: "snapshots",
+                column: "scan_options",
+                definition: "String",
+            },
+        ],
+    ),
+    (
+        3,
+        // A path is stored once: the stored copy of it goes, an alias takes its place.
+        &[
+            Step::DropStoredColumn {
+                table: "entries",
+                column: "path",
+            },
+            Step::AddColumn {
+                table: "entries",
+                column: "path",
+                definition: PATH_ALIAS,
+            },
+            Step::DropStoredColumn {
+                table: "dir_rollups",
+                column: "path",
+            },
+            Step::AddColumn {
+                table: "dir_rollups",
+                column: "path",
+                definition: PATH_ALIAS,
+            },
+        ],
+    ),
+];
 
 /// The version a database is at: the highest recorded.
 pub fn schema_version_sql(db: &Database) -> String {
@@ -136,9 +231,9 @@ pub fn create_statements(db: &Database) -> Vec<String> {
             &format!(
                 "    rank UInt32,
     seq UInt64,
-    path String,
     parent_path String,
     name String,
+    path {PATH_ALIAS},
     depth UInt32,
     kind {KIND_ENUM},
     size UInt64,
@@ -164,9 +259,10 @@ pub fn create_statements(db: &Database) -> Vec<String> {
         // has below it.
         per_snapshot(
             "dir_rollups",
-            "    path String,
-    parent_path String,
+            &format!(
+                "    parent_path String,
     name String,
+    path {PATH_ALIAS},
     depth UInt32,
     uid UInt32,
     gid UInt32,
@@ -183,7 +279,8 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     direct_allocated UInt64,
     direct_entries UInt64,
     direct_files UInt64,
-    direct_dirs UInt64",
+    direct_dirs UInt64"
+            ),
             "parent_path, name",
         ),
         // `top` is the name of the top-level directory below the root ('' for the root entry);

@@ -41,8 +41,9 @@ pub mod size;
 pub mod snapshot;
 pub mod sql;
 
-/// Version of the entry schema and the ClickHouse layout. The aggregator refuses scanners
-/// that write another version, and records it in every snapshot.
+/// Version of the entry schema: the columns of a chunk. The aggregator refuses scanners that
+/// write another version, and records it in every snapshot. (The ClickHouse layout has its
+/// own, [`ddl::DATABASE_VERSION`].)
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Generated gRPC code for `storage_tracker.v1`.

@@ -35,6 +35,26 @@ pub enum RowError {
         code: u8,
         version: u32,
     },
+    /// A row's path is not its parent joined with its name: only the parent and the name are
+    /// stored, so the path would be lost.
+    #[error(
+        "row {row} of the chunk has path {path:?}, which is not its parent {parent:?} joined with its name {name:?}"
+    )]
+    Path {
+        row: usize,
+        path: String,
+        parent: String,
+        name: String,
+    },
+}
+
+/// Whether `path` is `parent` joined with `name` ("/" is the root's parent and its own path).
+fn joins(path: &[u8], parent: &[u8], name: &[u8]) -> bool {
+    let separator = usize::from(parent != b"/");
+    path.len() == parent.len() + separator + name.len()
+        && path.starts_with(parent)
+        && path.ends_with(name)
+        && (separator == 0 || path[parent.len()] == b'/')
 }
 
 /// The schema must be the entry schema, field by field (metadata aside).
@@ -126,6 +146,7 @@ impl<'a> EntryColumns<'a> {
         let columns = Self::of_checked_schema(batch);
         check_codes(col::KIND, columns.kind.values(), EntryKind::ALL.len())?;
         check_codes(col::ERROR_OP, columns.error_op.values(), ErrorOp::ALL.len())?;
+        columns.check_paths()?;
         Ok(columns)
     }
 
@@ -155,6 +176,23 @@ impl<'a> EntryColumns<'a> {
             error_op: c(18).as_primitive::<UInt8Type>(),
             errno: c(19).as_primitive::<Int32Type>(),
         }
+    }
+
+    /// Every row's path must be its parent joined with its name.
+    fn check_paths(&self) -> Result<(), RowError> {
+        for row in 0..self.rows {
+            let (path, parent, name) = (self.path(row), self.parent(row), self.name(row));
+            if !joins(path, parent, name) {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                return Err(RowError::Path {
+                    row,
+                    path: text(path),
+                    parent: text(parent),
+                    name: text(name),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -438,6 +476,44 @@ mod tests {
         let edge = with_code(&batch, col::KIND, 0, last(EntryKind::ALL.len()));
         let edge = with_code(&edge, col::ERROR_OP, 0, last(ErrorOp::ALL.len()));
         assert!(EntryColumns::new(&edge).is_ok());
+    }
+
+    #[test]
+    fn a_path_is_its_parent_joined_with_its_name() {
+        for (path, parent, name) in [
+            (&b"/"[..], &b"/"[..], &b""[..]),
+            (b"/a", b"/", b"a"),
+            (b"/a/b\xff", b"/a", b"b\xff"),
+        ] {
+            assert!(joins(path, parent, name), "{path:?}");
+        }
+        for (path, parent, name) in [
+            (&b"/a/b"[..], &b"/a"[..], &b"c"[..]),
+            (b"/ab", b"/a", b"b"),
+            (b"/a/b", b"/", b"b"),
+            (b"/x/b", b"/a", b"b"),
+            (b"//a", b"/", b"a"),
+        ] {
+            assert!(!joins(path, parent, name), "{path:?}");
+        }
+        let mut b = EntryBatchBuilder::with_capacity(2);
+        for (path, parent) in [(&b"/r/a"[..], &b"/r"[..]), (b"/r/a", b"/s")] {
+            b.append(&crate::entry::EntryRef {
+                path,
+                parent,
+                name: b"a",
+                depth: 1,
+                kind: EntryKind::File,
+                stat: EntryStat::default(),
+                symlink_target: b"",
+                error: None,
+            });
+        }
+        let err = EntryColumns::new(&b.finish()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"row 1 of the chunk has path "/r/a", which is not its parent "/s" joined with its name "a""#
+        );
     }
 
     #[test]
