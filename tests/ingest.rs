@@ -777,3 +777,61 @@ fn a_version_2_database_is_migrated_to_store_each_path_once_and_answers_the_same
         assert!(a == b, "{uri}: the migrated database answers differently");
     }
 }
+
+#[test]
+fn with_no_memory_budget_every_chunk_is_read_back_from_the_spool_and_stored_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "no_memory");
+    let aggregator = Aggregator::start_with(&rt, &db, |o| o.memory_budget = 0);
+    let fixture = support::Fixture::build();
+    let o = std::process::Command::new(support::scanner())
+        .args(["--aggregator", &aggregator.addr, "--chunk-rows", "2048"])
+        .arg(&fixture.root)
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let truth = support::ground_truth(&fixture.root);
+    let d = &db.database;
+    #[derive(clickhouse::Row, Deserialize, Debug, PartialEq)]
+    struct Stored {
+        rows: u64,
+        paths: u64,
+        chunks: u64,
+    }
+    let stored: Vec<Stored> = db.query(
+        &rt,
+        &format!(
+            "SELECT count() AS rows, uniqExact(path) AS paths, uniqExact(rank, seq) AS chunks \
+             FROM {d}.entries WHERE snapshot_id = 1"
+        ),
+    );
+    assert_eq!(stored[0].rows, truth.len() as u64);
+    assert_eq!(stored[0].paths, truth.len() as u64);
+    assert!(
+        stored[0].chunks > 10,
+        "{stored:?}: many chunks, all read back"
+    );
+    assert_eq!(state(&rt, &db, 1).state_name, "committed");
+    // Nothing is left in the spool.
+    let left: Vec<_> = walk_files(aggregator.spool.path());
+    assert!(
+        left.iter()
+            .all(|p| !p.to_string_lossy().ends_with(".parquet")),
+        "{left:?}"
+    );
+}
+
+/// Every file below `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -11,7 +11,8 @@
 //!   snapshot and drops its rows, so a query never sees a partial snapshot.
 //! - [`recover`]: at start, every snapshot in the spool resumes where it stopped.
 //!
-//! Beside them, [`space`]: every spool write of the stages goes through it, and a write refused
+//! Beside them, [`memory`]: what is held of chunks in memory, within a budget and one decode
+//! per core; and [`space`]: every spool write of the stages goes through it, and a write refused
 //! because the spool's filesystem is full is answered as a wait (the scanner sends it again),
 //! said once in the log and in the metrics, never as a failed snapshot.
 
@@ -20,6 +21,7 @@ pub(crate) mod begin;
 pub(crate) mod commit;
 pub(crate) mod fail;
 pub(crate) mod insert;
+pub(crate) mod memory;
 pub(crate) mod recover;
 pub(crate) mod space;
 
@@ -48,8 +50,8 @@ pub struct ServiceOptions {
     pub spool: Spool,
     /// Chunks inserted into ClickHouse at the same time.
     pub insert_workers: usize,
-    /// Decoded chunks kept in memory for the insert workers; beyond it they are read back from
-    /// the spool, so a ClickHouse outage costs disk, not memory.
+    /// Bytes of decoded chunks kept in memory for the insert workers; beyond it they are read
+    /// back from the spool, so a ClickHouse outage costs disk, not memory (see [`memory`]).
     pub memory_budget: usize,
     /// A running snapshot that hears nothing for this long is failed (its scan died).
     pub abandon_after: Duration,
@@ -67,7 +69,7 @@ impl ServiceOptions {
         Self {
             spool,
             insert_workers: 2,
-            memory_budget: 256 << 20,
+            memory_budget: DEFAULT_MEMORY_MIB << 20,
             abandon_after: Duration::from_secs(3600),
             retention: None,
             fail_unspooled: true,
@@ -75,6 +77,9 @@ impl ServiceOptions {
         }
     }
 }
+
+/// The default budget of decoded chunks kept for inserting, MiB.
+pub const DEFAULT_MEMORY_MIB: usize = 64;
 
 /// A commit's answer to FinishSnapshot, once known.
 pub(crate) type Outcome = Option<Result<FinishSnapshotResponse, Status>>;
@@ -142,9 +147,8 @@ pub(crate) struct Job {
     seq: u64,
     rows: u64,
     path: PathBuf,
-    /// The decoded and checked rows and their size, when the memory budget allowed keeping
-    /// them.
-    batch: Option<(ValidChunk, usize)>,
+    /// The decoded and checked rows and their share of the budget, when it had room for them.
+    batch: Option<(ValidChunk, memory::Kept)>,
 }
 
 /// The queue the insert workers take [`Job`]s from.
@@ -160,7 +164,7 @@ pub(crate) struct Inner {
     jobs: mpsc::UnboundedSender<Job>,
     /// Signalled whenever a chunk is stored or a snapshot leaves `running`.
     progressed: Notify,
-    held_bytes: AtomicUsize,
+    memory: memory::Memory,
     space: Mutex<SpoolSpace>,
     /// Set by [`Self::stop`]: the workers take no new inserts.
     stopping: AtomicBool,
@@ -218,6 +222,10 @@ impl Inner {
     /// take from.
     pub(crate) fn new(store: Store, options: ServiceOptions) -> (Arc<Self>, JobQueue) {
         let (jobs, queue) = mpsc::unbounded_channel();
+        let memory = memory::Memory::new(
+            options.memory_budget,
+            std::thread::available_parallelism().map_or(2, usize::from),
+        );
         let inner = Arc::new(Self {
             store,
             options,
@@ -225,7 +233,7 @@ impl Inner {
             begin_lock: tokio::sync::Mutex::new(()),
             jobs,
             progressed: Notify::new(),
-            held_bytes: AtomicUsize::new(0),
+            memory,
             space: Mutex::default(),
             stopping: AtomicBool::new(false),
             busy: AtomicUsize::new(0),

@@ -37,7 +37,7 @@ use storage_tracker_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use service::{IngestService, ServiceOptions};
+pub use service::{DEFAULT_MEMORY_MIB, IngestService, ServiceOptions};
 pub use spool::Spool;
 pub use store::{Store, StoreConfig, StoreError};
 

@@ -23,7 +23,7 @@ use storage_tracker_aggregator::import::{self, Imported};
 use storage_tracker_aggregator::retention::{self, Retention};
 use storage_tracker_aggregator::snapshot::SnapshotState;
 use storage_tracker_aggregator::{
-    IngestService, ServiceOptions, Spool, Store, StoreConfig, StoreError, serve,
+    DEFAULT_MEMORY_MIB, IngestService, ServiceOptions, Spool, Store, StoreConfig, StoreError, serve,
 };
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::calendar::utc_datetime;
@@ -138,8 +138,9 @@ enum Command {
         #[arg(long, env = "STORAGE_TRACKER_INSERT_WORKERS", default_value_t = 2)]
         insert_workers: usize,
         /// MiB of decoded chunks kept in memory for inserting; the rest are read back from the
-        /// spool.
-        #[arg(long, env = "STORAGE_TRACKER_MEMORY_MIB", default_value_t = 256)]
+        /// spool. Beside it the aggregator holds one chunk per core being decoded and one chunk
+        /// message per open stream, whatever the size of the snapshot.
+        #[arg(long, env = "STORAGE_TRACKER_MEMORY_MIB", default_value_t = DEFAULT_MEMORY_MIB)]
         memory_mib: usize,
         /// Seconds without a chunk or call after which a running snapshot is failed (its
         /// scan died).
@@ -170,6 +171,9 @@ enum Command {
         /// Only check the files; store nothing.
         #[arg(long)]
         check: bool,
+        /// MiB of decoded chunks kept in memory for inserting, as for `serve`.
+        #[arg(long, env = "STORAGE_TRACKER_MEMORY_MIB", default_value_t = DEFAULT_MEMORY_MIB)]
+        memory_mib: usize,
     },
     /// List the snapshots with their state.
     List,
@@ -324,7 +328,21 @@ async fn serve_metrics(listener: tokio::net::TcpListener, service: IngestService
     }
 }
 
+/// glibc's allocator, told to keep what the aggregator frees from piling up: two arenas, not
+/// eight per core (each thread's chunk buffers landing in an arena of its own), and every
+/// allocation of 4 MiB or more (a decoded chunk's columns) mapped on its own and unmapped when
+/// freed, rather than taken from a heap that glibc's moving threshold lets grow. Measured on an
+/// import of 10M entries: peak RSS 205-266 MB with glibc's defaults, 128-140 MB with these.
+fn bound_the_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    bound_the_allocator();
     if let Err(e) = apply_config_file(&<Cli as clap::CommandFactory>::command()) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
@@ -361,7 +379,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Import { dir, check: true } = &cli.command {
+    if let Command::Import {
+        dir, check: true, ..
+    } = &cli.command
+    {
         // Reads the files only: no ClickHouse needed.
         let (manifest, files) = import::check(dir)?;
         let rows: u64 = files.values().map(|(_, rows)| rows).sum();
@@ -466,10 +487,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Import { dir, .. } => {
+        Command::Import {
+            dir, memory_mib, ..
+        } => {
             let temp = std::env::temp_dir().join(format!("storage-import-{}", std::process::id()));
             let options = ServiceOptions {
                 fail_unspooled: false,
+                memory_budget: memory_mib << 20,
                 ..ServiceOptions::new(Spool::open(&temp)?)
             };
             let service = IngestService::start(store.clone(), options).await?;

@@ -17,9 +17,9 @@ use storage_tracker_proto::v1::{
     Chunk, ChunkAck, FinishSnapshotRequest, FinishSnapshotResponse,
 };
 
-pub use crate::ingest::ServiceOptions;
 pub use crate::ingest::begin::BeginRefused;
 pub use crate::ingest::recover::StartError;
+pub use crate::ingest::{DEFAULT_MEMORY_MIB, ServiceOptions};
 use crate::ingest::{Inner, chunk_span};
 use crate::metrics::AggregatorMetrics;
 use crate::store::Store;

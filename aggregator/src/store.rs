@@ -263,15 +263,11 @@ impl Store {
         )
     }
 
-    /// Inserts checked chunks' rows (a [`ValidChunk`]'s columns, say) as one INSERT:
-    /// (rank, seq, rows).
-    ///
-    /// [`ValidChunk`]: storage_tracker_proto::ValidChunk
-    pub async fn insert_rows(
-        &self,
-        snapshot_id: SnapshotId,
-        chunks: &[(u32, u64, EntryColumns<'_>)],
-    ) -> Result<(), StoreError> {
+    /// Begins one INSERT into `entries` of a snapshot: chunks' rows are written to it one
+    /// chunk at a time ([`EntryInsert::write`]), so a chunk's decoded rows need to live only
+    /// while they are sent, and it is stored by [`EntryInsert::end`] (whole or not at all,
+    /// below ClickHouse's block size).
+    pub async fn begin_insert(&self, snapshot_id: SnapshotId) -> Result<EntryInsert, StoreError> {
         static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let query_id = format!(
             "{}{}-{}",
@@ -284,17 +280,15 @@ impl Store {
             .clone()
             .with_database(self.config.database.as_str())
             .with_setting("query_id", query_id);
-        let mut insert = client
+        let insert = client
             .insert::<EntryRecord<'static>>("entries")
             .await
             .map_err(self.err())?;
-        for &(rank, seq, columns) in chunks {
-            for row in 0..columns.len() {
-                let record = entry_record(&columns, snapshot_id, rank, seq, row);
-                insert.write(&record).await.map_err(self.err())?;
-            }
-        }
-        insert.end().await.map_err(self.err())
+        Ok(EntryInsert {
+            insert,
+            snapshot_id,
+            url: self.config.url.clone(),
+        })
     }
 
     /// Waits until no insert into the snapshot is running in ClickHouse: one whose client went
@@ -553,6 +547,56 @@ impl Store {
     pub async fn drop_snapshot_rows(&self, snapshot_id: SnapshotId) -> Result<(), StoreError> {
         self.drop_partitions(snapshot_id, &ddl::SNAPSHOT_PARTITIONED_TABLES)
             .await
+    }
+}
+
+/// An INSERT into `entries` under way (see [`Store::begin_insert`]); dropped without
+/// [`Self::end`], nothing of it is stored.
+pub struct EntryInsert {
+    insert: clickhouse::insert::Insert<EntryRecord<'static>>,
+    snapshot_id: SnapshotId,
+    url: String,
+}
+
+impl std::fmt::Debug for EntryInsert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryInsert")
+            .field("snapshot_id", &self.snapshot_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EntryInsert {
+    fn err(&self, source: clickhouse::error::Error) -> StoreError {
+        StoreError::ClickHouse {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    /// Sends the rows of one checked chunk, `(rank, seq)` of the snapshot.
+    pub async fn write(
+        &mut self,
+        rank: u32,
+        seq: u64,
+        columns: EntryColumns<'_>,
+    ) -> Result<(), StoreError> {
+        for row in 0..columns.len() {
+            let record = entry_record(&columns, self.snapshot_id, rank, seq, row);
+            if let Err(e) = self.insert.write(&record).await {
+                return Err(self.err(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the INSERT: its rows are stored when this returns `Ok`.
+    pub async fn end(self) -> Result<(), StoreError> {
+        let url = self.url;
+        self.insert
+            .end()
+            .await
+            .map_err(|source| StoreError::ClickHouse { url, source })
     }
 }
 

@@ -4,10 +4,8 @@
 //! with a message naming it, and nothing of it is kept. A chunk the spool has no room for is
 //! refused unacknowledged (RESOURCE_EXHAUSTED, see `space`), and the scanner sends it again.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 use tonic::Status;
 
 use storage_tracker_proto::ValidChunk;
@@ -77,6 +75,7 @@ impl Inner {
                 )));
             }
         }
+        let decoding = self.memory.decoding().await;
         let (batch, parquet) = tokio::task::spawn_blocking(move || {
             let batch = ValidChunk::decode(parquet.clone(), rows)?;
             Ok::<_, storage_tracker_proto::ChunkError>((batch, parquet))
@@ -84,6 +83,12 @@ impl Inner {
         .await
         .map_err(|e| Status::internal(format!("{what}: decoding task failed: {e}")))?
         .map_err(|e| Status::invalid_argument(format!("{what} rejected: {e}")))?;
+        // Kept while the budget has room; else dropped now and read back for its insert.
+        let batch = self
+            .memory
+            .keep(batch.batch().get_array_memory_size())
+            .map(|kept| (batch, kept));
+        drop(decoding);
         // A spool without room refuses the chunk, unacknowledged: the scanner sends it again.
         let path = self
             .spool_write(SpoolWrite::Chunk, move |spool| {
@@ -96,14 +101,6 @@ impl Inner {
                 })
             })?;
 
-        let size = batch.batch().get_array_memory_size();
-        let held = self.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        let batch = if held <= self.options.memory_budget {
-            Some((batch, size))
-        } else {
-            self.held_bytes.fetch_sub(size, Ordering::Relaxed);
-            None
-        };
         let mut running = self.running();
         let Some(snapshot) = running.get_mut(&snapshot_id) else {
             // Failed while this chunk was being spooled: the snapshot's spool directory was
@@ -133,11 +130,8 @@ impl Inner {
             path,
             batch,
         };
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job)
-            && let Some((_, size)) = job.batch
-        {
-            self.held_bytes.fetch_sub(size, Ordering::Relaxed);
-        }
+        // Sent while the service stops: the chunk stays in the spool for the next start.
+        let _ = self.jobs.send(job);
         Ok(ack(true))
     }
 }

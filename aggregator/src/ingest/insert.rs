@@ -11,8 +11,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{Instrument, warn};
 
-use storage_tracker_proto::{ChunkError, EntryColumns, SnapshotId, ValidChunk};
+use storage_tracker_proto::{ChunkError, SnapshotId, ValidChunk};
 
+use super::memory::Kept;
 use super::{Backoff, Busy, Inner, Job, JobQueue, SETTLE_PATIENCE, snapshot_span};
 use crate::store::StoreError;
 
@@ -22,6 +23,17 @@ const INSERT_ROWS: u64 = 262_144;
 
 /// Times ClickHouse may answer an insert with an error before the snapshot is failed.
 const MAX_REFUSED_INSERTS: u32 = 5;
+
+/// Why one attempt at an insert did not store its chunks.
+#[derive(Debug, thiserror::Error)]
+enum InsertError {
+    /// ClickHouse failed or refused: count what landed, and try again.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Nothing to try again: the snapshot fails.
+    #[error(transparent)]
+    Failure(#[from] InsertFailure),
+}
 
 /// Why a spooled chunk could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -98,15 +110,9 @@ impl Inner {
     async fn insert_jobs(&self, mut jobs: Vec<Job>) {
         let _busy = Busy::new(&self.busy);
         let snapshot_id = jobs[0].snapshot_id;
-        let held: Vec<Option<ValidChunk>> = jobs
-            .iter_mut()
-            .map(|job| {
-                job.batch.take().map(|(batch, size)| {
-                    self.held_bytes.fetch_sub(size, Ordering::Relaxed);
-                    batch
-                })
-            })
-            .collect();
+        // Kept chunks hold their share of the budget until they are stored.
+        let kept: Vec<Option<(ValidChunk, _)>> =
+            jobs.iter_mut().map(|job| job.batch.take()).collect();
         let Some(gate) = self.gate(snapshot_id) else {
             return;
         };
@@ -114,40 +120,17 @@ impl Inner {
         if !self.running().contains_key(&snapshot_id) {
             return;
         }
-        let mut batches = Vec::with_capacity(jobs.len());
-        let mut unreadable = None;
-        for (job, held) in jobs.iter().zip(held) {
-            match held {
-                Some(batch) => batches.push(batch),
-                None => match read_spooled(job.path.clone(), job.rows).await {
-                    Ok(batch) => batches.push(batch),
-                    Err(source) => {
-                        unreadable = Some(InsertFailure::Unreadable {
-                            path: job.path.clone(),
-                            source,
-                        });
-                        break;
-                    }
-                },
-            }
-        }
         let started = Instant::now();
-        let failure = match unreadable {
-            Some(failure) => Some(failure),
-            None => self
-                .insert_exactly_once(snapshot_id, &jobs, &batches)
-                .await
-                .err()
-                .map(InsertFailure::Refused),
-        };
-        if failure.is_none() {
+        let outcome = self.insert_exactly_once(snapshot_id, &jobs, &kept).await;
+        drop(kept);
+        if outcome.is_ok() {
             self.options.metrics.inserted(
                 jobs.iter().map(|j| j.rows).sum::<u64>(),
                 started.elapsed().as_secs_f64(),
             );
         }
         drop(shared);
-        if let Some(failure) = failure {
+        if let Err(failure) = outcome {
             self.fail_running(snapshot_id, failure.to_string()).await;
             return;
         }
@@ -162,31 +145,62 @@ impl Inner {
         self.progressed.notify_waiters();
     }
 
+    /// Sends the `pending` chunks as one INSERT: a kept chunk as it is, another read back from
+    /// the spool (one decode at a time) and dropped once sent.
+    async fn insert_once(
+        &self,
+        snapshot_id: SnapshotId,
+        jobs: &[Job],
+        kept: &[Option<(ValidChunk, Kept)>],
+        pending: &[usize],
+    ) -> Result<(), InsertError> {
+        let mut insert = self.store.begin_insert(snapshot_id).await?;
+        for &i in pending {
+            let job = &jobs[i];
+            let read;
+            let chunk = match &kept[i] {
+                Some((chunk, _)) => chunk,
+                None => {
+                    let decoding = self.memory.decoding().await;
+                    read = read_spooled(job.path.clone(), job.rows)
+                        .await
+                        .map_err(|source| InsertFailure::Unreadable {
+                            path: job.path.clone(),
+                            source,
+                        })?;
+                    drop(decoding);
+                    &read
+                }
+            };
+            insert.write(job.rank, job.seq, chunk.columns()).await?;
+        }
+        Ok(insert.end().await?)
+    }
+
     /// Inserts chunks as one INSERT, retrying while ClickHouse fails. After a failed insert it
     /// counts what landed, per chunk: a chunk stored whole (the answer was lost) is done, one
     /// not stored goes again, and a part of one is deleted before it goes again. ClickHouse
-    /// refusing the insert (rather than failing to answer) several times over is an error.
+    /// refusing the insert (rather than failing to answer) several times over is an error, and
+    /// so is a spooled chunk that cannot be read.
     async fn insert_exactly_once(
         &self,
         snapshot_id: SnapshotId,
         jobs: &[Job],
-        batches: &[ValidChunk],
-    ) -> Result<(), StoreError> {
+        kept: &[Option<(ValidChunk, Kept)>],
+    ) -> Result<(), InsertFailure> {
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
         let mut backoff = Backoff::new();
         let mut refused = 0;
         loop {
-            let chunks: Vec<(u32, u64, EntryColumns<'_>)> = pending
-                .iter()
-                .map(|&i| (jobs[i].rank, jobs[i].seq, batches[i].columns()))
-                .collect();
-            let Err(e) = self.store.insert_rows(snapshot_id, &chunks).await else {
-                return Ok(());
+            let e = match self.insert_once(snapshot_id, jobs, kept, &pending).await {
+                Ok(()) => return Ok(()),
+                Err(InsertError::Failure(failure)) => return Err(failure),
+                Err(InsertError::Store(e)) => e,
             };
             if !e.is_transient() {
                 refused += 1;
                 if refused == MAX_REFUSED_INSERTS {
-                    return Err(e);
+                    return Err(InsertFailure::Refused(e));
                 }
             }
             warn!(
