@@ -739,7 +739,9 @@ mod tests {
             .count();
         assert_eq!(pieces, 2);
         assert_eq!(sink.0.len(), 7 + 1);
-        for w in std::mem::take(&mut queue) {
+        // A piece taken is cut again when its stats turn out slow (a loaded
+        // machine), so run until no work is left.
+        while let Some(w) = queue.pop() {
             reader.run(&w, &mut sink, &mut counts, &mut queue);
         }
         assert_eq!(
