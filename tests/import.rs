@@ -224,3 +224,52 @@ fn import_check_refuses_a_chunk_copied_over_another_as_the_import_does() {
     std::fs::write(&second, good).unwrap();
     assert!(check(out.path()).status.success());
 }
+
+/// The store-at-scale benchmark (`ci/bench/store_scale.py`, run at 10^8 entries for the
+/// committed results) works end to end on a small tree: two synthetic weekly snapshots
+/// imported and committed, what each cost, bytes per table, and the API timed through the
+/// read-only user.
+#[test]
+fn the_store_scale_benchmark_runs_on_a_small_tree() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "store_scale");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("results.md");
+    let bin = Path::new(scanner()).parent().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/bench/store_scale.py");
+    let run = Command::new("python3")
+        .arg(script)
+        .args([
+            "--entries",
+            "30000",
+            "--clickhouse-url",
+            &db.url,
+            "--database",
+            db.database.as_str(),
+        ])
+        .arg("--work")
+        .arg(work.path())
+        .arg("--bin")
+        .arg(bin)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results = std::fs::read_to_string(&out).unwrap();
+    for line in [
+        "### 30,000 entries per snapshot",
+        "| 1 | 30,000 |",
+        "| entries |",
+        "| all |",
+        "| children of a directory (100 per page) | 200 |",
+        "| growth 1 -> 2 of a directory | 50 |",
+    ] {
+        assert!(results.contains(line), "{line:?} missing from\n{results}");
+    }
+}

@@ -501,6 +501,18 @@ impl Store {
         let db = &self.config.database;
         self.drop_partitions(snapshot_id, &ddl::DERIVED_TABLES[..4])
             .await?;
+        // Group-bys and sorts spill to disk beyond this, whatever the server's profile says.
+        let bounded = self
+            .client
+            .clone()
+            .with_setting(
+                "max_bytes_before_external_group_by",
+                COMMIT_SPILL_BYTES.to_string(),
+            )
+            .with_setting(
+                "max_bytes_before_external_sort",
+                COMMIT_SPILL_BYTES.to_string(),
+            );
         for (report, sql) in [
             ("dir_rollups", sql::dir_rollups(db, snapshot_id, root)),
             ("owner_usage", sql::owner_usage(db, snapshot_id, root)),
@@ -511,7 +523,7 @@ impl Store {
             ),
         ] {
             let start = std::time::Instant::now();
-            self.execute(&sql).await?;
+            bounded.query(&sql).execute().await.map_err(self.err())?;
             tracing::debug!(
                 snapshot_id = snapshot_id.get(),
                 report,
@@ -549,6 +561,11 @@ impl Store {
             .await
     }
 }
+
+/// Bytes a group-by or a sort of the commit may hold in ClickHouse's memory before it spills
+/// to disk. The rest of a commit's memory is its joins' right sides, one row per directory
+/// (deploy/README.md, Sizing).
+const COMMIT_SPILL_BYTES: u64 = 1 << 30;
 
 /// An INSERT into `entries` under way (see [`Store::begin_insert`]); dropped without
 /// [`Self::end`], nothing of it is stored.

@@ -5,8 +5,11 @@
 
 Samples directories from the snapshot itself (the children of the root, then of those, down
 three levels), then times: children of 200 sampled directories; treemap data three levels deep
-for 20 of them and for the root; name searches (substring, glob, regex) over the whole
-snapshot; history and growth of sampled directories when a second snapshot exists.
+for 20 of them and for the root; the largest files and directories of the root and of sampled
+directories; name searches (substring, glob, regex) over the whole snapshot and under one
+directory of the second level; stale files under sampled directories (time to the first rows
+of the CSV stream); history and growth of sampled directories when a second snapshot exists.
+The search words are those of st-gen-chunks' trees.
 """
 import argparse
 import json
@@ -25,6 +28,20 @@ def get(base, path, token):
     with urllib.request.urlopen(request, timeout=60) as response:
         body = response.read()
     return time.perf_counter() - start, json.loads(body) if body[:1] in (b"{", b"[") else body
+
+
+def first_bytes(base, path, token):
+    """Seconds until the first bytes of the answer arrive (the rest is read and dropped)."""
+    request = urllib.request.Request(base + path)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read(1)
+        first = time.perf_counter() - start
+        while response.read(1 << 16):
+            pass
+    return first
 
 
 def q(path):
@@ -67,12 +84,25 @@ def main():
                         [get(base, f"/api/v1/snapshots/{s}/treemap?depth=3", t)[0] for _ in range(10)]))
     rows.append(summary("treemap of a directory, 3 levels",
                         [get(base, f"/api/v1/snapshots/{s}/treemap?depth=3&path={q(d)}", t)[0] for d in sample[:20]]))
-    searches = ["q=f01", "q=.h5", "q=f0*.txt&match=glob", "q=%5Ef00%5B0-4%5D%5C.c%24&match=regex",
-                "q=f1&type=log&min_size=1000000"]
-    rows.append(summary("search by name over the snapshot (substring, glob, regex, filters)",
-                        [get(base, f"/api/v1/snapshots/{s}/search?{x}", t)[0] for x in searches * 2]))
     rows.append(summary("top 100 files of the snapshot",
                         [get(base, f"/api/v1/snapshots/{s}/top?what=files", t)[0] for _ in range(5)]))
+    rows.append(summary("top 100 directories of the snapshot",
+                        [get(base, f"/api/v1/snapshots/{s}/top?what=dirs", t)[0] for _ in range(5)]))
+    rows.append(summary("top 100 files under a directory",
+                        [get(base, f"/api/v1/snapshots/{s}/top?what=files&path={q(d)}", t)[0] for d in sample[:30]]))
+    rows.append(summary("top 100 directories under a directory",
+                        [get(base, f"/api/v1/snapshots/{s}/top?what=dirs&path={q(d)}", t)[0] for d in sample[:30]]))
+    searches = ["q=output_0001", "q=.h5", "q=slurm-1*.out&match=glob", "q=%5Echeckpoint_00%5B0-2%5D%5C.chk%24&match=regex",
+                "q=part&type=nc&min_size=1000000"]
+    rows.append(summary("search by name over the snapshot (substring, glob, regex, filters)",
+                        [get(base, f"/api/v1/snapshots/{s}/search?{x}", t)[0] for x in searches * 2]))
+    second_level = [d for d in dirs if d.count("/") == root.count("/") + 2] or [root]
+    rows.append(summary("search by name under a directory of the second level",
+                        [get(base, f"/api/v1/snapshots/{s}/search?{x}&path={q(random.choice(second_level))}", t)[0]
+                         for x in searches * 2]))
+    rows.append(summary("stale files under a directory, CSV: first rows",
+                        [first_bytes(base, f"/api/v1/snapshots/{s}/stale?days=365&format=csv&path={q(d)}", t)
+                         for d in sample[:20]]))
     rows.append(summary("usage by user", [get(base, f"/api/v1/snapshots/{s}/usage?by=user", t)[0] for _ in range(10)]))
     rows.append(summary("history of a directory",
                         [get(base, f"/api/v1/history?path={q(d)}", t)[0] for d in sample[:50]]))

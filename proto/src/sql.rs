@@ -56,9 +56,17 @@ pub fn parent_within(dir: &[u8]) -> String {
     )
 }
 
-/// `dir` itself and everything below it.
+/// `dir` itself and everything below it: `dir` by its parent and name, the rest by
+/// [`parent_within`], so that every part is a range of the sort key. (`path = dir` would read
+/// every row: `path` is computed, and one condition off the key leaves the whole OR off it.)
 pub fn subtree(dir: &[u8]) -> String {
-    format!("(path = {} OR {})", quote_bytes(dir), parent_within(dir))
+    let (parent, name) = crate::entry::split_path(dir);
+    format!(
+        "((parent_path = {} AND name = {}) OR {})",
+        quote_bytes(parent),
+        quote_bytes(name),
+        parent_within(dir)
+    )
 }
 
 #[cfg(test)]
@@ -75,6 +83,15 @@ mod tests {
             parent_within(b"/"),
             r"(parent_path = '/' OR (parent_path >= '/' AND parent_path < '0'))"
         );
+    }
+
+    #[test]
+    fn a_subtree_is_its_root_by_parent_and_name_and_the_ranges_below() {
+        assert_eq!(
+            subtree(b"/a/b"),
+            r"((parent_path = '/a' AND name = 'b') OR (parent_path = '/a/b' OR (parent_path >= '/a/b/' AND parent_path < '/a/b0')))"
+        );
+        assert!(subtree(b"/").starts_with(r"((parent_path = '/' AND name = '') OR "));
     }
 
     #[test]
