@@ -555,10 +555,17 @@ fn scanned(tag: &str, files: &[(&str, usize)]) -> (Api, TestDatabase, tempfile::
 
 #[test]
 fn stale_csv_streams_every_row_past_one_page() {
-    // More rows than one page of the download, in a few directories.
-    let names: Vec<String> = (0..23_456).map(|i| format!("d{}/f{i:05}", i % 7)).collect();
+    // More rows than one page of the download, in a few directories, one of them nested and
+    // one whose name extends another's ("d0-x" sorts between "d0" and "d0/deep").
+    let names: Vec<String> = (0..23_456)
+        .map(|i| match i % 9 {
+            7 => format!("d0-x/f{i:05}"),
+            8 => format!("d0/deep/f{i:05}"),
+            k => format!("d{k}/f{i:05}"),
+        })
+        .collect();
     let files: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 1)).collect();
-    let (api, _db, _tree, r) = scanned("csvall", &files);
+    let (api, db, _tree, r) = scanned("csvall", &files);
     let s = "/api/v1/snapshots/1";
     let (status, kind, csv) = api.raw(&format!("{s}/stale?days=0&format=csv"));
     assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
@@ -577,6 +584,26 @@ fn stale_csv_streams_every_row_past_one_page() {
     let capped = String::from_utf8(capped).unwrap();
     assert_eq!(capped.lines().count(), 1 + 12_345);
     assert_eq!(capped.lines().nth(1).unwrap(), rows[2]);
+
+    // Cut into windows of a few entries, or of one, the downloads are the same bytes.
+    for window in [1, 700, 5000] {
+        let small = Api {
+            app: storage_tracker_api::app(AppState::new(reader(&db)).with_window_entries(window)),
+            rt: tokio::runtime::Runtime::new().unwrap(),
+        };
+        for query in [
+            "",
+            "&limit=12345&offset=2",
+            "&offset=20000",
+            &format!("&path={r}/d0"),
+        ] {
+            let uri = format!("{s}/stale?days=0&format=csv{query}");
+            assert!(
+                small.raw(&uri) == api.raw(&uri),
+                "{uri}: windows of {window} entries change the download"
+            );
+        }
+    }
 }
 
 #[test]

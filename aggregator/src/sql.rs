@@ -7,7 +7,7 @@
 //! the smallest path.
 
 use storage_tracker_proto::SnapshotId;
-use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::ddl::{Database, LARGE_FILES, TOP_LEVEL_ENTRIES, TOP_LEVELS};
 use storage_tracker_proto::reports::{age_bucket_sql, extension_sql, size_bucket_sql};
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 
@@ -151,6 +151,54 @@ GROUP BY extension"
     )
 }
 
+/// Fills `large_files`: the rows of every file at least as large as the snapshot's
+/// [`LARGE_FILES`]th largest (all of them when it has fewer). The threshold comes from the
+/// `size` column alone; only the rows at least that large are read whole.
+pub fn large_files(db: &Database, snapshot_id: SnapshotId) -> String {
+    format!(
+        "INSERT INTO {db}.large_files ({ENTRY_COLUMNS})
+SELECT {ENTRY_COLUMNS} FROM {db}.entries
+PREWHERE size >= (SELECT min(size) FROM (SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND kind = 'file' ORDER BY size DESC LIMIT {LARGE_FILES}))
+WHERE snapshot_id = {snapshot_id} AND kind = 'file'"
+    )
+}
+
+/// The stored columns of `entries`, `large_files` and `top_levels`.
+const ENTRY_COLUMNS: &str = "snapshot_id, rank, seq, parent_path, name, depth, kind, size, allocated, nlink, ino, \
+     dev, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, btime_ns, symlink_target, error_op, errno";
+
+/// How many entries lie at each depth up to [`TOP_LEVELS`] below the root, as (depth, count)
+/// rows: what `top_levels` may hold.
+pub fn shallow_depths(db: &Database, snapshot_id: SnapshotId) -> String {
+    format!(
+        "SELECT depth, count() FROM {db}.entries PREWHERE depth <= {TOP_LEVELS} \
+         WHERE snapshot_id = {snapshot_id} GROUP BY depth ORDER BY depth"
+    )
+}
+
+/// How many levels below the root `top_levels` holds, given the entries per depth: as many as
+/// fit in [`TOP_LEVEL_ENTRIES`] in all, at most [`TOP_LEVELS`].
+pub fn top_levels_kept(per_depth: &[(u32, u64)]) -> u32 {
+    let mut held = 0u64;
+    let mut levels = 0;
+    for &(depth, count) in per_depth {
+        held += count;
+        if depth > TOP_LEVELS || held > TOP_LEVEL_ENTRIES {
+            break;
+        }
+        levels = depth;
+    }
+    levels
+}
+
+/// Fills `top_levels`: the rows of every entry at most `levels` below the root.
+pub fn top_levels(db: &Database, snapshot_id: SnapshotId, levels: u32) -> String {
+    format!(
+        "INSERT INTO {db}.top_levels ({ENTRY_COLUMNS})
+SELECT {ENTRY_COLUMNS} FROM {db}.entries PREWHERE depth <= {levels} WHERE snapshot_id = {snapshot_id}"
+    )
+}
+
 /// Fills `histograms`: files by size and by mtime and atime age, ages seen from `now_ns`.
 pub fn histograms(db: &Database, snapshot_id: SnapshotId, now_ns: i64) -> String {
     let source = entries_counted_once(db, snapshot_id, "kind, size, mtime_ns, atime_ns");
@@ -166,4 +214,26 @@ ARRAY JOIN ['size', 'mtime', 'atime'] AS histogram
 WHERE kind = 'file'
 GROUP BY histogram, bucket"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_levels_keep_the_levels_that_fit() {
+        assert_eq!(top_levels_kept(&[(0, 1), (1, 10), (2, 100)]), 2);
+        assert_eq!(
+            top_levels_kept(&[(0, 1), (1, 10), (2, 100), (3, 1000), (4, 10_000)]),
+            TOP_LEVELS
+        );
+        // The third level would take it past the bound: two are kept.
+        assert_eq!(
+            top_levels_kept(&[(0, 1), (1, 10), (2, 100), (3, TOP_LEVEL_ENTRIES)]),
+            2
+        );
+        // A root with more children than the bound: the root alone.
+        assert_eq!(top_levels_kept(&[(0, 1), (1, TOP_LEVEL_ENTRIES + 1)]), 0);
+        assert_eq!(top_levels_kept(&[]), 0);
+    }
 }

@@ -490,7 +490,7 @@ impl Store {
     }
 
     /// Computes every report of a snapshot in ClickHouse: directory rollups, usage by owner
-    /// and group, by file type, and the histograms. Returns the number of directories. Run
+    /// and group, by file type, the histograms, the largest files and the top levels. Returns the number of directories. Run
     /// again, it first drops what an interrupted run left.
     pub async fn compute_reports(
         &self,
@@ -499,7 +499,7 @@ impl Store {
         started_at_ns: i64,
     ) -> Result<u64, StoreError> {
         let db = &self.config.database;
-        self.drop_partitions(snapshot_id, &ddl::DERIVED_TABLES[..4])
+        self.drop_partitions(snapshot_id, &ddl::REPORT_TABLES)
             .await?;
         // Group-bys and sorts spill to disk beyond this, whatever the server's profile says.
         let bounded = self
@@ -521,6 +521,7 @@ impl Store {
                 "histograms",
                 sql::histograms(db, snapshot_id, started_at_ns),
             ),
+            ("large_files", sql::large_files(db, snapshot_id)),
         ] {
             let start = std::time::Instant::now();
             bounded.query(&sql).execute().await.map_err(self.err())?;
@@ -531,6 +532,15 @@ impl Store {
                 "report computed"
             );
         }
+        let per_depth: Vec<(u32, u64)> = self
+            .client
+            .query(&sql::shallow_depths(db, snapshot_id))
+            .fetch_all()
+            .await
+            .map_err(self.err())?;
+        let levels = sql::top_levels_kept(&per_depth);
+        self.execute(&sql::top_levels(db, snapshot_id, levels))
+            .await?;
         self.client
             .query(&format!(
                 "SELECT count() FROM {db}.dir_rollups WHERE snapshot_id = {snapshot_id}"

@@ -78,6 +78,9 @@ pub struct AppState {
     pub ui: std::sync::Arc<ui::UiFiles>,
     /// Requests and their latency by route, served at `/metrics`.
     pub metrics: std::sync::Arc<storage_tracker_proto::metrics::Metrics>,
+    /// About how many entries a window of a download reads at most
+    /// ([`query::windows::WINDOW_ENTRIES`]).
+    pub window_entries: u64,
 }
 
 impl AppState {
@@ -93,7 +96,14 @@ impl AppState {
             access: std::sync::Arc::new(access::Access::open()),
             ui: std::sync::Arc::new(ui::UiFiles::none()),
             metrics: Default::default(),
+            window_entries: query::windows::WINDOW_ENTRIES,
         }
+    }
+
+    /// Downloads read windows of about `entries` entries (tests cut small trees this way).
+    pub fn with_window_entries(mut self, entries: u64) -> Self {
+        self.window_entries = entries.max(1);
+        self
     }
 
     /// Serving this built UI at `/`.

@@ -12,7 +12,7 @@ use crate::paths::Text;
 use crate::query;
 use crate::query::entries::{EntryFilter, EntryOrder};
 use crate::query::reports::PrincipalRow;
-use crate::query::tree::{ChildRow, DirTotalsRow};
+use crate::query::tree::{ChildRow, DirTotalsRow, PathRow};
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Serialize)]
@@ -201,7 +201,40 @@ pub(crate) async fn listed(
     snapshot_id: SnapshotId,
     sql: &str,
 ) -> Result<Vec<Child>, ApiError> {
-    let mut rows = state.client.query(sql).fetch_all::<ChildRow>().await?;
+    let rows = state.client.query(sql).fetch_all::<ChildRow>().await?;
+    completed(state, snapshot_id, rows).await
+}
+
+/// A page of the entries `filter` selects, largest first: from the snapshot's largest files
+/// when the filter selects files only and they hold the whole page (then it is exact: every
+/// file left out is smaller than each of them), else the page's paths from all its entries,
+/// then their rows by key.
+pub(crate) async fn listed_largest(
+    state: &AppState,
+    snapshot_id: SnapshotId,
+    filter: &EntryFilter,
+    limit: u64,
+    offset: u64,
+) -> Result<Vec<Child>, ApiError> {
+    let db = &state.database;
+    if let Some(sql) = query::entries::list_large_files(db, snapshot_id, filter, limit, offset) {
+        let rows = state.client.query(&sql).fetch_all::<ChildRow>().await?;
+        if rows.len() as u64 == limit {
+            return completed(state, snapshot_id, rows).await;
+        }
+    }
+    let sql = query::entries::largest_paths(db, snapshot_id, filter, limit, offset);
+    let paths: Vec<PathRow> = state.client.query(&sql).fetch_all().await?;
+    let paths: Vec<Vec<u8>> = paths.into_iter().map(|r| r.path).collect();
+    entries_at(state, snapshot_id, &paths).await
+}
+
+/// `rows` with their directories' totals and their owners' names.
+async fn completed(
+    state: &AppState,
+    snapshot_id: SnapshotId,
+    mut rows: Vec<ChildRow>,
+) -> Result<Vec<Child>, ApiError> {
     with_tree_totals(state, snapshot_id, &mut rows).await?;
     let mut children: Vec<Child> = rows.into_iter().map(Child::from).collect();
     name_owners(state, snapshot_id, &mut children).await?;

@@ -30,6 +30,7 @@ pub mod reports;
 pub mod snapshots;
 pub mod tree;
 pub mod treemap;
+pub mod windows;
 
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::sql::{quote_bytes, quote_str};

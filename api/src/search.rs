@@ -8,11 +8,11 @@ use serde::Deserialize;
 use storage_tracker_proto::calendar::days_from_civil;
 
 use crate::extract::{AtDirectory, Check, Checked, Route};
-use crate::listing::{Listing, listed};
+use crate::listing::{Listing, listed_largest};
 use crate::params::{MatchKind, SearchField, Word, page};
 use crate::pattern::{NamePattern, refuse_nul};
-use crate::query::entries::{EntryFilter, EntryOrder, Time, Who};
-use crate::query::{self, Principal};
+use crate::query::Principal;
+use crate::query::entries::{EntryFilter, Time, Who};
 use crate::reports::NS_PER_DAY;
 use crate::{ApiError, AppState};
 
@@ -164,19 +164,8 @@ pub(crate) async fn search(
     AtDirectory { snapshot, dir, .. }: AtDirectory,
 ) -> Result<Json<Listing>, ApiError> {
     let snapshot_id = snapshot.snapshot_id;
-    // The whole snapshot needs no condition on the path.
-    if dir != snapshot.root_path {
-        filter = filter.under(&dir);
-    }
-    let sql = query::entries::list(
-        &state.database,
-        snapshot_id,
-        &filter,
-        EntryOrder::Largest,
-        limit,
-        offset,
-    );
-    let entries = listed(&state, snapshot_id, &sql).await?;
+    filter = filter.under_unless_root(&dir, &snapshot.root_path);
+    let entries = listed_largest(&state, snapshot_id, &filter, limit, offset).await?;
     Ok(Json(Listing::new(
         snapshot_id,
         &dir,

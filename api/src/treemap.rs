@@ -15,6 +15,7 @@ use crate::listing::OwnerNames;
 use crate::params::{AreaBy, Word};
 use crate::paths::Text;
 use crate::query;
+use crate::query::tree::EntriesOf;
 use crate::query::treemap::{TileRow, TotalRow};
 use crate::{ApiError, AppState};
 
@@ -132,16 +133,27 @@ pub(crate) async fn treemap(
     let db = &state.database;
     let (_, name) = split_path(&dir);
     let base_depth = top.depth;
+    // Near the root the tiles come from the top levels kept at commit.
+    let (kept, deepest): (u64, u32) = state
+        .client
+        .query(&query::treemap::top_levels(db, snapshot_id))
+        .fetch_one()
+        .await?;
+    let from = if kept > 0 && base_depth + depth <= deepest {
+        EntriesOf::TopLevels
+    } else {
+        EntriesOf::All
+    };
     let rows: Vec<TileRow> = state
         .client
         .query(&query::treemap::tiles(
             db,
             snapshot_id,
-            &dir,
-            base_depth,
+            (&dir, base_depth),
             depth,
             area_by,
             max_children,
+            from,
         ))
         .fetch_all()
         .await?;

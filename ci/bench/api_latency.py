@@ -103,6 +103,8 @@ def main():
     rows.append(summary("stale files under a directory, CSV: first rows",
                         [first_bytes(base, f"/api/v1/snapshots/{s}/stale?days=365&format=csv&path={q(d)}", t)
                          for d in sample[:20]]))
+    rows.append(summary("stale files under the root, CSV: first rows",
+                        [first_bytes(base, f"/api/v1/snapshots/{s}/stale?days=365&format=csv", t) for _ in range(5)]))
     rows.append(summary("usage by user", [get(base, f"/api/v1/snapshots/{s}/usage?by=user", t)[0] for _ in range(10)]))
     rows.append(summary("history of a directory",
                         [get(base, f"/api/v1/history?path={q(d)}", t)[0] for d in sample[:50]]))

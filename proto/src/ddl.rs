@@ -1,4 +1,4 @@
-//! The ClickHouse layout: one database, seven tables. Every statement runs on ClickHouse 18.16
+//! The ClickHouse layout: one database, nine tables. Every statement runs on ClickHouse 18.16
 //! and on current releases (no CTEs, codecs, TTLs, secondary indexes or LowCardinality).
 //!
 //! - `snapshots`: one row per state change of a snapshot; `FINAL` gives the current state.
@@ -11,6 +11,12 @@
 //! - `owner_usage`: per user and per group, per top-level directory, computed at commit.
 //! - `type_usage`: per file name extension, computed at commit.
 //! - `histograms`: files by size, by mtime age and by atime age, computed at commit.
+//! - `large_files`: the rows of `entries` of the snapshot's largest files, every file at least
+//!   as large as its [`LARGE_FILES`]th largest, computed at commit: the largest files under any
+//!   directory, by any filter of files, come from here when it holds a page of them.
+//! - `top_levels`: the rows of `entries` of the first [`TOP_LEVELS`] levels below the root (fewer
+//!   where they would hold more than [`TOP_LEVEL_ENTRIES`]), computed at commit: the treemaps
+//!   near the root read these, not every entry of the snapshot.
 //! - `principals`: the names of the uids and gids of a snapshot, resolved once per id.
 
 use std::fmt;
@@ -74,7 +80,21 @@ pub const HISTOGRAM_ENUM: &str = "Enum8('size' = 1, 'mtime' = 2, 'atime' = 3)";
 
 /// The version of the database layout this build creates and reads. (The chunks' entry
 /// schema has its own version, [`crate::SCHEMA_VERSION`].)
-pub const DATABASE_VERSION: u32 = 3;
+pub const DATABASE_VERSION: u32 = 4;
+
+/// How many of a snapshot's largest files `large_files` holds at least (more where sizes tie).
+/// A list of files largest first under a directory is read from there when it holds a page of
+/// them, else from `entries` under the directory: a directory of a million entries or more
+/// holds a page of the largest files of 10^8 in most trees.
+pub const LARGE_FILES: u64 = 131_072;
+
+/// How many levels below the root `top_levels` holds at most: a treemap's deepest (4) from the
+/// root.
+pub const TOP_LEVELS: u32 = 4;
+
+/// How many entries `top_levels` holds at most: the deepest levels that would take it past
+/// this are left out.
+pub const TOP_LEVEL_ENTRIES: u64 = 1 << 20;
 
 /// One change of a table's columns. ClickHouse 18.16 has no `IF EXISTS` for columns, so each
 /// step is applied only when `system.columns` shows it is still to do: a migration that
@@ -175,6 +195,9 @@ pub const MIGRATIONS: &[(u32, &[Step])] = &[
             },
         ],
     ),
+    // `large_files` and `top_levels`, created with the other tables. Snapshots committed before
+    // them have no rows there, and are read from `entries`.
+    (4, &[]),
 ];
 
 /// The version a database is at: the highest recorded.
@@ -195,6 +218,30 @@ pub fn create_statements(db: &Database) -> Vec<String> {
              ENGINE = MergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, {order})"
         )
     };
+    let entry_columns = format!(
+        "    rank UInt32,
+    seq UInt64,
+    parent_path String,
+    name String,
+    path {PATH_ALIAS},
+    depth UInt32,
+    kind {KIND_ENUM},
+    size UInt64,
+    allocated UInt64,
+    nlink UInt64,
+    ino UInt64,
+    dev UInt64,
+    mode UInt32,
+    uid UInt32,
+    gid UInt32,
+    atime_ns Int64,
+    mtime_ns Int64,
+    ctime_ns Int64,
+    btime_ns Nullable(Int64),
+    symlink_target String,
+    error_op {ERROR_OP_ENUM},
+    errno Int32"
+    );
     vec![
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         // One row per schema version the database was brought to (see [`MIGRATIONS`]).
@@ -226,34 +273,10 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     scan_options String
 ) ENGINE = ReplacingMergeTree(version) ORDER BY snapshot_id"
         ),
-        per_snapshot(
-            "entries",
-            &format!(
-                "    rank UInt32,
-    seq UInt64,
-    parent_path String,
-    name String,
-    path {PATH_ALIAS},
-    depth UInt32,
-    kind {KIND_ENUM},
-    size UInt64,
-    allocated UInt64,
-    nlink UInt64,
-    ino UInt64,
-    dev UInt64,
-    mode UInt32,
-    uid UInt32,
-    gid UInt32,
-    atime_ns Int64,
-    mtime_ns Int64,
-    ctime_ns Int64,
-    btime_ns Nullable(Int64),
-    symlink_target String,
-    error_op {ERROR_OP_ENUM},
-    errno Int32"
-            ),
-            "parent_path, name",
-        ),
+        per_snapshot("entries", &entry_columns, "parent_path, name"),
+        // The same columns as `entries`, for the rows of the largest files only.
+        per_snapshot("large_files", &entry_columns, "parent_path, name"),
+        per_snapshot("top_levels", &entry_columns, "parent_path, name"),
         // Recursive totals include the directory itself; direct ones count its children only.
         // Allocated bytes count a hard-linked file once per directory, however many links it
         // has below it.
@@ -333,8 +356,10 @@ pub fn create_statements(db: &Database) -> Vec<String> {
 }
 
 /// Tables whose rows belong to one snapshot partition (everything but `snapshots`).
-pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 6] = [
+pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 8] = [
     "entries",
+    "large_files",
+    "top_levels",
     "dir_rollups",
     "owner_usage",
     "type_usage",
@@ -342,13 +367,15 @@ pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 6] = [
     "principals",
 ];
 
-/// Tables computed from `entries` at commit: dropped and computed again if a commit is retried.
-pub const DERIVED_TABLES: [&str; 5] = [
+/// The reports computed from `entries` at commit: dropped and computed again if a commit is
+/// retried. (`principals` is filled at commit too, from the ids the snapshot holds.)
+pub const REPORT_TABLES: [&str; 6] = [
     "dir_rollups",
     "owner_usage",
     "type_usage",
     "histograms",
-    "principals",
+    "large_files",
+    "top_levels",
 ];
 
 #[cfg(test)]

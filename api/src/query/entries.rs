@@ -11,6 +11,7 @@ use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::reports::extension_sql;
 use storage_tracker_proto::sql::{quote_bytes, subtree};
 
+use super::windows::Piece;
 use super::{Principal, at_key};
 use crate::params::{MatchKind, SearchField, StaleBy};
 use crate::pattern::{NamePattern, glob_to_like, glob_to_regex};
@@ -83,6 +84,7 @@ enum Condition {
     Type(String),
     Under(Vec<u8>),
     At(Vec<Vec<u8>>),
+    Within(Piece),
 }
 
 impl EntryFilter {
@@ -136,9 +138,28 @@ impl EntryFilter {
         self.and(Condition::Under(dir.to_vec()))
     }
 
+    /// At `dir` or below it, in a snapshot of `root`: no condition at the root itself, below
+    /// which every entry lies, so that a list of the whole snapshot reads no path.
+    pub fn under_unless_root(self, dir: &[u8], root: &[u8]) -> Self {
+        if dir == root { self } else { self.under(dir) }
+    }
+
     /// At one of `paths`.
     pub fn at(self, paths: &[Vec<u8>]) -> Self {
         self.and(Condition::At(paths.to_vec()))
+    }
+
+    /// In one piece of a subtree cut for a download (not a [`Piece::Below`], which is cut into
+    /// windows first).
+    pub fn within(self, piece: Piece) -> Self {
+        self.and(Condition::Within(piece))
+    }
+
+    /// Whether every entry selected is a regular file.
+    fn selects_files_only(&self) -> bool {
+        self.0
+            .iter()
+            .any(|c| matches!(c, Condition::Files | Condition::Type(_)))
     }
 
     /// The condition on `entries` of snapshot `snapshot_id` (owner names are looked up in its
@@ -190,6 +211,7 @@ impl EntryFilter {
                         .collect();
                     format!("(parent_path, name) IN ({})", keys.join(", "))
                 }
+                Condition::Within(piece) => piece.condition(),
             })
             .collect();
         all.join(" AND ")
@@ -247,6 +269,12 @@ impl EntryOrder {
     }
 }
 
+/// The columns of a [`super::tree::ChildRow`] of `entries` (or `large_files`), with its own
+/// sizes and times for its tree's.
+const LIST_COLUMNS: &str = "name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
+    size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
+    toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns, atime_ns AS tree_max_atime_ns";
+
 /// A page of the entries `filter` selects, as [`super::tree::ChildRow`]s with their own sizes
 /// (a list gives its directories their trees' totals after, by key).
 pub fn list(
@@ -258,9 +286,7 @@ pub fn list(
     offset: u64,
 ) -> String {
     format!(
-        "SELECT name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
-    size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
-    toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns, atime_ns AS tree_max_atime_ns
+        "SELECT {LIST_COLUMNS}
 FROM {db}.entries
 WHERE snapshot_id = {snapshot_id} AND {}
 ORDER BY {}
@@ -268,6 +294,52 @@ LIMIT {limit} OFFSET {offset}",
         filter.condition(db, snapshot_id),
         order.sql()
     )
+}
+
+/// The paths of a page of the entries `filter` selects, largest first, as
+/// [`super::tree::PathRow`]s: their rows are looked up by key after. The filter is the
+/// PREWHERE, so that the parents (and the rest) are read only in granules that hold a match,
+/// not for every entry of the range; what the page shows is read for its rows alone.
+pub fn largest_paths(
+    db: &Database,
+    snapshot_id: SnapshotId,
+    filter: &EntryFilter,
+    limit: u64,
+    offset: u64,
+) -> String {
+    format!(
+        "SELECT path FROM {db}.entries
+PREWHERE {}
+WHERE snapshot_id = {snapshot_id}
+ORDER BY {}
+LIMIT {limit} OFFSET {offset}",
+        filter.condition(db, snapshot_id),
+        EntryOrder::Largest.sql()
+    )
+}
+
+/// A page of the files `filter` selects among the snapshot's largest (`large_files`), largest
+/// first, as [`super::tree::ChildRow`]s; `None` when `filter` does not select files only, as
+/// only files are there.
+pub fn list_large_files(
+    db: &Database,
+    snapshot_id: SnapshotId,
+    filter: &EntryFilter,
+    limit: u64,
+    offset: u64,
+) -> Option<String> {
+    if !filter.selects_files_only() {
+        return None;
+    }
+    Some(format!(
+        "SELECT {LIST_COLUMNS}
+FROM {db}.large_files
+WHERE snapshot_id = {snapshot_id} AND {}
+ORDER BY {}
+LIMIT {limit} OFFSET {offset}",
+        filter.condition(db, snapshot_id),
+        EntryOrder::Largest.sql()
+    ))
 }
 
 /// One row of a download: an entry's key, path, sizes, owners and times.
@@ -310,6 +382,14 @@ FROM {db}.entries
 WHERE snapshot_id = {snapshot_id} AND {}{keyset}
 ORDER BY snapshot_id, parent_path, name
 LIMIT {rows} OFFSET {skip}",
+        filter.condition(db, snapshot_id)
+    )
+}
+
+/// How many entries `filter` selects.
+pub fn count(db: &Database, snapshot_id: SnapshotId, filter: &EntryFilter) -> String {
+    format!(
+        "SELECT count() FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND {}",
         filter.condition(db, snapshot_id)
     )
 }
@@ -382,6 +462,25 @@ mod tests {
         let sql = list(&db(), SnapshotId::new(3), &filter, EntryOrder::Path, 2, 0);
         assert!(sql.contains("WHERE snapshot_id = 3 AND (parent_path, name) IN"));
         assert!(sql.ends_with("ORDER BY path\nLIMIT 2 OFFSET 0"), "{sql}");
+    }
+
+    #[test]
+    fn largest_first_filters_in_prewhere_and_reads_paths_only() {
+        let filter = EntryFilter::default().files().under(b"/a");
+        let sql = largest_paths(&db(), SnapshotId::new(3), &filter, 10, 20);
+        let condition = filter.condition(&db(), SnapshotId::new(3));
+        assert_eq!(
+            sql,
+            format!(
+                "SELECT path FROM db.entries\nPREWHERE {condition}\nWHERE snapshot_id = 3\n\
+                 ORDER BY size DESC, path ASC\nLIMIT 10 OFFSET 20"
+            )
+        );
+        // Only a filter of files reads the largest files kept at commit.
+        assert!(list_large_files(&db(), SnapshotId::new(3), &filter, 10, 20).is_some());
+        assert!(
+            list_large_files(&db(), SnapshotId::new(3), &EntryFilter::default(), 10, 20).is_none()
+        );
     }
 
     #[test]

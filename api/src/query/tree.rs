@@ -28,7 +28,25 @@ pub(super) enum Rows<'a> {
         dir: &'a [u8],
         base_depth: u32,
         levels: u32,
+        from: EntriesOf,
     },
+}
+
+/// Which table holds the entries read: all of a snapshot's, or only its top levels (those a
+/// treemap near the root needs, computed at commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntriesOf {
+    All,
+    TopLevels,
+}
+
+impl EntriesOf {
+    fn table(self) -> &'static str {
+        match self {
+            Self::All => "entries",
+            Self::TopLevels => "top_levels",
+        }
+    }
 }
 
 impl Rows<'_> {
@@ -48,6 +66,7 @@ impl Rows<'_> {
                 dir,
                 base_depth,
                 levels,
+                ..
             } => {
                 let both = format!(
                     "PREWHERE depth <= {} AND depth > {base_depth} WHERE snapshot_id = {snapshot_id} AND {}",
@@ -56,6 +75,14 @@ impl Rows<'_> {
                 );
                 (both.clone(), both)
             }
+        }
+    }
+
+    /// The table of the entries' side.
+    fn table(self) -> &'static str {
+        match self {
+            Self::Below { from, .. } => from.table(),
+            Self::ChildrenOf(_) | Self::Entry(_) => EntriesOf::All.table(),
         }
     }
 
@@ -80,12 +107,13 @@ pub(super) fn with_totals(
 ) -> String {
     let (entries, rollups) = rows.conditions(snapshot_id);
     let (key_columns, using) = rows.key();
+    let table = rows.table();
     format!(
         "SELECT {columns}
 FROM
 (
     SELECT {entry_columns}
-    FROM {db}.entries
+    FROM {db}.{table}
     {entries}
 ) AS e
 ANY LEFT JOIN

@@ -8,7 +8,7 @@ use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::sql::subtree;
 
-use super::tree::{Rows, with_totals};
+use super::tree::{EntriesOf, Rows, with_totals};
 use crate::params::AreaBy;
 
 /// One tile: an entry with its tree's bytes, files and newest mtime.
@@ -33,11 +33,11 @@ pub struct TileRow {
 pub fn tiles(
     db: &Database,
     snapshot_id: SnapshotId,
-    dir: &[u8],
-    base_depth: u32,
+    (dir, base_depth): (&[u8], u32),
     depth: u32,
     size: AreaBy,
     max_children: u32,
+    from: EntriesOf,
 ) -> String {
     let size = match size {
         AreaBy::Bytes => "bytes",
@@ -50,6 +50,7 @@ pub fn tiles(
             dir,
             base_depth,
             levels: depth,
+            from,
         },
         "parent_path, name, toString(kind) AS kind, if(kind = 'dir', dir_bytes, size) AS bytes,
         if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files, uid,
@@ -63,6 +64,12 @@ pub fn tiles(
 {tiles}
 ) AS t ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
     )
+}
+
+/// How many entries `top_levels` holds of the snapshot, and the deepest of them: the levels
+/// below the root it holds whole (none when it holds nothing: a snapshot committed before it).
+pub fn top_levels(db: &Database, snapshot_id: SnapshotId) -> String {
+    format!("SELECT count(), max(depth) FROM {db}.top_levels WHERE snapshot_id = {snapshot_id}")
 }
 
 /// What a treemap directory holds.
