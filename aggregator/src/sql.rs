@@ -7,7 +7,7 @@
 //! the smallest path.
 
 use storage_tracker_proto::SnapshotId;
-use storage_tracker_proto::ddl::{Database, LARGE_FILES, TOP_LEVEL_ENTRIES, TOP_LEVELS};
+use storage_tracker_proto::ddl::{Database, LARGE_ENTRIES, TOP_LEVEL_ENTRIES, TOP_LEVELS};
 use storage_tracker_proto::reports::{age_bucket_sql, extension_sql, size_bucket_sql};
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 
@@ -151,19 +151,19 @@ GROUP BY extension"
     )
 }
 
-/// Fills `large_files`: the rows of every file at least as large as the snapshot's
-/// [`LARGE_FILES`]th largest (all of them when it has fewer). The threshold comes from the
+/// Fills `large_entries`: the rows of every entry at least as large as the snapshot's
+/// [`LARGE_ENTRIES`]th largest (all of them when it has fewer). The threshold comes from the
 /// `size` column alone; only the rows at least that large are read whole.
-pub fn large_files(db: &Database, snapshot_id: SnapshotId) -> String {
+pub fn large_entries(db: &Database, snapshot_id: SnapshotId) -> String {
     format!(
-        "INSERT INTO {db}.large_files ({ENTRY_COLUMNS})
+        "INSERT INTO {db}.large_entries ({ENTRY_COLUMNS})
 SELECT {ENTRY_COLUMNS} FROM {db}.entries
-PREWHERE size >= (SELECT min(size) FROM (SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND kind = 'file' ORDER BY size DESC LIMIT {LARGE_FILES}))
-WHERE snapshot_id = {snapshot_id} AND kind = 'file'"
+PREWHERE size >= (SELECT min(size) FROM (SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} ORDER BY size DESC LIMIT {LARGE_ENTRIES}))
+WHERE snapshot_id = {snapshot_id}"
     )
 }
 
-/// The stored columns of `entries`, `large_files` and `top_levels`.
+/// The stored columns of `entries`, `large_entries` and `top_levels`.
 const ENTRY_COLUMNS: &str = "snapshot_id, rank, seq, parent_path, name, depth, kind, size, allocated, nlink, ino, \
      dev, mode, uid, gid, atime_ns, mtime_ns, ctime_ns, btime_ns, symlink_target, error_op, errno";
 

@@ -521,7 +521,7 @@ impl Store {
                 "histograms",
                 sql::histograms(db, snapshot_id, started_at_ns),
             ),
-            ("large_files", sql::large_files(db, snapshot_id)),
+            ("large_entries", sql::large_entries(db, snapshot_id)),
         ] {
             let start = std::time::Instant::now();
             bounded.query(&sql).execute().await.map_err(self.err())?;

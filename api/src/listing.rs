@@ -205,10 +205,9 @@ pub(crate) async fn listed(
     completed(state, snapshot_id, rows).await
 }
 
-/// A page of the entries `filter` selects, largest first: from the snapshot's largest files
-/// when the filter selects files only and they hold the whole page (then it is exact: every
-/// file left out is smaller than each of them), else the page's paths from all its entries,
-/// then their rows by key.
+/// A page of the entries `filter` selects, largest first: from the snapshot's largest entries
+/// when they hold the whole page (then it is exact: every entry left out is smaller than each
+/// of them), else the page's paths from all its entries, then their rows by key.
 pub(crate) async fn listed_largest(
     state: &AppState,
     snapshot_id: SnapshotId,
@@ -217,11 +216,10 @@ pub(crate) async fn listed_largest(
     offset: u64,
 ) -> Result<Vec<Child>, ApiError> {
     let db = &state.database;
-    if let Some(sql) = query::entries::list_large_files(db, snapshot_id, filter, limit, offset) {
-        let rows = state.client.query(&sql).fetch_all::<ChildRow>().await?;
-        if rows.len() as u64 == limit {
-            return completed(state, snapshot_id, rows).await;
-        }
+    let sql = query::entries::list_large(db, snapshot_id, filter, limit, offset);
+    let rows = state.client.query(&sql).fetch_all::<ChildRow>().await?;
+    if rows.len() as u64 == limit {
+        return completed(state, snapshot_id, rows).await;
     }
     let sql = query::entries::largest_paths(db, snapshot_id, filter, limit, offset);
     let paths: Vec<PathRow> = state.client.query(&sql).fetch_all().await?;

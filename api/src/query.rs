@@ -14,15 +14,18 @@
 //!   statements on `snapshots`: a page of them, one, the ids of one filesystem's, those holding
 //!   a directory.
 //! - [`entries`]: which entries ([`entries::EntryFilter`]: text match, size, owner, group, type,
-//!   times, under a directory, at given paths), a page of them in an [`entries::EntryOrder`],
-//!   the pages of a download after a key, an entry's own size, the ncdu export.
+//!   times, under a directory, at given paths, in a window), a page of them in an
+//!   [`entries::EntryOrder`], the paths of a page largest first, a page of the largest files
+//!   kept at commit, the pages of a download after a key, an entry's own size, the ncdu export.
 //! - [`tree`]: entries joined with their trees' totals (the one join of `entries` with
 //!   `dir_rollups`, for a directory's children, one entry, or a treemap's levels), a
 //!   directory's rollup, the rollups of a page of directories, the largest directories.
 //! - [`reports`]: usage by owner and by type, histograms, and the names of uids and gids.
 //! - [`growth`]: a directory's history, and what changed between two snapshots per child and
 //!   per owner.
-//! - [`treemap`]: a treemap's tiles and its directories' totals.
+//! - [`treemap`]: a treemap's tiles (from `top_levels` near the root) and its directories'
+//!   totals.
+//! - [`windows`]: a subtree cut into windows of the sort key, for a download that reads it all.
 
 pub mod entries;
 pub mod growth;

@@ -21,6 +21,7 @@ use crate::query::entries::{DownloadRow, EntryFilter, Time};
 use crate::query::reports::{BucketRow, UsageRow};
 use crate::query::tree::PathRow;
 use crate::query::{self, Principal};
+use crate::stream::CutShort;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -460,87 +461,88 @@ fn stale_csv(
     limit: u64,
     offset: u64,
 ) -> axum::body::Body {
-    use query::windows::{Piece, SubdirRow, cut, subdirectories};
     crate::stream::spawned_body(move |tx| async move {
-        let db = &state.database;
-        let mut pieces = Piece::of_subtree(&dir);
+        let download = Download {
+            state: &state,
+            snapshot_id,
+            filter: &filter,
+            tx: &tx,
+        };
+        if let Err(e) = download.run(&dir, limit, offset).await {
+            tracing::warn!(snapshot_id = snapshot_id.get(), "CSV download failed: {e}");
+            let _ = tx.send(Err(e)).await;
+        }
+    })
+}
+
+/// A CSV download under way.
+struct Download<'a> {
+    state: &'a AppState,
+    snapshot_id: SnapshotId,
+    filter: &'a EntryFilter,
+    tx: &'a tokio::sync::mpsc::Sender<crate::stream::Piece>,
+}
+
+impl Download<'_> {
+    /// Sends the rows of the subtree at `dir`, window by window, skipping `offset` and stopping
+    /// after `limit`; returns early (and well) when the client has gone away.
+    async fn run(&self, dir: &[u8], limit: u64, offset: u64) -> Result<(), CutShort> {
+        use query::windows::{Piece, SubdirRow, cut, subdirectories};
+        let (db, client) = (&self.state.database, &self.state.client);
+        let mut pieces = Piece::of_subtree(dir);
         pieces.reverse();
         let (mut left, mut skip) = (limit, offset);
         let mut out = String::from(CSV_HEADER);
-        let fail = |e: crate::stream::CutShort| {
-            tracing::warn!(snapshot_id = snapshot_id.get(), "CSV download failed: {e}");
-            e
-        };
         while left > 0 {
             let Some(piece) = pieces.pop() else { break };
             if let Piece::Below { dir, range } = &piece {
-                let sql = subdirectories(db, snapshot_id, dir);
-                match state.client.query(&sql).fetch_all::<SubdirRow>().await {
-                    Ok(subdirs) => {
-                        let window = state.window_entries;
-                        pieces.extend(cut(dir, range, &subdirs, window).into_iter().rev());
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(fail(e.into()))).await;
-                        return;
-                    }
-                }
+                let sql = subdirectories(db, self.snapshot_id, dir);
+                let subdirs = client.query(&sql).fetch_all::<SubdirRow>().await?;
+                let window = self.state.window_entries;
+                pieces.extend(cut(dir, range, &subdirs, window).into_iter().rev());
                 continue;
             }
-            let window = filter.clone().within(piece);
+            let window = self.filter.clone().within(piece);
             if skip > 0 {
-                let sql = query::entries::count(db, snapshot_id, &window);
-                match state.client.query(&sql).fetch_one::<u64>().await {
-                    Ok(rows) if rows <= skip => {
-                        skip -= rows;
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(fail(e.into()))).await;
-                        return;
-                    }
+                let sql = query::entries::count(db, self.snapshot_id, &window);
+                let rows: u64 = client.query(&sql).fetch_one().await?;
+                if rows <= skip {
+                    skip -= rows;
+                    continue;
                 }
             }
             let mut after: Option<(Vec<u8>, Vec<u8>)> = None;
             while left > 0 {
-                let page_rows = left.min(CSV_PAGE_ROWS);
                 let sql = query::entries::page_after(
                     db,
-                    snapshot_id,
+                    self.snapshot_id,
                     &window,
                     after.as_ref().map(|(p, n)| (p.as_slice(), n.as_slice())),
-                    page_rows,
+                    left.min(CSV_PAGE_ROWS),
                     std::mem::take(&mut skip),
                 );
-                let page = match state.client.query(&sql).fetch_all::<DownloadRow>().await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        let _ = tx.send(Err(fail(e.into()))).await;
-                        return;
-                    }
-                };
-                if let Err(e) = write_csv_rows(&state, snapshot_id, &page, &mut out).await {
-                    let _ = tx.send(Err(fail(e.into()))).await;
-                    return;
-                }
-                if !out.is_empty() && tx.send(Ok(std::mem::take(&mut out).into())).await.is_err() {
-                    return; // The client went away.
+                let page = client.query(&sql).fetch_all::<DownloadRow>().await?;
+                write_csv_rows(self.state, self.snapshot_id, &page, &mut out).await?;
+                if !self.send(&mut out).await {
+                    return Ok(());
                 }
                 left -= page.len() as u64;
                 let full = page.len() as u64 == CSV_PAGE_ROWS;
                 match page.into_iter().last() {
-                    Some(last) if full && left > 0 => {
-                        after = Some((last.parent_path, last.name));
-                    }
+                    Some(last) if full && left > 0 => after = Some((last.parent_path, last.name)),
                     _ => break, // The window is done.
                 }
             }
         }
-        if !out.is_empty() {
-            let _ = tx.send(Ok(out.into())).await; // The header of a download with no rows.
-        }
-    })
+        // The header alone, when no row was sent.
+        self.send(&mut out).await;
+        Ok(())
+    }
+
+    /// Sends what `out` holds, if anything; false when the client has gone away.
+    async fn send(&self, out: &mut String) -> bool {
+        out.is_empty() || self.tx.send(Ok(std::mem::take(out).into())).await.is_ok()
+    }
 }
 
 /// `page` as CSV lines appended to `out`, with the names of its owners.

@@ -30,8 +30,9 @@ def get(base, path, token):
     return time.perf_counter() - start, json.loads(body) if body[:1] in (b"{", b"[") else body
 
 
-def first_bytes(base, path, token):
-    """Seconds until the first bytes of the answer arrive (the rest is read and dropped)."""
+def first_bytes(base, path, token, whole=True):
+    """Seconds until the first bytes of the answer arrive (the rest is read and dropped, or,
+    not `whole`, the connection closed)."""
     request = urllib.request.Request(base + path)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -39,7 +40,7 @@ def first_bytes(base, path, token):
     with urllib.request.urlopen(request, timeout=60) as response:
         response.read(1)
         first = time.perf_counter() - start
-        while response.read(1 << 16):
+        while whole and response.read(1 << 16):
             pass
     return first
 
@@ -103,8 +104,10 @@ def main():
     rows.append(summary("stale files under a directory, CSV: first rows",
                         [first_bytes(base, f"/api/v1/snapshots/{s}/stale?days=365&format=csv&path={q(d)}", t)
                          for d in sample[:20]]))
+    # The whole download under the root reads every stale row of the snapshot: only its start.
     rows.append(summary("stale files under the root, CSV: first rows",
-                        [first_bytes(base, f"/api/v1/snapshots/{s}/stale?days=365&format=csv", t) for _ in range(5)]))
+                        [first_bytes(base, f"/api/v1/snapshots/{s}/stale?days=365&format=csv", t, whole=False)
+                         for _ in range(5)]))
     rows.append(summary("usage by user", [get(base, f"/api/v1/snapshots/{s}/usage?by=user", t)[0] for _ in range(10)]))
     rows.append(summary("history of a directory",
                         [get(base, f"/api/v1/history?path={q(d)}", t)[0] for d in sample[:50]]))

@@ -11,9 +11,9 @@
 //! - `owner_usage`: per user and per group, per top-level directory, computed at commit.
 //! - `type_usage`: per file name extension, computed at commit.
 //! - `histograms`: files by size, by mtime age and by atime age, computed at commit.
-//! - `large_files`: the rows of `entries` of the snapshot's largest files, every file at least
-//!   as large as its [`LARGE_FILES`]th largest, computed at commit: the largest files under any
-//!   directory, by any filter of files, come from here when it holds a page of them.
+//! - `large_entries`: the rows of `entries` of the snapshot's largest entries, every entry at
+//!   least as large as its [`LARGE_ENTRIES`]th largest, computed at commit: a list largest first
+//!   under any directory, by any filter, comes from here when it holds a page of it.
 //! - `top_levels`: the rows of `entries` of the first [`TOP_LEVELS`] levels below the root (fewer
 //!   where they would hold more than [`TOP_LEVEL_ENTRIES`]), computed at commit: the treemaps
 //!   near the root read these, not every entry of the snapshot.
@@ -82,11 +82,11 @@ pub const HISTOGRAM_ENUM: &str = "Enum8('size' = 1, 'mtime' = 2, 'atime' = 3)";
 /// schema has its own version, [`crate::SCHEMA_VERSION`].)
 pub const DATABASE_VERSION: u32 = 4;
 
-/// How many of a snapshot's largest files `large_files` holds at least (more where sizes tie).
-/// A list of files largest first under a directory is read from there when it holds a page of
-/// them, else from `entries` under the directory: a directory of a million entries or more
-/// holds a page of the largest files of 10^8 in most trees.
-pub const LARGE_FILES: u64 = 131_072;
+/// How many of a snapshot's largest entries `large_entries` holds at least (more where sizes
+/// tie). A list largest first is read from there when it holds the whole page, else from
+/// `entries` under the directory: a directory of a million entries or more holds a page of the
+/// largest files of 10^8 in most trees.
+pub const LARGE_ENTRIES: u64 = 131_072;
 
 /// How many levels below the root `top_levels` holds at most: a treemap's deepest (4) from the
 /// root.
@@ -195,7 +195,7 @@ pub const MIGRATIONS: &[(u32, &[Step])] = &[
             },
         ],
     ),
-    // `large_files` and `top_levels`, created with the other tables. Snapshots committed before
+    // `large_entries` and `top_levels`, created with the other tables. Snapshots committed before
     // them have no rows there, and are read from `entries`.
     (4, &[]),
 ];
@@ -275,7 +275,7 @@ pub fn create_statements(db: &Database) -> Vec<String> {
         ),
         per_snapshot("entries", &entry_columns, "parent_path, name"),
         // The same columns as `entries`, for the rows of the largest files only.
-        per_snapshot("large_files", &entry_columns, "parent_path, name"),
+        per_snapshot("large_entries", &entry_columns, "parent_path, name"),
         per_snapshot("top_levels", &entry_columns, "parent_path, name"),
         // Recursive totals include the directory itself; direct ones count its children only.
         // Allocated bytes count a hard-linked file once per directory, however many links it
@@ -358,7 +358,7 @@ pub fn create_statements(db: &Database) -> Vec<String> {
 /// Tables whose rows belong to one snapshot partition (everything but `snapshots`).
 pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 8] = [
     "entries",
-    "large_files",
+    "large_entries",
     "top_levels",
     "dir_rollups",
     "owner_usage",
@@ -374,7 +374,7 @@ pub const REPORT_TABLES: [&str; 6] = [
     "owner_usage",
     "type_usage",
     "histograms",
-    "large_files",
+    "large_entries",
     "top_levels",
 ];
 

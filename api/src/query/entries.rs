@@ -155,13 +155,6 @@ impl EntryFilter {
         self.and(Condition::Within(piece))
     }
 
-    /// Whether every entry selected is a regular file.
-    fn selects_files_only(&self) -> bool {
-        self.0
-            .iter()
-            .any(|c| matches!(c, Condition::Files | Condition::Type(_)))
-    }
-
     /// The condition on `entries` of snapshot `snapshot_id` (owner names are looked up in its
     /// `principals`).
     fn condition(&self, db: &Database, snapshot_id: SnapshotId) -> String {
@@ -269,7 +262,7 @@ impl EntryOrder {
     }
 }
 
-/// The columns of a [`super::tree::ChildRow`] of `entries` (or `large_files`), with its own
+/// The columns of a [`super::tree::ChildRow`] of `entries` (or `large_entries`), with its own
 /// sizes and times for its tree's.
 const LIST_COLUMNS: &str = "name, path, kind, size, allocated, uid, gid, mode, nlink, mtime_ns, atime_ns, error_op, errno, symlink_target,
     size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
@@ -318,28 +311,24 @@ LIMIT {limit} OFFSET {offset}",
     )
 }
 
-/// A page of the files `filter` selects among the snapshot's largest (`large_files`), largest
-/// first, as [`super::tree::ChildRow`]s; `None` when `filter` does not select files only, as
-/// only files are there.
-pub fn list_large_files(
+/// A page of the entries `filter` selects among the snapshot's largest (`large_entries`),
+/// largest first, as [`super::tree::ChildRow`]s.
+pub fn list_large(
     db: &Database,
     snapshot_id: SnapshotId,
     filter: &EntryFilter,
     limit: u64,
     offset: u64,
-) -> Option<String> {
-    if !filter.selects_files_only() {
-        return None;
-    }
-    Some(format!(
+) -> String {
+    format!(
         "SELECT {LIST_COLUMNS}
-FROM {db}.large_files
+FROM {db}.large_entries
 WHERE snapshot_id = {snapshot_id} AND {}
 ORDER BY {}
 LIMIT {limit} OFFSET {offset}",
         filter.condition(db, snapshot_id),
         EntryOrder::Largest.sql()
-    ))
+    )
 }
 
 /// One row of a download: an entry's key, path, sizes, owners and times.
@@ -476,11 +465,12 @@ mod tests {
                  ORDER BY size DESC, path ASC\nLIMIT 10 OFFSET 20"
             )
         );
-        // Only a filter of files reads the largest files kept at commit.
-        assert!(list_large_files(&db(), SnapshotId::new(3), &filter, 10, 20).is_some());
-        assert!(
-            list_large_files(&db(), SnapshotId::new(3), &EntryFilter::default(), 10, 20).is_none()
-        );
+        // The largest entries kept at commit are read with the same filter and order.
+        let kept = list_large(&db(), SnapshotId::new(3), &filter, 10, 20);
+        assert!(kept.contains(&format!(
+            "FROM db.large_entries\nWHERE snapshot_id = 3 AND {condition}\n\
+             ORDER BY size DESC, path ASC\nLIMIT 10 OFFSET 20"
+        )));
     }
 
     #[test]
