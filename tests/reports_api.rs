@@ -854,6 +854,43 @@ fn health_fails_when_the_database_does_not_exist() {
 }
 
 #[test]
+fn health_says_a_database_an_older_aggregator_made_needs_this_one_first() {
+    use storage_tracker_proto::ddl::DATABASE_VERSION;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "health_old");
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
+        rt,
+    };
+    assert_eq!(api.raw("/health").0, 200);
+    // The layout as an aggregator one version older left it.
+    let client = clickhouse::Client::default().with_url(&db.url);
+    let d = &db.database;
+    for sql in [
+        format!("DROP TABLE {d}.schema_version"),
+        format!(
+            "CREATE TABLE {d}.schema_version (version UInt32, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
+        ),
+        format!(
+            "INSERT INTO {d}.schema_version (version, applied_at) VALUES ({}, now())",
+            DATABASE_VERSION - 1
+        ),
+    ] {
+        api.rt.block_on(client.query(&sql).execute()).unwrap();
+    }
+    let (status, _, body) = api.raw("/health");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&format!(
+            "is at version {} and this API reads version {DATABASE_VERSION}: start the storage-aggregator",
+            DATABASE_VERSION - 1
+        )),
+        "{body}"
+    );
+}
+
+#[test]
 fn scoped_tokens_see_only_snapshots_covering_their_prefixes_and_their_own_totals() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = TestDatabase::new(&rt, "scopedlist");

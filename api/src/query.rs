@@ -35,6 +35,7 @@ pub mod tree;
 pub mod treemap;
 pub mod windows;
 
+use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::sql::{quote_bytes, quote_str};
 
@@ -101,4 +102,9 @@ fn at_key(parent: &[u8], name: &[u8]) -> String {
 /// The server's version: the health check's first question.
 pub fn version() -> &'static str {
     "SELECT version()"
+}
+
+/// The version of the database's layout (what its aggregator recorded).
+pub fn schema_version(db: &Database) -> String {
+    storage_tracker_proto::ddl::schema_version_sql(db)
 }

@@ -11,6 +11,7 @@ use crate::query;
 use crate::query::snapshots::Committed;
 use crate::resource::Routes;
 use crate::{ApiError, AppState};
+use storage_tracker_proto::ddl::DATABASE_VERSION;
 
 /// Every route of the API, resource by resource.
 pub fn api() -> Routes {
@@ -78,6 +79,33 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
             .map(|_| ()),
         Err(_) => Ok(()),
     };
+    // A database an older aggregator made lacks tables this API reads.
+    let layout = match (&version, &tables) {
+        (Ok(_), Ok(())) => state
+            .client
+            .query(&query::schema_version(&state.database))
+            .fetch_one::<u32>()
+            .await
+            .ok(),
+        _ => None,
+    };
+    if let (Ok(version), Some(at)) = (&version, layout)
+        && at < DATABASE_VERSION
+    {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unavailable",
+                clickhouse: version.clone(),
+                problem: Some(format!(
+                    "the database {} is at version {at} and this API reads version \
+                     {DATABASE_VERSION}: start the storage-aggregator of this release once, \
+                     which upgrades it",
+                    state.database
+                )),
+            }),
+        );
+    }
     match (version, tables) {
         (Ok(version), Err(e)) => {
             tracing::warn!(
