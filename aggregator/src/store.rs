@@ -490,8 +490,9 @@ impl Store {
     }
 
     /// Computes every report of a snapshot in ClickHouse: directory rollups, usage by owner
-    /// and group, by file type, the histograms, the largest files and the top levels. Returns the number of directories. Run
-    /// again, it first drops what an interrupted run left.
+    /// and group, by file type, the histograms, the largest entries and the top levels.
+    /// Returns the number of directories. Run again, it first drops what an interrupted run
+    /// left.
     pub async fn compute_reports(
         &self,
         snapshot_id: SnapshotId,

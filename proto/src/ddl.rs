@@ -84,8 +84,7 @@ pub const DATABASE_VERSION: u32 = 4;
 
 /// How many of a snapshot's largest entries `large_entries` holds at least (more where sizes
 /// tie). A list largest first is read from there when it holds the whole page, else from
-/// `entries` under the directory: a directory of a million entries or more holds a page of the
-/// largest files of 10^8 in most trees.
+/// `entries` under the directory asked (its range of the sort key).
 pub const LARGE_ENTRIES: u64 = 131_072;
 
 /// How many levels below the root `top_levels` holds at most: a treemap's deepest (4) from the

@@ -9,8 +9,8 @@
 //! deeper). No other key falls inside a block, since a name holds no '/'. A window is a run of
 //! consecutive points and blocks whose sizes (from `dir_rollups`) add up to at most the
 //! window; a point larger than that is a piece of its own, and a block larger than that is cut
-//! the same way in its turn, when the download gets there. The windows cover the key range whole, whatever the rollups say: sizes only decide
-//! where the cuts are.
+//! the same way in its turn, when the download gets there. The windows cover the key range
+//! whole, whatever the rollups say: sizes only decide where the cuts are.
 
 use clickhouse::Row;
 use serde::Deserialize;
