@@ -10,7 +10,7 @@ use storage_tracker_proto::{EntryKind, ErrorOp, SnapshotId};
 
 use crate::paths::Text;
 use crate::query;
-use crate::query::entries::{EntryFilter, EntryOrder};
+use crate::query::entries::EntryFilter;
 use crate::query::reports::PrincipalRow;
 use crate::query::tree::{ChildRow, DirTotalsRow, PathRow};
 use crate::{ApiError, AppState};
@@ -184,7 +184,6 @@ pub(crate) async fn entries_at(
         &state.database,
         snapshot_id,
         &EntryFilter::default().at(paths),
-        EntryOrder::Path,
         paths.len() as u64,
         0,
     );

@@ -14,9 +14,9 @@
 //!   statements on `snapshots`: a page of them, one, the ids of one filesystem's, those holding
 //!   a directory.
 //! - [`entries`]: which entries ([`entries::EntryFilter`]: text match, size, owner, group, type,
-//!   times, under a directory, at given paths, in a window), a page of them in an
-//!   [`entries::EntryOrder`], the paths of a page largest first, a page of the largest files
-//!   kept at commit, the pages of a download after a key, an entry's own size, the ncdu export.
+//!   times, under a directory, at given paths, in a window), a page of them by path, the
+//!   paths of a page largest first, a page of the largest entries kept at commit, the pages of
+//!   a download after a key, an entry's own size, the ncdu export.
 //! - [`tree`]: entries joined with their trees' totals (the one join of `entries` with
 //!   `dir_rollups`, for a directory's children, one entry, or a treemap's levels), a
 //!   directory's rollup, the rollups of a page of directories, the largest directories.
@@ -35,7 +35,6 @@ pub mod tree;
 pub mod treemap;
 pub mod windows;
 
-use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::sql::{quote_bytes, quote_str};
 
@@ -102,9 +101,4 @@ fn at_key(parent: &[u8], name: &[u8]) -> String {
 /// The server's version: the health check's first question.
 pub fn version() -> &'static str {
     "SELECT version()"
-}
-
-/// The version of the database's layout (what its aggregator recorded).
-pub fn schema_version(db: &Database) -> String {
-    storage_tracker_proto::ddl::schema_version_sql(db)
 }

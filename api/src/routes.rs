@@ -11,7 +11,7 @@ use crate::query;
 use crate::query::snapshots::Committed;
 use crate::resource::Routes;
 use crate::{ApiError, AppState};
-use storage_tracker_proto::ddl::DATABASE_VERSION;
+use storage_tracker_proto::ddl::{DATABASE_VERSION, schema_version_sql};
 
 /// Every route of the API, resource by resource.
 pub fn api() -> Routes {
@@ -83,7 +83,7 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
     let layout = match (&version, &tables) {
         (Ok(_), Ok(())) => state
             .client
-            .query(&query::schema_version(&state.database))
+            .query(&schema_version_sql(&state.database))
             .fetch_one::<u32>()
             .await
             .ok(),

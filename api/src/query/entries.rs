@@ -1,5 +1,5 @@
-//! Which entries of a snapshot a list reads ([`EntryFilter`]), a page of them in an
-//! [`EntryOrder`] as list rows, the pages of a download after a key, an entry's own size, and
+//! Which entries of a snapshot a list reads ([`EntryFilter`]), a page of them by path or
+//! largest first as list rows, the pages of a download after a key, an entry's own size, and
 //! the ncdu export. A search pattern's condition ([`NamePattern::condition`]) is written here.
 
 use clickhouse::Row;
@@ -244,23 +244,8 @@ impl NamePattern {
     }
 }
 
-/// The order of a page of entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryOrder {
-    /// Largest first, ties by path.
-    Largest,
-    /// By path.
-    Path,
-}
-
-impl EntryOrder {
-    fn sql(self) -> &'static str {
-        match self {
-            Self::Largest => "size DESC, path ASC",
-            Self::Path => "path",
-        }
-    }
-}
+/// The order of a page largest first: by size, ties by path.
+const LARGEST_FIRST: &str = "size DESC, path ASC";
 
 /// The columns of a [`super::tree::ChildRow`] of `entries` (or `large_entries`), with its own
 /// sizes and times for its tree's.
@@ -268,24 +253,54 @@ const LIST_COLUMNS: &str = "name, path, kind, size, allocated, uid, gid, mode, n
     size AS tree_bytes, allocated AS tree_allocated, toUInt64(0) AS tree_entries, toUInt64(0) AS tree_files,
     toUInt64(0) AS tree_dirs, mtime_ns AS tree_max_mtime_ns, atime_ns AS tree_max_atime_ns";
 
-/// A page of the entries `filter` selects, as [`super::tree::ChildRow`]s with their own sizes
-/// (a list gives its directories their trees' totals after, by key).
+/// A page of the entries `filter` selects in `table` (`entries` or `large_entries`), in
+/// `order`, as [`super::tree::ChildRow`]s with their own sizes (a list gives its directories
+/// their trees' totals after, by key).
+fn rows_of(
+    db: &Database,
+    table: &str,
+    snapshot_id: SnapshotId,
+    filter: &EntryFilter,
+    order: &str,
+    (limit, offset): (u64, u64),
+) -> String {
+    format!(
+        "SELECT {LIST_COLUMNS}
+FROM {db}.{table}
+WHERE snapshot_id = {snapshot_id} AND {}
+ORDER BY {order}
+LIMIT {limit} OFFSET {offset}",
+        filter.condition(db, snapshot_id)
+    )
+}
+
+/// A page of the entries `filter` selects, by path.
 pub fn list(
     db: &Database,
     snapshot_id: SnapshotId,
     filter: &EntryFilter,
-    order: EntryOrder,
     limit: u64,
     offset: u64,
 ) -> String {
-    format!(
-        "SELECT {LIST_COLUMNS}
-FROM {db}.entries
-WHERE snapshot_id = {snapshot_id} AND {}
-ORDER BY {}
-LIMIT {limit} OFFSET {offset}",
-        filter.condition(db, snapshot_id),
-        order.sql()
+    rows_of(db, "entries", snapshot_id, filter, "path", (limit, offset))
+}
+
+/// A page of the entries `filter` selects among the snapshot's largest (`large_entries`),
+/// largest first.
+pub fn list_large(
+    db: &Database,
+    snapshot_id: SnapshotId,
+    filter: &EntryFilter,
+    limit: u64,
+    offset: u64,
+) -> String {
+    rows_of(
+        db,
+        "large_entries",
+        snapshot_id,
+        filter,
+        LARGEST_FIRST,
+        (limit, offset),
     )
 }
 
@@ -304,30 +319,9 @@ pub fn largest_paths(
         "SELECT path FROM {db}.entries
 PREWHERE {}
 WHERE snapshot_id = {snapshot_id}
-ORDER BY {}
+ORDER BY {LARGEST_FIRST}
 LIMIT {limit} OFFSET {offset}",
-        filter.condition(db, snapshot_id),
-        EntryOrder::Largest.sql()
-    )
-}
-
-/// A page of the entries `filter` selects among the snapshot's largest (`large_entries`),
-/// largest first, as [`super::tree::ChildRow`]s.
-pub fn list_large(
-    db: &Database,
-    snapshot_id: SnapshotId,
-    filter: &EntryFilter,
-    limit: u64,
-    offset: u64,
-) -> String {
-    format!(
-        "SELECT {LIST_COLUMNS}
-FROM {db}.large_entries
-WHERE snapshot_id = {snapshot_id} AND {}
-ORDER BY {}
-LIMIT {limit} OFFSET {offset}",
-        filter.condition(db, snapshot_id),
-        EntryOrder::Largest.sql()
+        filter.condition(db, snapshot_id)
     )
 }
 
@@ -448,7 +442,7 @@ mod tests {
             filter.condition(&db(), SnapshotId::new(1)),
             "(parent_path, name) IN (('/a', 'b'), ('/', 'c'))"
         );
-        let sql = list(&db(), SnapshotId::new(3), &filter, EntryOrder::Path, 2, 0);
+        let sql = list(&db(), SnapshotId::new(3), &filter, 2, 0);
         assert!(sql.contains("WHERE snapshot_id = 3 AND (parent_path, name) IN"));
         assert!(sql.ends_with("ORDER BY path\nLIMIT 2 OFFSET 0"), "{sql}");
     }
