@@ -68,32 +68,9 @@ impl Inner {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let mut jobs = Vec::new();
-            {
-                let mut queue = queue.lock().await;
-                let first = match carried.take() {
-                    Some(job) => job,
-                    None => match queue.recv().await {
-                        Some(job) => job,
-                        None => return,
-                    },
-                };
-                let mut rows = first.rows;
-                jobs.push(first);
-                while rows < INSERT_ROWS {
-                    match queue.try_recv() {
-                        Ok(job) if job.snapshot_id == jobs[0].snapshot_id => {
-                            rows += job.rows;
-                            jobs.push(job);
-                        }
-                        Ok(job) => {
-                            carried = Some(job);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }
+            let Some(jobs) = next_jobs(&queue, &mut carried).await else {
+                return;
+            };
             // Taken while stopping: left in the spool, queued again at the next start.
             if self.stopping.load(Ordering::SeqCst) {
                 return;
@@ -275,4 +252,106 @@ async fn read_spooled(path: PathBuf, rows: u64) -> Result<ValidChunk, SpoolReadE
         Ok(ValidChunk::decode(Bytes::from(bytes), rows)?)
     })
     .await?
+}
+
+/// A worker's next INSERT: the job it carried over from its last take, or the next job in the
+/// queue, with the jobs of the same snapshot queued right behind it, up to [`INSERT_ROWS`]
+/// rows; the first job of another snapshot is carried over to the next take. `None` once the
+/// queue is closed.
+///
+/// A worker carrying a job never waits for the queue: the worker holding it may be waiting for
+/// a job that never comes (every scan has sent its last chunk), and the carried one, perhaps
+/// the last chunk a commit waits for, would wait with it.
+async fn next_jobs(queue: &JobQueue, carried: &mut Option<Job>) -> Option<Vec<Job>> {
+    let (first, mut queue) = match carried.take() {
+        Some(job) => (job, queue.try_lock().ok()),
+        None => {
+            let mut queue = queue.lock().await;
+            (queue.recv().await?, Some(queue))
+        }
+    };
+    let mut rows = first.rows;
+    let mut jobs = vec![first];
+    let Some(queue) = queue.as_mut() else {
+        return Some(jobs);
+    };
+    while rows < INSERT_ROWS {
+        match queue.try_recv() {
+            Ok(job) if job.snapshot_id == jobs[0].snapshot_id => {
+                rows += job.rows;
+                jobs.push(job);
+            }
+            Ok(job) => {
+                *carried = Some(job);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    fn job(snapshot: u64, seq: u64) -> Job {
+        Job {
+            snapshot_id: SnapshotId::new(snapshot),
+            rank: 0,
+            seq,
+            rows: 10,
+            path: PathBuf::from(format!("{snapshot}-{seq}")),
+            batch: None,
+        }
+    }
+
+    fn seqs(jobs: &[Job]) -> Vec<(u64, u64)> {
+        jobs.iter().map(|j| (j.snapshot_id.get(), j.seq)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_take_stops_at_another_snapshot_and_carries_its_job_over() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue: JobQueue = Arc::new(tokio::sync::Mutex::new(rx));
+        for j in [job(1, 0), job(1, 1), job(2, 0), job(2, 1)] {
+            tx.send(j).unwrap();
+        }
+        let mut carried = None;
+        let first = next_jobs(&queue, &mut carried).await.unwrap();
+        assert_eq!(seqs(&first), [(1, 0), (1, 1)]);
+        assert_eq!(carried.as_ref().map(|j| j.seq), Some(0));
+        let second = next_jobs(&queue, &mut carried).await.unwrap();
+        assert_eq!(seqs(&second), [(2, 0), (2, 1)]);
+        assert!(carried.is_none());
+        drop(tx);
+        assert!(next_jobs(&queue, &mut carried).await.is_none());
+    }
+
+    /// Another worker holds the queue, waiting for a job that never comes: a worker carrying
+    /// one goes on with it.
+    #[tokio::test]
+    async fn a_carried_job_goes_while_another_worker_waits_on_the_queue() {
+        let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        let queue: JobQueue = Arc::new(tokio::sync::Mutex::new(rx));
+        let waiting = {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move { queue.lock().await.recv().await.map(|j| j.seq) })
+        };
+        while queue.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        let mut carried = Some(job(1, 7));
+        let jobs = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            next_jobs(&queue, &mut carried),
+        )
+        .await
+        .expect("a worker carrying a job does not wait for the queue")
+        .unwrap();
+        assert_eq!(seqs(&jobs), [(1, 7)]);
+        drop(tx);
+        assert_eq!(waiting.await.unwrap(), None);
+    }
 }
