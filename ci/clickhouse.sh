@@ -4,9 +4,15 @@
 #
 #   ci/clickhouse.sh start [WORKDIR]   start (or reuse) the server; prints its HTTP URL
 #   ci/clickhouse.sh stop  [WORKDIR]   stop it
+#   ci/clickhouse.sh restart WORKDIR   stop it and start it again as it was configured
 #
 # Users: "default" (loopback only) writes; "storage_reader" is read-only with execution limits,
 # for the API. Ports: STORAGE_TRACKER_CH_HTTP_PORT (18123), _TCP_PORT (19000).
+#
+# STORAGE_TRACKER_CH_CLUSTER="NAME=HOST:TCP_PORT,HOST:TCP_PORT,..." defines a cluster in
+# remote_servers with one shard per server (no replicas), as the aggregator's cluster mode
+# reads it (deploy/README.md, "A ClickHouse cluster"): start each of its servers with the same
+# value, each in a work directory and on ports of its own.
 set -euo pipefail
 
 cmd=${1:?usage: ci/clickhouse.sh start|stop [WORKDIR]}
@@ -33,11 +39,16 @@ stop() {
 
 case "$cmd" in
 stop) stop; exit 0 ;;
-start) ;;
-*) echo "usage: ci/clickhouse.sh start|stop [WORKDIR]" >&2; exit 2 ;;
+start|restart) ;;
+*) echo "usage: ci/clickhouse.sh start|stop|restart [WORKDIR]" >&2; exit 2 ;;
 esac
 
-if ping; then
+if [ "$cmd" = restart ]; then
+  [ -f "$work/config.xml" ] || { echo "no server was configured in $work" >&2; exit 1; }
+  stop
+  http_port=$(sed -n 's|.*<http_port>\([0-9]*\)</http_port>.*|\1|p' "$work/config.xml")
+  url="http://127.0.0.1:$http_port"
+elif ping; then
   echo "$url"
   exit 0
 fi
@@ -45,6 +56,17 @@ command -v clickhouse-server >/dev/null || { echo "clickhouse-server is not inst
 stop
 mkdir -p "$work"/{data,tmp,user_files,format_schemas,log}
 work=$(cd "$work" && pwd)
+if [ "$cmd" = start ]; then
+remote_servers=
+if [ -n "${STORAGE_TRACKER_CH_CLUSTER:-}" ]; then
+  cluster=${STORAGE_TRACKER_CH_CLUSTER%%=*}
+  shards=
+  IFS=, read -ra servers <<<"${STORAGE_TRACKER_CH_CLUSTER#*=}"
+  for server in "${servers[@]}"; do
+    shards+="<shard><replica><host>${server%:*}</host><port>${server##*:}</port></replica></shard>"
+  done
+  remote_servers="<remote_servers><$cluster>$shards</$cluster></remote_servers>"
+fi
 cat >"$work/config.xml" <<XML
 <yandex>
     <logger>
@@ -69,6 +91,7 @@ cat >"$work/config.xml" <<XML
     <mark_cache_size>268435456</mark_cache_size>
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
     <mlock_executable>false</mlock_executable>
+    $remote_servers
     <!-- Parts compressed with zstd, not lz4: 25 bytes per entry of a project tree, not 34
          (deploy/README.md, "Disk"). Reading costs a little more CPU. -->
     <compression>
@@ -94,6 +117,10 @@ cat >"$work/users.xml" <<XML
             <max_result_rows>1000000</max_result_rows>
             <result_overflow_mode>throw</result_overflow_mode>
             <max_memory_usage>4000000000</max_memory_usage>
+            <!-- On a cluster, a subquery over a distributed table runs once, on the server
+                 asked, and its result goes to the shards (a read-only user cannot set it
+                 per query). -->
+            <distributed_product_mode>global</distributed_product_mode>
         </readonly_api>
     </profiles>
     <users>
@@ -115,6 +142,7 @@ cat >"$work/users.xml" <<XML
     </interval></default></quotas>
 </yandex>
 XML
+fi
 # A background job of a script ignores SIGINT: Ctrl-C in a caller does not stop the server.
 cd "$work"
 clickhouse-server --config-file="$work/config.xml" >"$work/log/stdout.log" 2>&1 </dev/null &

@@ -21,12 +21,24 @@ STORAGE_TRACKER_TEST_CLICKHOUSE_URL=$(bash ci/clickhouse.sh start "$work")
 export SLURM_CONF
 # Two Slurm "nodes" on this host, so that batch jobs span more than one.
 SLURM_CONF=$(STORAGE_TRACKER_SLURM_NODES=2 bash ci/slurm.sh start "$work")
+# A cluster of two more servers, each a shard of cluster st_test, for the cluster store.
+# (The cluster tests stop and restart a shard: its work directory is in _SHARD_DIRS.)
+export STORAGE_TRACKER_TEST_CLICKHOUSE_SHARDS= STORAGE_TRACKER_TEST_CLICKHOUSE_SHARD_DIRS=
+for shard in 1 2; do
+  url=$(STORAGE_TRACKER_CH_CLUSTER="st_test=127.0.0.1:19001,127.0.0.1:19002" \
+    STORAGE_TRACKER_CH_HTTP_PORT=$((18124 + shard)) STORAGE_TRACKER_CH_TCP_PORT=$((19000 + shard)) \
+    bash ci/clickhouse.sh start "$work/shard$shard")
+  STORAGE_TRACKER_TEST_CLICKHOUSE_SHARDS+="${STORAGE_TRACKER_TEST_CLICKHOUSE_SHARDS:+,}$url"
+  STORAGE_TRACKER_TEST_CLICKHOUSE_SHARD_DIRS+="${STORAGE_TRACKER_TEST_CLICKHOUSE_SHARD_DIRS:+,}$work/shard$shard"
+done
 cleanup() {
   bash ci/slurm.sh stop "$work" || true
   bash ci/clickhouse.sh stop "$work" || true
+  for shard in 1 2; do bash ci/clickhouse.sh stop "$work/shard$shard" || true; done
 }
 trap cleanup EXIT
 echo "ClickHouse: $STORAGE_TRACKER_TEST_CLICKHOUSE_URL ($(curl -fsS "$STORAGE_TRACKER_TEST_CLICKHOUSE_URL/" --data-binary 'SELECT version()'))"
+echo "ClickHouse cluster st_test: $STORAGE_TRACKER_TEST_CLICKHOUSE_SHARDS"
 echo "Slurm: $SLURM_CONF ($(sinfo -h -o '%D nodes %T' | head -1))"
 
 step "format"

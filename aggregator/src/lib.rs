@@ -39,7 +39,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub use service::{DEFAULT_MEMORY_MIB, IngestService, ServiceOptions};
 pub use spool::Spool;
-pub use store::{Store, StoreConfig, StoreError};
+pub use store::{ClusterConfig, Store, StoreConfig, StoreError};
 
 pub use storage_tracker_proto::service::MAX_MESSAGE_BYTES;
 

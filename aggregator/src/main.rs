@@ -23,11 +23,12 @@ use storage_tracker_aggregator::import::{self, Imported};
 use storage_tracker_aggregator::retention::{self, Retention};
 use storage_tracker_aggregator::snapshot::SnapshotState;
 use storage_tracker_aggregator::{
-    DEFAULT_MEMORY_MIB, IngestService, ServiceOptions, Spool, Store, StoreConfig, StoreError, serve,
+    ClusterConfig, DEFAULT_MEMORY_MIB, IngestService, ServiceOptions, Spool, Store, StoreConfig,
+    StoreError, serve,
 };
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::calendar::utc_datetime;
-use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::ddl::{Cluster, Database};
 use storage_tracker_proto::service::{LogFormat, apply_config_file, error_chain, init_logging};
 
 /// Receive scanner chunks over gRPC and store them in ClickHouse; import offline scans; list
@@ -94,6 +95,29 @@ struct ClickHouseArgs {
         default_value = "storage_tracker"
     )]
     database: Database,
+
+    /// The database lives on this cluster of the servers' remote_servers: local tables on
+    /// every shard, distributed tables over them (deploy/README.md, "A ClickHouse cluster").
+    /// --clickhouse-url is then any server of the cluster.
+    #[arg(
+        long,
+        global = true,
+        env = "STORAGE_TRACKER_CLICKHOUSE_CLUSTER",
+        requires = "clickhouse_shard"
+    )]
+    clickhouse_cluster: Option<Cluster>,
+
+    /// The HTTP URL of one server of each shard of --clickhouse-cluster (once per shard, or
+    /// comma-separated): schema changes and dropped partitions go to each.
+    #[arg(
+        long,
+        global = true,
+        env = "STORAGE_TRACKER_CLICKHOUSE_SHARDS",
+        value_delimiter = ',',
+        value_parser = parse_clickhouse_url,
+        requires = "clickhouse_cluster"
+    )]
+    clickhouse_shard: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -401,6 +425,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         user: ch.clickhouse_user,
         password: ch.clickhouse_password,
         database: ch.database,
+        cluster: ch.clickhouse_cluster.map(|name| ClusterConfig {
+            name,
+            shards: ch.clickhouse_shard,
+        }),
     });
     // The URL is in ClickHouse's errors; the context says what was being done.
     if matches!(cli.command, Command::Serve { .. } | Command::Import { .. }) {

@@ -6,12 +6,16 @@
 //! an insert's outcome is unknown. A snapshot's rows live in their own partition of each table,
 //! so a failed snapshot is dropped whole, and a query sees a snapshot only once `snapshots`
 //! says committed.
+//!
+//! On a ClickHouse cluster (`StoreConfig::cluster`) every statement that reads or inserts goes
+//! to one server, through the `Distributed` tables of the database; a statement that changes
+//! parts (a mutation, a dropped partition, the schema) goes to every shard's local tables.
 
 use arrow_array::RecordBatch;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
-use storage_tracker_proto::ddl::{self, Database};
+use storage_tracker_proto::ddl::{self, Cluster, Database};
 use storage_tracker_proto::v1::Principal;
 use storage_tracker_proto::{AllocatedBytes, ApparentBytes, EntryColumns, RowError, SnapshotId};
 
@@ -36,6 +40,8 @@ pub enum StoreError {
          upgrade storage-tracker, or point it at another database"
     )]
     NewerSchema { database: u32, ours: u32 },
+    #[error("{0}")]
+    Cluster(String),
     #[error(
         "ClickHouse at {url} has no database {database}: check --database \
          (STORAGE_TRACKER_DATABASE); only `storage-aggregator serve` and `import` create one"
@@ -45,16 +51,33 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether ClickHouse could not be reached or did not answer in time (as opposed to
-    /// answering with an error).
+    /// answering with an error); on a cluster, also when the server asked could not reach a
+    /// shard.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::ClickHouse {
-                source: clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut,
-                ..
-            }
-        )
+        use clickhouse::error::Error;
+        match self {
+            Self::ClickHouse { source, .. } => match source {
+                Error::Network(_) | Error::TimedOut => true,
+                Error::BadResponse(answer) => {
+                    exception_code(answer).is_some_and(|code| SHARD_UNREACHABLE.contains(&code))
+                }
+                _ => false,
+            },
+            _ => false,
+        }
     }
+}
+
+/// ClickHouse's exception codes for a server it could not reach (another server of a cluster):
+/// SOCKET_TIMEOUT, NETWORK_ERROR, ALL_CONNECTION_TRIES_FAILED.
+const SHARD_UNREACHABLE: [u32; 3] = [209, 210, 279];
+
+/// The code of a ClickHouse exception: "Code: 279, e.displayText() = ..." (18.16) or
+/// "Code: 279. DB::Exception: ..." (current releases).
+fn exception_code(answer: &str) -> Option<u32> {
+    let rest = answer.trim_start().strip_prefix("Code: ")?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
 }
 
 /// Where and as whom the aggregator writes.
@@ -64,6 +87,25 @@ pub struct StoreConfig {
     pub user: String,
     pub password: String,
     pub database: Database,
+    /// The shards the database lives on, if it lives on a cluster.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A ClickHouse cluster of the servers' `remote_servers`, and how to reach each of its shards.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub name: Cluster,
+    /// The HTTP URL of one server of each shard (the order does not matter).
+    pub shards: Vec<String>,
+}
+
+/// A server and the database on it that holds tables' parts: the one server, or a shard and
+/// its local database.
+#[derive(Debug, Clone)]
+struct PartHolder {
+    url: String,
+    client: Client,
+    database: Database,
 }
 
 /// One row of `entries`, borrowing its byte strings from the chunk. The snapshot id and the
@@ -119,17 +161,50 @@ pub struct ChunkCount {
 pub struct Store {
     client: Client,
     config: StoreConfig,
+    /// Where the parts are; one per shard on a cluster.
+    holders: Vec<PartHolder>,
 }
 
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
-        let client = Client::default()
-            .with_url(&config.url)
-            .with_user(&config.user)
-            .with_password(&config.password)
-            // Validation needs RowBinaryWithNamesAndTypes, which ClickHouse 18.16 lacks.
-            .with_validation(false);
-        Self { client, config }
+        let connect = |url: &str| {
+            Client::default()
+                .with_url(url)
+                .with_user(&config.user)
+                .with_password(&config.password)
+                // Validation needs RowBinaryWithNamesAndTypes, which ClickHouse 18.16 lacks.
+                .with_validation(false)
+        };
+        let mut client = connect(&config.url);
+        let holders = match &config.cluster {
+            None => vec![PartHolder {
+                url: config.url.clone(),
+                client: client.clone(),
+                database: config.database.clone(),
+            }],
+            Some(cluster) => {
+                // An insert returns once every shard has stored its rows (what is acknowledged
+                // is stored); a subquery over another distributed table runs once, on this
+                // server, its result sent to the shards.
+                client = client
+                    .with_setting("insert_distributed_sync", "1")
+                    .with_setting("distributed_product_mode", "global");
+                cluster
+                    .shards
+                    .iter()
+                    .map(|url| PartHolder {
+                        url: url.clone(),
+                        client: connect(url),
+                        database: config.database.local(),
+                    })
+                    .collect()
+            }
+        };
+        Self {
+            client,
+            config,
+            holders,
+        }
     }
 
     pub fn database(&self) -> &Database {
@@ -137,10 +212,7 @@ impl Store {
     }
 
     fn err(&self) -> impl Fn(clickhouse::error::Error) -> StoreError + '_ {
-        |source| StoreError::ClickHouse {
-            url: self.config.url.clone(),
-            source,
-        }
+        error_at(&self.config.url)
     }
 
     async fn execute(&self, sql: &str) -> Result<(), StoreError> {
@@ -176,10 +248,33 @@ impl Store {
 
     /// Creates the database and tables where missing, and brings an older layout up to
     /// date: each step of [`ddl::MIGRATIONS`] after the recorded version that is still to do.
+    /// On a cluster, first checks that the shards are the cluster's, then does the same on each
+    /// shard, to its local tables and to the distributed ones over them.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let db = &self.config.database;
-        for statement in ddl::create_statements(db) {
-            self.execute(&statement).await?;
+        // Each server and database whose tables' columns a migration changes.
+        let mut schemas: Vec<(&PartHolder, Database)> = Vec::new();
+        match &self.config.cluster {
+            None => {
+                for statement in ddl::create_statements(db) {
+                    self.execute(&statement).await?;
+                }
+                schemas.push((&self.holders[0], db.clone()));
+            }
+            Some(cluster) => {
+                self.check_cluster(&cluster.name).await?;
+                for shard in &self.holders {
+                    let local = ddl::create_statements(&shard.database);
+                    for statement in local
+                        .iter()
+                        .chain(&ddl::create_distributed_statements(db, &cluster.name))
+                    {
+                        shard.execute(statement).await?;
+                    }
+                    schemas.push((shard, shard.database.clone()));
+                    schemas.push((shard, db.clone()));
+                }
+            }
         }
         // 0: a new database, or one from before versions were recorded; either way each step
         // looks at the columns themselves.
@@ -203,20 +298,81 @@ impl Store {
                 continue;
             }
             for step in steps {
-                let done: u8 = self
-                    .client
-                    .query(&step.done_sql(db))
-                    .fetch_one()
-                    .await
-                    .map_err(self.err())?;
-                if done == 0 {
-                    tracing::info!(from = at, to = version, "upgrading the database: {step:?}");
-                    self.execute(&step.sql(db)).await?;
+                for (server, database) in &schemas {
+                    let done: u8 = server
+                        .client
+                        .query(&step.done_sql(database))
+                        .fetch_one()
+                        .await
+                        .map_err(error_at(&server.url))?;
+                    if done == 0 {
+                        tracing::info!(
+                            from = at,
+                            to = version,
+                            url = server.url,
+                            %database,
+                            "upgrading the database: {step:?}"
+                        );
+                        server.execute(&step.sql(database)).await?;
+                    }
                 }
             }
         }
         self.execute(&ddl::record_schema_version_sql(db, ours))
             .await
+    }
+
+    /// Checks that the cluster is defined on the server written to and on every shard given,
+    /// and that the shards given are its shards, each once.
+    async fn check_cluster(&self, cluster: &Cluster) -> Result<(), StoreError> {
+        let name = quote_str(cluster.as_str());
+        let count =
+            format!("SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = {name}");
+        let shards: u64 = self
+            .client
+            .query(&count)
+            .fetch_one()
+            .await
+            .map_err(self.err())?;
+        let given = self.holders.len() as u64;
+        let fix = "give one --clickhouse-shard per shard of the cluster (see its remote_servers)";
+        if shards == 0 {
+            return Err(StoreError::Cluster(format!(
+                "ClickHouse at {} has no cluster {cluster} in system.clusters: check \
+                 --clickhouse-cluster and the server's remote_servers",
+                self.config.url
+            )));
+        }
+        if shards != given {
+            return Err(StoreError::Cluster(format!(
+                "cluster {cluster} has {shards} shards and {given} were given: {fix}"
+            )));
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        for shard in &self.holders {
+            let local: Vec<u32> = shard
+                .client
+                .query(&format!(
+                    "SELECT DISTINCT shard_num FROM system.clusters WHERE cluster = {name} AND is_local"
+                ))
+                .fetch_all()
+                .await
+                .map_err(error_at(&shard.url))?;
+            let [num] = local[..] else {
+                return Err(StoreError::Cluster(format!(
+                    "ClickHouse at {} is not a server of one shard of cluster {cluster} \
+                     (system.clusters there says shards {local:?}): {fix}",
+                    shard.url
+                )));
+            };
+            if let Some(other) = seen.insert(num, &shard.url) {
+                return Err(StoreError::Cluster(format!(
+                    "{other} and {} are both servers of shard {num} of cluster {cluster}: {fix}",
+                    shard.url
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The schema version the database is at (0 for a database from before versions were
@@ -299,17 +455,23 @@ impl Store {
         snapshot_id: SnapshotId,
         patience: std::time::Duration,
     ) -> Result<(), StoreError> {
-        let prefix = quote_str(&self.insert_query_prefix(snapshot_id));
-        let running =
-            format!("SELECT count() FROM system.processes WHERE startsWith(query_id, {prefix})");
+        // On a cluster, the insert a shard runs for one sent to another server carries the
+        // first one's id as its initial_query_id.
+        let ours = format!(
+            "startsWith(initial_query_id, {})",
+            quote_str(&self.insert_query_prefix(snapshot_id))
+        );
+        let running = format!("SELECT count() FROM system.processes WHERE {ours}");
         let start = std::time::Instant::now();
         loop {
-            let n: u64 = self
-                .client
-                .query(&running)
-                .fetch_one()
-                .await
-                .map_err(self.err())?;
+            let mut n = 0u64;
+            for (url, client) in self.servers() {
+                n += client
+                    .query(&running)
+                    .fetch_one::<u64>()
+                    .await
+                    .map_err(error_at(url))?;
+            }
             if n == 0 {
                 return Ok(());
             }
@@ -318,10 +480,13 @@ impl Store {
                     snapshot_id = snapshot_id.get(),
                     "killing {n} insert(s) still running"
                 );
-                self.execute(&format!(
-                    "KILL QUERY WHERE startsWith(query_id, {prefix}) SYNC"
-                ))
-                .await?;
+                for (url, client) in self.servers() {
+                    client
+                        .query(&format!("KILL QUERY WHERE {ours} SYNC"))
+                        .execute()
+                        .await
+                        .map_err(error_at(url))?;
+                }
                 return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -348,20 +513,26 @@ impl Store {
         rank: u32,
         seq: u64,
     ) -> Result<(), StoreError> {
-        let db = &self.config.database;
-        self.execute(&format!("ALTER TABLE {db}.entries DELETE WHERE snapshot_id = {snapshot_id} AND rank = {rank} AND seq = {seq}")).await?;
-        loop {
-            let pending: u64 = self
-                .client
-                .query(&format!("SELECT count() FROM system.mutations WHERE database = '{db}' AND table = 'entries' AND is_done = 0"))
-                .fetch_one()
-                .await
-                .map_err(self.err())?;
-            if pending == 0 {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for holder in &self.holders {
+            let db = &holder.database;
+            holder.execute(&format!("ALTER TABLE {db}.entries DELETE WHERE snapshot_id = {snapshot_id} AND rank = {rank} AND seq = {seq}")).await?;
         }
+        for holder in &self.holders {
+            let db = &holder.database;
+            loop {
+                let pending: u64 = holder
+                    .client
+                    .query(&format!("SELECT count() FROM system.mutations WHERE database = '{db}' AND table = 'entries' AND is_done = 0"))
+                    .fetch_one()
+                    .await
+                    .map_err(error_at(&holder.url))?;
+                if pending == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
     }
 
     /// The current record of a snapshot.
@@ -556,12 +727,15 @@ impl Store {
         snapshot_id: SnapshotId,
         tables: &[&str],
     ) -> Result<(), StoreError> {
-        let db = &self.config.database;
-        for table in tables {
-            self.execute(&format!(
-                "ALTER TABLE {db}.{table} DROP PARTITION {snapshot_id}"
-            ))
-            .await?;
+        for holder in &self.holders {
+            let db = &holder.database;
+            for table in tables {
+                holder
+                    .execute(&format!(
+                        "ALTER TABLE {db}.{table} DROP PARTITION {snapshot_id}"
+                    ))
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -570,6 +744,38 @@ impl Store {
     pub async fn drop_snapshot_rows(&self, snapshot_id: SnapshotId) -> Result<(), StoreError> {
         self.drop_partitions(snapshot_id, &ddl::SNAPSHOT_PARTITIONED_TABLES)
             .await
+    }
+}
+
+impl Store {
+    /// Every server an insert into the database may run on: the one written to and, on a
+    /// cluster, each shard's (where the server written to may be one of them again).
+    fn servers(&self) -> impl Iterator<Item = (&str, &Client)> {
+        let shards = self.config.cluster.is_some().then_some(&self.holders);
+        std::iter::once((self.config.url.as_str(), &self.client)).chain(
+            shards
+                .into_iter()
+                .flatten()
+                .map(|h| (h.url.as_str(), &h.client)),
+        )
+    }
+}
+
+impl PartHolder {
+    async fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        self.client
+            .query(sql)
+            .execute()
+            .await
+            .map_err(error_at(&self.url))
+    }
+}
+
+/// The error of a statement sent to the ClickHouse at `url`.
+fn error_at(url: &str) -> impl Fn(clickhouse::error::Error) -> StoreError + '_ {
+    move |source| StoreError::ClickHouse {
+        url: url.to_owned(),
+        source,
     }
 }
 
@@ -681,6 +887,30 @@ mod tests {
     use storage_tracker_proto::{EntryBatchBuilder, EntryKind, SCHEMA_VERSION};
 
     use super::*;
+
+    #[test]
+    fn a_shard_out_of_reach_is_transient_and_a_refusal_is_not() {
+        let answer = |text: &str| StoreError::ClickHouse {
+            url: "http://ch:8123".into(),
+            source: clickhouse::error::Error::BadResponse(text.into()),
+        };
+        for reach in [
+            "Code: 279, e.displayText() = DB::NetException: All connection tries failed.",
+            "Code: 210. DB::NetException: Connection refused (127.0.0.1:19002). (NETWORK_ERROR)",
+            "Code: 209, e.displayText() = DB::NetException: Timeout exceeded while reading",
+        ] {
+            assert!(answer(reach).is_transient(), "{reach}");
+        }
+        for refusal in [
+            "Code: 60, e.displayText() = DB::Exception: Table st.entries doesn't exist.",
+            "Code: 2790, e.displayText() = not a code we know",
+            "Code: x",
+            "the server said no",
+        ] {
+            assert!(!answer(refusal).is_transient(), "{refusal}");
+        }
+        assert_eq!(exception_code("Code: 279, e.displayText()"), Some(279));
+    }
 
     #[test]
     fn a_kind_code_the_schema_does_not_define_is_refused_by_row() {

@@ -35,6 +35,7 @@ pub mod tree;
 pub mod treemap;
 pub mod windows;
 
+use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
 use storage_tracker_proto::sql::{quote_bytes, quote_str};
 
@@ -101,4 +102,16 @@ fn at_key(parent: &[u8], name: &[u8]) -> String {
 /// The server's version: the health check's first question.
 pub fn version() -> &'static str {
     "SELECT version()"
+}
+
+/// 1 when the database's tables are a cluster's distributed tables and the session does not
+/// run a subquery over one of them once, on this server (`distributed_product_mode`
+/// 'global'): on each shard it would be refused, or read that shard's rows alone.
+pub fn cluster_misread(db: &Database) -> String {
+    format!(
+        "SELECT toUInt8((SELECT count() FROM system.tables WHERE database = {} AND name = 'entries' \
+         AND engine = 'Distributed') > 0 AND (SELECT value FROM system.settings \
+         WHERE name = 'distributed_product_mode') != 'global')",
+        quote_str(db.as_str())
+    )
 }

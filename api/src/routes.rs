@@ -89,6 +89,30 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
             .ok(),
         _ => None,
     };
+    let misread = match layout {
+        Some(_) => state
+            .client
+            .query(&query::cluster_misread(&state.database))
+            .fetch_one::<u8>()
+            .await
+            .is_ok_and(|misread| misread == 1),
+        None => false,
+    };
+    if let (Ok(version), true) = (&version, misread) {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unavailable",
+                clickhouse: version.clone(),
+                problem: Some(format!(
+                    "the database {} is on a ClickHouse cluster, and the profile of the API's \
+                     user does not set distributed_product_mode to 'global' (deploy/README.md, \
+                     \"A ClickHouse cluster\")",
+                    state.database
+                )),
+            }),
+        );
+    }
     if let (Ok(version), Some(at)) = (&version, layout)
         && at < DATABASE_VERSION
     {

@@ -18,6 +18,11 @@
 //!   where they would hold more than [`TOP_LEVEL_ENTRIES`]), computed at commit: the treemaps
 //!   near the root read these, not every entry of the snapshot.
 //! - `principals`: the names of the uids and gids of a snapshot, resolved once per id.
+//!
+//! On a ClickHouse cluster ([`Cluster`]) the same tables are created in `{db}_local` on every
+//! shard, and `{db}` holds on every shard a `Distributed` table of the same name over each:
+//! every statement that reads or inserts names `{db}.{table}` on either layout. Statements that
+//! change parts (`ALTER`, `DROP PARTITION`) go to each shard's local table.
 
 use std::fmt;
 
@@ -56,6 +61,47 @@ impl std::str::FromStr for Database {
 }
 
 impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Database {
+    /// The database that holds a cluster's local tables on each shard: `{db}_local`.
+    pub fn local(&self) -> Self {
+        Self(format!("{}_local", self.0))
+    }
+}
+
+/// A cluster of the servers' `remote_servers`, its name checked like a database name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Cluster(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cluster name {0:?}: use letters, digits and '_', not starting with a digit")]
+pub struct InvalidClusterName(String);
+
+impl Cluster {
+    pub fn new(name: &str) -> Result<Self, InvalidClusterName> {
+        Database::new(name)
+            .map(|db| Self(db.0))
+            .map_err(|_| InvalidClusterName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Cluster {
+    type Err = InvalidClusterName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -354,6 +400,48 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     ]
 }
 
+/// Every table of the database, in the order [`create_statements`] creates them.
+pub const TABLES: [&str; 10] = [
+    "schema_version",
+    "snapshots",
+    "entries",
+    "large_entries",
+    "top_levels",
+    "dir_rollups",
+    "owner_usage",
+    "type_usage",
+    "histograms",
+    "principals",
+];
+
+/// Which shard of a cluster holds a row of `table`. The entries of one directory (and the
+/// rollups of its subdirectories) lie on one shard, so a group by parent directory merges
+/// nothing across shards; a snapshot's record, every version of it, lies on one shard, so
+/// `FINAL` sees them together. One huge directory lies on one shard too.
+pub fn sharding_key(table: &str) -> &'static str {
+    match table {
+        "entries" | "large_entries" | "top_levels" | "dir_rollups" => "cityHash64(parent_path)",
+        "schema_version" => "version",
+        _ => "snapshot_id",
+    }
+}
+
+/// Statements that create, on one shard of `cluster`, the database of `Distributed` tables
+/// over the local ones (which [`create_statements`] of [`Database::local`] makes first, on the
+/// same shard); each is idempotent.
+pub fn create_distributed_statements(db: &Database, cluster: &Cluster) -> Vec<String> {
+    let local = db.local();
+    std::iter::once(format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .chain(TABLES.iter().map(|table| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{table} AS {local}.{table} \
+                 ENGINE = Distributed({cluster}, {local}, {table}, {})",
+                sharding_key(table)
+            )
+        }))
+        .collect()
+}
+
 /// Tables whose rows belong to one snapshot partition (everything but `snapshots`).
 pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 8] = [
     "entries",
@@ -402,5 +490,23 @@ mod tests {
         for table in SNAPSHOT_PARTITIONED_TABLES {
             assert!(stmts.iter().any(|s| s.contains(&format!("{db}.{table} ("))));
         }
+        for (table, stmt) in TABLES.iter().zip(&stmts[1..]) {
+            assert!(stmt.contains(&format!("{db}.{table} (")), "{table}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_has_a_distributed_table_over_each_local_one() {
+        let db = Database::new("st").unwrap();
+        let cluster = Cluster::new("two_shards").unwrap();
+        let stmts = create_distributed_statements(&db, &cluster);
+        assert_eq!(stmts[0], "CREATE DATABASE IF NOT EXISTS st");
+        assert_eq!(
+            stmts[3],
+            "CREATE TABLE IF NOT EXISTS st.entries AS st_local.entries \
+             ENGINE = Distributed(two_shards, st_local, entries, cityHash64(parent_path))"
+        );
+        assert_eq!(stmts.len(), 1 + TABLES.len());
+        assert!(Cluster::new("a-b").is_err());
     }
 }

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use storage_tracker_aggregator::{IngestService, ServiceOptions, Spool, Store, StoreConfig};
-use storage_tracker_proto::ddl::Database;
+use storage_tracker_aggregator::{
+    ClusterConfig, IngestService, ServiceOptions, Spool, Store, StoreConfig,
+};
+use storage_tracker_proto::ddl::{Cluster, Database};
 
 /// The ClickHouse the tests use. Missing configuration fails the test: it never skips.
 pub fn clickhouse_url() -> String {
@@ -26,10 +28,27 @@ pub fn clickhouse_url() -> String {
     })
 }
 
+/// The test cluster: two ClickHouse servers, each a shard of cluster `st_test` (ci/test.sh
+/// starts them). Missing configuration fails the test.
+pub fn test_cluster() -> ClusterConfig {
+    let shards = std::env::var("STORAGE_TRACKER_TEST_CLICKHOUSE_SHARDS").unwrap_or_else(|_| {
+        panic!(
+            "STORAGE_TRACKER_TEST_CLICKHOUSE_SHARDS is not set. The cluster tests need a real \
+             ClickHouse cluster: run them with ci/test.sh, which starts two servers as its shards"
+        )
+    });
+    ClusterConfig {
+        name: Cluster::new("st_test").unwrap(),
+        shards: shards.split(',').map(str::to_owned).collect(),
+    }
+}
+
 /// A database that exists for one test and is dropped afterwards.
 pub struct TestDatabase {
     pub url: String,
     pub database: Database,
+    /// The cluster it lives on, if not on the server at `url` alone.
+    pub cluster: Option<ClusterConfig>,
     client: clickhouse::Client,
 }
 
@@ -40,6 +59,21 @@ impl TestDatabase {
 
     /// A fresh database on the ClickHouse at `url`.
     pub fn on(runtime: &tokio::runtime::Runtime, url: &str, tag: &str) -> Self {
+        Self::create(runtime, url, None, tag)
+    }
+
+    /// A fresh database on the test cluster, read and written through its first shard.
+    pub fn on_cluster(runtime: &tokio::runtime::Runtime, tag: &str) -> Self {
+        let cluster = test_cluster();
+        Self::create(runtime, &cluster.shards[0].clone(), Some(cluster), tag)
+    }
+
+    fn create(
+        runtime: &tokio::runtime::Runtime,
+        url: &str,
+        cluster: Option<ClusterConfig>,
+        tag: &str,
+    ) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let url = url.to_owned();
         let name = format!(
@@ -51,28 +85,26 @@ impl TestDatabase {
         let client = clickhouse::Client::default()
             .with_url(&url)
             .with_validation(false);
-        let store = Store::new(Self::store_config_for(&url, &database));
-        runtime
-            .block_on(store.migrate())
-            .expect("creating the test database");
-        Self {
+        let db = Self {
             url,
             database,
+            cluster,
             client,
-        }
-    }
-
-    fn store_config_for(url: &str, database: &Database) -> StoreConfig {
-        StoreConfig {
-            url: url.to_owned(),
-            user: "default".into(),
-            password: String::new(),
-            database: database.clone(),
-        }
+        };
+        runtime
+            .block_on(Store::new(db.store_config()).migrate())
+            .expect("creating the test database");
+        db
     }
 
     pub fn store_config(&self) -> StoreConfig {
-        Self::store_config_for(&self.url, &self.database)
+        StoreConfig {
+            url: self.url.clone(),
+            user: "default".into(),
+            password: String::new(),
+            database: self.database.clone(),
+            cluster: self.cluster.clone(),
+        }
     }
 
     /// A query as the writing user, for checks.
@@ -88,14 +120,24 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
-        let client = self.client.clone();
+        let mut drops = vec![(self.client.clone(), self.database.clone())];
+        if let Some(cluster) = &self.cluster {
+            drops.clear();
+            for shard in &cluster.shards {
+                let client = clickhouse::Client::default().with_url(shard);
+                drops.push((client.clone(), self.database.clone()));
+                drops.push((client, self.database.local()));
+            }
+        }
         // A runtime of its own: Drop may run while the test's runtime is gone.
         if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         {
-            let _ = rt.block_on(client.query(&sql).execute());
+            for (client, database) in drops {
+                let sql = format!("DROP DATABASE IF EXISTS {database}");
+                let _ = rt.block_on(client.query(&sql).execute());
+            }
         }
     }
 }
