@@ -129,6 +129,13 @@ fn a_cluster_store_answers_as_one_server_does() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fixture = Fixture::build();
     let root = fixture.root.to_str().unwrap().to_owned();
+    // Links of one file in directories on both shards (20 directories: all on one shard once in
+    // half a million runs): its bytes count once per snapshot, and once in each directory
+    // holding a link.
+    for i in 5..25 {
+        let link = fixture.root.join(format!("wide/d{i:03}/linked.bin"));
+        std::fs::hard_link(fixture.root.join("mixed/target.bin"), link).unwrap();
+    }
     let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     offline_scan(&fixture.root, first.path());
     let truth1 = ground_truth(&fixture.root);
@@ -174,6 +181,17 @@ fn a_cluster_store_answers_as_one_server_does() {
         entries.iter().all(|&n| n > 0),
         "entries per shard: {entries:?}"
     );
+    for url in shards {
+        let client = clickhouse::Client::default()
+            .with_url(url)
+            .with_validation(false);
+        let sql = format!(
+            "SELECT count() FROM {}.entries WHERE name = 'linked.bin'",
+            cluster.database.local()
+        );
+        let links: u64 = rt.block_on(client.query(&sql).fetch_one()).unwrap();
+        assert!(links > 0, "no link of the hard-linked file on {url}");
+    }
     assert_eq!(entries.iter().sum::<u64>(), truth2.len() as u64);
 
     // The API over either store gives the same answers, in pages and in windows.

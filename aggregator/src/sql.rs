@@ -92,61 +92,65 @@ ANY LEFT JOIN
     )
 }
 
-/// The snapshot's entries (`parent_path`, `name` and `columns`) with `size_once` and
-/// `alloc_once`: apparent and allocated bytes, or 0 on every link of a hard-linked file but
-/// the one with the smallest path. Only the links are compared by path; the others by the
-/// stored parent and name.
-fn entries_counted_once(db: &Database, snapshot_id: SnapshotId, columns: &str) -> String {
-    let of_snapshot = format!("{db}.entries WHERE snapshot_id = {snapshot_id}");
-    let not_first =
-        format!("{HARD_LINKED} AND (parent_path != first_parent OR name != first_name)");
+/// A report's source: every entry of a snapshot, each with the first link of its file when it
+/// is hard-linked (the link with the smallest path), so that [`once`] counts its bytes
+/// once. The report's own WHERE picks the snapshot (`snapshot_id = ...`). The
+/// entries are the query's own table, not a subquery: on a cluster each shard joins and sums
+/// its entries, and only the sums travel (the first links, few, go to every shard).
+fn entries_with_first_links(db: &Database, snapshot_id: SnapshotId) -> String {
     format!(
-        "(
-    SELECT parent_path, name, {columns}, if({not_first}, 0, size) AS size_once,
-        if({not_first}, 0, allocated) AS alloc_once
-    FROM
-    (
-        SELECT parent_path, name, dev, ino, nlink, allocated, {columns}
-        FROM {of_snapshot}
-    ) AS e
-    ANY LEFT JOIN
-    (
-        SELECT dev, ino, argMin(parent_path, path) AS first_parent, argMin(name, path) AS first_name
-        FROM {of_snapshot} AND {HARD_LINKED}
-        GROUP BY dev, ino
-    ) AS first_links USING (dev, ino)
-) AS counted"
+        "{db}.entries
+ANY LEFT JOIN
+(
+    SELECT dev, ino, argMin(parent_path, path) AS first_parent, argMin(name, path) AS first_name
+    FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND {HARD_LINKED}
+    GROUP BY dev, ino
+) AS first_links USING (dev, ino)"
+    )
+}
+
+/// `column` (bytes) of an entry of [`entries_with_first_links`], or 0 on every link of a
+/// hard-linked file but its first. Only the links are compared by path; the others by the
+/// stored parent and name.
+fn once(column: &str) -> String {
+    format!(
+        "if({HARD_LINKED} AND (parent_path != first_parent OR name != first_name), 0, {column})"
     )
 }
 
 /// Fills `owner_usage`: per user and per group, per top-level directory below the root.
 pub fn owner_usage(db: &Database, snapshot_id: SnapshotId, root: &[u8]) -> String {
     let skip = below_prefix(root).len() + 1;
-    let source = entries_counted_once(
-        db,
-        snapshot_id,
-        "kind, size, uid, gid, mtime_ns, atime_ns, depth",
+    let (source, size, alloc) = (
+        entries_with_first_links(db, snapshot_id),
+        once("size"),
+        once("allocated"),
     );
     format!(
         "INSERT INTO {db}.owner_usage (snapshot_id, principal, id, top, entries, files, dirs, bytes, allocated, max_mtime_ns, max_atime_ns)
 SELECT {snapshot_id}, principal, if(principal = 'user', uid, gid) AS id,
     if(depth = 0, '', if(depth = 1, name, arrayElement(splitByChar('/', substring(parent_path, {skip})), 1))) AS top,
-    count(), countIf(kind = 'file'), countIf(kind = 'dir'), sum(size_once), sum(alloc_once), max(mtime_ns), max(atime_ns)
+    count(), countIf(kind = 'file'), countIf(kind = 'dir'), sum({size}), sum({alloc}), max(mtime_ns), max(atime_ns)
 FROM {source}
 ARRAY JOIN ['user', 'group'] AS principal
+WHERE snapshot_id = {snapshot_id}
 GROUP BY principal, id, top"
     )
 }
 
 /// Fills `type_usage`: files per extension.
 pub fn type_usage(db: &Database, snapshot_id: SnapshotId) -> String {
-    let source = entries_counted_once(db, snapshot_id, "kind, size");
+    let (source, size, alloc) = (
+        entries_with_first_links(db, snapshot_id),
+        once("size"),
+        once("allocated"),
+    );
     let extension = extension_sql("name");
     format!(
         "INSERT INTO {db}.type_usage (snapshot_id, extension, files, bytes, allocated)
-SELECT {snapshot_id}, {extension} AS extension, count(), sum(size_once), sum(alloc_once)
+SELECT {snapshot_id}, {extension} AS extension, count(), sum({size}), sum({alloc})
 FROM {source}
-WHERE kind = 'file'
+WHERE snapshot_id = {snapshot_id} AND kind = 'file'
 GROUP BY extension"
     )
 }
@@ -201,17 +205,21 @@ SELECT {ENTRY_COLUMNS} FROM {db}.entries PREWHERE depth <= {levels} WHERE snapsh
 
 /// Fills `histograms`: files by size and by mtime and atime age, ages seen from `now_ns`.
 pub fn histograms(db: &Database, snapshot_id: SnapshotId, now_ns: i64) -> String {
-    let source = entries_counted_once(db, snapshot_id, "kind, size, mtime_ns, atime_ns");
+    let (source, size_once, alloc_once) = (
+        entries_with_first_links(db, snapshot_id),
+        once("size"),
+        once("allocated"),
+    );
     let size = size_bucket_sql("size");
     let mtime = age_bucket_sql("mtime_ns", now_ns);
     let atime = age_bucket_sql("atime_ns", now_ns);
     format!(
         "INSERT INTO {db}.histograms (snapshot_id, histogram, bucket, files, bytes, allocated)
 SELECT {snapshot_id}, histogram, multiIf(histogram = 'size', {size}, histogram = 'mtime', {mtime}, {atime}) AS bucket,
-    count(), sum(size_once), sum(alloc_once)
+    count(), sum({size_once}), sum({alloc_once})
 FROM {source}
 ARRAY JOIN ['size', 'mtime', 'atime'] AS histogram
-WHERE kind = 'file'
+WHERE snapshot_id = {snapshot_id} AND kind = 'file'
 GROUP BY histogram, bucket"
     )
 }

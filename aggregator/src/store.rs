@@ -237,6 +237,10 @@ impl Store {
     /// (a mistyped `--database` is an error, not a new empty database); its schema is then
     /// brought up to date as [`Self::migrate`] does.
     pub async fn open_existing(&self) -> Result<(), StoreError> {
+        // A server outside the cluster has no database: say what is wrong with it instead.
+        if let Some(cluster) = &self.config.cluster {
+            self.check_cluster(&cluster.name).await?;
+        }
         if !self.database_exists().await? {
             return Err(StoreError::NoDatabase {
                 url: self.config.url.clone(),
@@ -253,26 +257,33 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let db = &self.config.database;
         // Each server and database whose tables' columns a migration changes.
-        let mut schemas: Vec<(&PartHolder, Database)> = Vec::new();
+        let mut schemas: Vec<(PartHolder, Database)> = Vec::new();
         match &self.config.cluster {
             None => {
                 for statement in ddl::create_statements(db) {
                     self.execute(&statement).await?;
                 }
-                schemas.push((&self.holders[0], db.clone()));
+                schemas.push((self.holders[0].clone(), db.clone()));
             }
             Some(cluster) => {
                 self.check_cluster(&cluster.name).await?;
-                for shard in &self.holders {
-                    let local = ddl::create_statements(&shard.database);
+                // Every shard given, and the server written to (a server of one of them, where
+                // this changes nothing when it is the one given).
+                let written_to = PartHolder {
+                    url: self.config.url.clone(),
+                    client: self.client.clone(),
+                    database: db.local(),
+                };
+                for server in self.holders.iter().chain([&written_to]) {
+                    let local = ddl::create_statements(&server.database);
                     for statement in local
                         .iter()
                         .chain(&ddl::create_distributed_statements(db, &cluster.name))
                     {
-                        shard.execute(statement).await?;
+                        server.execute(statement).await?;
                     }
-                    schemas.push((shard, shard.database.clone()));
-                    schemas.push((shard, db.clone()));
+                    schemas.push((server.clone(), server.database.clone()));
+                    schemas.push((server.clone(), db.clone()));
                 }
             }
         }
@@ -348,23 +359,38 @@ impl Store {
                 "cluster {cluster} has {shards} shards and {given} were given: {fix}"
             )));
         }
+        let shard_of = |url: &str, client: &Client| {
+            let (url, client) = (url.to_owned(), client.clone());
+            let sql = format!(
+                "SELECT DISTINCT shard_num FROM system.clusters WHERE cluster = {name} AND is_local"
+            );
+            // The shard the server is of, or what system.clusters says instead.
+            async move {
+                let local: Vec<u32> = client
+                    .query(&sql)
+                    .fetch_all()
+                    .await
+                    .map_err(error_at(&url))?;
+                Ok::<_, StoreError>(match local[..] {
+                    [num] => Ok(num),
+                    _ => Err(format!(
+                        "ClickHouse at {url} is not a server of one shard of cluster {cluster} \
+                         (system.clusters there says it is of shards {local:?})"
+                    )),
+                })
+            }
+        };
+        // Written to: it holds the local tables of a shard too.
+        if let Err(e) = shard_of(&self.config.url, &self.client).await? {
+            return Err(StoreError::Cluster(format!(
+                "{e}: give as --clickhouse-url a server of the cluster"
+            )));
+        }
         let mut seen = std::collections::BTreeMap::new();
         for shard in &self.holders {
-            let local: Vec<u32> = shard
-                .client
-                .query(&format!(
-                    "SELECT DISTINCT shard_num FROM system.clusters WHERE cluster = {name} AND is_local"
-                ))
-                .fetch_all()
-                .await
-                .map_err(error_at(&shard.url))?;
-            let [num] = local[..] else {
-                return Err(StoreError::Cluster(format!(
-                    "ClickHouse at {} is not a server of one shard of cluster {cluster} \
-                     (system.clusters there says shards {local:?}): {fix}",
-                    shard.url
-                )));
-            };
+            let num = shard_of(&shard.url, &shard.client)
+                .await?
+                .map_err(|e| StoreError::Cluster(format!("{e}: {fix}")))?;
             if let Some(other) = seen.insert(num, &shard.url) {
                 return Err(StoreError::Cluster(format!(
                     "{other} and {} are both servers of shard {num} of cluster {cluster}: {fix}",
