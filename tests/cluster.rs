@@ -5,7 +5,8 @@
 //! question as it does over one server, and dropping a snapshot or a chunk's rows leaves nothing
 //! of it on any shard. Shards given wrongly are refused, naming what is wrong, before anything
 //! is created, and the health check names a reader whose profile would read each shard alone.
-//! A shard stopped in the middle of an import and started again loses and duplicates nothing.
+//! A shard stopped in the middle of an import, or killed in the middle of its commit, and
+//! started again loses and duplicates nothing.
 
 mod support;
 
@@ -315,15 +316,20 @@ fn shards_given_wrongly_are_refused_by_name_before_anything_is_created() {
     let _cluster = one_at_a_time();
     let cluster = test_cluster();
     let url = &cluster.shards[0];
+    // The cluster's name ("" for none) and the shards, from the environment.
     let run = |name: &str, shards: &str| {
-        let o = Command::new(aggregator_binary(scanner()))
+        let mut command = Command::new(aggregator_binary(scanner()));
+        command
             .args(["import", "/nonexistent-scan"])
             .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
             .env("STORAGE_TRACKER_DATABASE", "st_test_cluster_refused")
-            .env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", name)
-            .env("STORAGE_TRACKER_CLICKHOUSE_SHARDS", shards)
-            .output()
-            .unwrap();
+            .env("STORAGE_TRACKER_CLICKHOUSE_SHARDS", shards);
+        if name.is_empty() {
+            command.env_remove("STORAGE_TRACKER_CLICKHOUSE_CLUSTER");
+        } else {
+            command.env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", name);
+        }
+        let o = command.output().unwrap();
         assert_eq!(o.status.code(), Some(1));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
@@ -345,12 +351,64 @@ fn shards_given_wrongly_are_refused_by_name_before_anything_is_created() {
             both.as_str(),
             format!("ClickHouse at {url} has no cluster no_such_cluster"),
         ),
+        ("", both.as_str(), "--clickhouse-shard (STORAGE_TRACKER_CLICKHOUSE_SHARDS) is given without --clickhouse-cluster".to_owned()),
     ] {
         let err = run(name, shards);
         assert!(err.contains(&said), "{name} {shards}: {err}");
     }
-    // Nothing was created on any shard.
+    // A database of one server opened as on the cluster, and one of the cluster opened as of
+    // one server, are refused before anything is done to them.
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let single = TestDatabase::on(&rt, url, "one_server_here");
+    let o = Command::new(aggregator_binary(scanner()))
+        .arg("list")
+        .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
+        .env("STORAGE_TRACKER_DATABASE", single.database.as_str())
+        .env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", "st_test")
+        .env("STORAGE_TRACKER_CLICKHOUSE_SHARDS", &both)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was made for one server (its tables are MergeTree"),
+        "{err}"
+    );
+    let on_cluster = TestDatabase::on_cluster(&rt, "cluster_here");
+    let o = Command::new(aggregator_binary(scanner()))
+        .args(["import", "/nonexistent-scan"])
+        .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
+        .env("STORAGE_TRACKER_DATABASE", on_cluster.database.as_str())
+        .env_remove("STORAGE_TRACKER_CLICKHOUSE_CLUSTER")
+        .env_remove("STORAGE_TRACKER_CLICKHOUSE_SHARDS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "lives on a ClickHouse cluster (its tables are distributed): give --clickhouse-cluster"
+        ),
+        "{err}"
+    );
+    for shard in &cluster.shards {
+        let client = clickhouse::Client::default()
+            .with_url(shard)
+            .with_validation(false);
+        let made: u64 = rt
+            .block_on(
+                client
+                    .query(&format!(
+                        "SELECT count() FROM system.databases WHERE name = '{}_local'",
+                        single.database
+                    ))
+                    .fetch_one(),
+            )
+            .unwrap();
+        assert_eq!(made, 0, "{shard}");
+    }
+
+    // Nothing was created on any shard.
     for shard in &cluster.shards {
         let client = clickhouse::Client::default()
             .with_url(shard)
@@ -366,38 +424,47 @@ fn shards_given_wrongly_are_refused_by_name_before_anything_is_created() {
     }
 }
 
-/// `ci/clickhouse.sh CMD` for the server of shard `shard` (0-based) of the test cluster.
-fn shard_server(shard: usize, cmd: &str) {
+/// The work directory of the server of shard `shard` (0-based) of the test cluster.
+fn shard_dir(shard: usize) -> String {
     let dirs = std::env::var("STORAGE_TRACKER_TEST_CLICKHOUSE_SHARD_DIRS")
         .expect("STORAGE_TRACKER_TEST_CLICKHOUSE_SHARD_DIRS: run the tests with ci/test.sh");
-    let dir = dirs
-        .split(',')
+    dirs.split(',')
         .nth(shard)
-        .expect("a work directory per shard");
+        .expect("a work directory per shard")
+        .to_owned()
+}
+
+/// `ci/clickhouse.sh CMD` for the server of shard `shard` (0-based) of the test cluster.
+fn shard_server(shard: usize, cmd: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/clickhouse.sh");
     let o = Command::new("bash")
         .arg(script)
-        .args([cmd, dir])
+        .args([cmd, &shard_dir(shard)])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-#[test]
-fn a_shard_that_stops_during_an_import_loses_and_duplicates_nothing() {
-    let _cluster = one_at_a_time();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = TestDatabase::on_cluster(&rt, "shard_down");
-    let scan = tempfile::tempdir().unwrap();
-    let out = scan.path().join("scan");
-    let entries: u64 = 300_000;
+/// Kills the server of shard `shard` at once (SIGKILL: its queries end in the middle).
+fn kill_shard_server(shard: usize) {
+    let pid = std::fs::read_to_string(format!("{}/clickhouse/server.pid", shard_dir(shard)))
+        .expect("the shard's server.pid");
+    let pid: i32 = pid.trim().parse().unwrap();
+    // SAFETY: kill(2) with a pid and a signal number; it touches no memory of this process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill {pid}");
+}
+
+/// An offline scan of `entries` synthetic entries (snapshot `snapshot` of st-gen-chunks) in
+/// 8192-row chunks, into `out`.
+fn generated_scan(out: &Path, entries: u64, snapshot: u32) {
     let generate = Command::new(sibling_binary(
         scanner(),
         "st-gen-chunks",
         "storage-tracker-bench",
     ))
     .args(["--entries", &entries.to_string(), "--chunk-rows", "8192"])
-    .arg(&out)
+    .args(["--snapshot", &snapshot.to_string()])
+    .arg(out)
     .output()
     .unwrap();
     assert!(
@@ -405,43 +472,89 @@ fn a_shard_that_stops_during_an_import_loses_and_duplicates_nothing() {
         "{}",
         String::from_utf8_lossy(&generate.stderr)
     );
+}
 
-    let import = {
-        let mut command = Command::new(aggregator_binary(scanner()));
-        let cluster = db.cluster.as_ref().unwrap();
-        command
-            .arg("import")
-            .arg(&out)
-            .env("STORAGE_TRACKER_CLICKHOUSE_URL", &db.url)
-            .env("STORAGE_TRACKER_DATABASE", db.database.as_str())
-            .env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", cluster.name.as_str())
-            .env(
-                "STORAGE_TRACKER_CLICKHOUSE_SHARDS",
-                cluster.shards.join(","),
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        command.spawn().unwrap()
-    };
-    // Once the first rows are on the first shard, the second goes away for a few seconds.
+/// `storage-aggregator import DIR` into `db` on its cluster, started.
+fn start_import(db: &TestDatabase, dir: &Path) -> std::process::Child {
+    let cluster = db.cluster.as_ref().unwrap();
+    Command::new(aggregator_binary(scanner()))
+        .arg("import")
+        .arg(dir)
+        .env("STORAGE_TRACKER_CLICKHOUSE_URL", &db.url)
+        .env("STORAGE_TRACKER_DATABASE", db.database.as_str())
+        .env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", cluster.name.as_str())
+        .env(
+            "STORAGE_TRACKER_CLICKHOUSE_SHARDS",
+            cluster.shards.join(","),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `sql` (a count) on `client` until it is not 0.
+fn wait_for(rt: &tokio::runtime::Runtime, client: &clickhouse::Client, sql: &str, what: &str) {
+    let start = std::time::Instant::now();
+    while rt
+        .block_on(client.query(sql).fetch_one::<u64>())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(start.elapsed().as_secs() < 120, "{what} did not happen");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Stored {
+    state: String,
+    counted: u64,
+    rows: u64,
+    chunks: u64,
+    rollups: u64,
+    dirs: u64,
+}
+
+/// What the cluster holds of snapshot `id`: its state and entries as recorded, its rows and
+/// chunks in `entries`, its rollups and its directories.
+fn stored(rt: &tokio::runtime::Runtime, db: &TestDatabase, id: u64) -> Stored {
+    let rows: Vec<Stored> = db.query(
+        rt,
+        &format!(
+            "SELECT toString(state) AS state, entries AS counted, \
+             (SELECT count() FROM {d}.entries WHERE snapshot_id = {id}) AS rows, \
+             (SELECT uniqExact(rank, seq) FROM {d}.entries WHERE snapshot_id = {id}) AS chunks, \
+             (SELECT count() FROM {d}.dir_rollups WHERE snapshot_id = {id}) AS rollups, \
+             (SELECT count() FROM {d}.entries WHERE snapshot_id = {id} AND kind = 'dir') AS dirs \
+             FROM {d}.snapshots FINAL WHERE snapshot_id = {id}",
+            d = db.database
+        ),
+    );
+    rows.into_iter().next().expect("the snapshot's record")
+}
+
+#[test]
+fn a_shard_that_stops_during_an_import_loses_and_duplicates_nothing() {
+    let _cluster = one_at_a_time();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::on_cluster(&rt, "shard_down");
+    let scans = tempfile::tempdir().unwrap();
+    let entries: u64 = 300_000;
     let first = db.cluster.as_ref().unwrap().shards[0].clone();
     let client = clickhouse::Client::default()
         .with_url(&first)
         .with_validation(false);
+
+    // Once the first rows are on the first shard, the second stops for a few seconds.
+    let week1 = scans.path().join("week1");
+    generated_scan(&week1, entries, 1);
+    let import = start_import(&db, &week1);
     let landed = format!("SELECT count() FROM {}.entries", db.database.local());
-    let start = std::time::Instant::now();
-    while rt
-        .block_on(client.query(&landed).fetch_one::<u64>())
-        .unwrap_or(0)
-        == 0
-    {
-        assert!(start.elapsed().as_secs() < 120, "no rows landed on {first}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for(&rt, &client, &landed, "rows landing on the first shard");
     shard_server(1, "stop");
     std::thread::sleep(std::time::Duration::from_secs(5));
     shard_server(1, "restart");
-
     let o = import.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{said}");
@@ -449,25 +562,35 @@ fn a_shard_that_stops_during_an_import_loses_and_duplicates_nothing() {
         said.contains("storing chunks failed, will retry"),
         "the import was over before the shard stopped: {said}"
     );
-    #[derive(Debug, clickhouse::Row, Deserialize)]
-    struct Stored {
-        rows: u64,
-        chunks: u64,
-        state: String,
-        counted: u64,
-    }
-    let stored: Vec<Stored> = db.query(
-        &rt,
-        &format!(
-            "SELECT count() AS rows, uniqExact(rank, seq) AS chunks, \
-             (SELECT toString(state) FROM {d}.snapshots FINAL) AS state, \
-             (SELECT entries FROM {d}.snapshots FINAL) AS counted FROM {d}.entries",
-            d = db.database
-        ),
-    );
-    let s = &stored[0];
+    let s = stored(&rt, &db, 1);
     assert_eq!(
-        (s.rows, s.chunks, s.state.as_str(), s.counted),
-        (entries, entries.div_ceil(8192), "committed", entries)
+        (s.state.as_str(), s.counted, s.rows, s.chunks),
+        ("committed", entries, entries, entries.div_ceil(8192))
     );
+    assert_eq!(s.rollups, s.dirs, "one rollup per directory");
+
+    // The next week's scan: the shard dies in the middle of the commit's reports and comes
+    // back; the commit waits for it and is done again.
+    let week2 = scans.path().join("week2");
+    generated_scan(&week2, entries, 2);
+    let import = start_import(&db, &week2);
+    let computing = format!(
+        "SELECT count() FROM system.processes \
+         WHERE startsWith(query, 'INSERT INTO {}.dir_rollups')",
+        db.database
+    );
+    wait_for(&rt, &client, &computing, "the commit's rollups");
+    kill_shard_server(1);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    shard_server(1, "restart");
+    let o = import.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains("committing failed, will retry"),
+        "the commit was over before the shard died: {said}"
+    );
+    let s = stored(&rt, &db, 2);
+    assert_eq!((s.state.as_str(), s.rows), ("committed", s.counted));
+    assert_eq!(s.rollups, s.dirs, "one rollup per directory");
 }

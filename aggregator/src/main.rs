@@ -99,12 +99,7 @@ struct ClickHouseArgs {
     /// The database lives on this cluster of the servers' remote_servers: local tables on
     /// every shard, distributed tables over them (deploy/README.md, "A ClickHouse cluster").
     /// --clickhouse-url is then any server of the cluster.
-    #[arg(
-        long,
-        global = true,
-        env = "STORAGE_TRACKER_CLICKHOUSE_CLUSTER",
-        requires = "clickhouse_shard"
-    )]
+    #[arg(long, global = true, env = "STORAGE_TRACKER_CLICKHOUSE_CLUSTER")]
     clickhouse_cluster: Option<Cluster>,
 
     /// The HTTP URL of one server of each shard of --clickhouse-cluster (once per shard, or
@@ -114,8 +109,7 @@ struct ClickHouseArgs {
         global = true,
         env = "STORAGE_TRACKER_CLICKHOUSE_SHARDS",
         value_delimiter = ',',
-        value_parser = parse_clickhouse_url,
-        requires = "clickhouse_cluster"
+        value_parser = parse_clickhouse_url
     )]
     clickhouse_shard: Vec<String>,
 }
@@ -420,26 +414,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let ch = cli.clickhouse;
     let database = ch.database.clone();
+    // Checked here, not by clap: either may come from the command line, the environment or a
+    // configuration file.
+    let cluster = match (ch.clickhouse_cluster, ch.clickhouse_shard.is_empty()) {
+        (Some(name), false) => Some(ClusterConfig {
+            name,
+            shards: ch.clickhouse_shard,
+        }),
+        (None, true) => None,
+        (Some(_), true) => bail!(
+            "--clickhouse-cluster (STORAGE_TRACKER_CLICKHOUSE_CLUSTER) is given without \
+             --clickhouse-shard (STORAGE_TRACKER_CLICKHOUSE_SHARDS): give the HTTP URL of one \
+             server of each shard of the cluster"
+        ),
+        (None, false) => bail!(
+            "--clickhouse-shard (STORAGE_TRACKER_CLICKHOUSE_SHARDS) is given without \
+             --clickhouse-cluster (STORAGE_TRACKER_CLICKHOUSE_CLUSTER): give the cluster's name"
+        ),
+    };
     let store = Store::new(StoreConfig {
         url: ch.clickhouse_url,
         user: ch.clickhouse_user,
         password: ch.clickhouse_password,
         database: ch.database,
-        cluster: ch.clickhouse_cluster.map(|name| ClusterConfig {
-            name,
-            shards: ch.clickhouse_shard,
-        }),
+        cluster,
     });
     // The URL is in ClickHouse's errors; the context says what was being done.
     if matches!(cli.command, Command::Serve { .. } | Command::Import { .. }) {
-        store.migrate().await.with_context(|| {
-            format!(
+        store.migrate().await.map_err(|e| match e {
+            StoreError::Layout(_) => anyhow!(e),
+            e => anyhow!(e).context(format!(
                 "preparing the database {database} (is ClickHouse running, and may the user write?)"
-            )
+            )),
         })?;
     } else {
         store.open_existing().await.map_err(|e| match e {
-            StoreError::NoDatabase { .. } => anyhow!(e),
+            StoreError::NoDatabase { .. } | StoreError::Layout(_) => anyhow!(e),
             e => anyhow!(e).context(format!(
                 "opening the database {database} (is ClickHouse running?)"
             )),
@@ -619,7 +629,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "snapshot {id} is running; abort its scan first, or wait for the aggregator to fail it"
                     );
                 }
-                retention::drop_snapshot(&store, record.clone()).await?;
+                retention::drop_snapshot(&store, record.clone())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "snapshot {id} is recorded as deleted, but not all its rows are \
+                             dropped: run `storage-aggregator drop {id}` again"
+                        )
+                    })?;
                 println!("dropped snapshot {id}");
             }
         }

@@ -86,16 +86,17 @@ pub fn to_drop(snapshots: &[(SnapshotId, i64)], policy: &Retention) -> Vec<Snaps
     drop
 }
 
-/// Drops a snapshot's rows from every table and records it as deleted. A running snapshot is
-/// refused, and nothing of it dropped.
+/// Records a snapshot as deleted, then drops its rows from every table. Queries see it no more
+/// from the first step on; a drop interrupted half way (ClickHouse, or a shard, went away) is
+/// finished by dropping the snapshot again. A running snapshot is refused, and nothing of it
+/// dropped.
 pub async fn drop_snapshot(
     store: &Store,
     mut record: SnapshotRecord,
 ) -> Result<(), RetentionError> {
-    record.may_become(SnapshotState::Deleted)?;
-    store.drop_snapshot_rows(record.snapshot_id).await?;
     record.transition(Transition::Delete, unix_now())?;
-    Ok(store.record_snapshot(&record).await?)
+    store.record_snapshot(&record).await?;
+    Ok(store.drop_snapshot_rows(record.snapshot_id).await?)
 }
 
 /// Applies `policy` to the committed snapshots labelled `label`; returns the ids dropped (or,

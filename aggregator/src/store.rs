@@ -40,8 +40,11 @@ pub enum StoreError {
          upgrade storage-tracker, or point it at another database"
     )]
     NewerSchema { database: u32, ours: u32 },
+    /// The cluster or the database is not laid out as the options say: the shards given are
+    /// not the cluster's, or the database was made for one server and is opened as on a
+    /// cluster (or the other way round).
     #[error("{0}")]
-    Cluster(String),
+    Layout(String),
     #[error(
         "ClickHouse at {url} has no database {database}: check --database \
          (STORAGE_TRACKER_DATABASE); only `storage-aggregator serve` and `import` create one"
@@ -58,9 +61,11 @@ impl StoreError {
         match self {
             Self::ClickHouse { source, .. } => match source {
                 Error::Network(_) | Error::TimedOut => true,
-                Error::BadResponse(answer) => {
-                    exception_code(answer).is_some_and(|code| SHARD_UNREACHABLE.contains(&code))
-                }
+                Error::BadResponse(answer) => match exception_code(answer) {
+                    Some(code) if SHARD_UNREACHABLE.contains(&code) => true,
+                    Some(READ_AFTER_EOF) => answer.contains("while receiving packet from"),
+                    _ => false,
+                },
                 _ => false,
             },
             _ => false,
@@ -71,6 +76,10 @@ impl StoreError {
 /// ClickHouse's exception codes for a server it could not reach (another server of a cluster):
 /// SOCKET_TIMEOUT, NETWORK_ERROR, ALL_CONNECTION_TRIES_FAILED.
 const SHARD_UNREACHABLE: [u32; 3] = [209, 210, 279];
+
+/// ATTEMPT_TO_READ_AFTER_EOF, which is a server gone away in the middle of an answer when it
+/// is said "while receiving packet from" it (and a damaged file, to be refused, otherwise).
+const READ_AFTER_EOF: u32 = 32;
 
 /// The code of a ClickHouse exception: "Code: 279, e.displayText() = ..." (18.16) or
 /// "Code: 279. DB::Exception: ..." (current releases).
@@ -260,6 +269,7 @@ impl Store {
         let mut schemas: Vec<(PartHolder, Database)> = Vec::new();
         match &self.config.cluster {
             None => {
+                self.check_layout().await?;
                 for statement in ddl::create_statements(db) {
                     self.execute(&statement).await?;
                 }
@@ -267,6 +277,7 @@ impl Store {
             }
             Some(cluster) => {
                 self.check_cluster(&cluster.name).await?;
+                self.check_layout().await?;
                 // Every shard given, and the server written to (a server of one of them, where
                 // this changes nothing when it is the one given).
                 let written_to = PartHolder {
@@ -333,66 +344,125 @@ impl Store {
             .await
     }
 
-    /// Checks that the cluster is defined on the server written to and on every shard given,
-    /// and that the shards given are its shards, each once.
-    async fn check_cluster(&self, cluster: &Cluster) -> Result<(), StoreError> {
-        let name = quote_str(cluster.as_str());
-        let count =
-            format!("SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = {name}");
-        let shards: u64 = self
+    /// Checks that an existing database is laid out as the options say: distributed tables on
+    /// a cluster, tables of one server otherwise.
+    async fn check_layout(&self) -> Result<(), StoreError> {
+        let db = &self.config.database;
+        let engines: Vec<String> = self
             .client
-            .query(&count)
-            .fetch_one()
+            .query(&format!(
+                "SELECT engine FROM system.tables WHERE database = {} AND name = 'entries'",
+                quote_str(db.as_str())
+            ))
+            .fetch_all()
             .await
             .map_err(self.err())?;
-        let given = self.holders.len() as u64;
-        let fix = "give one --clickhouse-shard per shard of the cluster (see its remote_servers)";
-        if shards == 0 {
-            return Err(StoreError::Cluster(format!(
-                "ClickHouse at {} has no cluster {cluster} in system.clusters: check \
-                 --clickhouse-cluster and the server's remote_servers",
-                self.config.url
+        let url = &self.config.url;
+        match (&self.config.cluster, engines.first().map(String::as_str)) {
+            (Some(cluster), Some(engine)) if engine != "Distributed" => {
+                Err(StoreError::Layout(format!(
+                    "the database {db} at {url} was made for one server (its tables are \
+                     {engine}, not distributed over cluster {}): open it without \
+                     --clickhouse-cluster and --clickhouse-shard, or give another --database",
+                    cluster.name
+                )))
+            }
+            (None, Some("Distributed")) => Err(StoreError::Layout(format!(
+                "the database {db} at {url} lives on a ClickHouse cluster (its tables are \
+                 distributed): give --clickhouse-cluster and --clickhouse-shard \
+                 (STORAGE_TRACKER_CLICKHOUSE_CLUSTER, STORAGE_TRACKER_CLICKHOUSE_SHARDS)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that the cluster is defined on the server written to and, the same, on every
+    /// shard given; that the server written to is one of its servers; and that the shards given
+    /// are its shards, each once.
+    async fn check_cluster(&self, cluster: &Cluster) -> Result<(), StoreError> {
+        /// A server of the cluster as one server's system.clusters has it.
+        #[derive(Debug, PartialEq, Eq, Row, Deserialize)]
+        struct Member {
+            shard_num: u32,
+            replica_num: u32,
+            host_name: String,
+            port: u16,
+            is_local: u8,
+        }
+        let sql = format!(
+            "SELECT shard_num, replica_num, host_name, port, is_local FROM system.clusters \
+             WHERE cluster = {} ORDER BY shard_num, replica_num",
+            quote_str(cluster.as_str())
+        );
+        let members = |url: &str, client: &Client| {
+            let (url, client, sql) = (url.to_owned(), client.clone(), sql.clone());
+            async move {
+                client
+                    .query(&sql)
+                    .fetch_all::<Member>()
+                    .await
+                    .map_err(error_at(&url))
+            }
+        };
+        let definition = |m: &[Member]| -> Vec<(u32, u32, String, u16)> {
+            m.iter()
+                .map(|m| (m.shard_num, m.replica_num, m.host_name.clone(), m.port))
+                .collect()
+        };
+        // The shard a server holds, by its own system.clusters.
+        let own_shard = |m: &[Member]| -> Option<u32> {
+            let mut own = m.iter().filter(|m| m.is_local == 1).map(|m| m.shard_num);
+            let first = own.next()?;
+            own.all(|n| n == first).then_some(first)
+        };
+        let url = &self.config.url;
+        let written_to = members(url, &self.client).await?;
+        if written_to.is_empty() {
+            return Err(StoreError::Layout(format!(
+                "ClickHouse at {url} has no cluster {cluster} in system.clusters: check \
+                 --clickhouse-cluster and the server's remote_servers"
             )));
         }
+        let shards = written_to
+            .iter()
+            .map(|m| m.shard_num)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let given = self.holders.len();
+        let fix = "give one --clickhouse-shard per shard of the cluster (see its remote_servers)";
         if shards != given {
-            return Err(StoreError::Cluster(format!(
+            return Err(StoreError::Layout(format!(
                 "cluster {cluster} has {shards} shards and {given} were given: {fix}"
             )));
         }
-        let shard_of = |url: &str, client: &Client| {
-            let (url, client) = (url.to_owned(), client.clone());
-            let sql = format!(
-                "SELECT DISTINCT shard_num FROM system.clusters WHERE cluster = {name} AND is_local"
-            );
-            // The shard the server is of, or what system.clusters says instead.
-            async move {
-                let local: Vec<u32> = client
-                    .query(&sql)
-                    .fetch_all()
-                    .await
-                    .map_err(error_at(&url))?;
-                Ok::<_, StoreError>(match local[..] {
-                    [num] => Ok(num),
-                    _ => Err(format!(
-                        "ClickHouse at {url} is not a server of one shard of cluster {cluster} \
-                         (system.clusters there says it is of shards {local:?})"
-                    )),
-                })
-            }
-        };
-        // Written to: it holds the local tables of a shard too.
-        if let Err(e) = shard_of(&self.config.url, &self.client).await? {
-            return Err(StoreError::Cluster(format!(
-                "{e}: give as --clickhouse-url a server of the cluster"
+        if own_shard(&written_to).is_none() {
+            return Err(StoreError::Layout(format!(
+                "ClickHouse at {url} is not a server of cluster {cluster} by its own \
+                 system.clusters: give as --clickhouse-url a server of the cluster"
             )));
         }
         let mut seen = std::collections::BTreeMap::new();
         for shard in &self.holders {
-            let num = shard_of(&shard.url, &shard.client)
-                .await?
-                .map_err(|e| StoreError::Cluster(format!("{e}: {fix}")))?;
+            let theirs = members(&shard.url, &shard.client).await?;
+            if definition(&theirs) != definition(&written_to) {
+                return Err(StoreError::Layout(format!(
+                    "ClickHouse at {} defines cluster {cluster} otherwise than {url} does \
+                     (system.clusters, from remote_servers): {:?} there, {:?} here; give every \
+                     server of the cluster the same remote_servers",
+                    shard.url,
+                    definition(&theirs),
+                    definition(&written_to)
+                )));
+            }
+            let Some(num) = own_shard(&theirs) else {
+                return Err(StoreError::Layout(format!(
+                    "ClickHouse at {} is not a server of cluster {cluster} by its own \
+                     system.clusters: {fix}",
+                    shard.url
+                )));
+            };
             if let Some(other) = seen.insert(num, &shard.url) {
-                return Err(StoreError::Cluster(format!(
+                return Err(StoreError::Layout(format!(
                     "{other} and {} are both servers of shard {num} of cluster {cluster}: {fix}",
                     shard.url
                 )));
@@ -924,12 +994,16 @@ mod tests {
             "Code: 279, e.displayText() = DB::NetException: All connection tries failed.",
             "Code: 210. DB::NetException: Connection refused (127.0.0.1:19002). (NETWORK_ERROR)",
             "Code: 209, e.displayText() = DB::NetException: Timeout exceeded while reading",
+            "Code: 32, e.displayText() = DB::Exception: Attempt to read after eof: while receiving \
+             packet from 127.0.0.1:29002, e.what() = DB::Exception",
         ] {
             assert!(answer(reach).is_transient(), "{reach}");
         }
         for refusal in [
             "Code: 60, e.displayText() = DB::Exception: Table st.entries doesn't exist.",
             "Code: 2790, e.displayText() = not a code we know",
+            "Code: 32, e.displayText() = DB::Exception: Attempt to read after eof: \
+             (while reading column size at /var/lib/clickhouse/data/st/entries/1_2_2_0/)",
             "Code: x",
             "the server said no",
         ] {

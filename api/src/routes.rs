@@ -136,16 +136,27 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
                 "health check: the database {} cannot be read: {e}",
                 state.database
             );
+            // On a cluster, the server asked answers but one of its shards does not.
+            let problem = if e.to_string().contains("DB::NetException") {
+                format!(
+                    "ClickHouse answers, but a server of the cluster the database {} lives on \
+                     does not: {}",
+                    state.database,
+                    first_line(&e.to_string())
+                )
+            } else {
+                format!(
+                    "the database {} or its tables cannot be read by the API's user; \
+                     has the aggregator created it (storage-aggregator serve)?",
+                    state.database
+                )
+            };
             (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 Json(Health {
                     status: "unavailable",
                     clickhouse: version,
-                    problem: Some(format!(
-                        "the database {} or its tables cannot be read by the API's user; \
-                         has the aggregator created it (storage-aggregator serve)?",
-                        state.database
-                    )),
+                    problem: Some(problem),
                 }),
             )
         }
@@ -169,6 +180,16 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
             )
         }
     }
+}
+
+/// The first line of a ClickHouse error, without the log of every attempt that follows it.
+fn first_line(error: &str) -> &str {
+    error
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(" Log: ")
+        .trim_end()
 }
 
 #[cfg(test)]
