@@ -17,6 +17,7 @@ use serde::Deserialize;
 use storage_tracker_aggregator::Store;
 use storage_tracker_api::AppState;
 use storage_tracker_proto::SnapshotId;
+use storage_tracker_proto::ddl::Database;
 use support::*;
 
 /// An offline scan of `tree` into `out`, in 4096-row chunks (several per rank).
@@ -391,6 +392,22 @@ fn shards_given_wrongly_are_refused_by_name_before_anything_is_created() {
         ),
         "{err}"
     );
+    // A new database named as the shards' databases of local tables are.
+    let local = Database::new("st_test_cluster_refused_local").unwrap();
+    let o = Command::new(aggregator_binary(scanner()))
+        .args(["import", "/nonexistent-scan"])
+        .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
+        .env("STORAGE_TRACKER_DATABASE", local.as_str())
+        .env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", "st_test")
+        .env("STORAGE_TRACKER_CLICKHOUSE_SHARDS", &both)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("the database name {local} ends in _local")),
+        "{err}"
+    );
     for shard in &cluster.shards {
         let client = clickhouse::Client::default()
             .with_url(shard)
@@ -399,8 +416,9 @@ fn shards_given_wrongly_are_refused_by_name_before_anything_is_created() {
             .block_on(
                 client
                     .query(&format!(
-                        "SELECT count() FROM system.databases WHERE name = '{}_local'",
-                        single.database
+                        "SELECT count() FROM system.databases WHERE name IN ('{}', '{}')",
+                        single.database.local(),
+                        local.local()
                     ))
                     .fetch_one(),
             )

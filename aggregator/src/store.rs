@@ -348,6 +348,13 @@ impl Store {
     /// a cluster, tables of one server otherwise.
     async fn check_layout(&self) -> Result<(), StoreError> {
         let db = &self.config.database;
+        if self.config.cluster.is_some() && db.as_str().ends_with("_local") {
+            return Err(StoreError::Layout(format!(
+                "the database name {db} ends in _local, as the shards' databases of local \
+                 tables do ({} would hold its tables): give another --database",
+                db.local()
+            )));
+        }
         let engines: Vec<String> = self
             .client
             .query(&format!(
