@@ -5,8 +5,8 @@
 //! question as it does over one server, and dropping a snapshot or a chunk's rows leaves nothing
 //! of it on any shard. Shards given wrongly are refused, naming what is wrong, before anything
 //! is created, and the health check names a reader whose profile would read each shard alone.
-//! A shard stopped in the middle of an import, or killed in the middle of its commit, and
-//! started again loses and duplicates nothing.
+//! A shard killed in the middle of an import's inserts, or of its commit, and started again
+//! loses and duplicates nothing.
 
 mod support;
 
@@ -317,23 +317,30 @@ fn shards_given_wrongly_are_refused_by_name_before_anything_is_created() {
     let _cluster = one_at_a_time();
     let cluster = test_cluster();
     let url = &cluster.shards[0];
-    // The cluster's name ("" for none) and the shards, from the environment.
-    let run = |name: &str, shards: &str| {
-        let mut command = Command::new(aggregator_binary(scanner()));
-        command
-            .args(["import", "/nonexistent-scan"])
+    // `storage-aggregator COMMAND` on `database`, the cluster's name and the shards from the
+    // environment ("" for none): refused, its error.
+    let refused = |command: &[&str], database: &str, name: &str, shards: &str| {
+        let mut aggregator = Command::new(aggregator_binary(scanner()));
+        aggregator
+            .args(command)
             .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
-            .env("STORAGE_TRACKER_DATABASE", "st_test_cluster_refused")
-            .env("STORAGE_TRACKER_CLICKHOUSE_SHARDS", shards);
-        if name.is_empty() {
-            command.env_remove("STORAGE_TRACKER_CLICKHOUSE_CLUSTER");
-        } else {
-            command.env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", name);
+            .env("STORAGE_TRACKER_DATABASE", database);
+        for (key, value) in [
+            ("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", name),
+            ("STORAGE_TRACKER_CLICKHOUSE_SHARDS", shards),
+        ] {
+            if value.is_empty() {
+                aggregator.env_remove(key);
+            } else {
+                aggregator.env(key, value);
+            }
         }
-        let o = command.output().unwrap();
-        assert_eq!(o.status.code(), Some(1));
-        String::from_utf8_lossy(&o.stderr).into_owned()
+        let o = aggregator.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{command:?} {database}: {err}");
+        err
     };
+    let import = ["import", "/nonexistent-scan"];
     let one = cluster.shards[0].clone();
     let both = cluster.shards.join(",");
     for (name, shards, said) in [
@@ -352,62 +359,52 @@ fn shards_given_wrongly_are_refused_by_name_before_anything_is_created() {
             both.as_str(),
             format!("ClickHouse at {url} has no cluster no_such_cluster"),
         ),
-        ("", both.as_str(), "--clickhouse-shard (STORAGE_TRACKER_CLICKHOUSE_SHARDS) is given without --clickhouse-cluster".to_owned()),
+        (
+            "",
+            both.as_str(),
+            "--clickhouse-shard (STORAGE_TRACKER_CLICKHOUSE_SHARDS) is given without \
+             --clickhouse-cluster"
+                .to_owned(),
+        ),
     ] {
-        let err = run(name, shards);
+        let err = refused(&import, "st_test_cluster_refused", name, shards);
         assert!(err.contains(&said), "{name} {shards}: {err}");
     }
-    // A database of one server opened as on the cluster, and one of the cluster opened as of
-    // one server, are refused before anything is done to them.
+    // A database of one server opened as on the cluster, one of the cluster opened as of one
+    // server, and a new one named as the shards' databases of local tables are: refused
+    // before anything is done to them.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let single = TestDatabase::on(&rt, url, "one_server_here");
-    let o = Command::new(aggregator_binary(scanner()))
-        .arg("list")
-        .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
-        .env("STORAGE_TRACKER_DATABASE", single.database.as_str())
-        .env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", "st_test")
-        .env("STORAGE_TRACKER_CLICKHOUSE_SHARDS", &both)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("was made for one server (its tables are MergeTree"),
-        "{err}"
-    );
     let on_cluster = TestDatabase::on_cluster(&rt, "cluster_here");
-    let o = Command::new(aggregator_binary(scanner()))
-        .args(["import", "/nonexistent-scan"])
-        .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
-        .env("STORAGE_TRACKER_DATABASE", on_cluster.database.as_str())
-        .env_remove("STORAGE_TRACKER_CLICKHOUSE_CLUSTER")
-        .env_remove("STORAGE_TRACKER_CLICKHOUSE_SHARDS")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(
-            "lives on a ClickHouse cluster (its tables are distributed): give --clickhouse-cluster"
-        ),
-        "{err}"
-    );
-    // A new database named as the shards' databases of local tables are.
     let local = Database::new("st_test_cluster_refused_local").unwrap();
-    let o = Command::new(aggregator_binary(scanner()))
-        .args(["import", "/nonexistent-scan"])
-        .env("STORAGE_TRACKER_CLICKHOUSE_URL", url)
-        .env("STORAGE_TRACKER_DATABASE", local.as_str())
-        .env("STORAGE_TRACKER_CLICKHOUSE_CLUSTER", "st_test")
-        .env("STORAGE_TRACKER_CLICKHOUSE_SHARDS", &both)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&format!("the database name {local} ends in _local")),
-        "{err}"
-    );
+    for (command, database, name, shards, said) in [
+        (
+            &["list"][..],
+            &single.database,
+            "st_test",
+            both.as_str(),
+            "was made for one server (its tables are MergeTree".to_owned(),
+        ),
+        (
+            &import,
+            &on_cluster.database,
+            "",
+            "",
+            "lives on a ClickHouse cluster (its tables are distributed): give \
+             --clickhouse-cluster"
+                .to_owned(),
+        ),
+        (
+            &import,
+            &local,
+            "st_test",
+            both.as_str(),
+            format!("the database name {local} ends in _local"),
+        ),
+    ] {
+        let err = refused(command, database.as_str(), name, shards);
+        assert!(err.contains(&said), "{database}: {err}");
+    }
     for shard in &cluster.shards {
         let client = clickhouse::Client::default()
             .with_url(shard)
@@ -553,7 +550,7 @@ fn stored(rt: &tokio::runtime::Runtime, db: &TestDatabase, id: u64) -> Stored {
 }
 
 #[test]
-fn a_shard_that_stops_during_an_import_loses_and_duplicates_nothing() {
+fn a_shard_that_dies_during_an_import_loses_and_duplicates_nothing() {
     let _cluster = one_at_a_time();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = TestDatabase::on_cluster(&rt, "shard_down");
@@ -564,13 +561,14 @@ fn a_shard_that_stops_during_an_import_loses_and_duplicates_nothing() {
         .with_url(&first)
         .with_validation(false);
 
-    // Once the first rows are on the first shard, the second stops for a few seconds.
+    // Once the first rows are on the first shard, the second dies (a graceful stop would let
+    // the inserts under way finish) and is started again a few seconds later.
     let week1 = scans.path().join("week1");
     generated_scan(&week1, entries, 1);
     let import = start_import(&db, &week1);
     let landed = format!("SELECT count() FROM {}.entries", db.database.local());
     wait_for(&rt, &client, &landed, "rows landing on the first shard");
-    shard_server(1, "stop");
+    kill_shard_server(1);
     std::thread::sleep(std::time::Duration::from_secs(5));
     shard_server(1, "restart");
     let o = import.wait_with_output().unwrap();
@@ -578,7 +576,7 @@ fn a_shard_that_stops_during_an_import_loses_and_duplicates_nothing() {
     assert!(o.status.success(), "{said}");
     assert!(
         said.contains("storing chunks failed, will retry"),
-        "the import was over before the shard stopped: {said}"
+        "the import was over before the shard died: {said}"
     );
     let s = stored(&rt, &db, 1);
     assert_eq!(
