@@ -89,45 +89,35 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
             .ok(),
         _ => None,
     };
-    let misread = match layout {
-        Some(_) => state
+    let misread = layout.is_some()
+        && state
             .client
             .query(&query::cluster_misread(&state.database))
             .fetch_one::<u8>()
             .await
-            .is_ok_and(|misread| misread == 1),
-        None => false,
-    };
+            .is_ok_and(|misread| misread == 1);
     if let (Ok(version), true) = (&version, misread) {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "unavailable",
-                clickhouse: version.clone(),
-                problem: Some(format!(
-                    "the database {} is on a ClickHouse cluster, and the profile of the API's \
+        return unavailable(
+            version.clone(),
+            format!(
+                "the database {} is on a ClickHouse cluster, and the profile of the API's \
                      user does not set distributed_product_mode to 'global' (deploy/README.md, \
                      \"A ClickHouse cluster\")",
-                    state.database
-                )),
-            }),
+                state.database
+            ),
         );
     }
     if let (Ok(version), Some(at)) = (&version, layout)
         && at < DATABASE_VERSION
     {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "unavailable",
-                clickhouse: version.clone(),
-                problem: Some(format!(
-                    "the database {} is at version {at} and this API reads version \
+        return unavailable(
+            version.clone(),
+            format!(
+                "the database {} is at version {at} and this API reads version \
                      {DATABASE_VERSION}: start the storage-aggregator of this release once, \
                      which upgrades it",
-                    state.database
-                )),
-            }),
+                state.database
+            ),
         );
     }
     match (version, tables) {
@@ -151,14 +141,7 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
                     state.database
                 )
             };
-            (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "unavailable",
-                    clickhouse: version,
-                    problem: Some(problem),
-                }),
-            )
+            unavailable(version, problem)
         }
         (Ok(version), Ok(())) => (
             axum::http::StatusCode::OK,
@@ -170,16 +153,24 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
         ),
         (Err(e), _) => {
             tracing::warn!("health check: ClickHouse unreachable: {e}");
-            (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "unavailable",
-                    clickhouse: "unreachable".into(),
-                    problem: Some("ClickHouse does not answer".into()),
-                }),
-            )
+            unavailable("unreachable", "ClickHouse does not answer")
         }
     }
+}
+
+/// A health check's 503: what ClickHouse is (its version, or "unreachable") and what is wrong.
+fn unavailable(
+    clickhouse: impl Into<String>,
+    problem: impl Into<String>,
+) -> (axum::http::StatusCode, Json<Health>) {
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Json(Health {
+            status: "unavailable",
+            clickhouse: clickhouse.into(),
+            problem: Some(problem.into()),
+        }),
+    )
 }
 
 /// The first line of a ClickHouse error, without the log of every attempt that follows it.
