@@ -92,65 +92,127 @@ ANY LEFT JOIN
     )
 }
 
-/// A report's source: every entry of a snapshot, each with the first link of its file when it
-/// is hard-linked (the link with the smallest path), so that [`once`] counts its bytes
-/// once. The report's own WHERE picks the snapshot (`snapshot_id = ...`). The
-/// entries are the query's own table, not a subquery: on a cluster each shard joins and sums
-/// its entries, and only the sums travel (the first links, few, go to every shard).
+/// A report's source for the links of hard-linked files: every entry of a snapshot, each
+/// with the first link of its file when it is hard-linked (the link with the smallest path),
+/// so that [`once`] counts its bytes once. The report's own WHERE picks the snapshot
+/// (`snapshot_id = ...`). The entries are the query's own table, not a subquery: on a cluster
+/// each shard joins and sums its entries, and only the sums travel (the first links, few, go
+/// to every shard).
 fn entries_with_first_links(db: &Database, snapshot_id: SnapshotId) -> String {
     format!(
         "{db}.entries
 ANY LEFT JOIN
 (
     SELECT dev, ino, argMin(parent_path, path) AS first_parent, argMin(name, path) AS first_name
-    FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND {HARD_LINKED}
+    FROM {db}.entries PREWHERE {HARD_LINKED} WHERE snapshot_id = {snapshot_id}
     GROUP BY dev, ino
 ) AS first_links USING (dev, ino)"
     )
 }
 
 /// `column` (bytes) of an entry of [`entries_with_first_links`], or 0 on every link of a
-/// hard-linked file but its first. Only the links are compared by path; the others by the
-/// stored parent and name.
+/// hard-linked file but its first.
 fn once(column: &str) -> String {
     format!(
         "if({HARD_LINKED} AND (parent_path != first_parent OR name != first_name), 0, {column})"
     )
 }
 
+/// A report's partial sums: the snapshot's entries that `filter` keeps (a condition on
+/// columns read first, or "1"), grouped by `keys` (`expression AS name, ...`, grouped by the
+/// names), with the aggregates `sums(size, allocated)` makes from the bytes to count. Two
+/// parts, whose rows the report sums again: the entries that are not links of a hard-linked
+/// file, nearly all, are summed as they are, without a join and reading no path where the
+/// keys need none; the links, few, are joined to their file's first link, whose bytes alone
+/// count ([`once`]).
+fn summed_once(
+    db: &Database,
+    snapshot_id: SnapshotId,
+    filter: &str,
+    keys: &[(&str, &str)],
+    sums: impl Fn(&str, &str) -> String,
+) -> String {
+    let select: Vec<String> = keys
+        .iter()
+        .map(|(e, name)| format!("{e} AS {name}"))
+        .collect();
+    let (select, group) = (
+        select.join(", "),
+        keys.iter()
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let (plain, linked) = (
+        sums("size", "allocated"),
+        sums(&once("size"), &once("allocated")),
+    );
+    let first_links = entries_with_first_links(db, snapshot_id);
+    format!(
+        "SELECT {select}, {plain}
+    FROM {db}.entries PREWHERE NOT ({HARD_LINKED}) AND {filter} WHERE snapshot_id = {snapshot_id}
+    GROUP BY {group}
+    UNION ALL
+    SELECT {select}, {linked}
+    FROM {first_links}
+    PREWHERE {HARD_LINKED} AND {filter} WHERE snapshot_id = {snapshot_id}
+    GROUP BY {group}"
+    )
+}
+
 /// Fills `owner_usage`: per user and per group, per top-level directory below the root.
 pub fn owner_usage(db: &Database, snapshot_id: SnapshotId, root: &[u8]) -> String {
     let skip = below_prefix(root).len() + 1;
-    let (source, size, alloc) = (
-        entries_with_first_links(db, snapshot_id),
-        once("size"),
-        once("allocated"),
+    let top = format!(
+        "if(depth = 0, '', if(depth = 1, name, arrayElement(splitByChar('/', substring(parent_path, {skip})), 1)))"
+    );
+    let parts = summed_once(
+        db,
+        snapshot_id,
+        "1",
+        &[("uid", "uid"), ("gid", "gid"), (&top, "top")],
+        |size, alloc| {
+            format!(
+                "count() AS n, countIf(kind = 'file') AS f, countIf(kind = 'dir') AS d, \
+                 sum({size}) AS b, sum({alloc}) AS a, max(mtime_ns) AS mt, max(atime_ns) AS at"
+            )
+        },
     );
     format!(
         "INSERT INTO {db}.owner_usage (snapshot_id, principal, id, top, entries, files, dirs, bytes, allocated, max_mtime_ns, max_atime_ns)
-SELECT {snapshot_id}, principal, if(principal = 'user', uid, gid) AS id,
-    if(depth = 0, '', if(depth = 1, name, arrayElement(splitByChar('/', substring(parent_path, {skip})), 1))) AS top,
-    count(), countIf(kind = 'file'), countIf(kind = 'dir'), sum({size}), sum({alloc}), max(mtime_ns), max(atime_ns)
-FROM {source}
+SELECT {snapshot_id}, principal, if(principal = 'user', uid, gid) AS id, top,
+    sum(n), sum(f), sum(d), sum(b), sum(a), max(mt), max(at)
+FROM
+(
+    {parts}
+)
 ARRAY JOIN ['user', 'group'] AS principal
-WHERE snapshot_id = {snapshot_id}
 GROUP BY principal, id, top"
     )
 }
 
+/// The aggregates of a report of files: count, bytes and allocated bytes.
+fn file_sums(size: &str, alloc: &str) -> String {
+    format!("count() AS n, sum({size}) AS b, sum({alloc}) AS a")
+}
+
 /// Fills `type_usage`: files per extension.
 pub fn type_usage(db: &Database, snapshot_id: SnapshotId) -> String {
-    let (source, size, alloc) = (
-        entries_with_first_links(db, snapshot_id),
-        once("size"),
-        once("allocated"),
-    );
     let extension = extension_sql("name");
+    let parts = summed_once(
+        db,
+        snapshot_id,
+        "kind = 'file'",
+        &[(&extension, "extension")],
+        file_sums,
+    );
     format!(
         "INSERT INTO {db}.type_usage (snapshot_id, extension, files, bytes, allocated)
-SELECT {snapshot_id}, {extension} AS extension, count(), sum({size}), sum({alloc})
-FROM {source}
-WHERE snapshot_id = {snapshot_id} AND kind = 'file'
+SELECT {snapshot_id}, extension, sum(n), sum(b), sum(a)
+FROM
+(
+    {parts}
+)
 GROUP BY extension"
     )
 }
@@ -203,23 +265,32 @@ SELECT {ENTRY_COLUMNS} FROM {db}.entries PREWHERE depth <= {levels} WHERE snapsh
     )
 }
 
-/// Fills `histograms`: files by size and by mtime and atime age, ages seen from `now_ns`.
+/// Fills `histograms`: files by size and by mtime and atime age, ages seen from `now_ns`. The
+/// files are summed per (size, mtime, atime) bucket first, each bucket computed once a file,
+/// then spread to the three histograms.
 pub fn histograms(db: &Database, snapshot_id: SnapshotId, now_ns: i64) -> String {
-    let (source, size_once, alloc_once) = (
-        entries_with_first_links(db, snapshot_id),
-        once("size"),
-        once("allocated"),
-    );
     let size = size_bucket_sql("size");
     let mtime = age_bucket_sql("mtime_ns", now_ns);
     let atime = age_bucket_sql("atime_ns", now_ns);
+    let parts = summed_once(
+        db,
+        snapshot_id,
+        "kind = 'file'",
+        &[
+            (&size, "size_bucket"),
+            (&mtime, "mtime_bucket"),
+            (&atime, "atime_bucket"),
+        ],
+        file_sums,
+    );
     format!(
         "INSERT INTO {db}.histograms (snapshot_id, histogram, bucket, files, bytes, allocated)
-SELECT {snapshot_id}, histogram, multiIf(histogram = 'size', {size}, histogram = 'mtime', {mtime}, {atime}) AS bucket,
-    count(), sum({size_once}), sum({alloc_once})
-FROM {source}
-ARRAY JOIN ['size', 'mtime', 'atime'] AS histogram
-WHERE snapshot_id = {snapshot_id} AND kind = 'file'
+SELECT {snapshot_id}, histogram, bucket, sum(n), sum(b), sum(a)
+FROM
+(
+    {parts}
+)
+ARRAY JOIN ['size', 'mtime', 'atime'] AS histogram, [size_bucket, mtime_bucket, atime_bucket] AS bucket
 GROUP BY histogram, bucket"
     )
 }
