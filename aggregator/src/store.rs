@@ -1,8 +1,8 @@
 //! The aggregator's ClickHouse side: schema, chunk inserts, verification, reports, commit.
 //!
 //! Rows are inserted as RowBinary, built straight from the chunk's Arrow columns without
-//! copying a path. A chunk is one INSERT of fewer rows than ClickHouse's block size, so it is
-//! stored whole or not at all; its rows carry (rank, seq), so what landed can be counted when
+//! copying a path. Chunks go in INSERTs that ClickHouse takes as one block each, so each is
+//! stored whole or not at all; their rows carry (rank, seq), so what landed can be counted when
 //! an insert's outcome is unknown. A snapshot's rows live in their own partition of each table,
 //! so a failed snapshot is dropped whole, and a query sees a snapshot only once `snapshots`
 //! says committed.
@@ -522,11 +522,15 @@ impl Store {
         )
     }
 
-    /// Begins one INSERT into `entries` of a snapshot: chunks' rows are written to it one
-    /// chunk at a time ([`EntryInsert::write`]), so a chunk's decoded rows need to live only
-    /// while they are sent, and it is stored by [`EntryInsert::end`] (whole or not at all,
-    /// below ClickHouse's block size).
-    pub async fn begin_insert(&self, snapshot_id: SnapshotId) -> Result<EntryInsert, StoreError> {
+    /// Begins one INSERT into `entries` of a snapshot, of `rows` rows: chunks' rows are written
+    /// to it one chunk at a time ([`EntryInsert::write`]), so a chunk's decoded rows need to
+    /// live only while they are sent, and it is stored by [`EntryInsert::end`], whole or not at
+    /// all: its block size is set to hold every row, so ClickHouse makes it one block.
+    pub async fn begin_insert(
+        &self,
+        snapshot_id: SnapshotId,
+        rows: u64,
+    ) -> Result<EntryInsert, StoreError> {
         static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let query_id = format!(
             "{}{}-{}",
@@ -538,7 +542,11 @@ impl Store {
             .client
             .clone()
             .with_database(self.config.database.as_str())
-            .with_setting("query_id", query_id);
+            .with_setting("query_id", query_id)
+            .with_setting(
+                "max_insert_block_size",
+                rows.max(DEFAULT_INSERT_BLOCK_ROWS).to_string(),
+            );
         let insert = client
             .insert::<EntryRecord<'static>>("entries")
             .await
@@ -886,6 +894,10 @@ fn error_at(url: &str) -> impl Fn(clickhouse::error::Error) -> StoreError + '_ {
 /// to disk. The rest of a commit's memory is its joins' right sides, one row per directory
 /// (deploy/README.md, Sizing).
 const COMMIT_SPILL_BYTES: u64 = 1 << 30;
+
+/// ClickHouse's default `max_insert_block_size`: an INSERT's rows are cut into blocks of this
+/// many, each stored as a part of its own.
+const DEFAULT_INSERT_BLOCK_ROWS: u64 = 1_048_576;
 
 /// An INSERT into `entries` under way (see [`Store::begin_insert`]); dropped without
 /// [`Self::end`], nothing of it is stored.
