@@ -203,40 +203,36 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
             counted: expected,
         });
     }
-    // Chunk files by a hash of their bytes, to find one copied over another.
+    // Each file read, hashed, decoded and validated on every core; then, in order, checked
+    // against the files before it with the same hash (a file copied over another).
+    let paths: Vec<&PathBuf> = files.values().map(|(path, _)| path).collect();
+    let read = read_chunk_files(&paths);
     let mut seen: HashMap<u64, Vec<PathBuf>> = HashMap::new();
     let mut entries: BTreeMap<u32, u64> = BTreeMap::new();
-    for (&(rank, _), (path, rows)) in files.iter_mut() {
+    for ((&(rank, _), (path, rows)), read) in files.iter_mut().zip(read) {
         let io = |source| ImportError::Io {
             path: path.clone(),
             source,
         };
-        let data = std::fs::read(&*path).map_err(io)?;
-        let mut hasher = DefaultHasher::new();
-        hasher.write(&data);
-        let same = seen.entry(hasher.finish()).or_default();
-        for original in same.iter() {
-            if std::fs::read(original).map_err(io)? == data {
-                return Err(ImportError::Copied {
-                    path: path.clone(),
-                    original: original
-                        .file_name()
-                        .map_or_else(|| original.clone(), PathBuf::from),
-                });
+        let ReadChunk { hash, rows: held } = read?;
+        let same = seen.entry(hash).or_default();
+        if !same.is_empty() {
+            let data = std::fs::read(&*path).map_err(io)?;
+            for original in same.iter() {
+                if std::fs::read(original).map_err(io)? == data {
+                    return Err(ImportError::Copied {
+                        path: path.clone(),
+                        original: original
+                            .file_name()
+                            .map_or_else(|| original.clone(), PathBuf::from),
+                    });
+                }
             }
         }
         same.push(path.clone());
-        let batch =
-            decode_chunk_file(Bytes::from(data)).map_err(|source| ImportError::BadChunk {
-                path: path.clone(),
-                source,
-            })?;
-        crate::store::validate_batch(&batch).map_err(|source| ImportError::BadRows {
-            path: path.clone(),
-            source,
-        })?;
-        *rows = batch.num_rows() as u64;
-        *entries.entry(rank).or_default() += *rows;
+        let held = held?;
+        *rows = held;
+        *entries.entry(rank).or_default() += held;
     }
     // What the commit verifies: each rank's rows are the entries it counted.
     for t in &finish.ranks {
@@ -252,6 +248,63 @@ pub fn check(dir: &Path) -> Result<(OfflineManifest, ChunkFiles), ImportError> {
         }
     }
     Ok((manifest, files))
+}
+
+/// A chunk file read by [`read_chunk_files`]: a hash of its bytes, and its rows or why they
+/// are not valid (reported after a copy of another file, which a copy's rows may also be).
+struct ReadChunk {
+    hash: u64,
+    rows: Result<u64, ImportError>,
+}
+
+/// Reads, hashes, decodes and validates each file, on as many threads as there are cores
+/// (one file at a time each): the results in the order of `paths`.
+fn read_chunk_files(paths: &[&PathBuf]) -> Vec<Result<ReadChunk, ImportError>> {
+    let read = |path: &PathBuf| -> Result<ReadChunk, ImportError> {
+        let data = std::fs::read(path).map_err(|source| ImportError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut hasher = DefaultHasher::new();
+        hasher.write(&data);
+        let hash = hasher.finish();
+        let rows = decode_chunk_file(Bytes::from(data))
+            .map_err(|source| ImportError::BadChunk {
+                path: path.clone(),
+                source,
+            })
+            .and_then(|batch| {
+                crate::store::validate_batch(&batch).map_err(|source| ImportError::BadRows {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(batch.num_rows() as u64)
+            });
+        Ok(ReadChunk { hash, rows })
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(paths.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<ReadChunk, ImportError>>> =
+        (0..paths.len()).map(|_| None).collect();
+    let done = std::sync::Mutex::new(&mut results);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { break };
+                    let result = read(path);
+                    done.lock().expect("no reader panics holding it")[i] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every file is read"))
+        .collect()
 }
 
 /// Imports the offline scan in `dir` through `service` (which stores into `store`).
