@@ -92,11 +92,12 @@ cat >"$work/config.xml" <<XML
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
     <mlock_executable>false</mlock_executable>
     $remote_servers
-    <!-- Parts compressed with zstd, not lz4: 25 bytes per entry of a project tree, not 34
-         (deploy/README.md, "Disk"). Reading costs a little more CPU. -->
+    <!-- Parts of 64 MB and more compressed with zstd, not lz4: 25 bytes per entry of a project
+         tree, not 34 (deploy/README.md, "Disk"). Inserted parts and the first merges keep lz4,
+         cheaper to write. Reading zstd costs a little more CPU. -->
     <compression>
         <case>
-            <min_part_size>0</min_part_size>
+            <min_part_size>64000000</min_part_size>
             <min_part_size_ratio>0</min_part_size_ratio>
             <method>zstd</method>
             <level>3</level>
