@@ -185,7 +185,7 @@ SELECT {snapshot_id}, principal, if(principal = 'user', uid, gid) AS id, top,
 FROM
 (
     {parts}
-)
+) AS parts
 ARRAY JOIN ['user', 'group'] AS principal
 GROUP BY principal, id, top"
     )
@@ -212,7 +212,7 @@ SELECT {snapshot_id}, extension, sum(n), sum(b), sum(a)
 FROM
 (
     {parts}
-)
+) AS parts
 GROUP BY extension"
     )
 }
@@ -289,7 +289,7 @@ SELECT {snapshot_id}, histogram, bucket, sum(n), sum(b), sum(a)
 FROM
 (
     {parts}
-)
+) AS parts
 ARRAY JOIN ['size', 'mtime', 'atime'] AS histogram, [size_bucket, mtime_bucket, atime_bucket] AS bucket
 GROUP BY histogram, bucket"
     )
