@@ -258,7 +258,7 @@ struct ReadChunk {
 }
 
 /// Reads, hashes, decodes and validates each file, on as many threads as there are cores
-/// (one file at a time each): the results in the order of `paths`.
+/// (each a contiguous share of the files): the results in the order of `paths`.
 fn read_chunk_files(paths: &[&PathBuf]) -> Vec<Result<ReadChunk, ImportError>> {
     let read = |path: &PathBuf| -> Result<ReadChunk, ImportError> {
         let data = std::fs::read(path).map_err(|source| ImportError::Io {
@@ -282,29 +282,18 @@ fn read_chunk_files(paths: &[&PathBuf]) -> Vec<Result<ReadChunk, ImportError>> {
             });
         Ok(ReadChunk { hash, rows })
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(paths.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<ReadChunk, ImportError>>> =
-        (0..paths.len()).map(|_| None).collect();
-    let done = std::sync::Mutex::new(&mut results);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = paths.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(path) = paths.get(i) else { break };
-                    let result = read(path);
-                    done.lock().expect("no reader panics holding it")[i] = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|r| r.expect("every file is read"))
-        .collect()
+        let readers: Vec<_> = paths
+            .chunks(share)
+            .map(|part| scope.spawn(move || part.iter().map(|p| read(p)).collect::<Vec<_>>()))
+            .collect();
+        readers
+            .into_iter()
+            .flat_map(|r| r.join().expect("a chunk reader panicked"))
+            .collect()
+    })
 }
 
 /// Imports the offline scan in `dir` through `service` (which stores into `store`).
