@@ -1129,3 +1129,70 @@ fn glob_bracket_expressions_match_a_class_of_characters() {
         String::from_utf8_lossy(&body)
     );
 }
+
+#[test]
+fn a_search_by_type_finds_the_files_the_type_report_counts() {
+    use std::os::unix::ffi::OsStrExt;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "by_type");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    let names: [&[u8]; 16] = [
+        b".nc",
+        b"..nc",
+        b"a.NC",
+        b"b.nc.gz",
+        b"nc",
+        b"c.Nc",
+        b"d.",
+        b".hidden.nc",
+        b"e.0123456789abcdef",
+        b"f.0123456789abcdefg",
+        b"g.tar.GZ",
+        b"h.\xc3\x84",
+        b"i.\xc3\xa4",
+        b"j.nc ",
+        b"k.n.c",
+        b"noext",
+    ];
+    for name in names {
+        std::fs::write(root.join(std::ffi::OsStr::from_bytes(name)), b"x").unwrap();
+    }
+    std::fs::create_dir(root.join("dir.nc")).unwrap();
+    scan(&aggregator, &root);
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
+        rt,
+    };
+    let types = api.json("/api/v1/snapshots/1/usage?by=type");
+    let mut asked: Vec<String> = types["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect();
+    asked.extend(["NC", "n.c", "tar.gz", "0123456789abcdefg", "x"].map(String::from));
+    for ext in asked {
+        let mut expected: Vec<Vec<u8>> = names
+            .iter()
+            .filter(|n| {
+                storage_tracker_proto::reports::extension(n) == ext.to_ascii_lowercase().as_bytes()
+            })
+            .map(|n| n.to_vec())
+            .collect();
+        expected.sort();
+        let query: String = ext.bytes().map(|b| format!("%{b:02X}")).collect();
+        let found = api.json(&format!(
+            "/api/v1/snapshots/1/search?type={query}&limit=100"
+        ));
+        let mut found: Vec<Vec<u8>> = found["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().as_bytes().to_vec())
+            .collect();
+        found.sort();
+        assert_eq!(found, expected, "type {ext:?}");
+    }
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::entry::split_path;
-use storage_tracker_proto::reports::extension_sql;
+use storage_tracker_proto::reports::extension_is_sql;
 use storage_tracker_proto::sql::{quote_bytes, subtree};
 
 use super::windows::Piece;
@@ -189,9 +189,8 @@ impl EntryFilter {
                     quote_bytes(name.as_bytes())
                 ),
                 Condition::Type(extension) => format!(
-                    "kind = 'file' AND {} = {}",
-                    extension_sql("name"),
-                    quote_bytes(extension.as_bytes())
+                    "kind = 'file' AND {}",
+                    extension_is_sql("name", extension.as_bytes())
                 ),
                 Condition::Under(dir) => subtree(dir),
                 Condition::At(paths) => {
@@ -427,9 +426,8 @@ mod tests {
             format!(
                 "lowerUTF8(path) LIKE '%.txt' AND size >= 2 AND size <= 9 AND mtime_ns < -3 \
                  AND atime_ns >= 5 AND uid IN (SELECT id FROM db.principals WHERE snapshot_id = 4 \
-                 AND kind = 'user' AND name = 'o\\'neil') AND gid = 7 AND kind = 'file' AND {} = 'txt' \
-                 AND {}",
-                extension_sql("name"),
+                 AND kind = 'user' AND name = 'o\\'neil') AND gid = 7 AND kind = 'file' AND {} AND {}",
+                extension_is_sql("name", b"txt"),
                 subtree(b"/a")
             )
         );
