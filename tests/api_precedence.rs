@@ -174,6 +174,14 @@ fn parameters_are_refused_before_the_snapshot_the_directory_and_the_token() {
             400,
             &message,
         );
+        // A route of the whole snapshot takes no directory: the path is the parameter refused.
+        let message = match route {
+            "histograms" => format!(
+                "unknown parameter \"path\" for /api/v1/snapshots/{{snapshot_id}}/histograms: \
+                 it takes of (see /api/v1/openapi.json)"
+            ),
+            _ => message,
+        };
         apps.expect(
             open,
             &format!("{s}/1/{route}?path={r}/nope&{query}"),
@@ -527,5 +535,82 @@ fn each_route_checks_its_parameters_in_its_own_order() {
             400,
             message,
         );
+    }
+}
+
+#[test]
+fn every_route_refuses_a_parameter_it_does_not_take_and_a_method_other_than_get() {
+    use tower::ServiceExt;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "strict");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    std::fs::write(root.join("a.txt"), b"data").unwrap();
+    scan(&aggregator, &root);
+    let app = storage_tracker_api::app(AppState::new(reader(&db)));
+    let apps = Requests { rt };
+    let document = storage_tracker_api::openapi::document();
+    let routes = document["paths"].as_object().unwrap();
+    assert!(routes.len() > 10);
+    for (route, item) in routes {
+        let uri = route.replace("{snapshot_id}", "1");
+        let known: Vec<&str> = item["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let takes = if known.is_empty() {
+            "it takes no parameters".to_owned()
+        } else {
+            format!("it takes {}", known.join(", "))
+        };
+        // Misspelt, and whatever else comes with it, valid or not: each name the route does
+        // not take is named once, in the order given.
+        for query in [
+            "min_sise=1",
+            "limit=5&min_sise=1&min_sise=2",
+            "min_sise=1&limit=abc",
+        ] {
+            let mut unknown: Vec<String> = Vec::new();
+            for name in query.split('&').map(|p| p.split('=').next().unwrap()) {
+                if !known.contains(&name) && !unknown.contains(&format!("\"{name}\"")) {
+                    unknown.push(format!("\"{name}\""));
+                }
+            }
+            let plural = if unknown.len() > 1 { "s" } else { "" };
+            apps.expect(
+                &app,
+                &format!("{uri}?{query}"),
+                None,
+                400,
+                &format!(
+                    "unknown parameter{plural} {} for {route}: {takes} (see /api/v1/openapi.json)",
+                    unknown.join(", ")
+                ),
+            );
+        }
+        for method in ["POST", "PUT", "DELETE", "PATCH"] {
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri(&uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = apps.rt.block_on(app.clone().oneshot(request)).unwrap();
+            assert_eq!(response.status().as_u16(), 405, "{method} {uri}");
+            assert_eq!(response.headers()["allow"], "GET, HEAD", "{method} {uri}");
+            let body = apps
+                .rt
+                .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], "method_not_allowed", "{method} {uri}");
+            assert_eq!(
+                json["message"],
+                format!("{method} is not served here: the API answers GET (and HEAD) only")
+            );
+        }
     }
 }

@@ -14,6 +14,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A query stopped by the read-only user's limits.
     #[error("{0}")]
     Limited(String),
@@ -33,6 +35,7 @@ impl IntoResponse for ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Limited(_) => (StatusCode::SERVICE_UNAVAILABLE, "limited"),
             Self::Database(e) => {
                 tracing::error!(

@@ -33,6 +33,7 @@
 //! - [`ui`]: the built web UI, served from memory.
 
 pub mod access;
+pub mod conventions;
 pub mod error;
 pub mod export;
 pub mod extract;

@@ -269,6 +269,7 @@ fn schemas() -> Value {
                         "unauthorized",
                         "forbidden",
                         "not_found",
+                        "method_not_allowed",
                         "limited",
                         "unavailable",
                     ]),

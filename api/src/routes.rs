@@ -37,8 +37,13 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::NotFound("no such route; the API lives under /api/v1".into())
         })
+        .method_not_allowed_fallback(crate::conventions::method_not_allowed)
         // Route layers see the matched route; the later one runs first, so refusals by
-        // `authorize` are counted too. The fallback (404) needs neither.
+        // `authorize` are counted too, and a parameter is checked once the caller is known.
+        // The fallback (404) needs none.
+        .route_layer(axum::middleware::from_fn(
+            crate::conventions::refuse_unknown_parameters,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::access::authorize,
