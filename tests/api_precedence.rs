@@ -176,10 +176,11 @@ fn parameters_are_refused_before_the_snapshot_the_directory_and_the_token() {
         );
         // A route of the whole snapshot takes no directory: the path is the parameter refused.
         let message = match route {
-            "histograms" => format!(
-                "unknown parameter \"path\" for /api/v1/snapshots/{{snapshot_id}}/histograms: \
+            "histograms" => {
+                "unknown parameter \"path\" for /api/v1/snapshots/{snapshot_id}/histograms: \
                  it takes of (see /api/v1/openapi.json)"
-            ),
+                    .to_owned()
+            }
             _ => message,
         };
         apps.expect(
