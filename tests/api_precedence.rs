@@ -615,3 +615,118 @@ fn every_route_refuses_a_parameter_it_does_not_take_and_a_method_other_than_get(
         }
     }
 }
+
+/// Status and headers of `GET uri` with these request headers.
+fn answer(
+    rt: &tokio::runtime::Runtime,
+    app: &axum::Router,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = rt
+        .block_on(
+            app.clone()
+                .oneshot(request.body(axum::body::Body::empty()).unwrap()),
+        )
+        .unwrap();
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    let body = rt
+        .block_on(axum::body::to_bytes(response.into_body(), 64 << 20))
+        .unwrap();
+    (status, headers, body.to_vec())
+}
+
+#[test]
+fn a_snapshots_answers_are_kept_for_good_lists_are_asked_again_and_errors_never_kept() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "caching");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    std::fs::create_dir(root.join("team")).unwrap();
+    std::fs::write(root.join("team/a.txt"), b"data").unwrap();
+    scan(&aggregator, &root);
+    let r = root.to_str().unwrap();
+    let open = storage_tracker_api::app(AppState::new(reader(&db)));
+    let access = Access::parse(&format!("admin {ADMIN} *\nlead {LEAD} {r}/team\n")).unwrap();
+    let tokens = storage_tracker_api::app(AppState::new(reader(&db)).with_access(access));
+    let control = |h: &axum::http::HeaderMap| h["cache-control"].to_str().unwrap().to_owned();
+
+    let children = format!("/api/v1/snapshots/1/children?path={r}/team");
+    let (status, headers, body) = answer(&rt, &open, &children, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(control(&headers), "public, max-age=31536000, immutable");
+    assert!(!headers.contains_key("vary"));
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
+    // Asked again with its tag: 304, no body, the same tag; with another: the whole answer.
+    let (status, again, empty) = answer(&rt, &open, &children, &[("if-none-match", &tag)]);
+    assert_eq!((status, empty.len()), (304, 0));
+    assert_eq!(again["etag"], tag.as_str());
+    assert_eq!(control(&again), "public, max-age=31536000, immutable");
+    let (status, _, same) = answer(&rt, &open, &children, &[("if-none-match", "\"other\"")]);
+    assert_eq!((status, same), (200, body));
+    // The same request gives the same tag; another directory another.
+    assert_eq!(answer(&rt, &open, &children, &[]).1["etag"], tag.as_str());
+    let root_children = format!("/api/v1/snapshots/1/children?path={r}");
+    assert_ne!(
+        answer(&rt, &open, &root_children, &[]).1["etag"],
+        tag.as_str()
+    );
+
+    // Lists that grow as snapshots commit are asked again; health never kept.
+    for uri in [
+        "/api/v1/snapshots".to_owned(),
+        format!("/api/v1/history?path={r}"),
+    ] {
+        let (status, headers, _) = answer(&rt, &open, &uri, &[]);
+        assert_eq!(
+            (status, control(&headers).as_str()),
+            (200, "public, no-cache"),
+            "{uri}"
+        );
+        assert!(headers.contains_key("etag"), "{uri}");
+    }
+    let (_, health, _) = answer(&rt, &open, "/health", &[]);
+    assert_eq!(control(&health), "no-store");
+    assert!(!health.contains_key("etag"));
+    // A streamed download is kept, untagged.
+    let csv = format!("/api/v1/snapshots/1/stale?days=0&format=csv&path={r}");
+    let (status, headers, _) = answer(&rt, &open, &csv, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(control(&headers), "public, max-age=31536000, immutable");
+    assert!(!headers.contains_key("etag"));
+
+    // Errors are never kept, nor tagged: a snapshot not committed yet may be tomorrow.
+    for uri in [
+        "/api/v1/snapshots/99/children".to_owned(),
+        format!("/api/v1/snapshots/1/children?path={r}/nope"),
+        "/api/v1/snapshots/1/children?limit=0".to_owned(),
+    ] {
+        let (status, headers, _) = answer(&rt, &open, &uri, &[]);
+        assert!(status >= 400, "{uri}");
+        assert_eq!(control(&headers), "no-store", "{uri}");
+        assert!(!headers.contains_key("etag"), "{uri}");
+    }
+
+    // With tokens each answer is the token's: private, and varying by Authorization.
+    let bearer = format!("Bearer {LEAD}");
+    let (status, headers, _) = answer(&rt, &tokens, &children, &[("authorization", &bearer)]);
+    assert_eq!(status, 200);
+    assert_eq!(control(&headers), "private, max-age=31536000, immutable");
+    assert_eq!(headers["vary"], "Authorization");
+    let (status, headers, _) = answer(&rt, &tokens, &children, &[]);
+    assert_eq!((status, control(&headers).as_str()), (401, "no-store"));
+    let (_, access, _) = answer(
+        &rt,
+        &tokens,
+        "/api/v1/access",
+        &[("authorization", &bearer)],
+    );
+    assert_eq!(control(&access), "no-store");
+}

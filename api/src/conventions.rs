@@ -1,6 +1,6 @@
 //! What every route of the API does alike, whatever it answers: a query parameter the route
-//! does not take is refused, and a method other than `GET` is answered in the error shape of
-//! every other error.
+//! does not take is refused, a method other than `GET` is answered in the error shape of every
+//! other error, and every answer says how long it may be kept ([`cache_headers`]).
 //!
 //! A route's parameters are those the OpenAPI document ([`crate::openapi`]) gives it, so the
 //! document and the check cannot disagree: a parameter added to a route and not to the
@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use axum::extract::{MatchedPath, Query, Request};
-use axum::http::{Method, header};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::ApiError;
+use crate::{ApiError, AppState};
 
 /// Each documented route's query parameters, by route template.
 static PARAMETERS: LazyLock<HashMap<String, Vec<String>>> = LazyLock::new(|| {
@@ -95,6 +96,111 @@ pub async fn method_not_allowed(method: Method) -> Response {
     response
 }
 
+/// How long an answer may be kept by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// For good: what a committed snapshot holds never changes.
+    Forever,
+    /// Kept, but asked again each time (`If-None-Match` makes the answer a 304 when it is the
+    /// same): lists that grow as snapshots commit.
+    Revalidate,
+    /// Never kept: health, and what a token may read.
+    Never,
+}
+
+fn freshness(route: &str) -> Option<Freshness> {
+    match route {
+        "/health" | "/api/v1/access" => Some(Freshness::Never),
+        r if r.starts_with("/api/v1/snapshots/{snapshot_id}") => Some(Freshness::Forever),
+        r if r.starts_with("/api/") => Some(Freshness::Revalidate),
+        // The UI's files and /metrics keep their own headers.
+        _ => None,
+    }
+}
+
+/// The entity tag of a body: a 64-bit FNV-1a hash of its bytes, quoted.
+fn entity_tag(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("\"{hash:016x}\"")
+}
+
+/// Whether `If-None-Match` names `tag` (or `*`), weakly compared as RFC 9110 asks.
+fn none_match(request: &HeaderMap, tag: &str) -> bool {
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag)
+}
+
+/// Says how long each answer of the API may be kept. A 200 about one committed snapshot
+/// (everything under `/api/v1/snapshots/{snapshot_id}`) is kept for good (`max-age` of a
+/// year, `immutable`); other lists are kept and asked again (`no-cache`); errors, health and
+/// the caller's access are never kept (`no-store`). With tokens the answers depend on the
+/// token, so they are `private` (no shared cache keeps them) and vary by `Authorization`.
+/// A JSON answer carries an `ETag`, and a request whose `If-None-Match` names it is answered
+/// 304 with no body; streamed downloads (CSV, ncdu) carry none, since their bytes are not
+/// known before they are sent.
+pub async fn cache_headers(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let fresh = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|route| freshness(route.as_str()));
+    let Some(fresh) = fresh else {
+        return next.run(request).await;
+    };
+    let asked = request.headers().clone();
+    let mut response = next.run(request).await;
+    let control = match fresh {
+        _ if response.status() != StatusCode::OK => "no-store",
+        Freshness::Never => "no-store",
+        Freshness::Forever if state.access.is_open() => "public, max-age=31536000, immutable",
+        Freshness::Forever => "private, max-age=31536000, immutable",
+        Freshness::Revalidate if state.access.is_open() => "public, no-cache",
+        Freshness::Revalidate => "private, no-cache",
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(control));
+    if !state.access.is_open() {
+        headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if control == "no-store" || !json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!("an answer could not be read to tag it: {e}");
+            return ApiError::Unavailable("the answer could not be read; ask again".into())
+                .into_response();
+        }
+    };
+    let tag = entity_tag(&bytes);
+    parts.headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&tag).expect("hex digits in quotes"),
+    );
+    if none_match(&asked, &tag) {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_TYPE);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +217,36 @@ mod tests {
         assert_eq!(unknown_parameters("min%5Fsize=1&x+y=2", &known), ["x y"]);
         assert_eq!(unknown_parameters("", &known), none);
         assert_eq!(unknown_parameters("path", &known), none);
+    }
+
+    #[test]
+    fn tags_are_quoted_hashes_matched_weakly_or_by_star() {
+        let tag = entity_tag(b"{}");
+        assert_eq!(tag.len(), 18);
+        assert_ne!(tag, entity_tag(b"{ }"));
+        let asked = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert!(none_match(&asked(&tag), &tag));
+        assert!(none_match(&asked(&format!("\"x\", W/{tag}")), &tag));
+        assert!(none_match(&asked("*"), &tag));
+        assert!(!none_match(&asked("\"x\""), &tag));
+        assert!(!none_match(&HeaderMap::new(), &tag));
+    }
+
+    #[test]
+    fn a_snapshot_is_kept_for_good_and_lists_are_asked_again() {
+        assert_eq!(
+            freshness("/api/v1/snapshots/{snapshot_id}/children"),
+            Some(Freshness::Forever)
+        );
+        assert_eq!(freshness("/api/v1/snapshots"), Some(Freshness::Revalidate));
+        assert_eq!(freshness("/api/v1/history"), Some(Freshness::Revalidate));
+        assert_eq!(freshness("/health"), Some(Freshness::Never));
+        assert_eq!(freshness("/api/v1/access"), Some(Freshness::Never));
+        assert_eq!(freshness("/assets/{*file}"), None);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum ApiError {
     /// A query stopped by the read-only user's limits.
     #[error("{0}")]
     Limited(String),
+    /// The API could not answer for a reason of its own (not ClickHouse's).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the database is unavailable")]
     Database(#[source] clickhouse::error::Error),
 }
@@ -37,6 +40,7 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Limited(_) => (StatusCode::SERVICE_UNAVAILABLE, "limited"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Database(e) => {
                 tracing::error!(
                     "ClickHouse query failed: {}",

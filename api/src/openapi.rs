@@ -106,6 +106,20 @@ fn error_response() -> Value {
     json!({ "description": "An error with a message saying what was wrong", "content": { "application/json": { "schema": reference("Error") } } })
 }
 
+/// The headers that say how long an answer may be kept ([`crate::conventions::cache_headers`]).
+fn cache_headers() -> Value {
+    json!({
+        "Cache-Control": {
+            "description": "`public, max-age=31536000, immutable` (`private` with tokens) for what one committed snapshot holds; `no-cache` for lists that grow (snapshots, history, growth); `no-store` for health, access and every error",
+            "schema": { "type": "string" }
+        },
+        "ETag": {
+            "description": "A tag of the JSON answer, for If-None-Match; streamed downloads (CSV, ncdu) carry none",
+            "schema": { "type": "string" }
+        }
+    })
+}
+
 /// A `GET` whose 200 answers with `content` (content type, schema).
 fn operation(summary: &str, parameters: Vec<Value>, content: &[(&str, Value)]) -> Value {
     let mut ok = serde_json::Map::new();
@@ -117,7 +131,8 @@ fn operation(summary: &str, parameters: Vec<Value>, content: &[(&str, Value)]) -
             "summary": summary,
             "parameters": parameters,
             "responses": {
-                "200": { "description": "OK", "content": ok },
+                "200": { "description": "OK", "headers": cache_headers(), "content": ok },
+                "304": { "description": "Not modified: the ETag If-None-Match named is still the answer's (JSON answers only)", "headers": cache_headers() },
                 "400": error_response(),
                 "401": error_response(),
                 "403": error_response(),

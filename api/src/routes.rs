@@ -48,6 +48,12 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::access::authorize,
         ))
+        // Outside the token check (its refusals are not kept) and inside the metrics (which
+        // count a 304 as one).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::conventions::cache_headers,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::record,
