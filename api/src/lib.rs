@@ -34,6 +34,7 @@
 
 pub mod access;
 pub mod conventions;
+pub mod cors;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub ui: std::sync::Arc<ui::UiFiles>,
     /// Requests and their latency by route, served at `/metrics`.
     pub metrics: std::sync::Arc<storage_tracker_proto::metrics::Metrics>,
+    /// The web origins that may call the API from a browser ([`cors`]).
+    pub cors: std::sync::Arc<cors::Origins>,
     /// About how many entries a window of a download reads at most
     /// ([`query::windows::WINDOW_ENTRIES`]).
     pub window_entries: u64,
@@ -97,6 +100,7 @@ impl AppState {
             access: std::sync::Arc::new(access::Access::open()),
             ui: std::sync::Arc::new(ui::UiFiles::none()),
             metrics: Default::default(),
+            cors: Default::default(),
             window_entries: query::windows::WINDOW_ENTRIES,
         }
     }
@@ -110,6 +114,12 @@ impl AppState {
     /// Serving this built UI at `/`.
     pub fn with_ui(mut self, ui: ui::UiFiles) -> Self {
         self.ui = std::sync::Arc::new(ui);
+        self
+    }
+
+    /// Allowing these origins to call the API from a browser.
+    pub fn with_cors(mut self, origins: cors::Origins) -> Self {
+        self.cors = std::sync::Arc::new(origins);
         self
     }
 

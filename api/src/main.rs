@@ -11,6 +11,7 @@ use clap::Parser;
 use tracing::info;
 
 use storage_tracker_api::access::Access;
+use storage_tracker_api::cors::Origins;
 use storage_tracker_api::ui::UiFiles;
 use storage_tracker_api::{AppState, ReadConfig, app};
 use storage_tracker_proto::ddl::Database;
@@ -84,6 +85,11 @@ struct Args {
         default_value = "text"
     )]
     log_format: LogFormat,
+
+    /// Web origins whose pages may call the API from a browser (a portal): scheme://host[:port]
+    /// each, comma-separated, or * for any. None by default; the UI served here needs none.
+    #[arg(long, env = "STORAGE_TRACKER_API_CORS_ORIGINS", default_value = "")]
+    cors_origins: String,
 
     /// The built web UI to serve at `/` (`ui/dist` after `npm run build` in ui/).
     #[arg(long, env = "STORAGE_TRACKER_UI_DIR")]
@@ -166,6 +172,8 @@ fn tokens(args: &Args) -> anyhow::Result<Access> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let access = tokens(&args)?;
+    let cors = Origins::parse(&args.cors_origins)
+        .context("--cors-origins (STORAGE_TRACKER_API_CORS_ORIGINS)")?;
     if access.is_open() && !args.listen.ip().is_loopback() {
         bail!(
             "refusing to listen on {}: without tokens (--tokens-file) the API serves loopback only",
@@ -178,7 +186,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         password: args.clickhouse_password,
         database: args.database,
     })
-    .with_access(access.clone());
+    .with_access(access.clone())
+    .with_cors(cors.clone());
     let state = match &args.ui_dir {
         Some(dir) => {
             let ui = UiFiles::load(dir).with_context(|| format!("--ui-dir {}", dir.display()))?;
@@ -201,6 +210,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         } else {
             "required"
         },
+        cross_origin = ?cors,
         "serving on http://{}", args.listen
     );
     axum::serve(listener, app(state))

@@ -58,6 +58,11 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::metrics::record,
         ))
+        // Around everything, routes or not: a preflight is answered before any route sees it.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cors::cross_origin,
+        ))
         .with_state(state)
 }
 
