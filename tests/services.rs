@@ -385,3 +385,31 @@ fn an_empty_tokens_file_refuses_to_start_and_a_readable_one_is_warned_about() {
         "{log}"
     );
 }
+
+#[test]
+fn a_malformed_cross_origin_is_refused_at_start_naming_it() {
+    let api = sibling_binary(scanner(), "storage-api", "storage-tracker-api");
+    for (given, said) in [
+        (
+            "https://portal.example.org/app",
+            "\"https://portal.example.org/app\" is not an origin: give scheme://host[:port] with no path",
+        ),
+        (
+            "*,https://a.org",
+            "* allows every origin: give it alone, not with \"https://a.org\"",
+        ),
+    ] {
+        let out = Command::new(&api)
+            .args(["--listen", "127.0.0.1:1"])
+            .env("STORAGE_TRACKER_API_CORS_ORIGINS", given)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{given}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--cors-origins (STORAGE_TRACKER_API_CORS_ORIGINS)")
+                && stderr.contains(said),
+            "{stderr}"
+        );
+    }
+}
