@@ -145,7 +145,13 @@ fn a_snapshots_answers_are_kept_for_good_lists_are_asked_again_and_errors_never_
     let (status, headers, body) = get(&open, &children, &[]);
     assert_eq!(status, 200);
     assert_eq!(control(&headers), "public, max-age=31536000, immutable");
-    assert!(!headers.contains_key("vary"));
+    let vary = |h: &axum::http::HeaderMap| {
+        h.get_all("vary")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(vary(&headers), ["Accept-Encoding"]);
     let tag = headers["etag"].to_str().unwrap().to_owned();
     assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
     // Asked again with its tag: 304, no body, the same tag; with another: the whole answer.
@@ -200,7 +206,7 @@ fn a_snapshots_answers_are_kept_for_good_lists_are_asked_again_and_errors_never_
     let (status, headers, _) = get(&tokens, &children, &[("authorization", &bearer)]);
     assert_eq!(status, 200);
     assert_eq!(control(&headers), "private, max-age=31536000, immutable");
-    assert_eq!(headers["vary"], "Authorization");
+    assert_eq!(vary(&headers), ["Accept-Encoding", "Authorization"]);
     let (status, headers, _) = get(&tokens, &children, &[]);
     assert_eq!((status, control(&headers).as_str()), (401, "no-store"));
     let (_, access, _) = get(&tokens, "/api/v1/access", &[("authorization", &bearer)]);
@@ -262,7 +268,7 @@ fn browsers_on_the_allowed_origins_may_call_the_api_and_no_others() {
         .iter()
         .map(|v| v.to_str().unwrap())
         .collect();
-    assert_eq!(vary, ["Authorization", "Origin"]);
+    assert_eq!(vary, ["Accept-Encoding", "Authorization", "Origin"]);
     // An error to an allowed origin is readable too (the page can show its message).
     let (status, headers, _) = answer(&rt, &app, ("GET", &children), &[("origin", portal)]);
     assert_eq!(status, 401);
@@ -301,4 +307,85 @@ fn browsers_on_the_allowed_origins_may_call_the_api_and_no_others() {
     );
     assert_eq!(status, 405);
     assert!(!headers.contains_key("access-control-allow-origin"));
+}
+
+/// gzip's bytes, inflated.
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn answers_are_gzip_for_a_client_that_accepts_it_and_tagged_as_such() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, tree, r) = scanned(&rt, "gzip");
+    for i in 0..40 {
+        std::fs::write(tree.path().join(format!("team/file-{i:03}.dat")), b"x").unwrap();
+    }
+    let aggregator = Aggregator::start(&rt, &db);
+    scan(&aggregator, std::path::Path::new(&r));
+    let app = storage_tracker_api::app(AppState::new(reader(&db)));
+    let gzip = [("accept-encoding", "gzip, br")];
+    let header = |h: &axum::http::HeaderMap, name: &str| {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    // A JSON answer: the same document, compressed, with a tag of its own.
+    let children = format!("/api/v1/snapshots/2/children?path={r}/team");
+    let (status, plain_headers, plain) = answer(&rt, &app, ("GET", &children), &[]);
+    assert_eq!(status, 200);
+    assert!(plain.len() >= 1024, "{}", plain.len());
+    assert!(!plain_headers.contains_key("content-encoding"));
+    assert_eq!(header(&plain_headers, "vary"), ["Accept-Encoding"]);
+    let (status, headers, zipped) = answer(&rt, &app, ("GET", &children), &gzip);
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["content-type"], plain_headers["content-type"]);
+    assert!(
+        zipped.len() < plain.len() / 2,
+        "{} of {}",
+        zipped.len(),
+        plain.len()
+    );
+    assert_eq!(gunzip(&zipped), plain);
+    assert_ne!(headers["etag"], plain_headers["etag"]);
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, empty) = answer(
+        &rt,
+        &app,
+        ("GET", &children),
+        &[gzip[0], ("if-none-match", &tag)],
+    );
+    assert_eq!((status, empty.len()), (304, 0));
+
+    // A small answer is sent as it is; a client that refuses gzip gets none.
+    let (_, headers, _) = answer(&rt, &app, ("GET", "/api/v1/snapshots/1"), &gzip);
+    assert!(!headers.contains_key("content-encoding"));
+    for refused in ["gzip;q=0", "identity", "br"] {
+        let (_, headers, body) = answer(
+            &rt,
+            &app,
+            ("GET", &children),
+            &[("accept-encoding", refused)],
+        );
+        assert!(!headers.contains_key("content-encoding"), "{refused}");
+        assert_eq!(body, plain, "{refused}");
+    }
+
+    // A streamed download: the same rows, compressed as they stream.
+    let csv = format!("/api/v1/snapshots/2/stale?days=0&format=csv&path={r}");
+    let (status, _, plain_csv) = answer(&rt, &app, ("GET", &csv), &[]);
+    assert_eq!(status, 200);
+    let (status, headers, zipped_csv) = answer(&rt, &app, ("GET", &csv), &gzip);
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(gunzip(&zipped_csv), plain_csv);
+    assert_eq!(String::from_utf8(plain_csv).unwrap().lines().count(), 42);
 }

@@ -170,7 +170,7 @@ pub async fn cache_headers(
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(control));
     if !state.access.is_open() {
-        headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
+        headers.append(header::VARY, HeaderValue::from_static("Authorization"));
     }
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -196,6 +196,7 @@ pub async fn cache_headers(
         parts.status = StatusCode::NOT_MODIFIED;
         parts.headers.remove(header::CONTENT_TYPE);
         parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::CONTENT_ENCODING);
         return Response::from_parts(parts, Body::empty());
     }
     Response::from_parts(parts, Body::from(bytes))

@@ -33,6 +33,7 @@
 //! - [`ui`]: the built web UI, served from memory.
 
 pub mod access;
+pub mod compression;
 pub mod conventions;
 pub mod cors;
 pub mod error;

@@ -48,8 +48,10 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             crate::access::authorize,
         ))
-        // Outside the token check (its refusals are not kept) and inside the metrics (which
-        // count a 304 as one).
+        // Outside the token check: its refusals are compressed, and never kept.
+        .route_layer(axum::middleware::from_fn(crate::compression::compress))
+        // Outside the compression (a gzip answer's tag is its own) and inside the metrics
+        // (which count a 304 as one).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::conventions::cache_headers,
