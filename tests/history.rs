@@ -291,3 +291,101 @@ fn growth_and_history_of_a_missing_directory_are_404() {
         assert_eq!(path["required"], true, "{route}");
     }
 }
+
+#[test]
+fn history_and_the_snapshot_list_follow_one_label() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "labels");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    std::fs::create_dir(root.join("data")).unwrap();
+    std::fs::write(root.join("data/a"), b"x").unwrap();
+    // The same tree as two filesystems: "home" twice, then "scratch" once.
+    for label in ["home", "home", "scratch"] {
+        let o = Command::new(scanner())
+            .args(["--aggregator", &aggregator.addr, "--label", label])
+            .arg(&root)
+            .env_remove("SLURM_PROCID")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let app = storage_tracker_api::app(AppState::new(reader(&db)));
+    let r = root.to_str().unwrap();
+
+    let listed = |query: &str| {
+        let (status, list) = get(&rt, &app, &format!("/api/v1/snapshots?{query}"));
+        assert_eq!(status, 200, "{list}");
+        let ids: Vec<u64> = list["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["snapshot_id"].as_u64().unwrap())
+            .collect();
+        (list["total"].as_u64().unwrap(), ids)
+    };
+    assert_eq!(listed(""), (3, vec![3, 2, 1]));
+    assert_eq!(listed("label=home"), (2, vec![2, 1]));
+    assert_eq!(listed("label=home&limit=1&offset=1"), (2, vec![1]));
+    assert_eq!(listed("label=scratch"), (1, vec![3]));
+    assert_eq!(listed("label=nothing%20here"), (0, vec![]));
+
+    // Two filesystems hold the directory: a history needs one named, by snapshot or label.
+    let (status, refused) = get(&rt, &app, &format!("/api/v1/history?path={r}/data"));
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().ends_with(
+            "give snapshot= with a snapshot of the one you mean, or label= with its label"
+        ),
+        "{refused}"
+    );
+    let points = |query: &str| {
+        let (status, history) = get(&rt, &app, &format!("/api/v1/history?path={r}/data&{query}"));
+        assert_eq!(status, 200, "{history}");
+        assert_eq!(
+            history["filesystem_label"],
+            query.rsplit('=').next().unwrap()
+        );
+        history["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["snapshot_id"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(points("label=home"), [1, 2]);
+    assert_eq!(points("label=scratch"), [3]);
+    let (status, history) = get(
+        &rt,
+        &app,
+        &format!("/api/v1/history?path={r}/data&snapshot=1&label=home"),
+    );
+    assert_eq!(
+        (status, history["points"].as_array().unwrap().len()),
+        (200, 2)
+    );
+    let (status, refused) = get(
+        &rt,
+        &app,
+        &format!("/api/v1/history?path={r}/data&snapshot=1&label=scratch"),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("snapshot 1 is of the filesystem \"home\""),
+        "{refused}"
+    );
+    let (status, refused) = get(
+        &rt,
+        &app,
+        &format!("/api/v1/history?path={r}/data&label=tape"),
+    );
+    assert_eq!(status, 404, "{refused}");
+    assert_eq!(
+        refused["message"],
+        format!("no committed snapshot of the label \"tape\" has a directory \"{r}/data\"")
+    );
+}

@@ -16,6 +16,7 @@ use storage_tracker_proto::scan_options::describe;
 use crate::access::Scope;
 use crate::params::{OwnerBy, Word, query_params};
 use crate::paths::{PathParam, Text};
+use crate::pattern::refuse_nul;
 use crate::query;
 use crate::query::growth::{ChangeRow, OwnerChangeRow};
 use crate::query::snapshots::SnapshotRow;
@@ -92,6 +93,8 @@ pub struct HistoryParams {
     /// A snapshot of the filesystem whose history is asked; needed when snapshots of more than
     /// one filesystem hold the directory.
     snapshot: Option<SnapshotId>,
+    /// The label of that filesystem: another way to pick it.
+    label: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -115,15 +118,23 @@ fn required_path(path: Option<String>, path_b64: Option<String>) -> Result<Vec<u
 }
 
 /// The filesystem whose history of `dir` is asked: that of `snapshot`, or the one filesystem
-/// whose snapshots hold the directory.
+/// whose snapshots hold the directory (of `label`, when given).
 async fn history_filesystem(
     state: &AppState,
     access: &Scope,
-    snapshot: Option<SnapshotId>,
+    (snapshot, label): (Option<SnapshotId>, Option<&str>),
     dir: &[u8],
 ) -> Result<SnapshotRow, ApiError> {
     if let Some(id) = snapshot {
-        return crate::extract::committed(state, access, id).await;
+        let of = crate::extract::committed(state, access, id).await?;
+        return match label {
+            Some(label) if label != of.filesystem_label => Err(ApiError::BadRequest(format!(
+                "snapshot {id} is of the filesystem {}, not of the label {label:?}: give one of \
+                 snapshot= and label=, or both of one filesystem",
+                of.filesystem()
+            ))),
+            _ => Ok(of),
+        };
     }
     let (parent, name) = split_path(dir);
     let holding = state
@@ -137,16 +148,23 @@ async fn history_filesystem(
         .await?;
     let mut filesystems: Vec<SnapshotRow> = Vec::new();
     for s in holding {
-        if !filesystems.iter().any(|f| f.same_filesystem(&s)) {
+        let labelled = label.is_none_or(|l| l == s.filesystem_label);
+        if labelled && !filesystems.iter().any(|f| f.same_filesystem(&s)) {
             filesystems.push(s);
         }
     }
     match filesystems.len() {
-        0 => Err(no_directory(dir)),
+        0 => Err(match label {
+            Some(label) => ApiError::NotFound(format!(
+                "no committed snapshot of the label {label:?} has a directory {:?}",
+                String::from_utf8_lossy(dir)
+            )),
+            None => no_directory(dir),
+        }),
         1 => Ok(filesystems.pop().expect("one")),
         _ => Err(ApiError::BadRequest(format!(
             "{} is in snapshots of {} filesystems ({}); a history follows one: give snapshot= \
-             with a snapshot of the one you mean",
+             with a snapshot of the one you mean, or label= with its label",
             String::from_utf8_lossy(dir),
             filesystems.len(),
             filesystems
@@ -175,7 +193,11 @@ pub async fn history(
     let p = query_params(params)?;
     let dir = required_path(p.path, p.path_b64)?;
     access.check(&dir)?;
-    let filesystem = history_filesystem(&state, &access, p.snapshot, &dir).await?;
+    if let Some(label) = &p.label {
+        refuse_nul("label", label)?;
+    }
+    let filesystem =
+        history_filesystem(&state, &access, (p.snapshot, p.label.as_deref()), &dir).await?;
     let points = state
         .client
         .query(&query::growth::history(&state.database, &filesystem, &dir))

@@ -809,7 +809,14 @@ pub fn document() -> Value {
         "/api/v1/snapshots",
         operation(
             "Committed snapshots, newest first",
-            paging(),
+            with(
+                paging(),
+                vec![query(
+                    "label",
+                    "Only the snapshots of this filesystem label",
+                    json!({ "type": "string" }),
+                )],
+            ),
             &json_body("SnapshotList"),
         ),
     );
@@ -1035,11 +1042,18 @@ pub fn document() -> Value {
             "A directory's totals in every committed snapshot of one filesystem (label and root), with warnings where scans covered different trees",
             with(
                 required_path_params(),
-                vec![query(
-                    "snapshot",
-                    "A snapshot of the filesystem meant; required when snapshots of several filesystems hold the directory",
-                    integer(1, u64::from(u32::MAX)),
-                )],
+                vec![
+                    query(
+                        "snapshot",
+                        "A snapshot of the filesystem meant; required when snapshots of several filesystems hold the directory (or label=)",
+                        integer(1, u64::from(u32::MAX)),
+                    ),
+                    query(
+                        "label",
+                        "The label of the filesystem meant: another way to pick it",
+                        json!({ "type": "string" }),
+                    ),
+                ],
             ),
             &json_body("History"),
         ),

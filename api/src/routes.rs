@@ -91,7 +91,11 @@ async fn health(State(state): State<AppState>) -> (axum::http::StatusCode, Json<
     let tables = match &version {
         Ok(_) => state
             .client
-            .query(&query::snapshots::count(&state.database, Committed::All))
+            .query(&query::snapshots::count(
+                &state.database,
+                Committed::All,
+                None,
+            ))
             .fetch_one::<u64>()
             .await
             .map(|_| ()),

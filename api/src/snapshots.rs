@@ -11,8 +11,9 @@ use storage_tracker_proto::SnapshotId;
 use crate::access::Scope;
 use crate::extract::{AtDirectory, Check, Checked, InSnapshot, Route};
 use crate::listing::{Child, name_owners};
-use crate::params::{ChildSort, Order, Page, Word, page, query_params};
+use crate::params::{ChildSort, Order, Word, page, query_params};
 use crate::paths::Text;
+use crate::pattern::refuse_nul;
 use crate::query;
 use crate::query::snapshots::{Committed, SnapshotRow};
 use crate::query::tree::{ChildRow, DirTotalsRow};
@@ -80,13 +81,26 @@ struct SnapshotList {
     snapshots: Vec<Snapshot>,
 }
 
-/// `GET /api/v1/snapshots`: the committed snapshots the caller may read something of.
+#[derive(Debug, Deserialize)]
+struct SnapshotsParams {
+    limit: Option<u64>,
+    offset: Option<u64>,
+    /// Only the snapshots of this filesystem label.
+    label: Option<String>,
+}
+
+/// `GET /api/v1/snapshots?label=…`: the committed snapshots the caller may read something of.
 async fn list_snapshots(
     State(state): State<AppState>,
     Extension(access): Extension<Scope>,
-    page: Result<Query<Page>, QueryRejection>,
+    params: Result<Query<SnapshotsParams>, QueryRejection>,
 ) -> Result<Json<SnapshotList>, ApiError> {
-    let (limit, offset) = query_params(page)?.checked()?;
+    let params = query_params(params)?;
+    let (limit, offset) = page(params.limit, params.offset)?;
+    let label = params.label.as_deref();
+    if let Some(l) = label {
+        refuse_nul("label", l)?;
+    }
     let db = &state.database;
     let which = match &access {
         Scope::All => Committed::All,
@@ -94,12 +108,17 @@ async fn list_snapshots(
     };
     let total = state
         .client
-        .query(&query::snapshots::count(db, which))
+        .query(&query::snapshots::count(db, which, label))
         .fetch_one::<u64>()
         .await?;
     let rows = state
         .client
-        .query(&query::snapshots::newest_first(db, which, limit, offset))
+        .query(&query::snapshots::newest_first(
+            db,
+            which,
+            label,
+            (limit, offset),
+        ))
         .fetch_all::<SnapshotRow>()
         .await?;
     Ok(Json(SnapshotList {

@@ -102,28 +102,42 @@ impl Committed<'_> {
     }
 }
 
-/// The first `limit` of `which`, newest first, as [`SnapshotRow`]s.
-fn newest(db: &Database, which: Committed<'_>, limit: u64) -> String {
+/// The condition that keeps the snapshots of one filesystem label, if one is asked.
+fn of_label(label: Option<&str>) -> String {
+    label.map_or(String::new(), |l| {
+        format!(" AND filesystem_label = {}", quote_bytes(l.as_bytes()))
+    })
+}
+
+/// The first `limit` of `which` (of `label` only, when given), newest first, as
+/// [`SnapshotRow`]s.
+fn newest(db: &Database, which: Committed<'_>, label: Option<&str>, limit: u64) -> String {
     format!(
-        "SELECT {SNAPSHOT_COLUMNS} FROM {} ORDER BY snapshot_id DESC LIMIT {limit}",
-        which.table(db)
+        "SELECT {SNAPSHOT_COLUMNS} FROM {}{} ORDER BY snapshot_id DESC LIMIT {limit}",
+        which.table(db),
+        of_label(label)
     )
 }
 
-/// A page of `which`, newest first, as [`SnapshotRow`]s.
-pub fn newest_first(db: &Database, which: Committed<'_>, limit: u64, offset: u64) -> String {
-    format!("{} OFFSET {offset}", newest(db, which, limit))
+/// A page of `which` (of `label` only, when given), newest first, as [`SnapshotRow`]s.
+pub fn newest_first(
+    db: &Database,
+    which: Committed<'_>,
+    label: Option<&str>,
+    (limit, offset): (u64, u64),
+) -> String {
+    format!("{} OFFSET {offset}", newest(db, which, label, limit))
 }
 
 /// The committed snapshots whose rollups hold the directory `parent`/`name`, newest first,
 /// as [`SnapshotRow`]s (at most 10000).
 pub fn holding_directory(db: &Database, parent: &[u8], name: &[u8]) -> String {
-    newest(db, Committed::Holding { parent, name }, 10_000)
+    newest(db, Committed::Holding { parent, name }, None, 10_000)
 }
 
-/// How many snapshots `which` holds.
-pub fn count(db: &Database, which: Committed<'_>) -> String {
-    format!("SELECT count() FROM {}", which.table(db))
+/// How many snapshots `which` holds (of `label` only, when given).
+pub fn count(db: &Database, which: Committed<'_>, label: Option<&str>) -> String {
+    format!("SELECT count() FROM {}{}", which.table(db), of_label(label))
 }
 
 /// The committed snapshot `snapshot_id`, as a [`SnapshotRow`].
@@ -191,8 +205,8 @@ mod tests {
             scan_options: String::new(),
         };
         for sql in [
-            newest_first(&db, Committed::Covering(&prefixes), 10, 0),
-            count(&db, Committed::All),
+            newest_first(&db, Committed::Covering(&prefixes), Some("fs"), (10, 0)),
+            count(&db, Committed::All, None),
             one(&db, SnapshotId::new(7)),
             ids(&db, Committed::OfFilesystem(&row)),
             holding_directory(&db, b"/p", b"a"),
