@@ -105,7 +105,7 @@ export type EntryKind = "unknown" | "file" | "dir" | "symlink" | "fifo" | "socke
 
 /** What went wrong */
 export interface Error {
-  error: "bad_request" | "unauthorized" | "forbidden" | "not_found" | "limited" | "unavailable";
+  error: "bad_request" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "limited" | "unavailable";
   /** A sentence saying what was wrong */
   message: string;
 }
@@ -372,8 +372,10 @@ export interface Paths {
       path: string;
       /** The same, as base64 of the raw bytes (for names that are not UTF-8), instead of path */
       path_b64?: string;
-      /** A snapshot of the filesystem meant; required when snapshots of several filesystems hold the directory */
+      /** A snapshot of the filesystem meant; required when snapshots of several filesystems hold the directory (or label=) */
       snapshot?: number;
+      /** The label of the filesystem meant: another way to pick it */
+      label?: string;
     };
     content: {
       "application/json": History;
@@ -395,6 +397,8 @@ export interface Paths {
       limit?: number;
       /** Items to skip */
       offset?: number;
+      /** Only the snapshots of this filesystem label */
+      label?: string;
     };
     content: {
       "application/json": SnapshotList;
