@@ -389,3 +389,57 @@ fn answers_are_gzip_for_a_client_that_accepts_it_and_tagged_as_such() {
     assert_eq!(gunzip(&zipped_csv), plain_csv);
     assert_eq!(String::from_utf8(plain_csv).unwrap().lines().count(), 42);
 }
+
+#[test]
+fn every_nanosecond_time_comes_with_its_iso_string_to_the_nanosecond() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "iso_times");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    std::fs::create_dir(root.join("team")).unwrap();
+    let file = root.join("team/old.dat");
+    std::fs::write(&file, b"data").unwrap();
+    // 2001-02-03T04:05:06.789012345Z, past what a double holds to the nanosecond.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(981_173_106, 789_012_345);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_times(
+            std::fs::FileTimes::new()
+                .set_modified(when)
+                .set_accessed(when),
+        )
+        .unwrap();
+    scan(&aggregator, &root);
+    let app = storage_tracker_api::app(AppState::new(reader(&db)));
+    let r = root.to_str().unwrap();
+    let json = |uri: &str| -> serde_json::Value {
+        let (status, _, body) = answer(&rt, &app, ("GET", uri), &[]);
+        assert_eq!(status, 200, "{uri}");
+        serde_json::from_slice(&body).unwrap()
+    };
+    let iso = |ns: &serde_json::Value| {
+        storage_tracker_api::timestamp::Iso(ns.as_i64().unwrap()).to_string()
+    };
+
+    let children = json(&format!("/api/v1/snapshots/1/children?path={r}/team"));
+    let old = &children["children"][0];
+    assert_eq!(old["name"], "old.dat");
+    assert_eq!(old["mtime_ns"], 981_173_106_789_012_345_i64);
+    assert_eq!(old["mtime"], "2001-02-03T04:05:06.789012345Z");
+    assert_eq!(old["atime"], "2001-02-03T04:05:06.789012345Z");
+    assert_eq!(old["max_mtime"], "2001-02-03T04:05:06.789012345Z");
+    let dir = &children["directory"];
+    for (ns, text) in [("max_mtime_ns", "max_mtime"), ("max_atime_ns", "max_atime")] {
+        assert_eq!(dir[text], iso(&dir[ns]), "{text}");
+    }
+    let history = json(&format!("/api/v1/history?path={r}/team"));
+    let point = &history["points"][0];
+    assert_eq!(point["max_mtime"], iso(&point["max_mtime_ns"]));
+    let treemap = json(&format!("/api/v1/snapshots/1/treemap?path={r}/team"));
+    let tile = &treemap["root"]["children"][0];
+    assert_eq!(tile["mtime"], "2001-02-03T04:05:06.789012345Z");
+    assert_eq!(treemap["root"]["mtime"], iso(&treemap["root"]["mtime_ns"]));
+}

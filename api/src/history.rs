@@ -20,6 +20,7 @@ use crate::pattern::refuse_nul;
 use crate::query;
 use crate::query::growth::{ChangeRow, OwnerChangeRow};
 use crate::query::snapshots::SnapshotRow;
+use crate::timestamp::Iso;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -42,6 +43,21 @@ pub struct Point {
     pub max_mtime_ns: i64,
     /// What the scan left out ("" for a full scan).
     pub scan_options: String,
+}
+
+/// A point as answered: its newest mtime as an ISO 8601 string too (see [`crate::timestamp`]).
+#[derive(Debug, Serialize)]
+pub struct ShownPoint {
+    #[serde(flatten)]
+    point: Point,
+    max_mtime: Iso,
+}
+
+impl From<Point> for ShownPoint {
+    fn from(point: Point) -> Self {
+        let max_mtime = Iso(point.max_mtime_ns);
+        Self { point, max_mtime }
+    }
 }
 
 /// What a person should know before comparing these snapshots' totals: the ones whose scans
@@ -106,7 +122,7 @@ pub struct History {
     root_path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     root_path_b64: Option<String>,
-    points: Vec<Point>,
+    points: Vec<ShownPoint>,
     /// Why some points should not be compared as they are (scans with different options).
     warnings: Vec<String>,
 }
@@ -222,7 +238,7 @@ pub async fn history(
         filesystem_label: filesystem.filesystem_label,
         root_path: root.text,
         root_path_b64: root.b64,
-        points,
+        points: points.into_iter().map(ShownPoint::from).collect(),
         warnings,
     }))
 }

@@ -53,6 +53,7 @@ pub mod routes;
 pub mod search;
 pub mod snapshots;
 pub mod stream;
+pub mod timestamp;
 pub mod treemap;
 pub mod ui;
 

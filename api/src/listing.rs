@@ -13,6 +13,7 @@ use crate::query;
 use crate::query::entries::EntryFilter;
 use crate::query::reports::PrincipalRow;
 use crate::query::tree::{ChildRow, DirTotalsRow, PathRow};
+use crate::timestamp::Iso;
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Serialize)]
@@ -43,6 +44,9 @@ pub(crate) struct Child {
     /// Newest mtime and atime in a directory's tree; the entry's own otherwise.
     pub(crate) max_mtime_ns: i64,
     pub(crate) max_atime_ns: i64,
+    /// The same as ISO 8601 strings (see [`crate::timestamp`]).
+    pub(crate) max_mtime: Iso,
+    pub(crate) max_atime: Iso,
     pub(crate) size: u64,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -50,6 +54,8 @@ pub(crate) struct Child {
     pub(crate) nlink: u64,
     pub(crate) mtime_ns: i64,
     pub(crate) atime_ns: i64,
+    pub(crate) mtime: Iso,
+    pub(crate) atime: Iso,
     /// Names of the owner and group, where the scan could resolve them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) user: Option<String>,
@@ -91,6 +97,8 @@ impl From<ChildRow> for Child {
             dirs: r.tree_dirs,
             max_mtime_ns: r.tree_max_mtime_ns,
             max_atime_ns: r.tree_max_atime_ns,
+            max_mtime: Iso(r.tree_max_mtime_ns),
+            max_atime: Iso(r.tree_max_atime_ns),
             size: r.size,
             uid: r.uid,
             gid: r.gid,
@@ -98,6 +106,8 @@ impl From<ChildRow> for Child {
             nlink: r.nlink,
             mtime_ns: r.mtime_ns,
             atime_ns: r.atime_ns,
+            mtime: Iso(r.mtime_ns),
+            atime: Iso(r.atime_ns),
             user: None,
             group: None,
             symlink_target: (kind == EntryKind::Symlink)

@@ -181,6 +181,11 @@ fn nanoseconds() -> Value {
     json!({ "type": "integer", "format": "int64" })
 }
 
+/// The ISO 8601 string beside a `_ns` field (see [`crate::timestamp`]).
+fn iso(of: &str) -> Value {
+    json!({ "type": "string", "format": "date-time", "description": format!("{of}, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript)") })
+}
+
 fn array(items: Value) -> Value {
     json!({ "type": "array", "items": items })
 }
@@ -240,6 +245,8 @@ fn totals_fields() -> Vec<(&'static str, Value)> {
         ("dirs", count()),
         ("max_mtime_ns", nanoseconds()),
         ("max_atime_ns", nanoseconds()),
+        ("max_mtime", iso("max_mtime_ns")),
+        ("max_atime", iso("max_atime_ns")),
     ]
 }
 
@@ -476,6 +483,8 @@ fn schemas() -> Value {
                     ("nlink", count()),
                     ("mtime_ns", nanoseconds()),
                     ("atime_ns", nanoseconds()),
+                    ("mtime", iso("mtime_ns")),
+                    ("atime", iso("atime_ns")),
                     (
                         "user?",
                         described(
@@ -560,6 +569,7 @@ fn schemas() -> Value {
                         "Newest mtime: the file's own, or the newest in a directory's tree (not on \"other\")",
                     ),
                 ),
+                ("mtime?", iso("mtime_ns")),
                 (
                     "count?",
                     described(count(), "For \"other\": how many children it stands for"),
@@ -670,6 +680,7 @@ fn schemas() -> Value {
                 ("files", count()),
                 ("dirs", count()),
                 ("max_mtime_ns", nanoseconds()),
+                ("max_mtime", iso("max_mtime_ns")),
                 (
                     "scan_options",
                     described(string(), "What the scan left out (\"\" for a full scan)"),

@@ -17,6 +17,7 @@ use crate::pattern::refuse_nul;
 use crate::query;
 use crate::query::snapshots::{Committed, SnapshotRow};
 use crate::query::tree::{ChildRow, DirTotalsRow};
+use crate::timestamp::Iso;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -233,6 +234,8 @@ struct Totals {
     dirs: u64,
     max_mtime_ns: i64,
     max_atime_ns: i64,
+    max_mtime: Iso,
+    max_atime: Iso,
 }
 
 #[derive(Debug, Serialize)]
@@ -299,6 +302,8 @@ async fn children(
             dirs: rollup.dirs,
             max_mtime_ns: rollup.max_mtime_ns,
             max_atime_ns: rollup.max_atime_ns,
+            max_mtime: Iso(rollup.max_mtime_ns),
+            max_atime: Iso(rollup.max_atime_ns),
         },
         total,
         limit,

@@ -17,6 +17,7 @@ use crate::paths::Text;
 use crate::query;
 use crate::query::tree::EntriesOf;
 use crate::query::treemap::{TileRow, TotalRow};
+use crate::timestamp::Iso;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -92,6 +93,9 @@ pub(crate) struct Tile {
     /// Newest mtime: the file's own, or the newest in a directory's tree (not on "other").
     #[serde(skip_serializing_if = "Option::is_none")]
     mtime_ns: Option<i64>,
+    /// The same as an ISO 8601 string (see [`crate::timestamp`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime: Option<Iso>,
     /// For "other": how many children it stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     count: Option<u64>,
@@ -228,6 +232,7 @@ pub(crate) async fn treemap(
                     user: users.user(r.uid).map(str::to_owned),
                     file_type,
                     mtime_ns: Some(r.newest_mtime_ns),
+                    mtime: Some(Iso(r.newest_mtime_ns)),
                     count: None,
                     children,
                 }
@@ -246,6 +251,7 @@ pub(crate) async fn treemap(
                 user: None,
                 file_type: None,
                 mtime_ns: None,
+                mtime: None,
                 count: Some(t.children - shown),
                 children: Vec::new(),
             });
@@ -272,6 +278,7 @@ pub(crate) async fn treemap(
             user: None,
             file_type: None,
             mtime_ns: Some(top.max_mtime_ns),
+            mtime: Some(Iso(top.max_mtime_ns)),
             count: None,
             children,
         },

@@ -65,6 +65,8 @@ export interface Children {
 /** One entry: a directory carries its tree's totals, anything else its own size and times */
 export interface Entry {
   allocated: number;
+  /** atime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  atime: string;
   atime_ns: number;
   bytes: number;
   dirs: number;
@@ -75,9 +77,15 @@ export interface Entry {
   /** The group's name, where the scan could resolve it */
   group?: string;
   kind: EntryKind;
+  /** max_atime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  max_atime: string;
   max_atime_ns: number;
+  /** max_mtime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  max_mtime: string;
   max_mtime_ns: number;
   mode: number;
+  /** mtime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  mtime: string;
   mtime_ns: number;
   name: string;
   /** Base64 of the raw bytes of name; only when they are not UTF-8 (name then holds them with U+FFFD in place of the bytes that are not) */
@@ -165,6 +173,8 @@ export interface HistoryPoint {
   dirs: number;
   entries: number;
   files: number;
+  /** max_mtime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  max_mtime: string;
   max_mtime_ns: number;
   /** What the scan left out ("" for a full scan) */
   scan_options: string;
@@ -256,6 +266,8 @@ export interface Tile {
   count?: number;
   files: number;
   kind: TileKind;
+  /** mtime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  mtime?: string;
   /** Newest mtime: the file's own, or the newest in a directory's tree (not on "other") */
   mtime_ns?: number;
   name: string;
@@ -279,7 +291,11 @@ export interface Totals {
   dirs: number;
   entries: number;
   files: number;
+  /** max_atime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  max_atime: string;
   max_atime_ns: number;
+  /** max_mtime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  max_mtime: string;
   max_mtime_ns: number;
 }
 
