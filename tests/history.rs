@@ -75,6 +75,19 @@ fn growth_and_history_between_two_scans() {
     );
     assert_eq!(summary["added_files"], 1);
     assert_eq!(summary["removed_files"], 1);
+    assert_eq!(growth["total"], changes.len());
+    let (_, page) = get(
+        &rt,
+        &app,
+        &format!("/api/v1/growth?from=1&to=2&path={r}&limit=1"),
+    );
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["changes"].as_array().unwrap().len()
+        ),
+        (Some(3), 1)
+    );
 
     let (status, history) = get(&rt, &app, &format!("/api/v1/history?path={r}/grows"));
     assert_eq!(status, 200, "{history}");

@@ -113,6 +113,16 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
         api.names(&format!("{s}/top?what=files&path={r}/docs")),
         ["b.TXT", "a.txt", "c.md"]
     );
+    // Each list's total, whatever its page: the files and directories at or below.
+    let total = |uri: String| api.json(&uri)["total"].as_u64();
+    assert_eq!(total(format!("{s}/top?what=files&limit=2")), Some(7));
+    assert_eq!(total(format!("{s}/top?what=files&path={r}/docs")), Some(3));
+    // The root, docs, src, weird, sub and sub/deep.
+    assert_eq!(total(format!("{s}/top?what=dirs&limit=1")), Some(6));
+    assert_eq!(total(format!("{s}/top?what=dirs&path={r}/sub")), Some(2));
+    assert_eq!(total(format!("{s}/usage?by=type&limit=1")), Some(5));
+    assert_eq!(total(format!("{s}/usage?by=user")), Some(1));
+    assert_eq!(total(format!("{s}/usage?by=group&offset=5")), Some(1));
 
     let types = api.json(&format!("{s}/usage?by=type"));
     let txt = types["items"]
@@ -782,6 +792,10 @@ fn hard_linked_files_count_once_in_apparent_bytes_as_du_counts_them() {
         .map(|d| std::fs::metadata(format!("{r}{d}")).unwrap().len())
         .sum();
     assert_eq!(users["items"][0]["bytes"], dirs + 10_000 + 3);
+    // Top files lists every link of the file, and counts each in its total.
+    let top = api.json(&format!("{s}/top?what=files"));
+    assert_eq!(top["entries"].as_array().unwrap().len(), 4);
+    assert_eq!(top["total"], 4);
     drop(tree);
 }
 

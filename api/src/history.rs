@@ -277,6 +277,8 @@ pub struct Growth {
     /// Why the changes may not all be growth (scans with different options).
     warnings: Vec<String>,
     summary: ChangeSummary,
+    /// How many children changed in all: added, removed or changed in place.
+    total: u64,
     limit: u64,
     offset: u64,
     changes: Vec<Change>,
@@ -386,6 +388,7 @@ pub async fn growth(
         path: shown.text,
         path_b64: shown.b64,
         warnings: comparison_warnings(&a, &b),
+        total: summary.changed + summary.added + summary.removed,
         summary,
         limit,
         offset,

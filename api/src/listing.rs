@@ -284,6 +284,10 @@ pub(crate) struct Listing {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
+    /// How many entries the list holds in all, where that is known without reading them
+    /// (top files and directories: from the directory's rollup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
     limit: u64,
     offset: u64,
     entries: Vec<Child>,
@@ -301,9 +305,16 @@ impl Listing {
             snapshot_id,
             path: shown.text,
             path_b64: shown.b64,
+            total: None,
             limit,
             offset,
             entries,
         }
+    }
+
+    /// The same, with the list's total.
+    pub(crate) fn with_total(mut self, total: u64) -> Self {
+        self.total = Some(total);
+        self
     }
 }

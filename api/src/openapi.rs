@@ -533,6 +533,13 @@ fn schemas() -> Value {
                 vec![("snapshot_id", count())],
                 at_path(),
                 vec![
+                    (
+                        "total?",
+                        described(
+                            count(),
+                            "How many entries the list holds in all (top files and directories)",
+                        ),
+                    ),
                     ("limit", count()),
                     ("offset", count()),
                     ("entries", array(reference("Entry"))),
@@ -631,6 +638,10 @@ fn schemas() -> Value {
             vec![
                 ("snapshot_id", count()),
                 ("by", one_of(UsageBy::WORDS)),
+                (
+                    "total",
+                    described(count(), "How many users, groups or types there are"),
+                ),
                 ("limit", count()),
                 ("offset", count()),
                 ("items", array(reference("UsageItem"))),
@@ -745,6 +756,13 @@ fn schemas() -> Value {
                 vec![
                     ("warnings", warnings()),
                     ("summary", reference("ChangeSummary")),
+                    (
+                        "total",
+                        described(
+                            count(),
+                            "How many children changed in all (added, removed, changed in place)",
+                        ),
+                    ),
                     ("limit", count()),
                     ("offset", count()),
                     ("changes", array(reference("Change"))),

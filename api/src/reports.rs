@@ -104,7 +104,12 @@ impl Check for TopParams {
 pub(crate) async fn top(
     State(state): State<AppState>,
     Checked(((limit, offset), what)): Checked<TopParams>,
-    AtDirectory { snapshot, dir, .. }: AtDirectory,
+    AtDirectory {
+        snapshot,
+        dir,
+        rollup,
+        ..
+    }: AtDirectory,
 ) -> Result<Json<Listing>, ApiError> {
     let what = what.checked()?;
     let db = &state.database;
@@ -115,12 +120,10 @@ pub(crate) async fn top(
                 .files()
                 .under_unless_root(&dir, &snapshot.root_path);
             let entries = listed_largest(&state, snapshot_id, &filter, limit, offset).await?;
-            Ok(Json(Listing::new(
-                snapshot_id,
-                &dir,
-                (limit, offset),
-                entries,
-            )))
+            // Every file below the directory: its rollup counts them, each link of a file too.
+            Ok(Json(
+                Listing::new(snapshot_id, &dir, (limit, offset), entries).with_total(rollup.files),
+            ))
         }
         TopWhat::Dirs => {
             // The largest trees from the rollups, then their entries' own rows (mode, size,
@@ -138,12 +141,11 @@ pub(crate) async fn top(
                 .await?;
             let largest: Vec<Vec<u8>> = largest.into_iter().map(|r| r.path).collect();
             let entries = entries_at(&state, snapshot_id, &largest).await?;
-            Ok(Json(Listing::new(
-                snapshot_id,
-                &dir,
-                (limit, offset),
-                entries,
-            )))
+            // The directory itself, and every directory below it.
+            Ok(Json(
+                Listing::new(snapshot_id, &dir, (limit, offset), entries)
+                    .with_total(rollup.dirs + 1),
+            ))
         }
     }
 }
@@ -187,6 +189,8 @@ pub(crate) struct UsageItem {
 pub(crate) struct Usage {
     snapshot_id: SnapshotId,
     by: &'static str,
+    /// How many owners, groups or types the snapshot has.
+    total: u64,
     limit: u64,
     offset: u64,
     items: Vec<UsageItem>,
@@ -202,11 +206,17 @@ pub(crate) async fn usage(
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
     let by = usage_by.word();
-    let sql = match Principal::of_usage(usage_by) {
+    let principal = Principal::of_usage(usage_by);
+    let sql = match principal {
         Some(principal) => query::reports::owner_usage(db, snapshot_id, principal, limit, offset),
         None => query::reports::type_usage(db, snapshot_id, limit, offset),
     };
     let rows = state.client.query(&sql).fetch_all::<UsageRow>().await?;
+    let total = state
+        .client
+        .query(&query::reports::usage_count(db, snapshot_id, principal))
+        .fetch_one::<u64>()
+        .await?;
     let items = rows
         .into_iter()
         .map(|r| {
@@ -229,6 +239,7 @@ pub(crate) async fn usage(
     Ok(Json(Usage {
         snapshot_id,
         by,
+        total,
         limit,
         offset,
         items,

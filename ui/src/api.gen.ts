@@ -132,6 +132,8 @@ export interface Growth {
   path_b64?: string;
   summary: ChangeSummary;
   to: number;
+  /** How many children changed in all (added, removed, changed in place) */
+  total: number;
   /** Why the numbers should not be compared as they are (e.g. scans with different options, which did not cover the same tree) */
   warnings: string[];
 }
@@ -191,6 +193,8 @@ export interface Listing {
   /** Base64 of the raw bytes of path; only when they are not UTF-8 (path then holds them with U+FFFD in place of the bytes that are not) */
   path_b64?: string;
   snapshot_id: number;
+  /** How many entries the list holds in all (top files and directories) */
+  total?: number;
 }
 
 /** An OpenAPI 3.0 document */
@@ -318,6 +322,8 @@ export interface Usage {
   limit: number;
   offset: number;
   snapshot_id: number;
+  /** How many users, groups or types there are */
+  total: number;
 }
 
 /** The usage of one user, group or file type */

@@ -76,6 +76,17 @@ LIMIT {limit} OFFSET {offset}"
     )
 }
 
+/// How many users or groups (`principal`), or file types (`None`), a snapshot's usage has.
+pub fn usage_count(db: &Database, snapshot_id: SnapshotId, principal: Option<Principal>) -> String {
+    match principal {
+        Some(principal) => format!(
+            "SELECT uniqExact(id) FROM {db}.owner_usage WHERE snapshot_id = {snapshot_id} AND principal = {}",
+            principal.literal()
+        ),
+        None => format!("SELECT count() FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}"),
+    }
+}
+
 /// Usage per file type, largest first, as [`UsageRow`]s.
 pub fn type_usage(db: &Database, snapshot_id: SnapshotId, limit: u64, offset: u64) -> String {
     format!(
