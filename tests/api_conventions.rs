@@ -70,7 +70,7 @@ fn every_route_refuses_a_parameter_it_does_not_take_and_a_method_other_than_get(
     let document = storage_tracker_api::openapi::document();
     let routes = document["paths"].as_object().unwrap();
     assert!(routes.len() > 10);
-    for (route, item) in routes {
+    for (route, item) in routes.iter().filter(|(r, _)| *r != "/health") {
         let uri = route.replace("{snapshot_id}", "1");
         let known: Vec<&str> = item["get"]["parameters"]
             .as_array()
@@ -114,6 +114,20 @@ fn every_route_refuses_a_parameter_it_does_not_take_and_a_method_other_than_get(
                 "{uri}?{query}"
             );
         }
+        // A parameter given twice, the route's own or not, once it takes them all.
+        if let Some(name) = known.first() {
+            let (status, headers, body) =
+                answer(&rt, &app, ("GET", &format!("{uri}?{name}=1&{name}=2")), &[]);
+            assert_eq!(
+                (status, error_of(&body).1),
+                (
+                    400,
+                    format!("{name} is given 2 times (\"1\", \"2\"): give it once")
+                ),
+                "{uri}"
+            );
+            assert_eq!(headers["cache-control"], "no-store", "{uri}");
+        }
         for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
             let (status, headers, body) = answer(&rt, &app, (method, &uri), &[]);
             assert_eq!(status, 405, "{method} {uri}");
@@ -126,6 +140,34 @@ fn every_route_refuses_a_parameter_it_does_not_take_and_a_method_other_than_get(
                 )
             );
         }
+    }
+}
+
+#[test]
+fn health_takes_any_parameter_and_an_unknown_route_is_a_404_never_kept() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, _tree, _) = scanned(&rt, "probes");
+    let app = storage_tracker_api::app(AppState::new(reader(&db)));
+    // A probe may add what it likes (a cache-buster): health still answers.
+    let (status, _, _) = answer(&rt, &app, ("GET", "/health?nocache=123"), &[]);
+    assert_eq!(status, 200);
+    for uri in [
+        "/api/v1/nothing",
+        "/api/v1/snapshots/",
+        "/api/v1/snapshots/1/children/x",
+    ] {
+        let (status, headers, body) = answer(&rt, &app, ("GET", uri), &[]);
+        assert_eq!(status, 404, "{uri}");
+        assert_eq!(headers["cache-control"], "no-store", "{uri}");
+        assert_eq!(
+            error_of(&body),
+            (
+                "not_found".to_owned(),
+                format!(
+                    "no such route: {uri}; the API's routes are listed in /api/v1/openapi.json"
+                )
+            )
+        );
     }
 }
 
@@ -179,6 +221,13 @@ fn a_snapshots_answers_are_kept_for_good_lists_are_asked_again_and_errors_never_
         );
         assert!(headers.contains_key("etag"), "{uri}");
     }
+    // Growth compares two committed snapshots: kept for good too.
+    let growth = format!("/api/v1/growth?from=1&to=1&path={r}");
+    let (status, headers, _) = get(&open, &growth, &[]);
+    assert_eq!(
+        (status, control(&headers).as_str()),
+        (200, "public, max-age=31536000, immutable")
+    );
     let (_, health, _) = get(&open, "/health", &[]);
     assert_eq!(control(&health), "no-store");
     assert!(!health.contains_key("etag"));
@@ -211,6 +260,10 @@ fn a_snapshots_answers_are_kept_for_good_lists_are_asked_again_and_errors_never_
     assert_eq!((status, control(&headers).as_str()), (401, "no-store"));
     let (_, access, _) = get(&tokens, "/api/v1/access", &[("authorization", &bearer)]);
     assert_eq!(control(&access), "no-store");
+    // The API's document is everyone's, token or not.
+    let (_, document, _) = get(&tokens, "/api/v1/openapi.json", &[]);
+    assert_eq!(control(&document), "public, no-cache");
+    assert_eq!(vary(&document), ["Accept-Encoding"]);
 }
 
 #[test]
@@ -273,6 +326,34 @@ fn browsers_on_the_allowed_origins_may_call_the_api_and_no_others() {
     let (status, headers, _) = answer(&rt, &app, ("GET", &children), &[("origin", portal)]);
     assert_eq!(status, 401);
     assert_eq!(headers["access-control-allow-origin"], portal);
+
+    // A preflight of another method is refused: the API answers GET and HEAD only.
+    let (status, headers, body) = answer(
+        &rt,
+        &app,
+        ("OPTIONS", &children),
+        &[
+            ("origin", portal),
+            ("access-control-request-method", "POST"),
+        ],
+    );
+    assert_eq!(status, 403);
+    assert!(!headers.contains_key("access-control-allow-methods"));
+    assert_eq!(
+        error_of(&body).1,
+        "POST is not served here: the API answers GET (and HEAD) only"
+    );
+    // Without an Origin the answer still varies by it, so that no cache hands a portal the
+    // copy made without its header.
+    let (status, headers, _) = answer(&rt, &app, ("GET", &children), &[("authorization", &bearer)]);
+    assert_eq!(status, 200);
+    assert!(!headers.contains_key("access-control-allow-origin"));
+    let vary: Vec<&str> = headers
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(vary, ["Accept-Encoding", "Authorization", "Origin"]);
 
     // Another origin: no preflight, and no header that would let its page read an answer.
     let (status, headers, body) = preflight("https://evil.example.com");

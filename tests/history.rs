@@ -343,6 +343,22 @@ fn history_and_the_snapshot_list_follow_one_label() {
     assert_eq!(listed("label=home&limit=1&offset=1"), (2, vec![1]));
     assert_eq!(listed("label=scratch"), (1, vec![3]));
     assert_eq!(listed("label=nothing%20here"), (0, vec![]));
+    // Labels are compared exactly, and an empty one is refused, not taken as "".
+    assert_eq!(listed("label=HOME"), (0, vec![]));
+    for uri in [
+        "/api/v1/snapshots?label=".to_owned(),
+        format!("/api/v1/history?path={r}/data&label="),
+    ] {
+        let (status, refused) = get(&rt, &app, &uri);
+        assert_eq!(status, 400, "{uri}: {refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("label is empty"),
+            "{refused}"
+        );
+    }
 
     // Two filesystems hold the directory: a history needs one named, by snapshot or label.
     let (status, refused) = get(&rt, &app, &format!("/api/v1/history?path={r}/data"));

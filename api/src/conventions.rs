@@ -39,16 +39,20 @@ static PARAMETERS: LazyLock<HashMap<String, Vec<String>>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The parameters of `query` that `known` does not hold, decoded, each once, in order.
-fn unknown_parameters(query: &str, known: &[String]) -> Vec<String> {
+/// The parameters of `query`, decoded, in order.
+fn parameters(query: &str) -> Vec<(String, String)> {
     let Ok(uri) = format!("/?{query}").parse() else {
         return Vec::new();
     };
-    let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(&uri) else {
-        return Vec::new();
-    };
+    Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|Query(pairs)| pairs)
+        .unwrap_or_default()
+}
+
+/// The parameters of `query` that `known` does not hold, each once, in order.
+fn unknown_parameters(query: &str, known: &[String]) -> Vec<String> {
     let mut unknown: Vec<String> = Vec::new();
-    for (name, _) in pairs {
+    for (name, _) in parameters(query) {
         if !known.contains(&name) && !unknown.contains(&name) {
             unknown.push(name);
         }
@@ -56,13 +60,31 @@ fn unknown_parameters(query: &str, known: &[String]) -> Vec<String> {
     unknown
 }
 
+/// The first parameter of `query` given more than once, with its values.
+fn repeated_parameter(query: &str) -> Option<(String, Vec<String>)> {
+    let pairs = parameters(query);
+    let (name, _) = pairs
+        .iter()
+        .enumerate()
+        .find(|(i, (name, _))| pairs[..*i].iter().any(|(n, _)| n == name))
+        .map(|(_, pair)| pair)?;
+    let values = pairs
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .collect();
+    Some((name.clone(), values))
+}
+
 /// Refuses a request to a documented route that carries a query parameter the route does not
 /// take: a 400 naming it and the route's parameters (a misspelt `min_size` would otherwise be
-/// ignored, and the answer would look right).
+/// ignored, and the answer would look right); and one that gives a parameter twice. `/health`,
+/// which load balancers and probes call, takes any.
 pub async fn refuse_unknown_parameters(request: Request, next: Next) -> Response {
     let known = request
         .extensions()
         .get::<MatchedPath>()
+        .filter(|route| route.as_str() != "/health")
         .and_then(|route| Some((route.as_str().to_owned(), PARAMETERS.get(route.as_str())?)));
     if let (Some((route, known)), Some(query)) = (known, request.uri().query()) {
         let unknown = unknown_parameters(query, known);
@@ -77,6 +99,15 @@ pub async fn refuse_unknown_parameters(request: Request, next: Next) -> Response
             return ApiError::BadRequest(format!(
                 "unknown parameter{plural} {} for {route}: {takes} (see /api/v1/openapi.json)",
                 names.join(", ")
+            ))
+            .into_response();
+        }
+        if let Some((name, values)) = repeated_parameter(query) {
+            let values: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+            return ApiError::BadRequest(format!(
+                "{name} is given {} times ({}): give it once",
+                values.len(),
+                values.join(", ")
             ))
             .into_response();
         }
@@ -111,7 +142,12 @@ enum Freshness {
 fn freshness(route: &str) -> Option<Freshness> {
     match route {
         "/health" | "/api/v1/access" => Some(Freshness::Never),
-        r if r.starts_with("/api/v1/snapshots/{snapshot_id}") => Some(Freshness::Forever),
+        // Growth compares two committed snapshots: it never changes either.
+        r if r.starts_with("/api/v1/snapshots/{snapshot_id}")
+            || r.starts_with("/api/v1/growth") =>
+        {
+            Some(Freshness::Forever)
+        }
         r if r.starts_with("/api/") => Some(Freshness::Revalidate),
         // The UI's files and /metrics keep their own headers.
         _ => None,
@@ -158,18 +194,20 @@ pub async fn cache_headers(
         return next.run(request).await;
     };
     let asked = request.headers().clone();
+    // The document of the API is the same for every caller, token or not.
+    let public = state.access.is_open() || request.uri().path() == "/api/v1/openapi.json";
     let mut response = next.run(request).await;
     let control = match fresh {
         _ if response.status() != StatusCode::OK => "no-store",
         Freshness::Never => "no-store",
-        Freshness::Forever if state.access.is_open() => "public, max-age=31536000, immutable",
+        Freshness::Forever if public => "public, max-age=31536000, immutable",
         Freshness::Forever => "private, max-age=31536000, immutable",
-        Freshness::Revalidate if state.access.is_open() => "public, no-cache",
+        Freshness::Revalidate if public => "public, no-cache",
         Freshness::Revalidate => "private, no-cache",
     };
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(control));
-    if !state.access.is_open() {
+    if !public {
         headers.append(header::VARY, HeaderValue::from_static("Authorization"));
     }
     let json = headers
@@ -218,6 +256,11 @@ mod tests {
         assert_eq!(unknown_parameters("min%5Fsize=1&x+y=2", &known), ["x y"]);
         assert_eq!(unknown_parameters("", &known), none);
         assert_eq!(unknown_parameters("path", &known), none);
+        assert_eq!(repeated_parameter("path=/a&min_size=1"), None);
+        assert_eq!(
+            repeated_parameter("days=1&x=2&d%61ys=3"),
+            Some(("days".into(), vec!["1".into(), "3".into()]))
+        );
     }
 
     #[test]
@@ -245,6 +288,7 @@ mod tests {
         );
         assert_eq!(freshness("/api/v1/snapshots"), Some(Freshness::Revalidate));
         assert_eq!(freshness("/api/v1/history"), Some(Freshness::Revalidate));
+        assert_eq!(freshness("/api/v1/growth/owners"), Some(Freshness::Forever));
         assert_eq!(freshness("/health"), Some(Freshness::Never));
         assert_eq!(freshness("/api/v1/access"), Some(Freshness::Never));
         assert_eq!(freshness("/assets/{*file}"), None);

@@ -115,8 +115,16 @@ pub async fn cross_origin(State(state): State<AppState>, request: Request, next:
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .map(str::to_owned);
-    let Some(origin) = origin.filter(|_| *origins != Origins::None) else {
+    if *origins == Origins::None {
         return next.run(request).await;
+    }
+    let Some(origin) = origin else {
+        // What a cache keeps of this answer must not serve an origin that would get headers.
+        let mut response = next.run(request).await;
+        response
+            .headers_mut()
+            .append(header::VARY, HeaderValue::from_static("Origin"));
+        return response;
     };
     let allow = origins.allow(&origin);
     let preflight = request.method() == Method::OPTIONS
@@ -124,11 +132,26 @@ pub async fn cross_origin(State(state): State<AppState>, request: Request, next:
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
-        let Some(allow) = allow else {
-            return ApiError::Forbidden(format!(
+        let method = request
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| m.to_str().ok())
+            .unwrap_or_default();
+        let refused = match allow {
+            None => Some(format!(
                 "the origin {origin} may not call this API from a browser; the admin allows origins with --cors-origins"
-            ))
-            .into_response();
+            )),
+            Some(_) if !matches!(method, "GET" | "HEAD") => Some(format!(
+                "{method} is not served here: the API answers GET (and HEAD) only"
+            )),
+            Some(_) => None,
+        };
+        let Some(allow) = allow.filter(|_| refused.is_none()) else {
+            let mut response = ApiError::Forbidden(refused.unwrap_or_default()).into_response();
+            response
+                .headers_mut()
+                .append(header::VARY, HeaderValue::from_static("Origin"));
+            return response;
         };
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();

@@ -49,8 +49,10 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
         };
+        // An error is never kept: what is missing or refused now may be there tomorrow.
         (
             status,
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
             Json(ErrorBody {
                 error: kind,
                 message: self.to_string(),

@@ -211,6 +211,7 @@ pub async fn history(
     access.check(&dir)?;
     if let Some(label) = &p.label {
         refuse_nul("label", label)?;
+        crate::snapshots::refuse_empty_label(label)?;
     }
     let filesystem =
         history_filesystem(&state, &access, (p.snapshot, p.label.as_deref()), &dir).await?;

@@ -110,7 +110,7 @@ fn error_response() -> Value {
 fn cache_headers() -> Value {
     json!({
         "Cache-Control": {
-            "description": "`public, max-age=31536000, immutable` (`private` with tokens) for what one committed snapshot holds; `no-cache` for lists that grow (snapshots, history, growth); `no-store` for health, access and every error",
+            "description": "`public, max-age=31536000, immutable` (`private` with tokens) for what one committed snapshot holds and growth between two; `no-cache` for lists that grow (snapshots, history) and this document; `no-store` for health, access and every error",
             "schema": { "type": "string" }
         },
         "ETag": {

@@ -34,8 +34,11 @@ pub fn app(state: AppState) -> Router {
         .route("/assets/{*file}", get(crate::ui::serve))
         .route("/metrics", get(crate::metrics::metrics))
         .merge(api().router)
-        .fallback(|| async {
-            ApiError::NotFound("no such route; the API lives under /api/v1".into())
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::NotFound(format!(
+                "no such route: {}; the API's routes are listed in /api/v1/openapi.json",
+                uri.path()
+            ))
         })
         .method_not_allowed_fallback(crate::conventions::method_not_allowed)
         // Route layers see the matched route; the later one runs first, so refusals by

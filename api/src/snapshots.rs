@@ -82,6 +82,16 @@ struct SnapshotList {
     snapshots: Vec<Snapshot>,
 }
 
+/// A `label=` that names no label: refused, not taken as the label "".
+pub(crate) fn refuse_empty_label(label: &str) -> Result<(), ApiError> {
+    if label.is_empty() {
+        return Err(ApiError::BadRequest(
+            "label is empty: give a filesystem label (as the scans gave it, case and all), or leave label out".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 struct SnapshotsParams {
     limit: Option<u64>,
@@ -101,6 +111,7 @@ async fn list_snapshots(
     let label = params.label.as_deref();
     if let Some(l) = label {
         refuse_nul("label", l)?;
+        refuse_empty_label(l)?;
     }
     let db = &state.database;
     let which = match &access {
