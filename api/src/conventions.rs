@@ -133,7 +133,7 @@ enum Freshness {
     /// For good: what a committed snapshot holds never changes.
     Forever,
     /// Kept, but asked again each time (`If-None-Match` makes the answer a 304 when it is the
-    /// same): lists that grow as snapshots commit.
+    /// same): lists that grow as snapshots commit, and the API's document.
     Revalidate,
     /// Never kept: health, and what a token may read.
     Never,
@@ -174,10 +174,11 @@ fn none_match(request: &HeaderMap, tag: &str) -> bool {
 }
 
 /// Says how long each answer of the API may be kept. A 200 about one committed snapshot
-/// (everything under `/api/v1/snapshots/{snapshot_id}`) is kept for good (`max-age` of a
-/// year, `immutable`); other lists are kept and asked again (`no-cache`); errors, health and
-/// the caller's access are never kept (`no-store`). With tokens the answers depend on the
-/// token, so they are `private` (no shared cache keeps them) and vary by `Authorization`.
+/// (everything under `/api/v1/snapshots/{snapshot_id}`) or two (growth) is kept for good
+/// (`max-age` of a year, `immutable`); the lists that grow, and the API's document, are kept
+/// and asked again (`no-cache`); errors, health and the caller's access are never kept
+/// (`no-store`). With tokens the answers depend on the token, so they are `private` (no shared
+/// cache keeps them) and vary by `Authorization`; the document is everyone's.
 /// A JSON answer carries an `ETag`, and a request whose `If-None-Match` names it is answered
 /// 304 with no body; streamed downloads (CSV, ncdu) carry none, since their bytes are not
 /// known before they are sent.

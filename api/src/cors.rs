@@ -97,10 +97,16 @@ fn is_origin(origin: &str) -> bool {
         && port.is_none_or(|p| !p.is_empty() && p.parse::<u16>().is_ok())
 }
 
+/// Every answer varies by `Origin` once origins are allowed: what a cache keeps of one must not
+/// serve an origin that would have had other headers.
+fn varies(headers: &mut HeaderMap) {
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
 /// The headers of an answer to an allowed origin.
 fn allowed(headers: &mut HeaderMap, allow: HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    varies(headers);
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("ETag, Content-Disposition"),
@@ -119,11 +125,8 @@ pub async fn cross_origin(State(state): State<AppState>, request: Request, next:
         return next.run(request).await;
     }
     let Some(origin) = origin else {
-        // What a cache keeps of this answer must not serve an origin that would get headers.
         let mut response = next.run(request).await;
-        response
-            .headers_mut()
-            .append(header::VARY, HeaderValue::from_static("Origin"));
+        varies(response.headers_mut());
         return response;
     };
     let allow = origins.allow(&origin);
@@ -148,9 +151,7 @@ pub async fn cross_origin(State(state): State<AppState>, request: Request, next:
         };
         let Some(allow) = allow.filter(|_| refused.is_none()) else {
             let mut response = ApiError::Forbidden(refused.unwrap_or_default()).into_response();
-            response
-                .headers_mut()
-                .append(header::VARY, HeaderValue::from_static("Origin"));
+            varies(response.headers_mut());
             return response;
         };
         let mut response = StatusCode::NO_CONTENT.into_response();
@@ -171,8 +172,9 @@ pub async fn cross_origin(State(state): State<AppState>, request: Request, next:
         return response;
     }
     let mut response = next.run(request).await;
-    if let Some(allow) = allow {
-        allowed(response.headers_mut(), allow);
+    match allow {
+        Some(allow) => allowed(response.headers_mut(), allow),
+        None => varies(response.headers_mut()),
     }
     response
 }
