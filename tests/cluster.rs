@@ -222,7 +222,7 @@ fn a_cluster_store_answers_as_one_server_does() {
         format!("{s2}/search?q=f1"),
         format!("{s2}/search?q=out1*.h5&match=glob&limit=30"),
         format!("{s2}/search?q=^f[0-9]+$&match=regex&path={root}/wide&limit=40&offset=100"),
-        format!("{s2}/search?min_size=1000&type=h5"),
+        format!("{s2}/search?min_size=100&type=h5&limit=150"),
         format!("{s1}/stale?days=0&limit=25"),
         format!("{s1}/stale?days=0&format=csv"),
         format!("{s1}/stale?days=365&by=mtime"),
