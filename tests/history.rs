@@ -384,6 +384,23 @@ fn history_and_the_snapshot_list_follow_one_label() {
             .collect::<Vec<_>>()
     };
     assert_eq!(points("label=home"), [1, 2]);
+    // Each point's start to the nanosecond, as its snapshot's.
+    let (_, list) = get(&rt, &app, "/api/v1/snapshots");
+    let (_, history) = get(
+        &rt,
+        &app,
+        &format!("/api/v1/history?path={r}/data&label=home"),
+    );
+    for point in history["points"].as_array().unwrap() {
+        let snapshot = list["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["snapshot_id"] == point["snapshot_id"])
+            .unwrap();
+        assert_eq!(point["started_at_ns"], snapshot["started_at_ns"]);
+        assert_eq!(point["started_at"], snapshot["started_at"]);
+    }
     assert_eq!(points("label=scratch"), [3]);
     let (status, history) = get(
         &rt,

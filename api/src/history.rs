@@ -35,6 +35,8 @@ pub fn routes() -> crate::resource::Routes {
 pub struct Point {
     pub snapshot_id: SnapshotId,
     pub started_at: u32,
+    /// The scan's start to the nanosecond (points a second apart stay in order).
+    pub started_at_ns: i64,
     pub bytes: u64,
     pub allocated: u64,
     pub entries: u64,

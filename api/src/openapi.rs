@@ -685,6 +685,10 @@ fn schemas() -> Value {
             vec![
                 ("snapshot_id", count()),
                 ("started_at", u32_integer()),
+                (
+                    "started_at_ns",
+                    described(nanoseconds(), "The scan's start to the nanosecond"),
+                ),
                 ("bytes", count()),
                 ("allocated", count()),
                 ("entries", count()),

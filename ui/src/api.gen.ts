@@ -182,6 +182,8 @@ export interface HistoryPoint {
   scan_options: string;
   snapshot_id: number;
   started_at: number;
+  /** The scan's start to the nanosecond */
+  started_at_ns: number;
 }
 
 /** A page of entries under a directory */

@@ -17,7 +17,7 @@ use super::{Principal, at_path};
 /// oldest first (as `history::Point`s).
 pub fn history(db: &Database, of: &SnapshotRow, dir: &[u8]) -> String {
     format!(
-        "SELECT snapshot_id, started_at, bytes, allocated, entries, files, dirs, max_mtime_ns, scan_options
+        "SELECT snapshot_id, started_at, started_at_ns, bytes, allocated, entries, files, dirs, max_mtime_ns, scan_options
 FROM
 (
     SELECT snapshot_id, bytes, allocated, entries, files, dirs, max_mtime_ns

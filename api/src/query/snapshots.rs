@@ -153,11 +153,11 @@ pub fn ids(db: &Database, which: Committed<'_>) -> String {
     format!("SELECT snapshot_id FROM {}", which.table(db))
 }
 
-/// The snapshot id and the start (seconds) and scan options of every committed snapshot: the
-/// side of a join that dates a series of rollups.
+/// The snapshot id, the start (in seconds and in nanoseconds) and the scan options of every
+/// committed snapshot: the side of a join that dates a series of rollups.
 pub(super) fn dates(db: &Database) -> String {
     format!(
-        "SELECT snapshot_id, toUInt32(started_at) AS started_at, scan_options FROM {}",
+        "SELECT snapshot_id, toUInt32(started_at) AS started_at, started_at_ns, scan_options FROM {}",
         Committed::All.table(db)
     )
 }
