@@ -52,6 +52,15 @@ fn scanned(rt: &tokio::runtime::Runtime, name: &str) -> (TestDatabase, tempfile:
     (db, tree, r)
 }
 
+/// Every value of the header `name`, in order.
+fn values(headers: &axum::http::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The error body's (`error`, `message`).
 fn error_of(body: &[u8]) -> (String, String) {
     let json: serde_json::Value = serde_json::from_slice(body)
@@ -187,12 +196,7 @@ fn a_snapshots_answers_are_kept_for_good_lists_are_asked_again_and_errors_never_
     let (status, headers, body) = get(&open, &children, &[]);
     assert_eq!(status, 200);
     assert_eq!(control(&headers), "public, max-age=31536000, immutable");
-    let vary = |h: &axum::http::HeaderMap| {
-        h.get_all("vary")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let vary = |h: &axum::http::HeaderMap| values(h, "vary");
     assert_eq!(vary(&headers), ["Accept-Encoding"]);
     let tag = headers["etag"].to_str().unwrap().to_owned();
     assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
@@ -316,11 +320,7 @@ fn browsers_on_the_allowed_origins_may_call_the_api_and_no_others() {
         headers["access-control-expose-headers"],
         "ETag, Content-Disposition"
     );
-    let vary: Vec<&str> = headers
-        .get_all("vary")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
+    let vary = values(&headers, "vary");
     assert_eq!(vary, ["Accept-Encoding", "Authorization", "Origin"]);
     // An error to an allowed origin is readable too (the page can show its message).
     let (status, headers, _) = answer(&rt, &app, ("GET", &children), &[("origin", portal)]);
@@ -348,11 +348,7 @@ fn browsers_on_the_allowed_origins_may_call_the_api_and_no_others() {
     let (status, headers, _) = answer(&rt, &app, ("GET", &children), &[("authorization", &bearer)]);
     assert_eq!(status, 200);
     assert!(!headers.contains_key("access-control-allow-origin"));
-    let vary: Vec<&str> = headers
-        .get_all("vary")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
+    let vary = values(&headers, "vary");
     assert_eq!(vary, ["Accept-Encoding", "Authorization", "Origin"]);
 
     // Another origin: no preflight, and no header that would let its page read an answer.
@@ -415,12 +411,6 @@ fn answers_are_gzip_for_a_client_that_accepts_it_and_tagged_as_such() {
     scan(&aggregator, std::path::Path::new(&r));
     let app = storage_tracker_api::app(AppState::new(reader(&db)));
     let gzip = [("accept-encoding", "gzip, br")];
-    let header = |h: &axum::http::HeaderMap, name: &str| {
-        h.get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
 
     // A JSON answer: the same document, compressed, with a tag of its own.
     let children = format!("/api/v1/snapshots/2/children?path={r}/team");
@@ -428,7 +418,7 @@ fn answers_are_gzip_for_a_client_that_accepts_it_and_tagged_as_such() {
     assert_eq!(status, 200);
     assert!(plain.len() >= 1024, "{}", plain.len());
     assert!(!plain_headers.contains_key("content-encoding"));
-    assert_eq!(header(&plain_headers, "vary"), ["Accept-Encoding"]);
+    assert_eq!(values(&plain_headers, "vary"), ["Accept-Encoding"]);
     let (status, headers, zipped) = answer(&rt, &app, ("GET", &children), &gzip);
     assert_eq!(status, 200);
     assert_eq!(headers["content-encoding"], "gzip");

@@ -14,13 +14,11 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use futures_util::StreamExt;
-
-use crate::ApiError;
 
 /// Smaller JSON answers are sent as they are: gzip's header and trailer would outweigh it.
 const MIN_BYTES: usize = 1024;
@@ -134,13 +132,9 @@ pub async fn compress(request: Request, next: Next) -> Response {
     }
     let body = match kind {
         Kind::Json => {
-            let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            let bytes = match crate::conventions::whole(body, "compress").await {
                 Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::error!("an answer could not be read to compress it: {e}");
-                    return ApiError::Unavailable("the answer could not be read; ask again".into())
-                        .into_response();
-                }
+                Err(refused) => return refused,
             };
             if bytes.len() < MIN_BYTES {
                 return Response::from_parts(parts, Body::from(bytes));

@@ -49,20 +49,19 @@ fn parameters(query: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// The parameters of `query` that `known` does not hold, each once, in order.
-fn unknown_parameters(query: &str, known: &[String]) -> Vec<String> {
+/// The parameters among `pairs` that `known` does not hold, each once, in order.
+fn unknown_parameters(pairs: &[(String, String)], known: &[String]) -> Vec<String> {
     let mut unknown: Vec<String> = Vec::new();
-    for (name, _) in parameters(query) {
-        if !known.contains(&name) && !unknown.contains(&name) {
-            unknown.push(name);
+    for (name, _) in pairs {
+        if !known.contains(name) && !unknown.contains(name) {
+            unknown.push(name.clone());
         }
     }
     unknown
 }
 
-/// The first parameter of `query` given more than once, with its values.
-fn repeated_parameter(query: &str) -> Option<(String, Vec<String>)> {
-    let pairs = parameters(query);
+/// The first parameter among `pairs` given more than once, with its values.
+fn repeated_parameter(pairs: &[(String, String)]) -> Option<(String, Vec<String>)> {
     let (name, _) = pairs
         .iter()
         .enumerate()
@@ -87,7 +86,8 @@ pub async fn refuse_unknown_parameters(request: Request, next: Next) -> Response
         .filter(|route| route.as_str() != "/health")
         .and_then(|route| Some((route.as_str().to_owned(), PARAMETERS.get(route.as_str())?)));
     if let (Some((route, known)), Some(query)) = (known, request.uri().query()) {
-        let unknown = unknown_parameters(query, known);
+        let pairs = parameters(query);
+        let unknown = unknown_parameters(&pairs, known);
         if !unknown.is_empty() {
             let names: Vec<String> = unknown.iter().map(|n| format!("{n:?}")).collect();
             let plural = if unknown.len() > 1 { "s" } else { "" };
@@ -102,7 +102,7 @@ pub async fn refuse_unknown_parameters(request: Request, next: Next) -> Response
             ))
             .into_response();
         }
-        if let Some((name, values)) = repeated_parameter(query) {
+        if let Some((name, values)) = repeated_parameter(&pairs) {
             let values: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
             return ApiError::BadRequest(format!(
                 "{name} is given {} times ({}): give it once",
@@ -152,6 +152,15 @@ fn freshness(route: &str) -> Option<Freshness> {
         // The UI's files and /metrics keep their own headers.
         _ => None,
     }
+}
+
+/// All of an answer's body, which a layer reads to `why` it (tag, compress); an answer that
+/// cannot be read becomes a 503.
+pub(crate) async fn whole(body: Body, why: &str) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+        tracing::error!("an answer could not be read to {why} it: {e}");
+        ApiError::Unavailable("the answer could not be read; ask again".into()).into_response()
+    })
 }
 
 /// The entity tag of a body: a 64-bit FNV-1a hash of its bytes, quoted.
@@ -218,13 +227,9 @@ pub async fn cache_headers(
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+    let bytes = match whole(body, "tag").await {
         Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::error!("an answer could not be read to tag it: {e}");
-            return ApiError::Unavailable("the answer could not be read; ask again".into())
-                .into_response();
-        }
+        Err(refused) => return refused,
     };
     let tag = entity_tag(&bytes);
     parts.headers.insert(
@@ -249,17 +254,23 @@ mod tests {
     fn parameters_are_read_decoded_and_checked_by_name() {
         let known = ["path".to_owned(), "min_size".to_owned()];
         let none: Vec<String> = Vec::new();
-        assert_eq!(unknown_parameters("path=%2Fa&min_size=1", &known), none);
         assert_eq!(
-            unknown_parameters("path=/a&minsize=1&minsize=2&x=1", &known),
+            unknown_parameters(&parameters("path=%2Fa&min_size=1"), &known),
+            none
+        );
+        assert_eq!(
+            unknown_parameters(&parameters("path=/a&minsize=1&minsize=2&x=1"), &known),
             ["minsize", "x"]
         );
-        assert_eq!(unknown_parameters("min%5Fsize=1&x+y=2", &known), ["x y"]);
-        assert_eq!(unknown_parameters("", &known), none);
-        assert_eq!(unknown_parameters("path", &known), none);
-        assert_eq!(repeated_parameter("path=/a&min_size=1"), None);
         assert_eq!(
-            repeated_parameter("days=1&x=2&d%61ys=3"),
+            unknown_parameters(&parameters("min%5Fsize=1&x+y=2"), &known),
+            ["x y"]
+        );
+        assert_eq!(unknown_parameters(&parameters(""), &known), none);
+        assert_eq!(unknown_parameters(&parameters("path"), &known), none);
+        assert_eq!(repeated_parameter(&parameters("path=/a&min_size=1")), None);
+        assert_eq!(
+            repeated_parameter(&parameters("days=1&x=2&d%61ys=3")),
             Some(("days".into(), vec!["1".into(), "3".into()]))
         );
     }

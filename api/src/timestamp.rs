@@ -6,7 +6,7 @@
 
 use serde::{Serialize, Serializer};
 
-use storage_tracker_proto::calendar::civil_from_days;
+use storage_tracker_proto::calendar::utc_fields;
 
 /// Nanoseconds since the epoch, written as an ISO 8601 string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,16 +16,11 @@ const NS_PER_SECOND: i64 = 1_000_000_000;
 
 impl std::fmt::Display for Iso {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let seconds = self.0.div_euclid(NS_PER_SECOND);
         let nanos = self.0.rem_euclid(NS_PER_SECOND);
-        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-        let s = seconds.rem_euclid(86_400);
+        let (year, month, day, hour, minute, second) = utc_fields(self.0.div_euclid(NS_PER_SECOND));
         write!(
             f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            s / 3600,
-            s / 60 % 60,
-            s % 60
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{nanos:09}Z"
         )
     }
 }

@@ -25,16 +25,17 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn utc_datetime(seconds: i64) -> String {
+/// Unix seconds as (year, month, day, hour, minute, second) in UTC.
+pub fn utc_fields(seconds: i64) -> (i64, u32, u32, i64, i64, i64) {
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
     let s = seconds.rem_euclid(86_400);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    (year, month, day, s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_datetime(seconds: i64) -> String {
+    let (year, month, day, hour, minute, second) = utc_fields(seconds);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
 }
 
 #[cfg(test)]
