@@ -241,6 +241,12 @@ fn a_snapshots_answers_are_kept_for_good_lists_are_asked_again_and_errors_never_
     assert_eq!(status, 200);
     assert_eq!(control(&headers), "public, max-age=31536000, immutable");
     assert!(!headers.contains_key("etag"));
+    // Whatever a cache holds of it is current (`*`); no tag can name it.
+    let (status, headers, empty) = get(&open, &csv, &[("if-none-match", "*")]);
+    assert_eq!((status, empty.len()), (304, 0));
+    assert!(!headers.contains_key("content-disposition"));
+    let (status, _, _) = get(&open, &csv, &[("if-none-match", "\"x\"")]);
+    assert_eq!(status, 200);
 
     // Errors are never kept, nor tagged: a snapshot not committed yet may be tomorrow.
     for uri in [
@@ -517,4 +523,25 @@ fn every_nanosecond_time_comes_with_its_iso_string_to_the_nanosecond() {
     let tile = &treemap["root"]["children"][0];
     assert_eq!(tile["mtime"], "2001-02-03T04:05:06.789012345Z");
     assert_eq!(treemap["root"]["mtime"], iso(&treemap["root"]["mtime_ns"]));
+    // A download gives both too, each time as a column of its own.
+    let uri = format!("/api/v1/snapshots/1/stale?days=0&format=csv&path={r}/team");
+    let (status, _, csv) = answer(&rt, &app, ("GET", &uri), &[]);
+    assert_eq!(status, 200);
+    let csv = String::from_utf8(csv).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "path,size,allocated,user,group,uid,gid,mtime_ns,atime_ns,mtime,atime,path_b64"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(row[0], format!("\"{r}/team/old.dat\""));
+    assert_eq!(
+        row[7..=10],
+        [
+            "981173106789012345",
+            "981173106789012345",
+            "2001-02-03T04:05:06.789012345Z",
+            "2001-02-03T04:05:06.789012345Z"
+        ]
+    );
 }

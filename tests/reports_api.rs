@@ -123,6 +123,30 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
     assert_eq!(total(format!("{s}/usage?by=type&limit=1")), Some(5));
     assert_eq!(total(format!("{s}/usage?by=user")), Some(1));
     assert_eq!(total(format!("{s}/usage?by=group&offset=5")), Some(1));
+    // A snapshot counts every entry, its root too; a directory what lies below it.
+    let listed = api.json("/api/v1/snapshots");
+    let at_root = api.json(&format!("{s}/entry?path={r}"));
+    assert_eq!(listed["snapshots"][0]["entries"], 13);
+    assert_eq!(at_root["entries"], 12);
+    // Search and stale files count their matches, whether the page came from the snapshot's
+    // largest entries (a full page), from all of them, or lies past the end.
+    for page in ["limit=1", "limit=100", "limit=1&offset=7"] {
+        assert_eq!(total(format!("{s}/search?q=txt&{page}")), Some(2), "{page}");
+        assert_eq!(
+            total(format!("{s}/search?q=txt&ignore_case=true&{page}")),
+            Some(3)
+        );
+        // Every entry at or below the directory: seven files and six directories at the root;
+        // docs and its three files.
+        assert_eq!(total(format!("{s}/search?{page}")), Some(13), "{page}");
+        assert_eq!(total(format!("{s}/search?path={r}/docs&{page}")), Some(4));
+        assert_eq!(total(format!("{s}/search?q=none&{page}")), Some(0));
+        assert_eq!(total(format!("{s}/stale?{page}")), Some(2), "{page}");
+        assert_eq!(
+            total(format!("{s}/stale?days=0&min_size=200&{page}")),
+            Some(4)
+        );
+    }
 
     let types = api.json(&format!("{s}/usage?by=type"));
     let txt = types["items"]

@@ -171,15 +171,26 @@ fn entity_tag(body: &[u8]) -> String {
     format!("\"{hash:016x}\"")
 }
 
-/// Whether `If-None-Match` names `tag` (or `*`), weakly compared as RFC 9110 asks.
-fn none_match(request: &HeaderMap, tag: &str) -> bool {
+/// Whether `If-None-Match` names `tag` (or `*`, any tag: `tag` of `None`, an answer that has
+/// none, matches nothing else), weakly compared as RFC 9110 asks.
+fn none_match(request: &HeaderMap, tag: Option<&str>) -> bool {
     request
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag)
+        .any(|t| t == "*" || Some(t.strip_prefix("W/").unwrap_or(t)) == tag)
+}
+
+/// An answer of 304 with no body, in place of `parts`' own.
+fn not_modified(mut parts: axum::http::response::Parts) -> Response {
+    parts.status = StatusCode::NOT_MODIFIED;
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_DISPOSITION);
+    Response::from_parts(parts, Body::empty())
 }
 
 /// Says how long each answer of the API may be kept. A 200 about one committed snapshot
@@ -190,7 +201,7 @@ fn none_match(request: &HeaderMap, tag: &str) -> bool {
 /// cache keeps them) and vary by `Authorization`; the document is everyone's.
 /// A JSON answer carries an `ETag`, and a request whose `If-None-Match` names it is answered
 /// 304 with no body; streamed downloads (CSV, ncdu) carry none, since their bytes are not
-/// known before they are sent.
+/// known before they are sent (`If-None-Match: *`, whatever is there, makes them a 304 too).
 pub async fn cache_headers(
     State(state): State<AppState>,
     request: Request,
@@ -223,8 +234,15 @@ pub async fn cache_headers(
     let json = headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
-    if control == "no-store" || !json {
+    if control == "no-store" {
         return response;
+    }
+    if !json {
+        return if none_match(&asked, None) {
+            not_modified(response.into_parts().0)
+        } else {
+            response
+        };
     }
     let (mut parts, body) = response.into_parts();
     let bytes = match whole(body, "tag").await {
@@ -236,12 +254,8 @@ pub async fn cache_headers(
         header::ETAG,
         HeaderValue::from_str(&tag).expect("hex digits in quotes"),
     );
-    if none_match(&asked, &tag) {
-        parts.status = StatusCode::NOT_MODIFIED;
-        parts.headers.remove(header::CONTENT_TYPE);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.remove(header::CONTENT_ENCODING);
-        return Response::from_parts(parts, Body::empty());
+    if none_match(&asked, Some(&tag)) {
+        return not_modified(parts);
     }
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -285,11 +299,16 @@ mod tests {
             h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
             h
         };
-        assert!(none_match(&asked(&tag), &tag));
-        assert!(none_match(&asked(&format!("\"x\", W/{tag}")), &tag));
-        assert!(none_match(&asked("*"), &tag));
-        assert!(!none_match(&asked("\"x\""), &tag));
-        assert!(!none_match(&HeaderMap::new(), &tag));
+        let (weak, strong) = (format!("\"x\", W/{tag}"), asked(&tag));
+        let tag = Some(tag.as_str());
+        assert!(none_match(&strong, tag));
+        assert!(none_match(&asked(&weak), tag));
+        assert!(none_match(&asked("*"), tag));
+        assert!(!none_match(&asked("\"x\""), tag));
+        assert!(!none_match(&HeaderMap::new(), tag));
+        // An answer without a tag (a download) matches `*` alone.
+        assert!(none_match(&asked("*"), None));
+        assert!(!none_match(&asked("\"x\", W/\"\""), None));
     }
 
     #[test]

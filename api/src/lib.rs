@@ -87,6 +87,9 @@ pub struct AppState {
     /// About how many entries a window of a download reads at most
     /// ([`query::windows::WINDOW_ENTRIES`]).
     pub window_entries: u64,
+    /// Whether the snapshot tables are a cluster's `Distributed` tables, once known
+    /// ([`AppState::distributed`]).
+    distributed: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl AppState {
@@ -104,7 +107,28 @@ impl AppState {
             metrics: Default::default(),
             cors: Default::default(),
             window_entries: query::windows::WINDOW_ENTRIES,
+            distributed: Default::default(),
         }
+    }
+
+    /// Whether the snapshot tables are a cluster's `Distributed` tables: asked once, when the
+    /// database has them (a database keeps its layout; a change of it is a restart of the API).
+    pub(crate) async fn distributed(&self) -> Result<bool, ApiError> {
+        if let Some(known) = self.distributed.get() {
+            return Ok(*known);
+        }
+        let sql = query::entries_distributed(&self.database);
+        let found: Option<u8> = self.client.query(&sql).fetch_optional().await?;
+        Ok(match found {
+            Some(distributed) => {
+                *self
+                    .distributed
+                    .get_or_init(|| async { distributed == 1 })
+                    .await
+            }
+            // No tables yet: a page of them is empty, and its total counted.
+            None => true,
+        })
     }
 
     /// Downloads read windows of about `entries` entries (tests cut small trees this way).

@@ -10,9 +10,9 @@ use storage_tracker_proto::{EntryKind, ErrorOp, SnapshotId};
 
 use crate::paths::Text;
 use crate::query;
-use crate::query::entries::EntryFilter;
+use crate::query::entries::{EntryFilter, LargestPaths};
 use crate::query::reports::PrincipalRow;
-use crate::query::tree::{ChildRow, DirTotalsRow, PathRow};
+use crate::query::tree::{ChildRow, DirTotalsRow};
 use crate::timestamp::Iso;
 use crate::{ApiError, AppState};
 
@@ -214,26 +214,70 @@ pub(crate) async fn listed(
     completed(state, snapshot_id, rows).await
 }
 
-/// A page of the entries `filter` selects, largest first: from the snapshot's largest entries
-/// when they hold the whole page (then it is exact: every entry left out is smaller than each
-/// of them), else the page's paths from all its entries, then their rows by key.
+/// A page of the entries `filter` selects, largest first, and how many it selects in all
+/// (`known` when the caller has it: it is not counted then). The page comes from the
+/// snapshot's largest entries when they hold all of it (then it is exact: every entry left out
+/// is smaller than each of them), the total counted beside it; else the page's paths come from
+/// all its entries, then their rows by key, and on one server that statement's own count of
+/// the rows it sorted is the total.
 pub(crate) async fn listed_largest(
     state: &AppState,
     snapshot_id: SnapshotId,
     filter: &EntryFilter,
-    limit: u64,
-    offset: u64,
-) -> Result<Vec<Child>, ApiError> {
+    (limit, offset): (u64, u64),
+    known: Option<u64>,
+) -> Result<(Vec<Child>, u64), ApiError> {
     let db = &state.database;
+    let total = async |sorted: Option<u64>| match (known, sorted) {
+        (Some(total), _) => Ok(total),
+        (None, Some(sorted)) if !state.distributed().await? => Ok(sorted),
+        (None, _) => counted(state, snapshot_id, filter).await,
+    };
     let sql = query::entries::list_large(db, snapshot_id, filter, limit, offset);
     let rows = state.client.query(&sql).fetch_all::<ChildRow>().await?;
     if rows.len() as u64 == limit {
-        return completed(state, snapshot_id, rows).await;
+        return tokio::try_join!(completed(state, snapshot_id, rows), total(None));
     }
     let sql = query::entries::largest_paths(db, snapshot_id, filter, limit, offset);
-    let paths: Vec<PathRow> = state.client.query(&sql).fetch_all().await?;
-    let paths: Vec<Vec<u8>> = paths.into_iter().map(|r| r.path).collect();
-    entries_at(state, snapshot_id, &paths).await
+    let answer = state
+        .client
+        .query(&sql)
+        .fetch_bytes(query::entries::LARGEST_PATHS_FORMAT)?
+        .collect()
+        .await?;
+    let unreadable = |e: String| ApiError::Database(clickhouse::error::Error::DataFormat(e.into()));
+    let page: LargestPaths =
+        serde_json::from_slice(&answer).map_err(|e| unreadable(e.to_string()))?;
+    let paths = page
+        .data
+        .iter()
+        .map(|(hex,)| from_hex(hex))
+        .collect::<Option<Vec<Vec<u8>>>>()
+        .ok_or_else(|| unreadable("a path not in hex".into()))?;
+    let entries = entries_at(state, snapshot_id, &paths).await?;
+    Ok((entries, total(page.rows_before_limit_at_least).await?))
+}
+
+/// How many entries `filter` selects.
+async fn counted(
+    state: &AppState,
+    snapshot_id: SnapshotId,
+    filter: &EntryFilter,
+) -> Result<u64, ApiError> {
+    let sql = query::entries::count(&state.database, snapshot_id, filter);
+    Ok(state.client.query(&sql).fetch_one().await?)
+}
+
+/// The bytes `hex` spells (two digits a byte, as ClickHouse's `hex` writes them).
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16);
+    let hex = hex.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+        .collect()
 }
 
 /// `rows` with their directories' totals and their owners' names.
@@ -284,10 +328,9 @@ pub(crate) struct Listing {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_b64: Option<String>,
-    /// How many entries the list holds in all, where that is known without reading them
-    /// (top files and directories: from the directory's rollup).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total: Option<u64>,
+    /// How many entries the list holds in all (top files and directories: from the
+    /// directory's rollup; search and stale files: counted with the page).
+    total: u64,
     limit: u64,
     offset: u64,
     entries: Vec<Child>,
@@ -298,23 +341,32 @@ impl Listing {
         snapshot_id: SnapshotId,
         dir: &[u8],
         (limit, offset): (u64, u64),
-        entries: Vec<Child>,
+        (entries, total): (Vec<Child>, u64),
     ) -> Self {
         let shown = Text::of(dir);
         Self {
             snapshot_id,
             path: shown.text,
             path_b64: shown.b64,
-            total: None,
+            total,
             limit,
             offset,
             entries,
         }
     }
+}
 
-    /// The same, with the list's total.
-    pub(crate) fn with_total(mut self, total: u64) -> Self {
-        self.total = Some(total);
-        self
+#[cfg(test)]
+mod tests {
+    use super::from_hex;
+
+    #[test]
+    fn hex_paths_decode_to_their_bytes() {
+        assert_eq!(from_hex("2F61FF00").unwrap(), b"/a\xff\x00");
+        assert_eq!(from_hex("2f61").unwrap(), b"/a");
+        assert_eq!(from_hex("").unwrap(), b"");
+        for bad in ["2F6", "2G", "é0"] {
+            assert_eq!(from_hex(bad), None, "{bad}");
+        }
     }
 }

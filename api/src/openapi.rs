@@ -534,10 +534,10 @@ fn schemas() -> Value {
                 at_path(),
                 vec![
                     (
-                        "total?",
+                        "total",
                         described(
                             count(),
-                            "How many entries the list holds in all (top files and directories)",
+                            "How many entries the list holds in all, every page together",
                         ),
                     ),
                     ("limit", count()),

@@ -104,6 +104,15 @@ pub fn version() -> &'static str {
     "SELECT version()"
 }
 
+/// 1 when the database's `entries` is a cluster's `Distributed` table, 0 when it is a table of
+/// this server; no row before the aggregator has made it.
+pub fn entries_distributed(db: &Database) -> String {
+    format!(
+        "SELECT toUInt8(engine = 'Distributed') FROM system.tables WHERE database = {} AND name = 'entries'",
+        quote_str(db.as_str())
+    )
+}
+
 /// 1 when the database's tables are a cluster's distributed tables and the session does not
 /// run a subquery over one of them once, on this server (`distributed_product_mode`
 /// 'global'): on each shard it would be refused, or read that shard's rows alone.

@@ -22,6 +22,7 @@ use crate::query::reports::{BucketRow, UsageRow};
 use crate::query::tree::PathRow;
 use crate::query::{self, Principal};
 use crate::stream::CutShort;
+use crate::timestamp::Iso;
 use crate::{ApiError, AppState};
 
 /// The routes of this resource.
@@ -119,11 +120,21 @@ pub(crate) async fn top(
             let filter = EntryFilter::default()
                 .files()
                 .under_unless_root(&dir, &snapshot.root_path);
-            let entries = listed_largest(&state, snapshot_id, &filter, limit, offset).await?;
             // Every file below the directory: its rollup counts them, each link of a file too.
-            Ok(Json(
-                Listing::new(snapshot_id, &dir, (limit, offset), entries).with_total(rollup.files),
-            ))
+            let (entries, total) = listed_largest(
+                &state,
+                snapshot_id,
+                &filter,
+                (limit, offset),
+                Some(rollup.files),
+            )
+            .await?;
+            Ok(Json(Listing::new(
+                snapshot_id,
+                &dir,
+                (limit, offset),
+                (entries, total),
+            )))
         }
         TopWhat::Dirs => {
             // The largest trees from the rollups, then their entries' own rows (mode, size,
@@ -142,10 +153,13 @@ pub(crate) async fn top(
             let largest: Vec<Vec<u8>> = largest.into_iter().map(|r| r.path).collect();
             let entries = entries_at(&state, snapshot_id, &largest).await?;
             // The directory itself, and every directory below it.
-            Ok(Json(
-                Listing::new(snapshot_id, &dir, (limit, offset), entries)
-                    .with_total(rollup.dirs + 1),
-            ))
+            let total = rollup.dirs + 1;
+            Ok(Json(Listing::new(
+                snapshot_id,
+                &dir,
+                (limit, offset),
+                (entries, total),
+            )))
         }
     }
 }
@@ -443,19 +457,23 @@ pub(crate) async fn stale(
         )
             .into_response());
     }
-    let entries = listed_largest(&state, snapshot.snapshot_id, &filter, limit, offset).await?;
+    let (entries, total) =
+        listed_largest(&state, snapshot.snapshot_id, &filter, (limit, offset), None).await?;
     Ok(Json(Listing::new(
         snapshot.snapshot_id,
         &dir,
         (limit, offset),
-        entries,
+        (entries, total),
     ))
     .into_response())
 }
 
 /// The header of a CSV download. `path` is text (bytes that are not UTF-8 become U+FFFD);
-/// `path_b64` holds the raw bytes in base64 for such paths, and is empty otherwise.
-const CSV_HEADER: &str = "path,size,allocated,user,group,uid,gid,mtime_ns,atime_ns,path_b64\n";
+/// `path_b64` holds the raw bytes in base64 for such paths, and is empty otherwise. Times are
+/// given twice: in nanoseconds, and as ISO 8601 in UTC, which a spreadsheet reads as a date
+/// (it would round 19 digits).
+const CSV_HEADER: &str =
+    "path,size,allocated,user,group,uid,gid,mtime_ns,atime_ns,mtime,atime,path_b64\n";
 
 /// Every entry `filter` selects in the subtree at `dir`, skipping `offset` and stopping after
 /// `limit`, as CSV in key order. The subtree is read window by window
@@ -580,7 +598,7 @@ async fn write_csv_rows(
             names.group(r.gid).unwrap_or(""),
         );
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
             csv_field(&text.text),
             r.size,
             r.allocated,
@@ -590,6 +608,8 @@ async fn write_csv_rows(
             r.gid,
             r.mtime_ns,
             r.atime_ns,
+            Iso(r.mtime_ns),
+            Iso(r.atime_ns),
             text.b64.unwrap_or_default()
         ));
     }

@@ -165,12 +165,13 @@ pub(crate) async fn search(
 ) -> Result<Json<Listing>, ApiError> {
     let snapshot_id = snapshot.snapshot_id;
     filter = filter.under_unless_root(&dir, &snapshot.root_path);
-    let entries = listed_largest(&state, snapshot_id, &filter, limit, offset).await?;
+    let (entries, total) =
+        listed_largest(&state, snapshot_id, &filter, (limit, offset), None).await?;
     Ok(Json(Listing::new(
         snapshot_id,
         &dir,
         (limit, offset),
-        entries,
+        (entries, total),
     )))
 }
 

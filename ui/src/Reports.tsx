@@ -89,7 +89,7 @@ function Top({ snapshot, path, q, what }: { snapshot: Snapshot; path: PathRef; q
       {data.data ? (
         <>
           <EntryTable snapshot={snapshot} rows={data.data.entries} rank={offset} />
-          <Pager offset={offset} shown={data.data.entries.length} limit={PAGE} />
+          <Pager offset={offset} shown={data.data.entries.length} total={data.data.total} limit={PAGE} />
         </>
       ) : null}
     </>
@@ -289,7 +289,7 @@ function Stale({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: UR
           </p>
           <EntryTable snapshot={snapshot} rows={rows} rank={offset} />
           {rows.length === 0 ? <p class="muted">None.</p> : null}
-          <Pager offset={offset} shown={rows.length} limit={PAGE} />
+          <Pager offset={offset} shown={rows.length} total={data.data.total} limit={PAGE} />
         </>
       ) : null}
     </>

@@ -53,7 +53,7 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
   const data = useApi(active ? api.search(snapshot.snapshot_id, params) : null);
   const rows = data.data?.entries ?? [];
   useEffect(() => {
-    if (data.data) announce(`${rows.length === PAGE ? "more than " : ""}${rows.length} found`);
+    if (data.data) announce(`${count(data.data.total)} found`);
   }, [data.data]);
 
   return (
@@ -94,8 +94,10 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
             </tbody>
           </table>
           {rows.length === 0 ? <p class="muted">Nothing matches.</p> : null}
-          <Pager offset={offset} shown={rows.length} limit={PAGE} />
-          <p class="muted small">{count(rows.length)} shown; largest first.</p>
+          <Pager offset={offset} shown={rows.length} total={data.data.total} limit={PAGE} />
+          <p class="muted small">
+            {count(data.data.total)} {data.data.total === 1 ? "match" : "matches"}; largest first.
+          </p>
         </>
       ) : null}
     </div>

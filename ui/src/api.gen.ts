@@ -195,8 +195,8 @@ export interface Listing {
   /** Base64 of the raw bytes of path; only when they are not UTF-8 (path then holds them with U+FFFD in place of the bytes that are not) */
   path_b64?: string;
   snapshot_id: number;
-  /** How many entries the list holds in all (top files and directories) */
-  total?: number;
+  /** How many entries the list holds in all, every page together */
+  total: number;
 }
 
 /** An OpenAPI 3.0 document */

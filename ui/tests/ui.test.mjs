@@ -158,6 +158,8 @@ describe("web UI", () => {
     await p.locator("table.results tbody tr").first().waitFor();
     const names = (await p.locator("table.results tbody td:first-child").allInnerTexts()).map((s) => s.trim());
     assert.deepEqual(names, ["run-003.nc", "run-001.nc", "run-002.nc"]);
+    // The count of every match, from the API's total.
+    await p.locator('.search p.muted.small:has-text("3 matches; largest first")').waitFor();
     // A glob with a size filter, typed the way people write sizes.
     await p.locator('input[name="q"]').fill("*.h5");
     await p.locator('select[name="match"]').selectOption("glob");

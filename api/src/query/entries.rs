@@ -303,10 +303,11 @@ pub fn list_large(
     )
 }
 
-/// The paths of a page of the entries `filter` selects, largest first, as
-/// [`super::tree::PathRow`]s: their rows are looked up by key after. The filter is the
-/// PREWHERE, so that the parents (and the rest) are read only in granules that hold a match,
-/// not for every entry of the range; what the page shows is read for its rows alone.
+/// The paths of a page of the entries `filter` selects, largest first, in hexadecimal (read as
+/// [`LARGEST_PATHS_FORMAT`], whose `rows_before_limit_at_least` is how many entries the filter
+/// selects: the statement sorts them all): their rows are looked up by key after. The filter
+/// is the PREWHERE, so that the parents (and the rest) are read only in granules that hold a
+/// match, not for every entry of the range; what the page shows is read for its rows alone.
 pub fn largest_paths(
     db: &Database,
     snapshot_id: SnapshotId,
@@ -315,13 +316,26 @@ pub fn largest_paths(
     offset: u64,
 ) -> String {
     format!(
-        "SELECT path FROM {db}.entries
+        "SELECT hex(path) FROM {db}.entries
 PREWHERE {}
 WHERE snapshot_id = {snapshot_id}
 ORDER BY {LARGEST_FIRST}
 LIMIT {limit} OFFSET {offset}",
         filter.condition(db, snapshot_id)
     )
+}
+
+/// The format [`largest_paths`] is read in: JSON, with the count of the rows before the limit.
+pub const LARGEST_PATHS_FORMAT: &str = "JSONCompact";
+
+/// What [`largest_paths`] answers in [`LARGEST_PATHS_FORMAT`].
+#[derive(Debug, Deserialize)]
+pub struct LargestPaths {
+    /// One path per row, in hexadecimal.
+    pub data: Vec<(String,)>,
+    /// The entries the filter selects: exact on one server, where every one of them is sorted;
+    /// through a `Distributed` table, the rows the shards sent (at most the page's end each).
+    pub rows_before_limit_at_least: Option<u64>,
 }
 
 /// One row of a download: an entry's key, path, sizes, owners and times.
@@ -453,7 +467,7 @@ mod tests {
         assert_eq!(
             sql,
             format!(
-                "SELECT path FROM db.entries\nPREWHERE {condition}\nWHERE snapshot_id = 3\n\
+                "SELECT hex(path) FROM db.entries\nPREWHERE {condition}\nWHERE snapshot_id = 3\n\
                  ORDER BY size DESC, path ASC\nLIMIT 10 OFFSET 20"
             )
         );
