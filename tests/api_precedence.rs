@@ -283,7 +283,7 @@ fn parameters_are_refused_before_the_snapshot_the_directory_and_the_token() {
         &format!("{s}/1/usage?by=x"),
         Some(ADMIN),
         400,
-        r#"by must be user, group or type, got "x""#,
+        r#"by must be one of user, group, type, category, got "x""#,
     );
     apps.expect(
         tokens,
@@ -410,7 +410,7 @@ fn unknown_words_are_refused_with_their_parameters_message() {
         ),
         (
             format!("{s}/usage?by=x"),
-            r#"by must be user, group or type, got "x""#,
+            r#"by must be one of user, group, type, category, got "x""#,
         ),
         (
             format!("{s}/histograms?of=x"),

@@ -216,6 +216,7 @@ fn a_cluster_store_answers_as_one_server_does() {
         format!("{s2}/usage?by=user"),
         format!("{s2}/usage?by=group"),
         format!("{s2}/usage?by=type"),
+        format!("{s2}/usage?by=category"),
         format!("{s2}/histograms?of=size"),
         format!("{s2}/histograms?of=mtime"),
         format!("{s2}/histograms?of=atime"),

@@ -588,9 +588,11 @@ fn every_answer_of_every_route_is_what_the_document_says() {
         &format!("{s1}/top?what=dirs&path={t}&limit=3"),
         None,
     );
-    for by in ["user", "group", "type"] {
+    // By category: "other" holds the type of b.\xff, which is not UTF-8.
+    for by in ["user", "group", "type", "category"] {
         api.expect(c, 200, &format!("{s1}/usage?by={by}"), None);
     }
+    api.expect(c, 200, "/api/v1/categories", None);
     for of in ["size", "mtime", "atime"] {
         api.expect(c, 200, &format!("{s1}/histograms?of={of}"), None);
     }

@@ -1176,7 +1176,13 @@ fn a_search_by_type_finds_the_files_the_type_report_counts() {
     let aggregator = Aggregator::start(&rt, &db);
     let tree = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(tree.path()).unwrap();
-    let names: [&[u8]; 16] = [
+    let names: [&[u8]; 22] = [
+        b"libfoo.so.1.2.3",
+        b"libbar.SO.2",
+        b"libbaz.so",
+        b"notes.3",
+        b".so.1",
+        b"libq.so.1a",
         b".nc",
         b"..nc",
         b"a.NC",
@@ -1210,7 +1216,10 @@ fn a_search_by_type_finds_the_files_the_type_report_counts() {
         .iter()
         .map(|i| i["name"].as_str().unwrap().to_owned())
         .collect();
-    asked.extend(["NC", "n.c", "tar.gz", "0123456789abcdefg", "x"].map(String::from));
+    // Versioned shared libraries are the type "so", not "3" or "2".
+    assert!(asked.iter().any(|t| t == "so"), "{types}");
+    assert!(!asked.iter().any(|t| t == "2"), "{types}");
+    asked.extend(["NC", "n.c", "tar.gz", "0123456789abcdefg", "x", "2"].map(String::from));
     for ext in asked {
         let mut expected: Vec<Vec<u8>> = names
             .iter()
@@ -1233,4 +1242,138 @@ fn a_search_by_type_finds_the_files_the_type_report_counts() {
         found.sort();
         assert_eq!(found, expected, "type {ext:?}");
     }
+}
+
+/// The categories report against a tree whose categories are known: every type in its
+/// category, versioned libraries with the rest of the binaries, a hard link's bytes once; the
+/// treemap names each file's category; a custom configuration regroups the same snapshot.
+#[test]
+fn the_categories_report_sums_each_type_in_its_category() {
+    use storage_tracker_api::categories::Categories;
+    use storage_tracker_proto::reports::extension;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = TestDatabase::new(&rt, "categories");
+    let aggregator = Aggregator::start(&rt, &db);
+    let tree = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tree.path()).unwrap();
+    let files: [(&str, usize); 14] = [
+        ("data/a.csv", 100),
+        ("data/b.TSV", 200),
+        ("data/run.h5", 3000),
+        ("data/run.nc", 400),
+        ("img/plot.png", 50),
+        ("lib/libfoo.so.1.2.3", 700),
+        ("lib/libbar.so", 800),
+        ("lib/tool.py", 60),
+        ("notes", 10),
+        ("odd.xyz", 20),
+        ("logs/run.log", 30),
+        ("logs/run.log.1", 35),
+        ("ckpt/model.ckpt", 900),
+        ("ckpt/old.tar.gz", 1100),
+    ];
+    for (path, size) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![b'x'; size]).unwrap();
+    }
+    // A second link of run.h5: one more file of the type, its bytes not counted again.
+    std::fs::hard_link(root.join("data/run.h5"), root.join("data/same-run.h5")).unwrap();
+    scan(&aggregator, &root);
+
+    let expected = |categories: &Categories| {
+        let mut sums: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        let links = [("data/same-run.h5", 0)];
+        for (path, size) in files.iter().chain(links.iter()) {
+            let name = path.rsplit('/').next().unwrap();
+            let sum = sums
+                .entry(categories.of(&extension(name.as_bytes())).to_owned())
+                .or_default();
+            sum.0 += 1;
+            sum.1 += *size as u64;
+        }
+        sums
+    };
+    let answered = |api: &Api| {
+        let usage = api.json("/api/v1/snapshots/1/usage?by=category");
+        let items = usage["items"].as_array().unwrap();
+        assert_eq!(usage["total"].as_u64(), Some(items.len() as u64), "{usage}");
+        // Largest first.
+        let bytes: Vec<u64> = items.iter().map(|i| i["bytes"].as_u64().unwrap()).collect();
+        assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{usage}");
+        let sums: std::collections::BTreeMap<String, (u64, u64)> = items
+            .iter()
+            .map(|i| {
+                assert_eq!(i["entries"], i["files"]);
+                let types = i["types"].as_array().unwrap();
+                let named: u64 = types.iter().map(|t| t["bytes"].as_u64().unwrap()).sum();
+                assert_eq!(Some(named), i["bytes"].as_u64(), "{i}");
+                (
+                    i["name"].as_str().unwrap().to_owned(),
+                    (i["files"].as_u64().unwrap(), i["bytes"].as_u64().unwrap()),
+                )
+            })
+            .collect();
+        (usage, sums)
+    };
+
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db))),
+        rt,
+    };
+    let (usage, sums) = answered(&api);
+    assert_eq!(sums, expected(&Categories::default()), "{usage}");
+    assert_eq!(sums["binaries"], (2, 1500));
+    assert_eq!(sums["scientific"], (3, 3400));
+    assert_eq!(sums["tabular"], (2, 300));
+    // run.log.1 is of the type "1": other, with notes and odd.xyz.
+    assert_eq!(sums["other"], (3, 65));
+    let binaries = usage["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "binaries")
+        .unwrap();
+    assert_eq!(binaries["types"], serde_json::json!([{"name": "so", "bytes": 1500}]));
+    // The type report names each type's category.
+    let types = api.json("/api/v1/snapshots/1/usage?by=type");
+    for item in types["items"].as_array().unwrap() {
+        let ext = item["name"].as_str().unwrap();
+        assert_eq!(
+            item["category"].as_str(),
+            Some(Categories::default().of(ext.as_bytes())),
+            "{item}"
+        );
+    }
+    let listed = api.json("/api/v1/categories");
+    assert_eq!(listed["other"], "other");
+    assert_eq!(listed["categories"][0]["name"], "tabular");
+    // The treemap's file tiles carry their category; directories and the root none.
+    let treemap = api.json(&format!(
+        "/api/v1/snapshots/1/treemap?path={}/lib&depth=1",
+        root.display()
+    ));
+    let tiles = treemap["root"]["children"].as_array().unwrap();
+    assert!(treemap["root"].get("category").is_none());
+    for tile in tiles {
+        let want = if tile["name"] == "tool.py" { "code" } else { "binaries" };
+        assert_eq!(tile["category"], want, "{tile}");
+    }
+    assert_eq!(tiles.len(), 3);
+
+    // The same snapshot under other categories: every snapshot is read by the current ones.
+    let custom = Categories::parse(
+        "# two groups\nscience h5 nc csv\nsoftware so py\n",
+        "a test",
+    )
+    .unwrap();
+    let api = Api {
+        app: storage_tracker_api::app(AppState::new(reader(&db)).with_categories(custom.clone())),
+        rt: api.rt,
+    };
+    let (usage, sums) = answered(&api);
+    assert_eq!(sums, expected(&custom), "{usage}");
+    assert_eq!(sums["science"], (4, 3500));
+    assert_eq!(sums["software"], (3, 1560));
+    assert_eq!(usage["total"], 3);
 }

@@ -413,3 +413,50 @@ fn a_malformed_cross_origin_is_refused_at_start_naming_it() {
         );
     }
 }
+
+#[test]
+fn a_categories_file_that_cannot_be_used_stops_the_start_naming_its_line() {
+    let api = sibling_binary(scanner(), "storage-api", "storage-tracker-api");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("categories.conf");
+    for (text, said) in [
+        (
+            "tabular csv\ntables tsv csv\n",
+            "line 2: the type \"csv\" is already in the category \"tabular\"",
+        ),
+        (
+            "# ok\nscience .H5\n",
+            "line 2: \"H5\" is not a file type: give extensions in lower case",
+        ),
+        ("other log\n", "line 1: \"other\" is every type no category names"),
+        ("empty\n", "line 1: the category \"empty\" has no types"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(&api)
+            .arg("--categories")
+            .arg(&file)
+            .args(["--listen", "127.0.0.1:1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("the categories file {}, {said}", file.display())),
+            "{stderr}"
+        );
+    }
+    let missing = dir.path().join("nowhere.conf");
+    let out = Command::new(&api)
+        .env("STORAGE_TRACKER_API_CATEGORIES", &missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "reading the categories file {} (--categories, STORAGE_TRACKER_API_CATEGORIES)",
+            missing.display()
+        )) && stderr.contains("No such file"),
+        "{stderr}"
+    );
+}

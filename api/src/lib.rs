@@ -30,9 +30,12 @@
 //! - [`listing`]: lists of entries as every list route answers them; [`stream`]: bodies
 //!   streamed from a task, and why one is cut short; [`error`]: the one error type and how it
 //!   answers.
+//! - [`categories`]: file types grouped into categories (a configuration file, or the
+//!   default), for the categories report and the treemap's colours.
 //! - [`ui`]: the built web UI, served from memory.
 
 pub mod access;
+pub mod categories;
 pub mod compression;
 pub mod conventions;
 pub mod cors;
@@ -84,6 +87,8 @@ pub struct AppState {
     pub metrics: std::sync::Arc<storage_tracker_proto::metrics::Metrics>,
     /// The web origins that may call the API from a browser ([`cors`]).
     pub cors: std::sync::Arc<cors::Origins>,
+    /// The file categories of the categories report and the treemap's colours.
+    pub categories: std::sync::Arc<categories::Categories>,
     /// About how many entries a window of a download reads at most
     /// ([`query::windows::WINDOW_ENTRIES`]).
     pub window_entries: u64,
@@ -106,6 +111,7 @@ impl AppState {
             ui: std::sync::Arc::new(ui::UiFiles::none()),
             metrics: Default::default(),
             cors: Default::default(),
+            categories: Default::default(),
             window_entries: query::windows::WINDOW_ENTRIES,
             distributed: Default::default(),
         }
@@ -146,6 +152,12 @@ impl AppState {
     /// Allowing these origins to call the API from a browser.
     pub fn with_cors(mut self, origins: cors::Origins) -> Self {
         self.cors = std::sync::Arc::new(origins);
+        self
+    }
+
+    /// Grouping file types into these categories.
+    pub fn with_categories(mut self, categories: categories::Categories) -> Self {
+        self.categories = std::sync::Arc::new(categories);
         self
     }
 

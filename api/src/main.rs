@@ -11,6 +11,7 @@ use clap::Parser;
 use tracing::info;
 
 use storage_tracker_api::access::Access;
+use storage_tracker_api::categories::Categories;
 use storage_tracker_api::cors::Origins;
 use storage_tracker_api::ui::UiFiles;
 use storage_tracker_api::{AppState, ReadConfig, app};
@@ -91,6 +92,11 @@ struct Args {
     #[arg(long, env = "STORAGE_TRACKER_API_CORS_ORIGINS", default_value = "")]
     cors_origins: String,
 
+    /// File types grouped into categories, one category a line: NAME TYPE... (the built-in
+    /// ones are deploy/config/categories.conf); for the categories report and the treemap.
+    #[arg(long, env = "STORAGE_TRACKER_API_CATEGORIES")]
+    categories: Option<std::path::PathBuf>,
+
     /// The built web UI to serve at `/` (`ui/dist` after `npm run build` in ui/).
     #[arg(long, env = "STORAGE_TRACKER_UI_DIR")]
     ui_dir: Option<std::path::PathBuf>,
@@ -170,10 +176,28 @@ fn tokens(args: &Args) -> anyhow::Result<Access> {
     Ok(access)
 }
 
+/// The categories of `--categories`, or the built-in ones.
+fn categories(args: &Args) -> anyhow::Result<Categories> {
+    let Some(file) = &args.categories else {
+        return Ok(Categories::default());
+    };
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "reading the categories file {} (--categories, STORAGE_TRACKER_API_CATEGORIES)",
+            file.display()
+        )
+    })?;
+    Ok(Categories::parse(
+        &text,
+        &format!("the categories file {}", file.display()),
+    )?)
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
     let access = tokens(&args)?;
     let cors = Origins::parse(&args.cors_origins)
         .context("--cors-origins (STORAGE_TRACKER_API_CORS_ORIGINS)")?;
+    let categories = categories(&args)?;
     if access.is_open() && !args.listen.ip().is_loopback() {
         bail!(
             "refusing to listen on {}: without tokens (--tokens-file) the API serves loopback only",
@@ -187,7 +211,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         database: args.database,
     })
     .with_access(access.clone())
-    .with_cors(cors.clone());
+    .with_cors(cors.clone())
+    .with_categories(categories);
     let state = match &args.ui_dir {
         Some(dir) => {
             let ui = UiFiles::load(dir).with_context(|| format!("--ui-dir {}", dir.display()))?;

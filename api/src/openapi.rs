@@ -570,6 +570,13 @@ fn schemas() -> Value {
                     described(string(), "A file's type (see usage?by=type)"),
                 ),
                 (
+                    "category?",
+                    described(
+                        string(),
+                        "A file's category (see /api/v1/categories; \"other\" for every type no category names)",
+                    ),
+                ),
+                (
                     "mtime_ns?",
                     described(
                         nanoseconds(),
@@ -610,20 +617,34 @@ fn schemas() -> Value {
     add(
         "UsageItem",
         object(
-            "The usage of one user, group or file type",
+            "The usage of one user, group, file type or file category",
             vec![
                 (
                     "id?",
-                    described(u32_integer(), "The uid or gid (absent for file types)"),
+                    described(
+                        u32_integer(),
+                        "The uid or gid (absent for file types and categories)",
+                    ),
                 ),
                 (
                     "name",
                     described(
                         string(),
-                        "The user or group name, or the extension (\"\" for files without one)",
+                        "The user or group name, the extension (\"\" for files without one), or the category",
                     ),
                 ),
                 ("name_b64?", b64("name")),
+                (
+                    "category?",
+                    described(string(), "A file type's category (by=type)"),
+                ),
+                (
+                    "types?",
+                    described(
+                        array(reference("TypeShare")),
+                        "A category's largest types, largest first, at most ten (by=category)",
+                    ),
+                ),
                 ("entries", count()),
                 ("files", count()),
                 ("bytes", count()),
@@ -632,19 +653,68 @@ fn schemas() -> Value {
         ),
     );
     add(
+        "TypeShare",
+        object(
+            "One file type of a category, and its bytes",
+            vec![
+                (
+                    "name",
+                    described(string(), "The extension (\"\" for files without one)"),
+                ),
+                ("name_b64?", b64("name")),
+                ("bytes", count()),
+            ],
+        ),
+    );
+    add(
         "Usage",
         object(
-            "Usage per user, group or file type, largest first",
+            "Usage per user, group, file type or file category, largest first",
             vec![
                 ("snapshot_id", count()),
                 ("by", one_of(UsageBy::WORDS)),
                 (
                     "total",
-                    described(count(), "How many users, groups or types there are"),
+                    described(
+                        count(),
+                        "How many users, groups, types or categories there are",
+                    ),
                 ),
                 ("limit", count()),
                 ("offset", count()),
                 ("items", array(reference("UsageItem"))),
+            ],
+        ),
+    );
+    add(
+        "Category",
+        object(
+            "A file category and the types it holds",
+            vec![
+                ("name", string()),
+                (
+                    "types",
+                    described(
+                        array(string()),
+                        "File types (extensions, lower case, without the dot)",
+                    ),
+                ),
+            ],
+        ),
+    );
+    add(
+        "Categories",
+        object(
+            "The file categories of the categories report and the treemap",
+            vec![
+                ("categories", array(reference("Category"))),
+                (
+                    "other",
+                    described(
+                        string(),
+                        "The category of every type no category names, and of files without a type",
+                    ),
+                ),
             ],
         ),
     );
@@ -839,6 +909,14 @@ pub fn document() -> Value {
         ),
     );
     add(
+        "/api/v1/categories",
+        operation(
+            "The file categories: each with its types, in the configuration's order",
+            vec![],
+            &json_body("Categories"),
+        ),
+    );
+    add(
         "/api/v1/snapshots",
         operation(
             "Committed snapshots, newest first",
@@ -947,7 +1025,7 @@ pub fn document() -> Value {
     add(
         "/api/v1/snapshots/{snapshot_id}/usage",
         operation(
-            "Usage per user, group or file type",
+            "Usage per user, group, file type or file category",
             with(
                 s(),
                 with(

@@ -138,8 +138,14 @@ words! {
     /// What `top` lists: the largest files or the largest directories.
     TopWhat ("what") { Files = "files", Dirs = "dirs" } default Files;
 
-    /// What usage is summed by.
-    UsageBy ("by") { User = "user", Group = "group", Type = "type" } default User;
+    /// What usage is summed by: owner, group, file type, or file category (types grouped by
+    /// [`crate::categories`]).
+    UsageBy ("by") {
+        User = "user",
+        Group = "group",
+        Type = "type",
+        Category = "category",
+    } default User;
 
     /// Who growth per owner is summed by.
     OwnerBy ("by") { User = "user", Group = "group" } default User;
@@ -295,7 +301,7 @@ mod tests {
             ),
             (
                 UsageBy::read("x").unwrap_err(),
-                r#"by must be user, group or type, got "x""#,
+                r#"by must be one of user, group, type, category, got "x""#,
             ),
             (
                 OwnerBy::read("x").unwrap_err(),

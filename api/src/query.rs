@@ -54,7 +54,7 @@ impl Principal {
         match by {
             UsageBy::User => Some(Self::User),
             UsageBy::Group => Some(Self::Group),
-            UsageBy::Type => None,
+            UsageBy::Type | UsageBy::Category => None,
         }
     }
 

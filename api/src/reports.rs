@@ -1,5 +1,6 @@
 //! The reports of one snapshot: an entry's details, the largest files and directories, usage by
-//! owner, group and file type, the histograms, and stale data (JSON pages or a streamed CSV).
+//! owner, group, file type and file category, the histograms, and stale data (JSON pages or a
+//! streamed CSV); and the file categories themselves.
 //!
 //! Every value from a request is checked here and handed to [`crate::query`] typed (a filter,
 //! a word of a fixed list, a number).
@@ -18,7 +19,7 @@ use crate::listing::{Child, Listing, OwnerNames, entries_at, listed, listed_larg
 use crate::params::{HistogramOf, StaleBy, StaleFormat, TopWhat, UsageBy, Word, page};
 use crate::paths::Text;
 use crate::query::entries::{DownloadRow, EntryFilter, Time};
-use crate::query::reports::{BucketRow, UsageRow};
+use crate::query::reports::{BucketRow, CategoryRow, UsageRow};
 use crate::query::tree::PathRow;
 use crate::query::{self, Principal};
 use crate::stream::CutShort;
@@ -33,6 +34,7 @@ pub fn routes() -> crate::resource::Routes {
         .get("/api/v1/snapshots/{snapshot_id}/usage", usage)
         .get("/api/v1/snapshots/{snapshot_id}/histograms", histograms)
         .get("/api/v1/snapshots/{snapshot_id}/stale", stale)
+        .get("/api/v1/categories", categories)
 }
 
 /// The entry's path, read with the query string: one must be given (checked before the snapshot
@@ -186,31 +188,47 @@ impl Check for UsageParams {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct UsageItem {
-    /// The uid or gid (absent for file types).
+    /// The uid or gid (absent for file types and categories).
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<u32>,
-    /// The user or group name, or the extension ("" for files without one).
+    /// The user or group name, the extension ("" for files without one), or the category.
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     name_b64: Option<String>,
+    /// A file type's category (`by=type`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<String>,
+    /// A category's largest types, largest first (`by=category`; at most
+    /// [`query::reports::CATEGORY_TYPES_SHOWN`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    types: Option<Vec<TypeShare>>,
     entries: u64,
     files: u64,
     bytes: u64,
     allocated: u64,
 }
 
+/// One type of a category, and its bytes.
+#[derive(Debug, Serialize)]
+pub(crate) struct TypeShare {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_b64: Option<String>,
+    bytes: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct Usage {
     snapshot_id: SnapshotId,
     by: &'static str,
-    /// How many owners, groups or types the snapshot has.
+    /// How many owners, groups, types or categories the snapshot has.
     total: u64,
     limit: u64,
     offset: u64,
     items: Vec<UsageItem>,
 }
 
-/// `GET /api/v1/snapshots/{id}/usage?by=user|group|type`: usage, largest first.
+/// `GET /api/v1/snapshots/{id}/usage?by=user|group|type|category`: usage, largest first.
 pub(crate) async fn usage(
     State(state): State<AppState>,
     Checked(((limit, offset), by)): Checked<UsageParams>,
@@ -219,45 +237,107 @@ pub(crate) async fn usage(
     let usage_by = by.checked()?;
     let snapshot_id = snapshot.snapshot_id;
     let db = &state.database;
-    let by = usage_by.word();
-    let principal = Principal::of_usage(usage_by);
-    let sql = match principal {
-        Some(principal) => query::reports::owner_usage(db, snapshot_id, principal, limit, offset),
-        None => query::reports::type_usage(db, snapshot_id, limit, offset),
-    };
-    let rows = state.client.query(&sql).fetch_all::<UsageRow>().await?;
-    let total = state
-        .client
-        .query(&query::reports::usage_count(db, snapshot_id, principal))
-        .fetch_one::<u64>()
-        .await?;
-    let items = rows
-        .into_iter()
-        .map(|r| {
-            let (id, name) = if by == "type" {
-                (None, Text::of(&r.key))
-            } else {
-                (Some(r.id), Text::of(r.name.as_bytes()))
+    let categories = &state.categories;
+    let (items, total_sql) = match (usage_by, Principal::of_usage(usage_by)) {
+        (UsageBy::Category, _) => {
+            let sql = query::reports::category_usage(db, snapshot_id, categories, limit, offset);
+            let rows = state.client.query(&sql).fetch_all::<CategoryRow>().await?;
+            let items = rows.into_iter().map(category_item).collect();
+            (items, query::reports::category_count(db, snapshot_id, categories))
+        }
+        (_, principal) => {
+            let sql = match principal {
+                Some(p) => query::reports::owner_usage(db, snapshot_id, p, limit, offset),
+                None => query::reports::type_usage(db, snapshot_id, limit, offset),
             };
-            UsageItem {
-                id,
-                name: name.text,
-                name_b64: name.b64,
-                entries: r.entries,
-                files: r.files,
-                bytes: r.bytes,
-                allocated: r.allocated,
-            }
-        })
-        .collect();
+            let rows = state.client.query(&sql).fetch_all::<UsageRow>().await?;
+            let items = rows
+                .into_iter()
+                .map(|r| {
+                    let (id, name, category) = match principal {
+                        Some(_) => (Some(r.id), Text::of(r.name.as_bytes()), None),
+                        None => (None, Text::of(&r.key), Some(categories.of(&r.key).to_owned())),
+                    };
+                    UsageItem {
+                        id,
+                        name: name.text,
+                        name_b64: name.b64,
+                        category,
+                        types: None,
+                        entries: r.entries,
+                        files: r.files,
+                        bytes: r.bytes,
+                        allocated: r.allocated,
+                    }
+                })
+                .collect();
+            (items, query::reports::usage_count(db, snapshot_id, principal))
+        }
+    };
+    let total = state.client.query(&total_sql).fetch_one::<u64>().await?;
     Ok(Json(Usage {
         snapshot_id,
-        by,
+        by: usage_by.word(),
         total,
         limit,
         offset,
         items,
     }))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct CategoryList {
+    categories: Vec<CategoryItem>,
+    other: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct CategoryItem {
+    name: String,
+    types: Vec<String>,
+}
+
+/// `GET /api/v1/categories`: the file categories, in the configuration's order.
+pub(crate) async fn categories(State(state): State<AppState>) -> Json<CategoryList> {
+    Json(CategoryList {
+        categories: state
+            .categories
+            .list()
+            .iter()
+            .map(|c| CategoryItem {
+                name: c.name.clone(),
+                types: c.types.clone(),
+            })
+            .collect(),
+        other: crate::categories::OTHER,
+    })
+}
+
+/// A row of the categories report as the API gives it.
+fn category_item(row: CategoryRow) -> UsageItem {
+    let types = row
+        .types
+        .into_iter()
+        .map(|(bytes, extension)| {
+            let name = Text::of(&extension);
+            TypeShare {
+                name: name.text,
+                name_b64: name.b64,
+                bytes,
+            }
+        })
+        .collect();
+    UsageItem {
+        id: None,
+        name: row.key,
+        name_b64: None,
+        category: None,
+        types: Some(types),
+        entries: row.files,
+        files: row.files,
+        bytes: row.bytes,
+        allocated: row.allocated,
+    }
 }
 
 #[derive(Debug, Deserialize)]

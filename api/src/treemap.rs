@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::entry::split_path;
 
+use crate::categories::Categories;
 use crate::extract::{AtDirectory, Check, Checked, Route};
 use crate::listing::OwnerNames;
 use crate::params::{AreaBy, Word};
@@ -90,6 +91,9 @@ pub(crate) struct Tile {
     /// A file's type (see `usage?by=type`); absent for directories and "other".
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     file_type: Option<String>,
+    /// A file's category ([`crate::categories`]); absent for directories and "other".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<String>,
     /// Newest mtime: the file's own, or the newest in a directory's tree (not on "other").
     #[serde(skip_serializing_if = "Option::is_none")]
     mtime_ns: Option<i64>,
@@ -198,6 +202,7 @@ pub(crate) async fn treemap(
         by_parent: &mut HashMap<Vec<u8>, Vec<TileRow>>,
         totals: &HashMap<Vec<u8>, TotalRow>,
         users: &OwnerNames,
+        categories: &Categories,
     ) -> Vec<Tile> {
         let rows = by_parent.remove(dir).unwrap_or_default();
         let (mut bytes, mut files) = (0u64, 0u64);
@@ -213,14 +218,16 @@ pub(crate) async fn treemap(
                 }
                 path.extend_from_slice(&r.name);
                 let children = if r.kind == "dir" {
-                    build(&path, r.size, by_parent, totals, users)
+                    build(&path, r.size, by_parent, totals, users, categories)
                 } else {
                     Vec::new()
                 };
-                let file_type = (r.kind == "file").then(|| {
-                    String::from_utf8_lossy(&storage_tracker_proto::reports::extension(&r.name))
-                        .into_owned()
-                });
+                let extension = (r.kind == "file")
+                    .then(|| storage_tracker_proto::reports::extension(&r.name));
+                let category = extension
+                    .as_ref()
+                    .map(|e| categories.of(e).to_owned());
+                let file_type = extension.map(|e| String::from_utf8_lossy(&e).into_owned());
                 let name = Text::of(&r.name);
                 Tile {
                     name: name.text,
@@ -231,6 +238,7 @@ pub(crate) async fn treemap(
                     uid: Some(r.uid),
                     user: users.user(r.uid).map(str::to_owned),
                     file_type,
+                    category,
                     mtime_ns: Some(r.newest_mtime_ns),
                     mtime: Some(Iso(r.newest_mtime_ns)),
                     count: None,
@@ -250,6 +258,7 @@ pub(crate) async fn treemap(
                 uid: None,
                 user: None,
                 file_type: None,
+                category: None,
                 mtime_ns: None,
                 mtime: None,
                 count: Some(t.children - shown),
@@ -258,7 +267,14 @@ pub(crate) async fn treemap(
         }
         out
     }
-    let children = build(&dir, top_size, &mut by_parent, &totals, &users);
+    let children = build(
+        &dir,
+        top_size,
+        &mut by_parent,
+        &totals,
+        &users,
+        &state.categories,
+    );
     let shown = Text::of(&dir);
     let name = Text::of(name);
     Ok(Json(Treemap {
@@ -277,6 +293,7 @@ pub(crate) async fn treemap(
             uid: None,
             user: None,
             file_type: None,
+            category: None,
             mtime_ns: Some(top.max_mtime_ns),
             mtime: Some(Iso(top.max_mtime_ns)),
             count: None,

@@ -59,8 +59,11 @@ pub const MAX_EXTENSION_BYTES: usize = 16;
 
 /// A file name's type: the bytes after its last dot, lowercased (ASCII); empty when there is no
 /// dot after the first byte (`.bashrc` has no extension), or it is longer than
-/// [`MAX_EXTENSION_BYTES`].
+/// [`MAX_EXTENSION_BYTES`]. A versioned shared library (`libfoo.so.1.2.3`) has the type `so`.
 pub fn extension(name: &[u8]) -> Vec<u8> {
+    if is_versioned_library(name) {
+        return b"so".to_vec();
+    }
     match name.iter().rposition(|&b| b == b'.') {
         Some(dot) if dot > 0 && name.len() - dot - 1 <= MAX_EXTENSION_BYTES => {
             name[dot + 1..].to_ascii_lowercase()
@@ -69,18 +72,47 @@ pub fn extension(name: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Whether `name` is a versioned shared library: `.so` (in any case, not at its first byte)
+/// followed by one or more `.` and digits (`libfoo.so.1`, `libfoo.so.1.2.3`).
+fn is_versioned_library(name: &[u8]) -> bool {
+    let (mut end, mut versions) = (name.len(), 0);
+    loop {
+        let digits = name[..end]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0 || end < digits + 1 || name[end - digits - 1] != b'.' {
+            break;
+        }
+        end -= digits + 1;
+        versions += 1;
+    }
+    versions > 0 && end > 3 && name[end - 3..end].eq_ignore_ascii_case(b".so")
+}
+
+/// [`is_versioned_library`] in SQL for the String column `name`. The regular expression is
+/// matched on the lowercased name from its second byte: its literal `.so` lets ClickHouse skip
+/// the names without it before running RE2, and it needs no `.` wildcard, which would not cross
+/// a byte that is not UTF-8.
+fn is_versioned_library_sql(name: &str) -> String {
+    format!("match(lower(substring({name}, 2)), '\\\\.so(\\\\.[0-9]+)+$')")
+}
+
 /// [`extension`] in SQL for the String column `name`.
 pub fn extension_sql(name: &str) -> String {
     let last = format!("arrayElement(splitByChar('.', {name}), -1)");
     format!(
-        "if(position(substring({name}, 2), '.') = 0 OR length({last}) > {MAX_EXTENSION_BYTES}, '', lower({last}))"
+        "if({}, 'so', if(position(substring({name}, 2), '.') = 0 OR length({last}) > {MAX_EXTENSION_BYTES}, '', lower({last})))",
+        is_versioned_library_sql(name)
     )
 }
 
 /// Whether the String column `name` has the type `extension` ([`extension_sql`] equal to it),
 /// in SQL that makes no array per name (a third of the time over 10^8 names). A name has the
 /// type `ext` (lowercase, no dot, at most [`MAX_EXTENSION_BYTES`]) when it ends with a dot
-/// and `ext` in any case, that dot being its last and not its first byte.
+/// and `ext` in any case, that dot being its last and not its first byte, and it is not a
+/// versioned shared library; those have the type `so`.
 pub fn extension_is_sql(name: &str, extension: &[u8]) -> String {
     if extension.is_empty() {
         return format!("{} = ''", extension_sql(name));
@@ -93,11 +125,19 @@ pub fn extension_is_sql(name: &str, extension: &[u8]) -> String {
         return "0".to_owned();
     }
     let suffix = [b".", extension].concat();
-    format!(
+    let ends = format!(
         "length({name}) >= {} AND endsWith(lower({name}), {})",
         extension.len() + 2,
         crate::sql::quote_bytes(&suffix)
-    )
+    );
+    if extension == b"so" {
+        format!("({ends} OR {})", is_versioned_library_sql(name))
+    } else if extension.iter().all(u8::is_ascii_digit) {
+        // The last number of a versioned library's name is not its type.
+        format!("{ends} AND NOT {}", is_versioned_library_sql(name))
+    } else {
+        ends
+    }
 }
 
 #[cfg(test)]
@@ -140,10 +180,48 @@ mod tests {
     }
 
     #[test]
+    fn versioned_shared_libraries_are_of_type_so() {
+        for so in [
+            &b"libfoo.so.1"[..],
+            b"libfoo.so.1.2.3",
+            b"libFOO.SO.10",
+            b"x.so.1.so.2",
+            b"a.so.01",
+            b"\xff.so.1",
+        ] {
+            assert_eq!(extension(so), b"so", "{}", String::from_utf8_lossy(so));
+        }
+        for (name, ext) in [
+            (&b"libfoo.so"[..], &b"so"[..]),
+            (b".so.1", b"1"),
+            (b"a.so.", b""),
+            (b"a.so.1a", b"1a"),
+            (b"a.so1.2", b"2"),
+            (b"a.so..1", b"1"),
+            (b"data.1", b"1"),
+        ] {
+            assert_eq!(extension(name), ext, "{}", String::from_utf8_lossy(name));
+        }
+        assert_eq!(
+            is_versioned_library_sql("name"),
+            "match(lower(substring(name, 2)), '\\\\.so(\\\\.[0-9]+)+$')"
+        );
+    }
+
+    #[test]
     fn a_type_is_a_suffix_after_the_first_byte() {
         assert_eq!(
             extension_is_sql("name", b"nc"),
             "length(name) >= 4 AND endsWith(lower(name), '.nc')"
+        );
+        let library = is_versioned_library_sql("name");
+        assert_eq!(
+            extension_is_sql("name", b"so"),
+            format!("(length(name) >= 4 AND endsWith(lower(name), '.so') OR {library})")
+        );
+        assert_eq!(
+            extension_is_sql("name", b"3"),
+            format!("length(name) >= 3 AND endsWith(lower(name), '.3') AND NOT {library}")
         );
         assert_eq!(
             extension_is_sql("n", b""),

@@ -1,11 +1,12 @@
-// Reports: the largest files and directories under the current directory, usage by owner, group
-// and file type, size and age histograms, and stale data with a CSV download.
+// Reports: the largest files and directories under the current directory, usage by owner, group,
+// file type and file category, size and age histograms, and stale data with a CSV download.
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { listing, plainError, useAccess } from "./access";
 import { api, ApiError, CutShort, download, type Listing, type Snapshot, type UsageItem } from "./api";
 import { Bar, type Column, ErrorBox, Head, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, sortRows, useFields, type Direction } from "./components";
 import { useApi } from "./data";
+import { colorOf } from "./colors";
 import { bytes, count, day, percent } from "./format";
 import { parent, pathParams, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
@@ -18,6 +19,7 @@ export const REPORTS = [
   ["users", "Users"],
   ["groups", "Groups"],
   ["types", "File types"],
+  ["categories", "File categories"],
   ["sizes", "File sizes"],
   ["mtime", "Age (modified)"],
   ["atime", "Age (accessed)"],
@@ -25,7 +27,8 @@ export const REPORTS = [
 ] as const;
 type Report = (typeof REPORTS)[number][0];
 /** Reports of a whole snapshot, which only an admin token may read. */
-const WHOLE_SNAPSHOT: readonly Report[] = ["users", "groups", "types", "sizes", "mtime", "atime"];
+const WHOLE_SNAPSHOT: readonly Report[] = ["users", "groups", "types", "categories", "sizes", "mtime", "atime"];
+const USAGE_BY = { users: "user", groups: "group", types: "type", categories: "category" } as const;
 const PAGE = 100;
 
 export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root: PathRef; path: PathRef; q: URLSearchParams }) {
@@ -56,8 +59,8 @@ export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root:
       {underPath ? <Breadcrumbs path={path} root={root} view="reports" /> : <p class="muted small">Whole snapshot ({snapshot.root_path})</p>}
       {report === "top-files" || report === "top-dirs" ? (
         <Top snapshot={snapshot} path={path} q={q} what={report === "top-files" ? "files" : "dirs"} />
-      ) : report === "users" || report === "groups" || report === "types" ? (
-        <UsageReport snapshot={snapshot} by={report === "users" ? "user" : report === "groups" ? "group" : "type"} />
+      ) : report in USAGE_BY ? (
+        <UsageReport snapshot={snapshot} by={USAGE_BY[report as keyof typeof USAGE_BY]} />
       ) : report === "stale" ? (
         <Stale snapshot={snapshot} path={path} q={q} />
       ) : (
@@ -123,23 +126,31 @@ function EntryTable({ snapshot, rows, rank }: { snapshot: Snapshot; rows: Listin
   );
 }
 
-type UsageKey = "name" | "bytes" | "allocated" | "files" | "entries";
+type UsageKey = "name" | "category" | "bytes" | "allocated" | "files" | "entries" | "types";
+type UsageBy = (typeof USAGE_BY)[keyof typeof USAGE_BY];
 
-function UsageReport({ snapshot, by }: { snapshot: Snapshot; by: "user" | "group" | "type" }) {
+const typeName = (t: string) => (t ? `.${t}` : "(no extension)");
+
+function UsageReport({ snapshot, by }: { snapshot: Snapshot; by: UsageBy }) {
   const data = useApi(api.usage(snapshot.snapshot_id, { by, limit: 1000 }));
   const [sort, setSort] = useState<[UsageKey, Direction]>(["bytes", "desc"]);
-  const label = by === "type" ? "Type" : by === "user" ? "User" : "Group";
+  const label = { type: "Type", category: "Category", user: "User", group: "Group" }[by];
+  const owners = by === "user" || by === "group";
   const columns: Column<UsageKey>[] = [
     { key: "name", label, sortable: true },
+    ...(by === "type" ? [{ key: "category" as const, label: "Category", sortable: true }] : []),
     { key: "bytes", label: "Size", numeric: true, sortable: true },
     { key: "allocated", label: "On disk", numeric: true, sortable: true },
     { key: "files", label: "Files", numeric: true, sortable: true },
-    { key: "entries", label: "Entries", numeric: true, sortable: true },
+    // A type's or a category's entries are its files.
+    ...(owners ? [{ key: "entries" as const, label: "Entries", numeric: true, sortable: true }] : []),
+    ...(by === "category" ? [{ key: "types" as const, label: "Largest types" }] : []),
   ];
   const items = data.data?.items ?? [];
   const total = items.reduce((s, i) => s + i.bytes, 0);
-  const name = (i: UsageItem) => (by === "type" ? (i.name ? `.${i.name}` : "(no extension)") : i.name || `${by === "user" ? "uid" : "gid"} ${i.id}`);
-  const rows = sortRows(items, (i) => (sort[0] === "name" ? name(i) : i[sort[0]]), sort[1]);
+  const name = (i: UsageItem) => (by === "type" ? typeName(i.name) : by === "category" ? i.name : i.name || `${by === "user" ? "uid" : "gid"} ${i.id}`);
+  const sortKey = (i: UsageItem) => (sort[0] === "name" ? name(i) : sort[0] === "category" ? (i.category ?? "") : sort[0] === "types" ? 0 : i[sort[0]]);
+  const rows = sortRows(items, sortKey, sort[1]);
   return (
     <>
       <ErrorBox error={data.error} />
@@ -149,16 +160,20 @@ function UsageReport({ snapshot, by }: { snapshot: Snapshot; by: "user" | "group
           <SortableHead columns={columns} sort={sort[0]} order={sort[1]} onSort={(k, o) => setSort([k, o])} />
           <tbody>
             {rows.map((i) => (
-              <tr key={`${i.id ?? ""}:${i.name}`}>
+              <tr key={`${i.id ?? ""}:${i.name_b64 ?? i.name}`}>
                 <td>
-                  {by === "type" ? (
-                    name(i)
-                  ) : (
+                  {owners ? (
                     <Link to={{ view: "search", q: "*", match: "glob", [by]: i.name || String(i.id), offset: null }} title={`Search the files of ${name(i)}`}>
                       {name(i)}
                     </Link>
+                  ) : (
+                    <>
+                      {by === "category" ? <span class="swatch" style={{ background: colorOf(i.name, "category") }} aria-hidden="true" /> : null}
+                      {name(i)}
+                    </>
                   )}
                 </td>
+                {by === "type" ? <td>{i.category}</td> : null}
                 <td class="num size">
                   <span>{bytes(i.bytes)}</span>
                   <Bar part={i.bytes} whole={total} />
@@ -166,12 +181,29 @@ function UsageReport({ snapshot, by }: { snapshot: Snapshot; by: "user" | "group
                 </td>
                 <td class="num">{bytes(i.allocated)}</td>
                 <td class="num">{count(i.files)}</td>
-                <td class="num">{count(i.entries)}</td>
+                {owners ? <td class="num">{count(i.entries)}</td> : null}
+                {by === "category" ? <td class="types muted small">{i.types ? <TypeList types={i.types} of={i} /> : null}</td> : null}
               </tr>
             ))}
           </tbody>
         </table>
       ) : null}
+    </>
+  );
+}
+
+/** A category's largest types, with their share of it. */
+function TypeList({ types, of }: { types: NonNullable<UsageItem["types"]>; of: UsageItem }) {
+  const rest = of.bytes - types.reduce((s, t) => s + t.bytes, 0);
+  return (
+    <>
+      {types.map((t, k) => (
+        <span key={t.name_b64 ?? t.name}>
+          {k > 0 ? ", " : ""}
+          {typeName(t.name)} {bytes(t.bytes)}
+        </span>
+      ))}
+      {rest > 0 ? <span>, other types {bytes(rest)}</span> : null}
     </>
   );
 }

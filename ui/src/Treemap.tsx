@@ -12,7 +12,7 @@ import { join, pathParams, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
 
 export const LAYOUTS = ["squarified", "voronoi"] as const;
-export const COLOR_BY = ["type", "owner", "age"] as const;
+export const COLOR_BY = ["type", "category", "owner", "age"] as const;
 export const SIZE_BY = ["bytes", "files"] as const;
 /** Children kept per directory: Voronoi layouts grow quadratically with them. */
 const MAX_CHILDREN: Record<Layout, number> = { squarified: 60, voronoi: 30 };

@@ -1,6 +1,7 @@
-// Treemap colours: by file type and by owner a stable hue per key; by age a sequential scale.
+// Treemap colours: by file type and by owner a stable hue per key; by category a fixed colour
+// for each built-in category (a stable hue for others); by age a sequential scale.
 
-export type ColorBy = "type" | "owner" | "age";
+export type ColorBy = "type" | "category" | "owner" | "age";
 
 function hash(s: string): number {
   let h = 0x811c9dc5;
@@ -23,6 +24,21 @@ export function keyColor(key: string): string {
 export const DIR_COLOR = "hsl(215 14% 62%)";
 export const OTHER_COLOR = "hsl(0 0% 66%)";
 
+/** The colours of the built-in categories (deploy/config/categories.conf), told apart at a glance. */
+export const CATEGORY_COLORS: Record<string, string> = {
+  tabular: "#4e79a7",
+  scientific: "#f28e2b",
+  images: "#e15759",
+  documents: "#76b7b2",
+  code: "#59a14f",
+  binaries: "#edc948",
+  archives: "#b07aa1",
+  configuration: "#ff9da7",
+  checkpoints: "#9c755f",
+  logs: "#8cd17d",
+  other: "hsl(0 0% 78%)",
+};
+
 /** Age classes by days before the scan, newest first (the bounds of the age histograms). */
 export const AGE_CLASSES: { upTo: number; label: string; color: string }[] = [
   { upTo: 7, label: "under a week", color: "#1a9850" },
@@ -44,6 +60,7 @@ export function ageClass(mtimeNs: number, scanSeconds: number): number {
 export interface Colorable {
   kind: string;
   type?: string;
+  category?: string;
   user?: string;
   uid?: number;
   mtime_ns?: number;
@@ -57,6 +74,10 @@ export function colorKey(c: Colorable, by: ColorBy, scanSeconds: number): string
       if (c.kind === "dir") return "directory";
       if (c.kind !== "file") return c.kind;
       return c.type ? `.${c.type}` : "no extension";
+    case "category":
+      if (c.kind === "dir") return "directory";
+      if (c.kind !== "file") return c.kind;
+      return c.category ?? "other";
     case "owner":
       return c.user ?? (c.uid !== undefined ? `uid ${c.uid}` : "unknown");
     case "age": {
@@ -69,7 +90,8 @@ export function colorKey(c: Colorable, by: ColorBy, scanSeconds: number): string
 
 export function colorOf(key: string, by: ColorBy): string {
   if (key === "smaller items") return OTHER_COLOR;
-  if (by === "type" && key === "directory") return DIR_COLOR;
+  if ((by === "type" || by === "category") && key === "directory") return DIR_COLOR;
+  if (by === "category") return CATEGORY_COLORS[key] ?? keyColor(key);
   if (by === "age") {
     if (key === "in the future") return FUTURE_COLOR;
     return AGE_CLASSES.find((c) => c.label === key)?.color ?? OTHER_COLOR;

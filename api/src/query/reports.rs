@@ -9,6 +9,7 @@ use storage_tracker_proto::ddl::Database;
 use storage_tracker_proto::sql::quote_str;
 
 use super::Principal;
+use crate::categories::Categories;
 use crate::params::HistogramOf;
 
 /// A user or group name of a snapshot.
@@ -94,6 +95,65 @@ pub fn type_usage(db: &Database, snapshot_id: SnapshotId, limit: u64, offset: u6
 FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}
 ORDER BY bytes DESC, key ASC
 LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+/// Usage per file category, with its largest types.
+#[derive(Debug, Row, Deserialize)]
+pub struct CategoryRow {
+    pub key: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub allocated: u64,
+    /// Bytes and extension of the category's largest types (at most [`CATEGORY_TYPES_SHOWN`]),
+    /// largest first.
+    pub types: Vec<(u64, serde_bytes::ByteBuf)>,
+}
+
+/// How many of a category's types [`category_usage`] names, largest first.
+pub const CATEGORY_TYPES_SHOWN: usize = 10;
+
+/// The category of the `extension` column of `type_usage`, as SQL: each type of `categories`
+/// to its category, every other to [`crate::categories::OTHER`].
+fn category_sql(categories: &Categories) -> String {
+    let (types, names) = categories.pairs();
+    let other = quote_str(crate::categories::OTHER);
+    if types.is_empty() {
+        return other;
+    }
+    let list = |words: &[&str]| words.iter().map(|w| quote_str(w)).collect::<Vec<_>>().join(", ");
+    format!("transform(extension, [{}], [{}], {other})", list(&types), list(&names))
+}
+
+/// Usage per file category (the snapshot's type report, each type in its category), largest
+/// first, as [`CategoryRow`]s.
+pub fn category_usage(
+    db: &Database,
+    snapshot_id: SnapshotId,
+    categories: &Categories,
+    limit: u64,
+    offset: u64,
+) -> String {
+    format!(
+        "SELECT category AS key, sum(f) AS files, sum(b) AS bytes, sum(a) AS allocated,
+    arraySlice(arrayReverseSort(groupArray((b, extension))), 1, {CATEGORY_TYPES_SHOWN}) AS types
+FROM
+(
+    SELECT {} AS category, extension, files AS f, bytes AS b, allocated AS a
+    FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}
+)
+GROUP BY category
+ORDER BY bytes DESC, key ASC
+LIMIT {limit} OFFSET {offset}",
+        category_sql(categories)
+    )
+}
+
+/// How many categories a snapshot's files fall in.
+pub fn category_count(db: &Database, snapshot_id: SnapshotId, categories: &Categories) -> String {
+    format!(
+        "SELECT uniqExact({}) FROM {db}.type_usage WHERE snapshot_id = {snapshot_id}",
+        category_sql(categories)
     )
 }
 
