@@ -1334,7 +1334,10 @@ fn the_categories_report_sums_each_type_in_its_category() {
         .iter()
         .find(|i| i["name"] == "binaries")
         .unwrap();
-    assert_eq!(binaries["types"], serde_json::json!([{"name": "so", "bytes": 1500}]));
+    assert_eq!(
+        binaries["types"],
+        serde_json::json!([{"name": "so", "bytes": 1500}])
+    );
     // The type report names each type's category.
     let types = api.json("/api/v1/snapshots/1/usage?by=type");
     for item in types["items"].as_array().unwrap() {
@@ -1356,7 +1359,11 @@ fn the_categories_report_sums_each_type_in_its_category() {
     let tiles = treemap["root"]["children"].as_array().unwrap();
     assert!(treemap["root"].get("category").is_none());
     for tile in tiles {
-        let want = if tile["name"] == "tool.py" { "code" } else { "binaries" };
+        let want = if tile["name"] == "tool.py" {
+            "code"
+        } else {
+            "binaries"
+        };
         assert_eq!(tile["category"], want, "{tile}");
     }
     assert_eq!(tiles.len(), 3);

@@ -428,7 +428,10 @@ fn a_categories_file_that_cannot_be_used_stops_the_start_naming_its_line() {
             "# ok\nscience .H5\n",
             "line 2: \"H5\" is not a file type: give extensions in lower case",
         ),
-        ("other log\n", "line 1: \"other\" is every type no category names"),
+        (
+            "other log\n",
+            "line 1: \"other\" is every type no category names",
+        ),
         ("empty\n", "line 1: the category \"empty\" has no types"),
     ] {
         std::fs::write(&file, text).unwrap();

@@ -180,6 +180,7 @@ mod tests {
             ("h5", "scientific"),
             ("nc", "scientific"),
             ("fits", "scientific"),
+            ("fastq", "scientific"),
             ("png", "images"),
             ("pdf", "documents"),
             ("f90", "code"),

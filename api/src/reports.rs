@@ -243,7 +243,10 @@ pub(crate) async fn usage(
             let sql = query::reports::category_usage(db, snapshot_id, categories, limit, offset);
             let rows = state.client.query(&sql).fetch_all::<CategoryRow>().await?;
             let items = rows.into_iter().map(category_item).collect();
-            (items, query::reports::category_count(db, snapshot_id, categories))
+            (
+                items,
+                query::reports::category_count(db, snapshot_id, categories),
+            )
         }
         (_, principal) => {
             let sql = match principal {
@@ -256,7 +259,11 @@ pub(crate) async fn usage(
                 .map(|r| {
                     let (id, name, category) = match principal {
                         Some(_) => (Some(r.id), Text::of(r.name.as_bytes()), None),
-                        None => (None, Text::of(&r.key), Some(categories.of(&r.key).to_owned())),
+                        None => (
+                            None,
+                            Text::of(&r.key),
+                            Some(categories.of(&r.key).to_owned()),
+                        ),
                     };
                     UsageItem {
                         id,
@@ -271,7 +278,10 @@ pub(crate) async fn usage(
                     }
                 })
                 .collect();
-            (items, query::reports::usage_count(db, snapshot_id, principal))
+            (
+                items,
+                query::reports::usage_count(db, snapshot_id, principal),
+            )
         }
     };
     let total = state.client.query(&total_sql).fetch_one::<u64>().await?;

@@ -222,11 +222,9 @@ pub(crate) async fn treemap(
                 } else {
                     Vec::new()
                 };
-                let extension = (r.kind == "file")
-                    .then(|| storage_tracker_proto::reports::extension(&r.name));
-                let category = extension
-                    .as_ref()
-                    .map(|e| categories.of(e).to_owned());
+                let extension =
+                    (r.kind == "file").then(|| storage_tracker_proto::reports::extension(&r.name));
+                let category = extension.as_ref().map(|e| categories.of(e).to_owned());
                 let file_type = extension.map(|e| String::from_utf8_lossy(&e).into_owned());
                 let name = Text::of(&r.name);
                 Tile {

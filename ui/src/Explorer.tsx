@@ -6,7 +6,7 @@ import { plainError, useAccess } from "./access";
 import { api, ApiError, CutShort, download, type Access, type Entry, type Snapshot } from "./api";
 import { Bar, type Column, ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, type Direction } from "./components";
 import { useApi } from "./data";
-import { age, bytes, count, dateNs, percent } from "./format";
+import { age, bytes, count, counted, dateNs, percent } from "./format";
 import { baseName, crumbs, parent, pathParams, same, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
 import { Treemap } from "./Treemap";
@@ -153,7 +153,7 @@ export function Explorer({ snapshot, root, path, q }: { snapshot: Snapshot; root
       <Breadcrumbs path={path} root={root} />
       {dir ? (
         <p class="summary">
-          <strong>{bytes(dir.bytes)}</strong> in {count(dir.files)} files and {count(dir.dirs)} directories ·{" "}
+          <strong>{bytes(dir.bytes)}</strong> in {counted(dir.files, "file", "files")} and {counted(dir.dirs, "directory", "directories")} ·{" "}
           {bytes(dir.allocated)} on disk · newest change {dateNs(dir.max_mtime_ns)} ·{" "}
           <Link to={{ view: "compare", offset: null }}>history and growth</Link> ·{" "}
           <button type="button" class="link" onClick={() => exportNcdu(snapshot, path, access, setExporting)} title="Browse this directory offline with ncdu -f FILE or gdu -f FILE">

@@ -29,6 +29,7 @@ type Report = (typeof REPORTS)[number][0];
 /** Reports of a whole snapshot, which only an admin token may read. */
 const WHOLE_SNAPSHOT: readonly Report[] = ["users", "groups", "types", "categories", "sizes", "mtime", "atime"];
 const USAGE_BY = { users: "user", groups: "group", types: "type", categories: "category" } as const;
+const isUsage = (r: Report): r is keyof typeof USAGE_BY => r in USAGE_BY;
 const PAGE = 100;
 
 export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root: PathRef; path: PathRef; q: URLSearchParams }) {
@@ -59,8 +60,8 @@ export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root:
       {underPath ? <Breadcrumbs path={path} root={root} view="reports" /> : <p class="muted small">Whole snapshot ({snapshot.root_path})</p>}
       {report === "top-files" || report === "top-dirs" ? (
         <Top snapshot={snapshot} path={path} q={q} what={report === "top-files" ? "files" : "dirs"} />
-      ) : report in USAGE_BY ? (
-        <UsageReport snapshot={snapshot} by={USAGE_BY[report as keyof typeof USAGE_BY]} />
+      ) : isUsage(report) ? (
+        <UsageReport snapshot={snapshot} by={USAGE_BY[report]} />
       ) : report === "stale" ? (
         <Stale snapshot={snapshot} path={path} q={q} />
       ) : (

@@ -6,7 +6,7 @@ import { api, type Snapshot } from "./api";
 import { colorKey, colorOf, type ColorBy } from "./colors";
 import { ErrorBox, Loading } from "./components";
 import { useApi } from "./data";
-import { age, bytes, count, dateNs, percent } from "./format";
+import { age, bytes, counted, dateNs, percent } from "./format";
 import type { Cell, Layout, LayoutRequest, LayoutResult } from "./layout";
 import { join, pathParams, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
@@ -126,7 +126,7 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
   };
   const describe = (c: Cell) => {
     const t = c.tile;
-    const parts = [c.names[c.names.length - 1], bytes(t.bytes), `${count(t.files)} files`];
+    const parts = [c.names[c.names.length - 1], bytes(t.bytes), counted(t.files, "file", "files")];
     if (t.user) parts.push(t.user);
     if (t.mtime_ns !== undefined) parts.push(`newest ${dateNs(t.mtime_ns)}`);
     return parts.join(", ");

@@ -24,6 +24,20 @@ export interface Bucket {
   label: string;
 }
 
+/** The file categories of the categories report and the treemap */
+export interface Categories {
+  categories: Category[];
+  /** The category of every type no category names, and of files without a type */
+  other: string;
+}
+
+/** A file category and the types it holds */
+export interface Category {
+  name: string;
+  /** File types (extensions, lower case, without the dot) */
+  types: string[];
+}
+
 /** One child of the directory that changed */
 export interface Change {
   bytes_from: number;
@@ -266,6 +280,8 @@ export interface SnapshotList {
 /** One tile of a treemap */
 export interface Tile {
   bytes: number;
+  /** A file's category (see /api/v1/categories; "other" for every type no category names) */
+  category?: string;
   /** A directory's tiles, when it has any */
   children?: Tile[];
   /** For "other": how many children it stands for */
@@ -317,29 +333,42 @@ export interface Treemap {
   snapshot_id: number;
 }
 
-/** Usage per user, group or file type, largest first */
+/** One file type of a category, and its bytes */
+export interface TypeShare {
+  bytes: number;
+  /** The extension ("" for files without one) */
+  name: string;
+  /** Base64 of the raw bytes of name; only when they are not UTF-8 (name then holds them with U+FFFD in place of the bytes that are not) */
+  name_b64?: string;
+}
+
+/** Usage per user, group, file type or file category, largest first */
 export interface Usage {
-  by: "user" | "group" | "type";
+  by: "user" | "group" | "type" | "category";
   items: UsageItem[];
   limit: number;
   offset: number;
   snapshot_id: number;
-  /** How many users, groups or types there are */
+  /** How many users, groups, types or categories there are */
   total: number;
 }
 
-/** The usage of one user, group or file type */
+/** The usage of one user, group, file type or file category */
 export interface UsageItem {
   allocated: number;
   bytes: number;
+  /** A file type's category (by=type) */
+  category?: string;
   entries: number;
   files: number;
-  /** The uid or gid (absent for file types) */
+  /** The uid or gid (absent for file types and categories) */
   id?: number;
-  /** The user or group name, or the extension ("" for files without one) */
+  /** The user or group name, the extension ("" for files without one), or the category */
   name: string;
   /** Base64 of the raw bytes of name; only when they are not UTF-8 (name then holds them with U+FFFD in place of the bytes that are not) */
   name_b64?: string;
+  /** A category's largest types, largest first, at most ten (by=category) */
+  types?: TypeShare[];
 }
 
 /** Every route: its path and query parameters, and the body of its 200 per content type. */
@@ -350,6 +379,14 @@ export interface Paths {
     query: Record<string, never>;
     content: {
       "application/json": Access;
+    };
+  };
+  /** The file categories: each with its types, in the configuration's order */
+  "/api/v1/categories": {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    content: {
+      "application/json": Categories;
     };
   };
   /** What changed in a directory's children between two snapshots of the same filesystem */
@@ -628,7 +665,7 @@ export interface Paths {
       "application/json": Treemap;
     };
   };
-  /** Usage per user, group or file type */
+  /** Usage per user, group, file type or file category */
   "/api/v1/snapshots/{snapshot_id}/usage": {
     path: {
       /** A committed snapshot */
@@ -636,7 +673,7 @@ export interface Paths {
     };
     query: {
       /** The grouping */
-      by?: "user" | "group" | "type";
+      by?: "user" | "group" | "type" | "category";
       /** Items per page */
       limit?: number;
       /** Items to skip */

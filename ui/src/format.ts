@@ -23,6 +23,11 @@ export function count(n: number): string {
   return n.toLocaleString("en-US");
 }
 
+/** A count and its noun, singular for one: "1 directory", "2 directories". */
+export function counted(n: number, one: string, many: string): string {
+  return `${count(n)} ${n === 1 ? one : many}`;
+}
+
 export function deltaCount(n: number): string {
   return n > 0 ? `+${count(n)}` : n === 0 ? "0" : count(n);
 }

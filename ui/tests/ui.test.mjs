@@ -217,6 +217,39 @@ describe("web UI", () => {
     await done(p, "07-report-stale");
   });
 
+  test("reports file categories with their largest types, and colours the treemap by category", async () => {
+    const p = await open(q({ view: "reports", report: "categories" }));
+    await p.locator("table.usage tbody tr").first().waitFor();
+    assert.equal(await p.locator('nav.subtabs [aria-current="page"]').innerText(), "File categories");
+    const rows = await p.locator("table.usage tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent.trim())));
+    const byName = Object.fromEntries(rows.map((r) => [r[0], r]));
+    // reads.fastq.gz (48 MiB) and old-run.tar (20 MiB) are archives; the 24 .h5, three .nc and hg38.fa scientific.
+    assert.equal(fixtureBytes(([rel]) => /\.(gz|tar)$/.test(rel)), 68 * MiB);
+    assert.match(byName.archives[1], /^68\.0 MiB/, JSON.stringify(rows));
+    assert.equal(byName.archives[4], ".gz 48.0 MiB, .tar 20.0 MiB");
+    const scientific = fixtureBytes(([rel]) => /\.(h5|nc|fa|fai)$/.test(rel));
+    assert.equal(byName.scientific[3], String(fixtureFiles(([rel]) => /\.(h5|nc|fa|fai)$/.test(rel))));
+    assert.equal(rows[0][0], "scientific", "the largest first");
+    assert.ok(scientific > 68 * MiB);
+    assert.equal(byName.logs[3], String(STALE_LOGS));
+    assert.ok(byName.other, "core.12345, .bashrc and the rest");
+    // The type report names each type's category.
+    const types = await open(q({ view: "reports", report: "types" }));
+    await types.locator("table.usage tbody tr").first().waitFor();
+    const typeRows = await types.locator("table.usage tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent.trim())));
+    assert.deepEqual(typeRows.find((r) => r[0] === ".h5")?.[1], "scientific");
+    await types.close();
+
+    const t = await open(q({ path: `${stack.root}/projects/climate`, color: "category" }));
+    await t.locator('.treemap g.cell.file[data-name="run-001.nc"]').first().waitFor();
+    assert.equal(await t.locator('.treemap g.cell.file[data-name="run-001.nc"] rect').getAttribute("fill"), "#f28e2b");
+    assert.equal(await t.locator('.treemap g.cell.file[data-name="step-23.h5"] rect').getAttribute("fill"), "#f28e2b");
+    const legend = await t.locator(".treemap ul.legend li").allInnerTexts();
+    assert.ok(legend.some((l) => l.startsWith("scientific")), legend.join("|"));
+    await done(t, "06c-treemap-category");
+    await done(p, "06b-report-categories");
+  });
+
   test("compares two snapshots: growth per directory and owner, with drill-down", async () => {
     const p = await open(q({ view: "compare" }));
     await p.locator("table.changes tbody tr").first().waitFor();

@@ -121,8 +121,18 @@ fn category_sql(categories: &Categories) -> String {
     if types.is_empty() {
         return other;
     }
-    let list = |words: &[&str]| words.iter().map(|w| quote_str(w)).collect::<Vec<_>>().join(", ");
-    format!("transform(extension, [{}], [{}], {other})", list(&types), list(&names))
+    let list = |words: &[&str]| {
+        words
+            .iter()
+            .map(|w| quote_str(w))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "transform(extension, [{}], [{}], {other})",
+        list(&types),
+        list(&names)
+    )
 }
 
 /// Usage per file category (the snapshot's type report, each type in its category), largest
