@@ -20,6 +20,7 @@ pub(crate) mod accept;
 pub(crate) mod begin;
 pub(crate) mod commit;
 pub(crate) mod fail;
+pub(crate) mod hashes;
 pub(crate) mod insert;
 pub(crate) mod memory;
 pub(crate) mod recover;

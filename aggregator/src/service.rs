@@ -14,7 +14,8 @@ use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::v1::ingest_server::Ingest;
 use storage_tracker_proto::v1::{
     AbortSnapshotRequest, AbortSnapshotResponse, BeginSnapshotRequest, BeginSnapshotResponse,
-    Chunk, ChunkAck, FinishSnapshotRequest, FinishSnapshotResponse,
+    CandidateBatch, CandidatesRequest, Chunk, ChunkAck, FinishSnapshotRequest,
+    FinishSnapshotResponse, HashAck, HashBatch,
 };
 
 pub use crate::ingest::begin::BeginRefused;
@@ -173,6 +174,24 @@ impl Ingest for IngestService {
         let request = request.into_inner();
         self.abort(request.snapshot(), request.reason).await?;
         Ok(Response::new(AbortSnapshotResponse {}))
+    }
+
+    type DuplicateCandidatesStream = ReceiverStream<Result<CandidateBatch, Status>>;
+
+    async fn duplicate_candidates(
+        &self,
+        request: Request<CandidatesRequest>,
+    ) -> Result<Response<Self::DuplicateCandidatesStream>, Status> {
+        let stream = Arc::clone(&self.inner)
+            .candidates(request.into_inner())
+            .await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn put_hashes(&self, request: Request<HashBatch>) -> Result<Response<HashAck>, Status> {
+        Ok(Response::new(
+            self.inner.put_hashes(request.into_inner()).await?,
+        ))
     }
 }
 

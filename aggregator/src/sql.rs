@@ -8,7 +8,9 @@
 
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::{Database, LARGE_ENTRIES, TOP_LEVEL_ENTRIES, TOP_LEVELS};
-use storage_tracker_proto::reports::{age_bucket_sql, extension_sql, size_bucket_sql};
+use storage_tracker_proto::reports::{
+    DUPLICATE_MIN_SIZE, age_bucket_sql, extension_sql, size_bucket_sql,
+};
 use storage_tracker_proto::sql::{below_prefix, quote_bytes};
 
 /// Every directory holding `dir` ("/" included), e.g. "/a/b" -> ["/", "/a", "/a/b"].
@@ -214,6 +216,69 @@ FROM
     {parts}
 ) AS parts
 GROUP BY extension"
+    )
+}
+
+/// Fills `dup_candidates`: every link of each file of at least [`DUPLICATE_MIN_SIZE`] whose
+/// size another file (another device and inode, not a hard link of it) has too. Reads the
+/// `size` column of every entry once, the rest of the rows of the large files only.
+pub fn duplicate_candidates(db: &Database, snapshot_id: SnapshotId) -> String {
+    let files = format!(
+        "PREWHERE size >= {DUPLICATE_MIN_SIZE} AND kind = 'file' \
+         WHERE snapshot_id = {snapshot_id} AND error_op = 'none'"
+    );
+    format!(
+        "INSERT INTO {db}.dup_candidates (snapshot_id, size, dev, ino, parent_path, name, uid, gid, allocated, mtime_ns)
+SELECT snapshot_id, size, dev, ino, parent_path, name, uid, gid, allocated, mtime_ns
+FROM {db}.entries {files}
+    AND size IN (SELECT size FROM {db}.entries {files} GROUP BY size HAVING uniqExact(dev, ino) > 1)"
+    )
+}
+
+/// The duplicate candidates of a snapshot that a phase of the hashing has still to read, as
+/// `(dev, ino, size, path)` rows, one per file (the path of its first link), largest first:
+/// - `full == false` (the sampled phase): the candidates with no hash yet;
+/// - `full == true`: those whose sampled hash another candidate of the same size shares, not
+///   yet hashed whole (a file hashed whole at once, being small, is not asked again).
+///
+/// `min_size` keeps only files at least that large; `same_name` only files whose name, as
+/// well as their size, another candidate has. `file_hashes` is read grouped by file, so a hash
+/// that arrived twice counts once.
+pub fn candidates_to_hash(
+    db: &Database,
+    snapshot_id: SnapshotId,
+    full: bool,
+    min_size: u64,
+    same_name: bool,
+) -> String {
+    let of_snapshot = format!("snapshot_id = {snapshot_id}");
+    let same_name = if same_name {
+        format!(
+            " AND (size, name) IN (SELECT size, name FROM {db}.dup_candidates WHERE {of_snapshot} \
+             GROUP BY size, name HAVING uniqExact(dev, ino) > 1)"
+        )
+    } else {
+        String::new()
+    };
+    let hashes = format!(
+        "(SELECT dev, ino, size, max(sample) AS sample, max(full) AS full, max(error) AS error \
+         FROM {db}.file_hashes WHERE {of_snapshot} GROUP BY dev, ino, size)"
+    );
+    let phase = if full {
+        format!(
+            "(dev, ino) IN (SELECT dev, ino FROM {hashes} WHERE full = '' AND error = '' \
+             AND (size, sample) IN (SELECT size, sample FROM {hashes} WHERE error = '' \
+             GROUP BY size, sample HAVING count() > 1))"
+        )
+    } else {
+        format!("(dev, ino) NOT IN (SELECT dev, ino FROM {db}.file_hashes WHERE {of_snapshot})")
+    };
+    format!(
+        "SELECT dev, ino, size, min(if(parent_path = '/', concat('/', name), concat(parent_path, '/', name))) AS path
+FROM {db}.dup_candidates
+WHERE {of_snapshot} AND size >= {min_size}{same_name} AND {phase}
+GROUP BY dev, ino, size
+ORDER BY size DESC, dev, ino"
     )
 }
 

@@ -23,6 +23,9 @@ use crate::snapshot::SnapshotRecord;
 use crate::sql;
 use storage_tracker_proto::sql::quote_str;
 
+mod duplicates;
+pub use duplicates::CandidateQuery;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("ClickHouse at {url}: {source}")]
@@ -772,7 +775,8 @@ impl Store {
     }
 
     /// Computes every report of a snapshot in ClickHouse: directory rollups, usage by owner
-    /// and group, by file type, the histograms, the largest entries and the top levels.
+    /// and group, by file type, the histograms, the largest entries, the duplicate candidates
+    /// and the top levels.
     /// Returns the number of directories. Run again, it first drops what an interrupted run
     /// left.
     pub async fn compute_reports(
@@ -805,6 +809,7 @@ impl Store {
                 sql::histograms(db, snapshot_id, started_at_ns),
             ),
             ("large_entries", sql::large_entries(db, snapshot_id)),
+            ("dup_candidates", sql::duplicate_candidates(db, snapshot_id)),
         ] {
             let start = std::time::Instant::now();
             bounded.query(&sql).execute().await.map_err(self.err())?;

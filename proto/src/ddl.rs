@@ -1,4 +1,4 @@
-//! The ClickHouse layout: one database, nine tables. Every statement runs on ClickHouse 18.16
+//! The ClickHouse layout: one database, twelve tables. Every statement runs on ClickHouse 18.16
 //! and on current releases (no CTEs, codecs, TTLs, secondary indexes or LowCardinality).
 //!
 //! - `snapshots`: one row per state change of a snapshot; `FINAL` gives the current state.
@@ -18,6 +18,13 @@
 //!   where they would hold more than [`TOP_LEVEL_ENTRIES`]), computed at commit: the treemaps
 //!   near the root read these, not every entry of the snapshot.
 //! - `principals`: the names of the uids and gids of a snapshot, resolved once per id.
+//! - `dup_candidates`: the links of every file that shares its size with another file (other
+//!   than its own hard links), of at least [`crate::reports::DUPLICATE_MIN_SIZE`], computed at
+//!   commit: the candidates of the duplicate files report.
+//! - `file_hashes`: BLAKE3 hashes of candidates (sampled blocks, then the whole content where
+//!   the samples agree), one row per file (device and inode), written by `storage-scan
+//!   --hash-duplicates` after the commit. A `ReplacingMergeTree`: a file hashed twice (a batch
+//!   sent again) is one row once merged, and every reader groups by the file.
 //!
 //! On a ClickHouse cluster ([`Cluster`]) the same tables are created in `{db}_local` on every
 //! shard, and `{db}` holds on every shard a `Distributed` table of the same name over each:
@@ -126,7 +133,7 @@ pub const HISTOGRAM_ENUM: &str = "Enum8('size' = 1, 'mtime' = 2, 'atime' = 3)";
 
 /// The version of the database layout this build creates and reads. (The chunks' entry
 /// schema has its own version, [`crate::SCHEMA_VERSION`].)
-pub const DATABASE_VERSION: u32 = 4;
+pub const DATABASE_VERSION: u32 = 5;
 
 /// How many of a snapshot's largest entries `large_entries` holds at least (more where sizes
 /// tie). A list largest first is read from there when it holds the whole page, else from
@@ -243,6 +250,9 @@ pub const MIGRATIONS: &[(u32, &[Step])] = &[
     // `large_entries` and `top_levels`, created with the other tables. Snapshots committed before
     // them have no rows there, and are read from `entries`.
     (4, &[]),
+    // `dup_candidates` and `file_hashes`, created with the other tables. Snapshots committed
+    // before them have no duplicate candidates.
+    (5, &[]),
 ];
 
 /// The version a database is at: the highest recorded.
@@ -397,11 +407,37 @@ pub fn create_statements(db: &Database) -> Vec<String> {
             ),
             "kind, id",
         ),
+        per_snapshot(
+            "dup_candidates",
+            "    size UInt64,
+    dev UInt64,
+    ino UInt64,
+    parent_path String,
+    name String,
+    uid UInt32,
+    gid UInt32,
+    allocated UInt64,
+    mtime_ns Int64",
+            "size, dev, ino, parent_path, name",
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.file_hashes (
+    snapshot_id UInt64,
+    dev UInt64,
+    ino UInt64,
+    size UInt64,
+    sample String,
+    full String,
+    error String,
+    rank UInt32,
+    hashed_at DateTime
+) ENGINE = ReplacingMergeTree(hashed_at) PARTITION BY snapshot_id ORDER BY (snapshot_id, dev, ino)"
+        ),
     ]
 }
 
 /// Every table of the database, in the order [`create_statements`] creates them.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 12] = [
     "schema_version",
     "snapshots",
     "entries",
@@ -412,6 +448,8 @@ pub const TABLES: [&str; 10] = [
     "type_usage",
     "histograms",
     "principals",
+    "dup_candidates",
+    "file_hashes",
 ];
 
 /// Which shard of a cluster holds a row of `table`. The entries of one directory (and the
@@ -443,7 +481,7 @@ pub fn create_distributed_statements(db: &Database, cluster: &Cluster) -> Vec<St
 }
 
 /// Tables whose rows belong to one snapshot partition (everything but `snapshots`).
-pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 8] = [
+pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 10] = [
     "entries",
     "large_entries",
     "top_levels",
@@ -452,17 +490,20 @@ pub const SNAPSHOT_PARTITIONED_TABLES: [&str; 8] = [
     "type_usage",
     "histograms",
     "principals",
+    "dup_candidates",
+    "file_hashes",
 ];
 
 /// The reports computed from `entries` at commit: dropped and computed again if a commit is
 /// retried. (`principals` is filled at commit too, from the ids the snapshot holds.)
-pub const REPORT_TABLES: [&str; 6] = [
+pub const REPORT_TABLES: [&str; 7] = [
     "dir_rollups",
     "owner_usage",
     "type_usage",
     "histograms",
     "large_entries",
     "top_levels",
+    "dup_candidates",
 ];
 
 #[cfg(test)]

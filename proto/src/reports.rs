@@ -57,6 +57,9 @@ pub fn age_bucket_sql(time_ns: &str, now_ns: i64) -> String {
 /// Longest extension kept; a longer one is not a type (e.g. `backup.2024-01-01T00-00-00`).
 pub const MAX_EXTENSION_BYTES: usize = 16;
 
+/// The smallest file that is a duplicate candidate: smaller ones waste little, and are many.
+pub const DUPLICATE_MIN_SIZE: u64 = 1 << 20;
+
 /// A file name's type: the bytes after its last dot, lowercased (ASCII); empty when there is no
 /// dot after the first byte (`.bashrc` has no extension), or it is longer than
 /// [`MAX_EXTENSION_BYTES`]. A versioned shared library (`libfoo.so.1.2.3`) has the type `so`.

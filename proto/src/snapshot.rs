@@ -74,7 +74,9 @@ snapshot_of!(
     ChunkAck,
     FinishSnapshotRequest,
     FinishSnapshotResponse,
-    AbortSnapshotRequest
+    AbortSnapshotRequest,
+    CandidatesRequest,
+    HashBatch
 );
 
 impl v1::RankTotals {

@@ -32,6 +32,9 @@
 //!   scan).
 //! - [`upload`]: the sink of a live scan: the gRPC stream to the aggregator, with retries, and
 //!   the snapshot's begin, finish and abort calls.
+//! - [`hashing`]: `--hash-duplicates`: a duplicate candidate as a unit of work, BLAKE3 of its
+//!   sampled blocks or whole content, and the worker that sends the hashes to the aggregator
+//!   (the job's steps are in [`mpi_job`]).
 //! - [`progress`]: each rank's counts, and rank 0's progress display of everyone's.
 //! - [`signals`]: SIGTERM and SIGINT, which stop a scan and abort its snapshot.
 //!
@@ -41,6 +44,7 @@
 pub mod chunks;
 pub mod coordinator;
 pub mod filesystem;
+pub mod hashing;
 pub mod mpi_job;
 pub mod mpi_transport;
 pub mod owners;

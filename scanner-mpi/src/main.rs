@@ -15,7 +15,7 @@ use tracing::{error, info};
 use storage_tracker_proto::service::{LogFormat, error_chain, init_logging};
 use storage_tracker_scanner::chunks::ChunkLimits;
 use storage_tracker_scanner::filesystem::Filesystem;
-use storage_tracker_scanner::mpi_job::{LaunchError, MpiJob, Outcome};
+use storage_tracker_scanner::mpi_job::{HashPlan, LaunchError, MpiJob, Outcome};
 use storage_tracker_scanner::plan::{JobPlan, OutputPlan, PlanError, Root, output_directory};
 use storage_tracker_scanner::scan::ScanPlan;
 use storage_tracker_scanner::upload::{Ingest, parse_address};
@@ -47,7 +47,7 @@ impl From<Exit> for ExitCode {
 #[command(name = "storage-scan", version, about)]
 struct Args {
     /// Root of the scan: a directory. Symlinks below it are recorded, not followed (see -L).
-    #[arg(required_unless_present = "abort")]
+    #[arg(required_unless_present_any = ["abort", "hash_duplicates"])]
     root: Option<PathBuf>,
 
     /// gRPC address of the aggregator: http://HOST:PORT.
@@ -82,6 +82,25 @@ struct Args {
     /// before it could abort its own.
     #[arg(long, value_name = "ID", requires = "aggregator", conflicts_with_all = ["root", "output"])]
     abort: Option<u64>,
+
+    /// Scan nothing: read the duplicate candidates of the committed snapshot ID (files of one
+    /// size, of at least 1 MiB) and hash them with BLAKE3, sampled blocks first, the whole
+    /// content only where the samples agree; the hashes go to the aggregator, as part of the
+    /// snapshot, for its duplicates report. Launched like a scan (srun, mpiexec: the ranks
+    /// share the files); run again, it reads only what is not hashed yet. Honours --no-atime,
+    /// --threads, --retry-for.
+    #[arg(long, value_name = "ID", requires = "aggregator", conflicts_with_all = ["root", "output", "abort"])]
+    hash_duplicates: Option<u64>,
+
+    /// With --hash-duplicates: only files of at least this size (bytes, or with K, M, G or T:
+    /// 64M, 1G).
+    #[arg(long, value_name = "SIZE", requires = "hash_duplicates", value_parser = parse_size)]
+    min_size: Option<u64>,
+
+    /// With --hash-duplicates: only files whose name, as well as their size, another file
+    /// has.
+    #[arg(long, requires = "hash_duplicates")]
+    same_name: bool,
 
     /// Why, with --abort: recorded as the snapshot's error [default: aborted with
     /// storage-scan --abort].
@@ -153,6 +172,20 @@ struct Args {
     retry_for: u64,
 }
 
+/// A size in bytes, or with a binary unit: 512, 64K, 100M, 1G, 2T.
+fn parse_size(given: &str) -> Result<u64, String> {
+    let bad = || format!("{given:?} is not a size: give bytes, or a number with K, M, G or T (64M)");
+    let (digits, shift) = match given.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&given[..given.len() - 1], 10),
+        Some(b'M') => (&given[..given.len() - 1], 20),
+        Some(b'G') => (&given[..given.len() - 1], 30),
+        Some(b'T') => (&given[..given.len() - 1], 40),
+        _ => (given, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
 /// Each worker thread fills its own chunk: fewer rows per chunk with more threads keeps a
 /// rank's memory bounded.
 fn chunk_rows(given: Option<u32>, threads: usize) -> usize {
@@ -192,6 +225,19 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| "aborted with storage-scan --abort".to_owned());
         return abort(&address, snapshot_id, reason, args.retry_for).into();
     }
+    let hashing = args.hash_duplicates.map(|snapshot_id| HashPlan {
+        address: args
+            .aggregator
+            .clone()
+            .expect("clap requires --aggregator with --hash-duplicates"),
+        retry_for: Duration::from_secs(args.retry_for),
+        snapshot_id,
+        threads: args.threads.map_or_else(cores, usize::from),
+        no_atime: args.no_atime,
+        min_size: args.min_size.unwrap_or(0),
+        same_name: args.same_name,
+        progress_interval: Duration::from_secs(args.progress_interval),
+    });
     let job = match MpiJob::init() {
         Ok(job) => job,
         Err(e) => {
@@ -203,6 +249,14 @@ fn main() -> ExitCode {
             .into();
         }
     };
+    if let Some(hashing) = hashing {
+        return match job.hash_duplicates(&hashing) {
+            Outcome::Complete => Exit::Committed,
+            Outcome::CompleteWithErrors => Exit::CommittedWithErrors,
+            Outcome::Failed => Exit::Failed,
+        }
+        .into();
+    }
     let Some(plan) = job.agree(plan(args)) else {
         return Exit::Usage.into();
     };
@@ -283,6 +337,17 @@ fn plan(args: Args) -> Result<JobPlan, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_with_binary_units() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("1.5G").unwrap_err().contains("is not a size"));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
 
     #[test]
     fn chunk_rows_shrink_with_threads_within_bounds() {

@@ -40,6 +40,9 @@ use crate::scan::{RankReport, ScanError, scan_rank};
 use crate::upload::{Ingest, Upload, UploadError};
 use crate::walk::WalkCounts;
 
+mod duplicates;
+pub use duplicates::HashPlan;
+
 /// Why a process cannot take part in a job.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {

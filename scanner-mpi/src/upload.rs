@@ -20,8 +20,8 @@ use tracing::{Instrument, warn};
 
 use storage_tracker_proto::v1::ingest_client::IngestClient;
 use storage_tracker_proto::v1::{
-    AbortSnapshotRequest, BeginSnapshotRequest, Chunk, FinishSnapshotRequest,
-    FinishSnapshotResponse,
+    AbortSnapshotRequest, BeginSnapshotRequest, Candidate, CandidatesRequest, Chunk,
+    FinishSnapshotRequest, FinishSnapshotResponse, HashBatch,
 };
 
 use storage_tracker_proto::service::{error_chain, status_text};
@@ -291,6 +291,42 @@ impl Ingest {
             c.abort_snapshot(r).await
         })
         .map(|_| ())
+    }
+
+    /// The duplicate candidates a phase of the hashing has to read, all of them. A stream
+    /// that breaks is asked again from the start.
+    pub fn candidates(&self, request: CandidatesRequest) -> Result<Vec<Candidate>, UploadError> {
+        const CALL: &str = "DuplicateCandidates";
+        self.runtime.block_on(async {
+            let mut backoff = Backoff::new(self.retry_for);
+            'again: loop {
+                let mut stream = match self.client.clone().duplicate_candidates(request.clone()).await {
+                    Ok(answer) => answer.into_inner(),
+                    Err(status) if transient(&status) && backoff.wait(CALL, &status).await => {
+                        continue;
+                    }
+                    Err(status) => return Err(rpc(CALL)(status)),
+                };
+                let mut all = Vec::new();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(batch)) => all.extend(batch.candidates),
+                        Ok(None) => return Ok(all),
+                        Err(status) if transient(&status) && backoff.wait(CALL, &status).await => {
+                            continue 'again;
+                        }
+                        Err(status) => return Err(rpc(CALL)(status)),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Stores a batch of hashes; sent again while it fails transiently (a batch stored twice
+    /// counts once).
+    pub fn put_hashes(&self, batch: HashBatch) -> Result<u64, UploadError> {
+        self.call("PutHashes", batch, |mut c, b| async move { c.put_hashes(b).await })
+            .map(|ack| ack.stored)
     }
 
     /// Opens this rank's chunk stream. At most `in_flight` chunks wait to be sent, and at most
