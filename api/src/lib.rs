@@ -14,8 +14,9 @@
 //!   [`params`] and [`paths`] read query parameters and paths; [`pattern`] checks a search
 //!   pattern and folds its case.
 //! - The resources: [`snapshots`] (the list, one, children), [`reports`] (an entry, top,
-//!   usage, histograms, stale data), [`treemap`], [`search`], [`history`] (history and growth)
-//!   and [`export`] (ncdu). They ask [`query`] for their statements and write no SQL.
+//!   usage, histograms, stale data), [`treemap`], [`search`], [`history`] (history and growth),
+//!   [`export`] (ncdu) and [`duplicates`] (duplicate files and the bytes they waste). They ask
+//!   [`query`] for their statements and write no SQL.
 //! - [`query`]: every statement the API reads with, and their rows, one module per part:
 //!   - [`query::snapshots`]: the committed-snapshot condition ([`query::snapshots::Committed`])
 //!     and the statements on `snapshots`;
@@ -25,6 +26,8 @@
 //!   - [`query::tree`]: entries joined with their trees' totals (one join, for children, one
 //!     entry and a treemap's levels), a directory's rollup, the largest directories;
 //!   - [`query::reports`]: usage by owner and by type, histograms, owners' names;
+//!   - [`query::duplicates`]: the duplicate files report: groups by status, their links, wasted
+//!     bytes per directory and owner;
 //!   - [`query::growth`]: a directory's history, growth per child and per owner;
 //!   - [`query::treemap`]: a treemap's tiles and totals.
 //! - [`listing`]: lists of entries as every list route answers them; [`stream`]: bodies
@@ -39,6 +42,7 @@ pub mod categories;
 pub mod compression;
 pub mod conventions;
 pub mod cors;
+pub mod duplicates;
 pub mod error;
 pub mod export;
 pub mod extract;

@@ -37,8 +37,8 @@ use serde_json::{Map, Value, json};
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
 use crate::params::{
-    AreaBy, ChildSort, HistogramOf, MatchKind, Order, OwnerBy, SearchField, StaleBy, StaleFormat,
-    TopWhat, UsageBy,
+    AreaBy, ChildSort, DuplicateStatus, HistogramOf, MatchKind, Order, OwnerBy, SearchField,
+    StaleBy, StaleFormat, TopWhat, UsageBy, WastedBy,
 };
 
 fn integer(min: u64, max: u64) -> Value {
@@ -687,6 +687,156 @@ fn schemas() -> Value {
         ),
     );
     add(
+        "LinkPath",
+        object(
+            "One link of a file",
+            vec![("path", string()), ("path_b64?", b64("path"))],
+        ),
+    );
+    add(
+        "DuplicateCopy",
+        object(
+            "One file of a group of duplicates (hard links of one inode are one file)",
+            vec![
+                (
+                    "links",
+                    described(array(reference("LinkPath")), "Every link of the file, by path"),
+                ),
+                ("uid", u32_integer()),
+                (
+                    "user?",
+                    described(string(), "The owner's name, where the scan resolved it"),
+                ),
+                ("allocated", count()),
+                ("mtime_ns", nanoseconds()),
+                ("mtime", iso("mtime_ns")),
+            ],
+        ),
+    );
+    add(
+        "DuplicateGroup",
+        object(
+            "Files of one size (and content, when confirmed; and name, with same_name)",
+            vec![
+                ("size", count()),
+                (
+                    "name?",
+                    described(string(), "The name the files share (same_name=true)"),
+                ),
+                ("name_b64?", b64("name")),
+                (
+                    "hash?",
+                    described(
+                        json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
+                        "BLAKE3 of the content, in hex (confirmed groups)",
+                    ),
+                ),
+                ("files", count()),
+                ("links", count()),
+                ("allocated", count()),
+                (
+                    "wasted",
+                    described(
+                        count(),
+                        "Allocated bytes of every file but the first: of a confirmed group, what removing the copies frees",
+                    ),
+                ),
+                (
+                    "copies",
+                    described(
+                        array(reference("DuplicateCopy")),
+                        "The group's first files by path (at most 50), the first copy first",
+                    ),
+                ),
+            ],
+        ),
+    );
+    add(
+        "DuplicateSummary",
+        object(
+            "The candidates of one status",
+            vec![
+                ("status", one_of(DuplicateStatus::WORDS)),
+                ("groups", count()),
+                ("files", count()),
+                ("links", count()),
+                ("allocated", count()),
+                ("wasted", count()),
+            ],
+        ),
+    );
+    add(
+        "Duplicates",
+        object(
+            "Groups of duplicate candidates of one status, most wasted bytes first",
+            vec![
+                ("snapshot_id", count()),
+                ("status", one_of(DuplicateStatus::WORDS)),
+                ("min_size", count()),
+                ("same_name", boolean()),
+                (
+                    "summary",
+                    described(
+                        array(reference("DuplicateSummary")),
+                        "Every status, in the order confirmed, unverified, false_positive",
+                    ),
+                ),
+                (
+                    "total",
+                    described(count(), "How many groups of this status there are"),
+                ),
+                ("limit", count()),
+                ("offset", count()),
+                ("groups", array(reference("DuplicateGroup"))),
+            ],
+        ),
+    );
+    add(
+        "WastedItem",
+        object(
+            "The bytes confirmed copies waste in one directory or of one owner",
+            vec![
+                (
+                    "path?",
+                    described(string(), "The directory holding the copies (by=dir)"),
+                ),
+                ("path_b64?", b64("path")),
+                (
+                    "uid?",
+                    described(u32_integer(), "The copies' owner (by=user)"),
+                ),
+                (
+                    "user?",
+                    described(string(), "The owner's name, where the scan resolved it"),
+                ),
+                (
+                    "copies",
+                    described(count(), "Copies beyond their group's first"),
+                ),
+                ("wasted", described(count(), "Their allocated bytes")),
+            ],
+        ),
+    );
+    add(
+        "Wasted",
+        object(
+            "Bytes wasted by confirmed duplicates per directory or per owner, most first",
+            vec![
+                ("snapshot_id", count()),
+                ("by", one_of(WastedBy::WORDS)),
+                ("min_size", count()),
+                ("same_name", boolean()),
+                (
+                    "total",
+                    described(count(), "How many directories or owners hold copies"),
+                ),
+                ("limit", count()),
+                ("offset", count()),
+                ("items", array(reference("WastedItem"))),
+            ],
+        ),
+    );
+    add(
         "Category",
         object(
             "A file category and the types it holds",
@@ -1034,6 +1184,54 @@ pub fn document() -> Value {
                 ),
             ),
             &json_body("Usage"),
+        ),
+    );
+    let candidates = || {
+        vec![
+            query(
+                "min_size",
+                "Only files at least this large, bytes (candidates are at least 1 MiB)",
+                integer(0, u64::from(u32::MAX) << 16),
+            ),
+            query(
+                "same_name",
+                "Group by name as well as by size and content",
+                json!({ "type": "boolean" }),
+            ),
+        ]
+    };
+    add(
+        "/api/v1/snapshots/{snapshot_id}/duplicates",
+        operation(
+            "Groups of duplicate files: confirmed copies, candidates not verified yet, or candidates that proved different",
+            with(
+                s(),
+                with(
+                    with(
+                        vec![query("status", "Which groups", one_of(DuplicateStatus::WORDS))],
+                        candidates(),
+                    ),
+                    paging(),
+                ),
+            ),
+            &json_body("Duplicates"),
+        ),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/duplicates/wasted",
+        operation(
+            "Bytes wasted by confirmed duplicates per directory holding copies, or per owner",
+            with(
+                s(),
+                with(
+                    with(
+                        vec![query("by", "The grouping", one_of(WastedBy::WORDS))],
+                        candidates(),
+                    ),
+                    paging(),
+                ),
+            ),
+            &json_body("Wasted"),
         ),
     );
     add(

@@ -147,6 +147,17 @@ words! {
         Category = "category",
     } default User;
 
+    /// Which files of the duplicates report: confirmed copies, candidates not verified yet, or
+    /// candidates that proved different.
+    DuplicateStatus ("status") {
+        Confirmed = "confirmed",
+        Unverified = "unverified",
+        FalsePositive = "false_positive",
+    } default Confirmed;
+
+    /// What wasted bytes are summed by: the directory holding a copy, or its owner.
+    WastedBy ("by") { Dir = "dir", User = "user" } default Dir;
+
     /// Who growth per owner is summed by.
     OwnerBy ("by") { User = "user", Group = "group" } default User;
 

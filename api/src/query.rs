@@ -21,12 +21,15 @@
 //!   `dir_rollups`, for a directory's children, one entry, or a treemap's levels), a
 //!   directory's rollup, the rollups of a page of directories, the largest directories.
 //! - [`reports`]: usage by owner and by type, histograms, and the names of uids and gids.
+//! - [`duplicates`]: the duplicate files report: groups of candidates by status, their links,
+//!   a summary, and the bytes wasted per directory and per owner.
 //! - [`growth`]: a directory's history, and what changed between two snapshots per child and
 //!   per owner.
 //! - [`treemap`]: a treemap's tiles (from `top_levels` near the root) and its directories'
 //!   totals.
 //! - [`windows`]: a subtree cut into windows of the sort key, for a download that reads it all.
 
+pub mod duplicates;
 pub mod entries;
 pub mod growth;
 pub mod reports;

@@ -25,6 +25,7 @@ pub fn api() -> Routes {
         .merge(crate::search::routes())
         .merge(crate::export::routes())
         .merge(crate::history::routes())
+        .merge(crate::duplicates::routes())
 }
 
 /// The router of the whole API and the UI.

@@ -107,6 +107,13 @@ impl TestDatabase {
         }
     }
 
+    /// A statement as the writing user (a test's own change of the data).
+    pub fn execute(&self, runtime: &tokio::runtime::Runtime, sql: &str) {
+        runtime
+            .block_on(self.client.query(sql).execute())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// A query as the writing user, for checks.
     pub fn query<T>(&self, runtime: &tokio::runtime::Runtime, sql: &str) -> Vec<T>
     where
