@@ -19,7 +19,12 @@ const MIB: usize = 1 << 20;
 /// `size` bytes that differ from file to file with `seed`.
 fn content(size: usize, seed: u8) -> Vec<u8> {
     (0..size)
-        .map(|i| (i as u64).wrapping_mul(2_654_435_761).wrapping_add(u64::from(seed)) as u8 ^ (i >> 12) as u8)
+        .map(|i| {
+            (i as u64)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(u64::from(seed)) as u8
+                ^ (i >> 12) as u8
+        })
         .collect()
 }
 
@@ -43,7 +48,13 @@ fn hash(snapshot: u64, aggregator: &Aggregator, launcher: Option<&mut Command>) 
     };
     let out = launcher
         .args(["--hash-duplicates", &snapshot.to_string()])
-        .args(["--aggregator", &aggregator.addr, "--threads", "2", "--no-atime"])
+        .args([
+            "--aggregator",
+            &aggregator.addr,
+            "--threads",
+            "2",
+            "--no-atime",
+        ])
         .output()
         .expect("the launcher runs (ci/install-deps.sh installs MPICH and Slurm)");
     (
@@ -128,10 +139,18 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
         .map(|g| g["size"].as_u64().unwrap())
         .collect();
     // Most wasted first: three more copies of 2 MiB, then one of 5 MiB, then one of 3 MiB.
-    assert_eq!(sizes, [2 * MIB as u64, 5 * MIB as u64, 3 * MIB as u64], "{before}");
+    assert_eq!(
+        sizes,
+        [2 * MIB as u64, 5 * MIB as u64, 3 * MIB as u64],
+        "{before}"
+    );
 
     // Hashed by two ranks.
-    let (ok, log) = hash(1, &aggregator, Some(Command::new("mpiexec.mpich").args(["-n", "2"])));
+    let (ok, log) = hash(
+        1,
+        &aggregator,
+        Some(Command::new("mpiexec.mpich").args(["-n", "2"])),
+    );
     // The grown file could not be hashed: the job says so with its exit code (3).
     assert!(!ok, "{log}");
     assert!(log.contains("duplicate candidates hashed"), "{log}");
@@ -143,7 +162,14 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
         ),
     );
     assert_eq!(rows[0].0, 1);
-    assert_eq!(rows[0].1, format!("changed since the scan: {} bytes, not {}", 5 * MIB + 1, 5 * MIB));
+    assert_eq!(
+        rows[0].1,
+        format!(
+            "changed since the scan: {} bytes, not {}",
+            5 * MIB + 1,
+            5 * MIB
+        )
+    );
 
     let expected_confirmed = |d: &serde_json::Value| {
         assert_eq!(summary(d, "confirmed"), (1, 3, 4), "{d}");
@@ -153,7 +179,10 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
             group["hash"].as_str().unwrap(),
             blake3::hash(&a).to_hex().as_str()
         );
-        assert_eq!((group["files"].as_u64(), group["links"].as_u64()), (Some(3), Some(4)));
+        assert_eq!(
+            (group["files"].as_u64(), group["links"].as_u64()),
+            (Some(3), Some(4))
+        );
         assert_eq!(
             group["wasted"].as_u64().unwrap(),
             allocated(&root, "b/copy.bin") + allocated(&root, "c/deep/data.bin")
@@ -228,7 +257,11 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
         .collect();
     let mut want = vec![
         (format!("{r}/b"), 1, allocated(&root, "b/copy.bin")),
-        (format!("{r}/c/deep"), 1, allocated(&root, "c/deep/data.bin")),
+        (
+            format!("{r}/c/deep"),
+            1,
+            allocated(&root, "c/deep/data.bin"),
+        ),
     ];
     want.sort_by(|x, y| y.2.cmp(&x.2).then(x.0.cmp(&y.0)));
     assert_eq!(dirs, want, "{by_dir}");
@@ -257,11 +290,13 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
     let (_, log) = hash(
         1,
         &aggregator,
-        Some(
-            Command::new("srun")
-                .env("SLURM_CONF", slurm_conf())
-                .args(["--mpi=pmi2", "-n", "2", "--overcommit", "--time=10"]),
-        ),
+        Some(Command::new("srun").env("SLURM_CONF", slurm_conf()).args([
+            "--mpi=pmi2",
+            "-n",
+            "2",
+            "--overcommit",
+            "--time=10",
+        ])),
     );
     assert!(log.contains("duplicate candidates hashed"), "{log}");
     assert!(
@@ -275,6 +310,17 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
             db = db.database
         ),
     );
+    expected_confirmed(&get("/api/v1/snapshots/1/duplicates"));
+    // Merged, each file keeps the row that knows most (its whole hash over its sample's).
+    db.execute(
+        &rt,
+        &format!("OPTIMIZE TABLE {}.file_hashes FINAL", db.database),
+    );
+    let rows: Vec<u64> = db.query(
+        &rt,
+        &format!("SELECT count() FROM {}.file_hashes", db.database),
+    );
+    assert_eq!(rows, [8]);
     expected_confirmed(&get("/api/v1/snapshots/1/duplicates"));
 
     // Mistakes are said: a snapshot that does not exist.

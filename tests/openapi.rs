@@ -505,6 +505,22 @@ fn every_answer_of_every_route_is_what_the_document_says() {
                 .set_accessed(long_ago),
         )
         .unwrap();
+    // Duplicates (at least 1 MiB): two pairs, one of a name that is not UTF-8, whose second
+    // copy lies in a directory that is not UTF-8 and belongs to a uid without a name.
+    let pair = |a: &Path, b: &Path, byte: u8| {
+        for p in [a, b] {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, vec![byte; 1 << 20]).unwrap();
+        }
+    };
+    let odd_copy = raw(&[tree.as_os_str().as_bytes(), b"/dir\xfe/\xfd.bin"].concat());
+    pair(
+        &raw(&[tree.as_os_str().as_bytes(), b"/aaa/\xfd.bin"].concat()),
+        &odd_copy,
+        1,
+    );
+    std::os::unix::fs::chown(&odd_copy, Some(4242), Some(4242)).unwrap();
+    pair(&tree.join("aaa/same.bin"), &tree.join("bbb/same.bin"), 2);
     scan(&aggregator, &base, &tree, true, &[]);
     std::fs::remove_file(tree.join("a.txt")).unwrap();
     write(&odd.join("c.dat"), 6000);
@@ -516,6 +532,17 @@ fn every_answer_of_every_route_is_what_the_document_says() {
         &tree,
         false,
         &["--exclude", "nothing-matches"],
+    );
+    // Snapshot 2's candidates hashed (snapshot 1's are not).
+    let hashed = Command::new(scanner())
+        .env_remove("SLURM_PROCID")
+        .args(["--hash-duplicates", "2", "--aggregator", &aggregator.addr])
+        .output()
+        .unwrap();
+    assert!(
+        hashed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hashed.stderr)
     );
     let other_root = raw(&[base.as_os_str().as_bytes(), b"/w\xfd"].concat());
     write(&other_root.join("z"), 7);
@@ -593,6 +620,26 @@ fn every_answer_of_every_route_is_what_the_document_says() {
         api.expect(c, 200, &format!("{s1}/usage?by={by}"), None);
     }
     api.expect(c, 200, "/api/v1/categories", None);
+
+    // Duplicates: unverified groups (snapshot 1), confirmed ones by name, wasted bytes.
+    let unverified = api.expect(c, 200, &format!("{s1}/duplicates?status=unverified"), None);
+    assert_eq!(unverified["total"], 1, "{unverified}");
+    let named = api.expect(
+        c,
+        200,
+        &format!("{s2}/duplicates?same_name=true&min_size=1"),
+        None,
+    );
+    assert_eq!(named["total"], 2, "{named}");
+    api.expect(
+        c,
+        200,
+        &format!("{s2}/duplicates?status=false_positive&limit=5&offset=0"),
+        None,
+    );
+    for by in ["dir", "user"] {
+        api.expect(c, 200, &format!("{s2}/duplicates/wasted?by={by}"), None);
+    }
     for of in ["size", "mtime", "atime"] {
         api.expect(c, 200, &format!("{s1}/histograms?of={of}"), None);
     }

@@ -16,7 +16,7 @@ use crate::extract::{Check, Checked, InSnapshot, Route};
 use crate::listing::OwnerNames;
 use crate::params::{DuplicateStatus, MAX_PAGE, WastedBy, Word, page};
 use crate::paths::Text;
-use crate::query::duplicates::{Groups, GroupRow, LinkRow, StatusRow, WastedRow};
+use crate::query::duplicates::{GroupRow, Groups, LinkRow, StatusRow, WastedRow};
 use crate::timestamp::Iso;
 use crate::{ApiError, AppState};
 
@@ -71,7 +71,13 @@ impl Check for DuplicatesParams {
 
     fn check(self, route: &Route) -> Result<Self::Checked, ApiError> {
         let status = self.status.checked()?;
-        let asked = asked(route, self.min_size, self.same_name, self.limit, self.offset)?;
+        let asked = asked(
+            route,
+            self.min_size,
+            self.same_name,
+            self.limit,
+            self.offset,
+        )?;
         Ok((status, asked))
     }
 }
@@ -179,14 +185,16 @@ pub(crate) async fn duplicates(
     let mut by_file: HashMap<(u64, u64), FileCopy> = HashMap::new();
     for link in links {
         let path = Text::of(&link.path);
-        let copy = by_file.entry((link.dev, link.ino)).or_insert_with(|| FileCopy {
-            links: Vec::new(),
-            uid: link.uid,
-            user: names.user(link.uid).map(str::to_owned),
-            allocated: link.allocated,
-            mtime_ns: link.mtime_ns,
-            mtime: Iso(link.mtime_ns),
-        });
+        let copy = by_file
+            .entry((link.dev, link.ino))
+            .or_insert_with(|| FileCopy {
+                links: Vec::new(),
+                uid: link.uid,
+                user: names.user(link.uid).map(str::to_owned),
+                allocated: link.allocated,
+                mtime_ns: link.mtime_ns,
+                mtime: Iso(link.mtime_ns),
+            });
         copy.links.push(LinkPath {
             path: path.text,
             path_b64: path.b64,
@@ -259,7 +267,13 @@ impl Check for WastedParams {
 
     fn check(self, route: &Route) -> Result<Self::Checked, ApiError> {
         let by = self.by.checked()?;
-        let asked = asked(route, self.min_size, self.same_name, self.limit, self.offset)?;
+        let asked = asked(
+            route,
+            self.min_size,
+            self.same_name,
+            self.limit,
+            self.offset,
+        )?;
         Ok((by, asked))
     }
 }
@@ -321,7 +335,9 @@ pub(crate) async fn wasted(
         .fetch_one()
         .await?;
     let names = match by {
-        WastedBy::User => OwnerNames::of(&state, snapshot_id, rows.iter().map(|r| r.id), []).await?,
+        WastedBy::User => {
+            OwnerNames::of(&state, snapshot_id, rows.iter().map(|r| r.id), []).await?
+        }
         WastedBy::Dir => OwnerNames::default(),
     };
     let items = rows

@@ -700,7 +700,10 @@ fn schemas() -> Value {
             vec![
                 (
                     "links",
-                    described(array(reference("LinkPath")), "Every link of the file, by path"),
+                    described(
+                        array(reference("LinkPath")),
+                        "Every link of the file, by path",
+                    ),
                 ),
                 ("uid", u32_integer()),
                 (
@@ -727,8 +730,8 @@ fn schemas() -> Value {
                 (
                     "hash?",
                     described(
-                        json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
-                        "BLAKE3 of the content, in hex (confirmed groups)",
+                        string(),
+                        "BLAKE3 of the content: 64 hex digits (confirmed groups)",
                     ),
                 ),
                 ("files", count()),
@@ -1208,7 +1211,11 @@ pub fn document() -> Value {
                 s(),
                 with(
                     with(
-                        vec![query("status", "Which groups", one_of(DuplicateStatus::WORDS))],
+                        vec![query(
+                            "status",
+                            "Which groups",
+                            one_of(DuplicateStatus::WORDS),
+                        )],
                         candidates(),
                     ),
                     paging(),

@@ -23,8 +23,9 @@
 //!   commit: the candidates of the duplicate files report.
 //! - `file_hashes`: BLAKE3 hashes of candidates (sampled blocks, then the whole content where
 //!   the samples agree), one row per file (device and inode), written by `storage-scan
-//!   --hash-duplicates` after the commit. A `ReplacingMergeTree`: a file hashed twice (a batch
-//!   sent again) is one row once merged, and every reader groups by the file.
+//!   --hash-duplicates` after the commit. A `ReplacingMergeTree` by `stage` (2 hashed whole, 1
+//!   sampled, 0 unread): a file hashed twice (a batch sent again, or both phases) is one row
+//!   once merged, the one that knows most, and every reader groups by the file.
 //!
 //! On a ClickHouse cluster ([`Cluster`]) the same tables are created in `{db}_local` on every
 //! shard, and `{db}` holds on every shard a `Distributed` table of the same name over each:
@@ -430,8 +431,9 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     full String,
     error String,
     rank UInt32,
-    hashed_at DateTime
-) ENGINE = ReplacingMergeTree(hashed_at) PARTITION BY snapshot_id ORDER BY (snapshot_id, dev, ino)"
+    hashed_at DateTime,
+    stage UInt8
+) ENGINE = ReplacingMergeTree(stage) PARTITION BY snapshot_id ORDER BY (snapshot_id, dev, ino)"
         ),
     ]
 }

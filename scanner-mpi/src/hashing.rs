@@ -136,10 +136,7 @@ fn open(path: &[u8], no_atime: bool) -> std::io::Result<std::fs::File> {
 }
 
 /// (sample hash, whole-content hash where read whole).
-fn read_hashes(
-    work: &HashWork,
-    no_atime: bool,
-) -> Result<([u8; 32], Option<[u8; 32]>), Unread> {
+fn read_hashes(work: &HashWork, no_atime: bool) -> Result<([u8; 32], Option<[u8; 32]>), Unread> {
     let file = open(&work.path, no_atime)?;
     let before = file.metadata()?;
     if (before.dev(), before.ino()) != (work.dev, work.ino) {
@@ -377,7 +374,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let size = 4 << 20;
         let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
         std::fs::write(&a, &content).unwrap();
         std::fs::write(&b, &content).unwrap();
         let mut near = content.clone();
@@ -426,7 +427,11 @@ mod tests {
         assert_eq!(row.error, "changed since the scan: 1000 bytes, not 999");
         let mut w = work(&p, true);
         w.ino += 1;
-        assert!(hash_file(&w, false).error.contains("another file is at its path"));
+        assert!(
+            hash_file(&w, false)
+                .error
+                .contains("another file is at its path")
+        );
         std::fs::remove_file(&p).unwrap();
         assert!(
             hash_file(&work_at(&p), false)

@@ -174,7 +174,8 @@ struct Args {
 
 /// A size in bytes, or with a binary unit: 512, 64K, 100M, 1G, 2T.
 fn parse_size(given: &str) -> Result<u64, String> {
-    let bad = || format!("{given:?} is not a size: give bytes, or a number with K, M, G or T (64M)");
+    let bad =
+        || format!("{given:?} is not a size: give bytes, or a number with K, M, G or T (64M)");
     let (digits, shift) = match given.as_bytes().last().map(u8::to_ascii_uppercase) {
         Some(b'K') => (&given[..given.len() - 1], 10),
         Some(b'M') => (&given[..given.len() - 1], 20),

@@ -300,7 +300,12 @@ impl Ingest {
         self.runtime.block_on(async {
             let mut backoff = Backoff::new(self.retry_for);
             'again: loop {
-                let mut stream = match self.client.clone().duplicate_candidates(request.clone()).await {
+                let mut stream = match self
+                    .client
+                    .clone()
+                    .duplicate_candidates(request.clone())
+                    .await
+                {
                     Ok(answer) => answer.into_inner(),
                     Err(status) if transient(&status) && backoff.wait(CALL, &status).await => {
                         continue;
@@ -325,8 +330,10 @@ impl Ingest {
     /// Stores a batch of hashes; sent again while it fails transiently (a batch stored twice
     /// counts once).
     pub fn put_hashes(&self, batch: HashBatch) -> Result<u64, UploadError> {
-        self.call("PutHashes", batch, |mut c, b| async move { c.put_hashes(b).await })
-            .map(|ack| ack.stored)
+        self.call("PutHashes", batch, |mut c, b| async move {
+            c.put_hashes(b).await
+        })
+        .map(|ack| ack.stored)
     }
 
     /// Opens this rank's chunk stream. At most `in_flight` chunks wait to be sent, and at most

@@ -142,7 +142,11 @@ mod tests {
         assert!(malformed(&h(32, 32, "")).is_none());
         assert!(malformed(&h(0, 0, "changed since the scan")).is_none());
         assert!(malformed(&h(32, 0, "changed while read")).is_none());
-        assert!(malformed(&h(16, 0, "")).unwrap().contains("a sample of 16 bytes"));
+        assert!(
+            malformed(&h(16, 0, ""))
+                .unwrap()
+                .contains("a sample of 16 bytes")
+        );
         assert!(malformed(&h(0, 0, "")).is_some());
         assert!(malformed(&h(32, 32, "oops")).unwrap().contains("has none"));
     }

@@ -35,6 +35,9 @@ struct HashRecord<'a> {
     rank: u32,
     /// Unix seconds.
     hashed_at: u32,
+    /// What the row knows, the version a merge keeps the highest of: 2 the whole content's
+    /// hash, 1 the sample's, 0 neither.
+    stage: u8,
 }
 
 /// Which candidates [`Store::candidates_to_hash`] gives.
@@ -127,6 +130,11 @@ impl Store {
                     error: &h.error,
                     rank,
                     hashed_at,
+                    stage: if !h.full.is_empty() {
+                        2
+                    } else {
+                        u8::from(!h.sample.is_empty())
+                    },
                 })
                 .await
                 .map_err(self.err())?;

@@ -89,21 +89,34 @@ impl MpiJob {
 
     /// One phase on this rank; the files that could not be read, on every rank, or None when
     /// the phase failed (on every rank).
-    fn hash_phase(&self, plan: &HashPlan, ingest: &Ingest, phase: &'static str, full: bool) -> Option<u64> {
+    fn hash_phase(
+        &self,
+        plan: &HashPlan,
+        ingest: &Ingest,
+        phase: &'static str,
+        full: bool,
+    ) -> Option<u64> {
         let started = Instant::now();
         let mut candidates = Vec::new();
         let mut asked = true;
         if self.rank() == 0 {
             let request = CandidatesRequest {
                 snapshot_id: plan.snapshot_id,
-                phase: if full { HashPhase::Full } else { HashPhase::Sample } as i32,
+                phase: if full {
+                    HashPhase::Full
+                } else {
+                    HashPhase::Sample
+                } as i32,
                 min_size: plan.min_size,
                 same_name: plan.same_name,
             };
             match ingest.candidates(request) {
                 Ok(found) => candidates = found,
                 Err(e) => {
-                    error!("asking for the {phase} phase's candidates: {}", error_chain(&e));
+                    error!(
+                        "asking for the {phase} phase's candidates: {}",
+                        error_chain(&e)
+                    );
                     asked = false;
                 }
             }
@@ -167,8 +180,11 @@ impl MpiJob {
         }
         self.arrive();
         let mut all = [0u64; 3];
-        self.world
-            .all_reduce_into(&counts[..], &mut all[..], mpi::collective::SystemOperation::sum());
+        self.world.all_reduce_into(
+            &counts[..],
+            &mut all[..],
+            mpi::collective::SystemOperation::sum(),
+        );
         if self.rank() == 0 {
             let seconds = started.elapsed().as_secs_f64();
             info!(
