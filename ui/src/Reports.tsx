@@ -1,5 +1,6 @@
 // Reports: the largest files and directories under the current directory, usage by owner, group,
-// file type and file category, size and age histograms, and stale data with a CSV download.
+// file type and file category, duplicate files, size and age histograms, and stale data with a
+// CSV download.
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { listing, plainError, useAccess } from "./access";
@@ -10,6 +11,7 @@ import { colorOf } from "./colors";
 import { bytes, count, day, percent } from "./format";
 import { parent, pathParams, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
+import { DuplicatesReport } from "./Duplicates";
 import { Breadcrumbs, entryRef } from "./Explorer";
 import { parseSize } from "./Search";
 
@@ -20,6 +22,7 @@ export const REPORTS = [
   ["groups", "Groups"],
   ["types", "File types"],
   ["categories", "File categories"],
+  ["duplicates", "Duplicates"],
   ["sizes", "File sizes"],
   ["mtime", "Age (modified)"],
   ["atime", "Age (accessed)"],
@@ -27,7 +30,7 @@ export const REPORTS = [
 ] as const;
 type Report = (typeof REPORTS)[number][0];
 /** Reports of a whole snapshot, which only an admin token may read. */
-const WHOLE_SNAPSHOT: readonly Report[] = ["users", "groups", "types", "categories", "sizes", "mtime", "atime"];
+const WHOLE_SNAPSHOT: readonly Report[] = ["users", "groups", "types", "categories", "duplicates", "sizes", "mtime", "atime"];
 const USAGE_BY = { users: "user", groups: "group", types: "type", categories: "category" } as const;
 const isUsage = (r: Report): r is keyof typeof USAGE_BY => r in USAGE_BY;
 const PAGE = 100;
@@ -62,6 +65,8 @@ export function Reports({ snapshot, root, path, q }: { snapshot: Snapshot; root:
         <Top snapshot={snapshot} path={path} q={q} what={report === "top-files" ? "files" : "dirs"} />
       ) : isUsage(report) ? (
         <UsageReport snapshot={snapshot} by={USAGE_BY[report]} />
+      ) : report === "duplicates" ? (
+        <DuplicatesReport snapshot={snapshot} q={q} />
       ) : report === "stale" ? (
         <Stale snapshot={snapshot} path={path} q={q} />
       ) : (

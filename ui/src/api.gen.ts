@@ -76,6 +76,62 @@ export interface Children {
   total: number;
 }
 
+/** One file of a group of duplicates (hard links of one inode are one file) */
+export interface DuplicateCopy {
+  allocated: number;
+  /** Every link of the file, by path */
+  links: LinkPath[];
+  /** mtime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
+  mtime: string;
+  mtime_ns: number;
+  uid: number;
+  /** The owner's name, where the scan resolved it */
+  user?: string;
+}
+
+/** Files of one size (and content, when confirmed; and name, with same_name) */
+export interface DuplicateGroup {
+  allocated: number;
+  /** The group's first files by path (at most 50), the first copy first */
+  copies: DuplicateCopy[];
+  files: number;
+  /** BLAKE3 of the content: 64 hex digits (confirmed groups) */
+  hash?: string;
+  links: number;
+  /** The name the files share (same_name=true) */
+  name?: string;
+  /** Base64 of the raw bytes of name; only when they are not UTF-8 (name then holds them with U+FFFD in place of the bytes that are not) */
+  name_b64?: string;
+  size: number;
+  /** Allocated bytes of every file but the first: of a confirmed group, what removing the copies frees */
+  wasted: number;
+}
+
+/** The candidates of one status */
+export interface DuplicateSummary {
+  allocated: number;
+  files: number;
+  groups: number;
+  links: number;
+  status: "confirmed" | "unverified" | "false_positive";
+  wasted: number;
+}
+
+/** Groups of duplicate candidates of one status, most wasted bytes first */
+export interface Duplicates {
+  groups: DuplicateGroup[];
+  limit: number;
+  min_size: number;
+  offset: number;
+  same_name: boolean;
+  snapshot_id: number;
+  status: "confirmed" | "unverified" | "false_positive";
+  /** Every status, in the order confirmed, unverified, false_positive */
+  summary: DuplicateSummary[];
+  /** How many groups of this status there are */
+  total: number;
+}
+
 /** One entry: a directory carries its tree's totals, anything else its own size and times */
 export interface Entry {
   allocated: number;
@@ -198,6 +254,13 @@ export interface HistoryPoint {
   started_at: number;
   /** The scan's start to the nanosecond */
   started_at_ns: number;
+}
+
+/** One link of a file */
+export interface LinkPath {
+  path: string;
+  /** Base64 of the raw bytes of path; only when they are not UTF-8 (path then holds them with U+FFFD in place of the bytes that are not) */
+  path_b64?: string;
 }
 
 /** A page of entries under a directory */
@@ -371,6 +434,35 @@ export interface UsageItem {
   types?: TypeShare[];
 }
 
+/** Bytes wasted by confirmed duplicates per directory or per owner, most first */
+export interface Wasted {
+  by: "dir" | "user";
+  items: WastedItem[];
+  limit: number;
+  min_size: number;
+  offset: number;
+  same_name: boolean;
+  snapshot_id: number;
+  /** How many directories or owners hold copies */
+  total: number;
+}
+
+/** The bytes confirmed copies waste in one directory or of one owner */
+export interface WastedItem {
+  /** Copies beyond their group's first */
+  copies: number;
+  /** The directory holding the copies (by=dir) */
+  path?: string;
+  /** Base64 of the raw bytes of path; only when they are not UTF-8 (path then holds them with U+FFFD in place of the bytes that are not) */
+  path_b64?: string;
+  /** The copies' owner (by=user) */
+  uid?: number;
+  /** The owner's name, where the scan resolved it */
+  user?: string;
+  /** Their allocated bytes */
+  wasted: number;
+}
+
 /** Every route: its path and query parameters, and the body of its 200 per content type. */
 export interface Paths {
   /** What the presented token may read: its name, whether it is an admin, its path prefixes */
@@ -498,6 +590,50 @@ export interface Paths {
     };
     content: {
       "application/json": Children;
+    };
+  };
+  /** Groups of duplicate files: confirmed copies, candidates not verified yet, or candidates that proved different */
+  "/api/v1/snapshots/{snapshot_id}/duplicates": {
+    path: {
+      /** A committed snapshot */
+      snapshot_id: number;
+    };
+    query: {
+      /** Which groups */
+      status?: "confirmed" | "unverified" | "false_positive";
+      /** Only files at least this large, bytes (candidates are at least 1 MiB) */
+      min_size?: number;
+      /** Group by name as well as by size and content */
+      same_name?: boolean;
+      /** Items per page */
+      limit?: number;
+      /** Items to skip */
+      offset?: number;
+    };
+    content: {
+      "application/json": Duplicates;
+    };
+  };
+  /** Bytes wasted by confirmed duplicates per directory holding copies, or per owner */
+  "/api/v1/snapshots/{snapshot_id}/duplicates/wasted": {
+    path: {
+      /** A committed snapshot */
+      snapshot_id: number;
+    };
+    query: {
+      /** The grouping */
+      by?: "dir" | "user";
+      /** Only files at least this large, bytes (candidates are at least 1 MiB) */
+      min_size?: number;
+      /** Group by name as well as by size and content */
+      same_name?: boolean;
+      /** Items per page */
+      limit?: number;
+      /** Items to skip */
+      offset?: number;
+    };
+    content: {
+      "application/json": Wasted;
     };
   };
   /** One entry's details */

@@ -7,6 +7,9 @@ import type { DirectoryParams } from "./paths";
 export type {
   Access,
   Bucket,
+  DuplicateCopy,
+  DuplicateGroup,
+  Duplicates,
   Change,
   ChangeSummary,
   Children,
@@ -30,6 +33,8 @@ export type {
   Treemap,
   Usage,
   UsageItem,
+  Wasted,
+  WastedItem,
 } from "./api.gen";
 
 export type Route = keyof Paths;
@@ -107,6 +112,9 @@ export const api = {
   treemap: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/treemap">) => json("/api/v1/snapshots/{snapshot_id}/treemap", { snapshot_id: id }, params),
   top: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/top">) => json("/api/v1/snapshots/{snapshot_id}/top", { snapshot_id: id }, params),
   usage: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/usage">) => json("/api/v1/snapshots/{snapshot_id}/usage", { snapshot_id: id }, params),
+  duplicates: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/duplicates">) => json("/api/v1/snapshots/{snapshot_id}/duplicates", { snapshot_id: id }, params),
+  wasted: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/duplicates/wasted">) => json("/api/v1/snapshots/{snapshot_id}/duplicates/wasted", { snapshot_id: id }, params),
+  categories: () => json("/api/v1/categories", {}, {}),
   histograms: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/histograms">) => json("/api/v1/snapshots/{snapshot_id}/histograms", { snapshot_id: id }, params),
   /** Stale files, a JSON page (largest first). */
   stale: (id: number, params: Omit<Query<"/api/v1/snapshots/{snapshot_id}/stale">, "format">) => json("/api/v1/snapshots/{snapshot_id}/stale", { snapshot_id: id }, params),

@@ -32,8 +32,9 @@ export const SUB_ROOT = "projects";
 export const SECOND_OPTIONS = ["--exclude", ".snapshot"];
 
 /**
- * The fixture: [path, apparent bytes, uid, age in days]; a trailing "/" is a directory. Files are
- * sparse (truncated to size), so the tree takes no room; sizes and owners are exact.
+ * The fixture: [path, apparent bytes, uid, age in days, fill byte]; a trailing "/" is a directory.
+ * Files are sparse (truncated to size), so the tree takes no room, except those with a fill byte,
+ * written whole (copies whose duplicates waste real bytes); sizes and owners are exact.
  */
 export const TREE = [
   ["projects/", 0, 0, 2],
@@ -48,6 +49,11 @@ export const TREE = [
   ["projects/genomics/ref/", 0, 65534, 10],
   ["projects/genomics/ref/hg38.fa", 12 * MiB, 65534, 400],
   ["projects/genomics/ref/hg38.fa.fai", 8_000, 65534, 400],
+  // Two copies of one file (hashed after the last scan), the second one's bytes wasted; below
+  // the levels the root's treemap draws.
+  ["projects/genomics/ref/backup/", 0, 4242, 10],
+  ["projects/genomics/ref/backup/chr1.fa", 2 * MiB, 4242, 10, 7],
+  ["projects/genomics/ref/chr1.fa", 2 * MiB, 4242, 10, 7],
   ["home/", 0, 0, 1],
   ["home/alice/", 0, 65534, 1],
   ["home/alice/.bashrc", 3_100, 65534, 900],
@@ -72,9 +78,10 @@ export const SECOND_SCAN = {
 };
 
 function build(root, entries, now) {
-  for (const [rel, size, uid] of entries) {
+  for (const [rel, size, uid, , fill] of entries) {
     const path = join(root, rel);
     if (rel.endsWith("/")) mkdirSync(path, { recursive: true });
+    else if (fill !== undefined) writeFileSync(path, Buffer.alloc(size, fill));
     else {
       writeFileSync(path, "");
       truncateSync(path, size);
@@ -203,6 +210,8 @@ export async function startStack() {
     utimesSync(join(root, "scratch"), now - DAY, now - DAY);
     utimesSync(join(root, "projects/climate"), now, now);
     await scan("cluster");
+    // The last snapshot's duplicate candidates hashed.
+    await run(join(bin, "storage-scan"), ["--hash-duplicates", "3", "--aggregator", `http://127.0.0.1:${grpc}`], log);
     aggregator.kill("SIGTERM");
 
     const http = await freePort();

@@ -250,6 +250,38 @@ describe("web UI", () => {
     await done(p, "06b-report-categories");
   });
 
+  test("reports duplicate files: confirmed copies linked to their directories, and the bytes they waste", async () => {
+    const p = await open(q({ view: "reports", report: "duplicates" }));
+    await p.locator("table.duplicates tbody tr").first().waitFor();
+    assert.equal(await p.locator('nav.subtabs [aria-current="page"]').innerText(), "Duplicates");
+    // chr1.fa twice (2 MiB written whole); run-002.nc has their size and other bytes.
+    const summary = await p.locator('[data-testid="duplicates-summary"]').innerText();
+    assert.match(summary, /^1 group of identical files \(2 files\) waste 2\.00 MiB on disk/, summary);
+    assert.match(summary, /Every candidate is verified/, summary);
+    const row = await p.locator("table.duplicates tbody tr").first().evaluate((tr) => [...tr.children].map((td) => td.textContent.trim()));
+    assert.deepEqual(row.slice(0, 3), ["2.00 MiB", "2", "2.00 MiB"]);
+    const copies = await p.locator("table.duplicates td.copies a").allInnerTexts();
+    const ref = `${stack.root}/projects/genomics/ref`;
+    assert.deepEqual(copies, [`${ref}/backup/chr1.fa`, `${ref}/chr1.fa`]);
+    await p.locator("table.wasted-dir tbody tr").first().waitFor();
+    await p.locator("table.wasted-user tbody tr").first().waitFor();
+    const dirs = await p.locator("table.wasted-dir tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent.trim())));
+    assert.deepEqual(dirs, [[ref, "1", "2.00 MiB"]]);
+    assert.equal((await p.locator("table.wasted-user tbody td").first().innerText()).trim(), "uid 4242");
+    await p.screenshot({ path: join(SHOTS, "06d-report-duplicates.png"), fullPage: true });
+    // Candidates that only share a size.
+    await p.locator('select[name="status"]').selectOption("false_positive");
+    await p.waitForURL(/status=false_positive/);
+    await p.locator('table.duplicates td.copies a:has-text("run-002.nc")').waitFor();
+    // A copy's link opens its directory.
+    await p.locator('select[name="status"]').selectOption("confirmed");
+    await p.locator(`table.duplicates td.copies a:has-text("backup/chr1.fa")`).click();
+    await p.waitForURL(/view=explorer/);
+    await p.locator('.crumbs [aria-current]:has-text("backup")').waitFor();
+    await p.locator('table.children tbody td.name-cell:has-text("chr1.fa")').waitFor();
+    await done(p, "06e-duplicate-opened");
+  });
+
   test("compares two snapshots: growth per directory and owner, with drill-down", async () => {
     const p = await open(q({ view: "compare" }));
     await p.locator("table.changes tbody tr").first().waitFor();
