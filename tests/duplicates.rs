@@ -2,8 +2,9 @@
 //! (one byte differs where no sample reads), files that only share a size, a file changed
 //! after the scan, and files too small or empty to be candidates; scanned into a real
 //! aggregator and ClickHouse, hashed by `storage-scan --hash-duplicates` as two MPI ranks under
-//! `mpiexec.mpich`, then again under Slurm's `srun` (which reads nothing: everything is
-//! hashed); the report through the API against the ground truth.
+//! `mpiexec.mpich`, then again as a Slurm batch job over two nodes (`slurm/duplicates.sbatch`,
+//! which reads nothing: everything is hashed); the report through the API against the ground
+//! truth.
 
 mod support;
 
@@ -285,22 +286,25 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
         allocated(&root, "c/deep/data.bin")
     );
 
-    // Again under Slurm: everything readable is hashed, so nothing is read, and nothing
-    // changes; a hash stored twice (a batch sent again) counts once.
-    let (_, log) = hash(
-        1,
-        &aggregator,
-        Some(Command::new("srun").env("SLURM_CONF", slurm_conf()).args([
-            "--mpi=pmi2",
-            "-n",
-            "2",
-            "--overcommit",
-            "--time=10",
-        ])),
-    );
+    // Again as a Slurm batch job over two nodes (slurm/duplicates.sbatch): everything readable
+    // is hashed, so nothing is read, and nothing changes; a hash stored twice (a batch sent
+    // again) counts once.
+    let logs = tempfile::tempdir().unwrap();
+    let job = Command::new("sbatch")
+        .env("SLURM_CONF", slurm_conf())
+        .current_dir(logs.path())
+        .args(["--wait", "--nodes=2", "--time=10", "--output", "job.out", "--error", "job.out"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slurm/duplicates.sbatch"))
+        .args(["--aggregator", &aggregator.addr, "--scanner", scanner(), "1", "--", "--no-atime"])
+        .output()
+        .expect("sbatch runs (is Slurm installed? ci/install-deps.sh)");
+    let log = std::fs::read_to_string(logs.path().join("job.out")).unwrap_or_default();
+    assert!(job.status.success(), "{}\n{log}", String::from_utf8_lossy(&job.stderr));
+    assert!(log.contains("on 2 node(s)"), "{log}");
     assert!(log.contains("duplicate candidates hashed"), "{log}");
-    assert!(
-        log.matches("candidates=0").count() == 2,
+    assert_eq!(
+        log.matches("candidates=0").count(),
+        2,
         "both phases had nothing left to read:\n{log}"
     );
     db.execute(

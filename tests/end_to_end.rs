@@ -451,10 +451,17 @@ fn sbatch_scan_over_two_nodes_commits_a_snapshot_equal_to_ground_truth() {
             "two-nodes",
             "--scanner",
             scanner(),
+            "--duplicates",
             fixture.root.to_str().unwrap(),
         ],
     );
     assert!(ok, "{log}");
+    // --duplicates: the committed snapshot's candidates hashed in the same job.
+    assert!(
+        log.contains("hashing the duplicate candidates of snapshot 1")
+            && log.contains("duplicate candidates hashed"),
+        "{log}"
+    );
     assert!(
         log.contains("on 2 node(s) [n[1-2]]: 2 rank(s), 4 thread(s) each"),
         "{log}"
