@@ -94,6 +94,9 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
     // Equal at the scan; one of them grows before the hashing.
     write(&root, "d1/d.bin", &content(5 * MIB, 4));
     write(&root, "d2/d.bin", &content(5 * MIB, 4));
+    // Equal at the scan; one of them is rewritten, keeping its size, before the hashing.
+    write(&root, "m1/m.bin", &content(6 * MIB, 6));
+    write(&root, "m2/m.bin", &content(6 * MIB, 6));
     // Not candidates: a size of its own, too small, empty.
     write(&root, "z/lonely.bin", &content(4 * MIB, 5));
     write(&root, "s/small-1", &[7; 1000]);
@@ -104,6 +107,8 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
     let mut grown = content(5 * MIB, 4);
     grown.push(0);
     std::fs::write(root.join("d2/d.bin"), grown).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(root.join("m2/m.bin"), content(6 * MIB, 7)).unwrap();
 
     let api = storage_tracker_api::app(AppState::new(reader(&db)));
     let get = |uri: &str| {
@@ -127,23 +132,27 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
         )
     };
 
-    // Before any hashing every candidate is unverified: three sizes, eight files (the hard
+    // Before any hashing every candidate is unverified: four sizes, ten files (the hard
     // link is a second link of one file), nothing confirmed.
     let before = get("/api/v1/snapshots/1/duplicates?status=unverified");
-    assert_eq!(summary(&before, "unverified"), (3, 8, 9), "{before}");
+    assert_eq!(summary(&before, "unverified"), (4, 10, 11), "{before}");
     assert_eq!(summary(&before, "confirmed"), (0, 0, 0));
-    assert_eq!(before["total"], 3);
+    assert_eq!(before["total"], 4);
     let sizes: Vec<u64> = before["groups"]
         .as_array()
         .unwrap()
         .iter()
         .map(|g| g["size"].as_u64().unwrap())
         .collect();
-    // Most wasted first: three more copies of 2 MiB, then one of 5 MiB, then one of 3 MiB.
-    assert_eq!(
-        sizes,
-        [2 * MIB as u64, 5 * MIB as u64, 3 * MIB as u64],
-        "{before}"
+    // Nothing is known to be wasted yet: larger files first.
+    let mib = |n: usize| (n * MIB) as u64;
+    assert_eq!(sizes, [mib(6), mib(5), mib(3), mib(2)], "{before}");
+    assert!(
+        before["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["wasted"] == 0)
     );
 
     // Hashed by two ranks.
@@ -152,24 +161,32 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
         &aggregator,
         Some(Command::new("mpiexec.mpich").args(["-n", "2"])),
     );
-    // The grown file could not be hashed: the job says so with its exit code (3).
+    // The grown and the rewritten file could not be hashed: the job says so with its exit
+    // code (3).
     assert!(!ok, "{log}");
-    assert!(log.contains("duplicate candidates hashed"), "{log}");
-    let rows: Vec<(u64, String)> = db.query(
+    assert!(
+        log.contains("duplicate candidates hashed") && log.contains("unreadable=2"),
+        "{log}"
+    );
+    let rows: Vec<String> = db.query(
         &rt,
         &format!(
-            "SELECT count(), any(error) FROM {}.file_hashes WHERE snapshot_id = 1 AND error != ''",
+            "SELECT error FROM {}.file_hashes WHERE snapshot_id = 1 AND error != '' ORDER BY size",
             db.database
         ),
     );
-    assert_eq!(rows[0].0, 1);
+    assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(
-        rows[0].1,
+        rows[0],
         format!(
             "changed since the scan: {} bytes, not {}",
             5 * MIB + 1,
             5 * MIB
         )
+    );
+    assert!(
+        rows[1].starts_with("changed since the scan: modified at"),
+        "{rows:?}"
     );
 
     let expected_confirmed = |d: &serde_json::Value| {
@@ -210,9 +227,10 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
             ]
         );
         assert_eq!(group["copies"][2]["uid"], 4242);
-        // near.bin, one.dat and two.dat only shared a size; d1 and d2 are not known apart.
+        // near.bin, one.dat and two.dat only shared a size; d1 and d2, m1 and m2 are not known
+        // apart.
         assert_eq!(summary(d, "false_positive"), (2, 3, 3), "{d}");
-        assert_eq!(summary(d, "unverified"), (1, 2, 2), "{d}");
+        assert_eq!(summary(d, "unverified"), (2, 4, 4), "{d}");
     };
     let confirmed = get("/api/v1/snapshots/1/duplicates");
     expected_confirmed(&confirmed);
@@ -239,7 +257,36 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
     let unverified = get("/api/v1/snapshots/1/duplicates?status=unverified");
     assert_eq!(
         paths(&unverified),
-        [format!("{r}/d1/d.bin"), format!("{r}/d2/d.bin")]
+        [
+            format!("{r}/d1/d.bin"),
+            format!("{r}/d2/d.bin"),
+            format!("{r}/m1/m.bin"),
+            format!("{r}/m2/m.bin")
+        ]
+    );
+    // Each copy says why it could not be read.
+    let problems: Vec<(String, Option<String>)> = unverified["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["copies"].as_array().unwrap().clone())
+        .map(|c| {
+            (
+                c["links"][0]["path"].as_str().unwrap().to_owned(),
+                c["problem"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert!(
+        problems.iter().any(|(p, why)| p.ends_with("/m2/m.bin")
+            && why.as_deref().is_some_and(|w| w.contains("modified at"))),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|(p, why)| p.ends_with("/m1/m.bin") && why.is_none()),
+        "{problems:?}"
     );
 
     // The bytes the copies waste, where they lie and whose they are.
@@ -286,36 +333,60 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
         allocated(&root, "c/deep/data.bin")
     );
 
-    // Again as a Slurm batch job over two nodes (slurm/duplicates.sbatch): everything readable
-    // is hashed, so nothing is read, and nothing changes; a hash stored twice (a batch sent
-    // again) counts once.
+    // Again as a Slurm batch job over two nodes (slurm/duplicates.sbatch): only the two files
+    // that could not be read are read again (and still cannot be: exit 3), nothing changes;
+    // a hash stored twice (a batch sent again) counts once.
     let logs = tempfile::tempdir().unwrap();
     let job = Command::new("sbatch")
         .env("SLURM_CONF", slurm_conf())
         .current_dir(logs.path())
-        .args(["--wait", "--nodes=2", "--time=10", "--output", "job.out", "--error", "job.out"])
+        .args([
+            "--wait",
+            "--nodes=2",
+            "--time=10",
+            "--output",
+            "job.out",
+            "--error",
+            "job.out",
+        ])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slurm/duplicates.sbatch"))
-        .args(["--aggregator", &aggregator.addr, "--scanner", scanner(), "1", "--", "--no-atime"])
+        .args([
+            "--aggregator",
+            &aggregator.addr,
+            "--scanner",
+            scanner(),
+            "1",
+            "--",
+            "--no-atime",
+        ])
         .output()
         .expect("sbatch runs (is Slurm installed? ci/install-deps.sh)");
     let log = std::fs::read_to_string(logs.path().join("job.out")).unwrap_or_default();
-    assert!(job.status.success(), "{}\n{log}", String::from_utf8_lossy(&job.stderr));
-    assert!(log.contains("on 2 node(s)"), "{log}");
-    assert!(log.contains("duplicate candidates hashed"), "{log}");
     assert_eq!(
-        log.matches("candidates=0").count(),
-        2,
-        "both phases had nothing left to read:\n{log}"
+        job.status.code(),
+        Some(3),
+        "{}\n{log}",
+        String::from_utf8_lossy(&job.stderr)
+    );
+    assert!(log.contains("on 2 node(s)"), "{log}");
+    assert!(
+        log.contains("duplicate candidates hashed") && log.contains("unreadable=2"),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#"phase="sampled" candidates=2"#)
+            && log.contains(r#"phase="whole" candidates=0"#),
+        "only the unreadable files are read again:\n{log}"
     );
     db.execute(
         &rt,
         &format!(
-            "INSERT INTO {db}.file_hashes SELECT * FROM {db}.file_hashes WHERE snapshot_id = 1",
+            "INSERT INTO {db}.file_hashes SELECT * FROM {db}.file_hashes WHERE snapshot_id = 1 AND whole = 1",
             db = db.database
         ),
     );
     expected_confirmed(&get("/api/v1/snapshots/1/duplicates"));
-    // Merged, each file keeps the row that knows most (its whole hash over its sample's).
+    // Merged, each file keeps its last row, which holds all that is known of it.
     db.execute(
         &rt,
         &format!("OPTIMIZE TABLE {}.file_hashes FINAL", db.database),
@@ -324,7 +395,7 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
         &rt,
         &format!("SELECT count() FROM {}.file_hashes", db.database),
     );
-    assert_eq!(rows, [8]);
+    assert_eq!(rows, [10]);
     expected_confirmed(&get("/api/v1/snapshots/1/duplicates"));
 
     // Mistakes are said: a snapshot that does not exist.

@@ -520,6 +520,13 @@ fn every_answer_of_every_route_is_what_the_document_says() {
         1,
     );
     std::os::unix::fs::chown(&odd_copy, Some(4242), Some(4242)).unwrap();
+    // A third copy, root's, in a directory that is UTF-8.
+    std::fs::create_dir_all(tree.join("ccc")).unwrap();
+    std::fs::write(
+        raw(&[tree.as_os_str().as_bytes(), b"/ccc/\xfd.bin"].concat()),
+        vec![1u8; 1 << 20],
+    )
+    .unwrap();
     pair(&tree.join("aaa/same.bin"), &tree.join("bbb/same.bin"), 2);
     scan(&aggregator, &base, &tree, true, &[]);
     std::fs::remove_file(tree.join("a.txt")).unwrap();
@@ -533,14 +540,17 @@ fn every_answer_of_every_route_is_what_the_document_says() {
         false,
         &["--exclude", "nothing-matches"],
     );
-    // Snapshot 2's candidates hashed (snapshot 1's are not).
+    // Snapshot 2's candidates hashed (snapshot 1's are not), one of them rewritten first, so
+    // that it cannot be.
+    std::fs::write(tree.join("bbb/same.bin"), vec![3u8; 1 << 20]).unwrap();
     let hashed = Command::new(scanner())
         .env_remove("SLURM_PROCID")
         .args(["--hash-duplicates", "2", "--aggregator", &aggregator.addr])
         .output()
         .unwrap();
-    assert!(
-        hashed.status.success(),
+    assert_eq!(
+        hashed.status.code(),
+        Some(3),
         "{}",
         String::from_utf8_lossy(&hashed.stderr)
     );
@@ -630,7 +640,12 @@ fn every_answer_of_every_route_is_what_the_document_says() {
         &format!("{s2}/duplicates?same_name=true&min_size=1"),
         None,
     );
-    assert_eq!(named["total"], 2, "{named}");
+    assert_eq!(named["total"], 1, "{named}");
+    let unreadable = api.expect(c, 200, &format!("{s2}/duplicates?status=unverified"), None);
+    assert!(
+        unreadable.to_string().contains("changed since the scan"),
+        "{unreadable}"
+    );
     api.expect(
         c,
         200,

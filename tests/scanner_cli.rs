@@ -64,6 +64,32 @@ fn flags_are_checked_before_anything_runs() {
         &["--aggregator", "http://x:1", "--output", "/tmp/x", "/etc"],
         &["--threads", "0", "--output", "/tmp/x", "/etc"],
         &["--bogus"],
+        // Hashing options without --hash-duplicates, and scan options with it.
+        &["--aggregator", "http://x:1", "--same-name", "/etc"],
+        &["--aggregator", "http://x:1", "--min-size", "64M", "/etc"],
+        &[
+            "--aggregator",
+            "http://x:1",
+            "--hash-duplicates",
+            "1",
+            "--exclude",
+            "x",
+        ],
+        &[
+            "--aggregator",
+            "http://x:1",
+            "--hash-duplicates",
+            "1",
+            "/etc",
+        ],
+        &[
+            "--aggregator",
+            "http://x:1",
+            "--hash-duplicates",
+            "1",
+            "--min-size",
+            "1.5G",
+        ],
     ] {
         let o = scan(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

@@ -236,10 +236,12 @@ FROM {db}.entries {files}
 }
 
 /// The duplicate candidates of a snapshot that a phase of the hashing has still to read, as
-/// `(dev, ino, size, path)` rows, one per file (the path of its first link), largest first:
-/// - `full == false` (the sampled phase): the candidates with no hash yet;
-/// - `full == true`: those whose sampled hash another candidate of the same size shares, not
-///   yet hashed whole (a file hashed whole at once, being small, is not asked again).
+/// `(dev, ino, size, path, mtime_ns)` rows, one per file (the path of its first link), largest
+/// first:
+/// - `full == false` (the sampled phase): the candidates with no sample yet (not read, or not
+///   readable last time);
+/// - `full == true`: those whose sample another candidate of the same size shares, not yet
+///   hashed whole (a file hashed whole at once, being small, is not asked again).
 ///
 /// `min_size` keeps only files at least that large; `same_name` only files whose name, as
 /// well as their size, another candidate has. `file_hashes` is read grouped by file, so a hash
@@ -261,20 +263,25 @@ pub fn candidates_to_hash(
         String::new()
     };
     let hashes = format!(
-        "(SELECT dev, ino, size, max(sample) AS sample, max(full) AS full, max(error) AS error \
+        "(SELECT dev, ino, size, max(sample) AS sample, max(full) AS full \
          FROM {db}.file_hashes WHERE {of_snapshot} GROUP BY dev, ino, size)"
     );
+    // A file that could not be read is asked again: it may be readable now.
     let phase = if full {
         format!(
-            "(dev, ino) IN (SELECT dev, ino FROM {hashes} WHERE full = '' AND error = '' \
-             AND (size, sample) IN (SELECT size, sample FROM {hashes} WHERE error = '' \
+            "(dev, ino) IN (SELECT dev, ino FROM {hashes} WHERE full = '' AND sample != '' \
+             AND (size, sample) IN (SELECT size, sample FROM {hashes} WHERE sample != '' \
              GROUP BY size, sample HAVING count() > 1))"
         )
     } else {
-        format!("(dev, ino) NOT IN (SELECT dev, ino FROM {db}.file_hashes WHERE {of_snapshot})")
+        format!(
+            "(dev, ino) NOT IN (SELECT dev, ino FROM {db}.file_hashes WHERE {of_snapshot} \
+             AND sample != '')"
+        )
     };
     format!(
-        "SELECT dev, ino, size, min(if(parent_path = '/', concat('/', name), concat(parent_path, '/', name))) AS path
+        "SELECT dev, ino, size, min(if(parent_path = '/', concat('/', name), concat(parent_path, '/', name))) AS path,
+    any(mtime_ns) AS mtime_ns
 FROM {db}.dup_candidates
 WHERE {of_snapshot} AND size >= {min_size}{same_name} AND {phase}
 GROUP BY dev, ino, size

@@ -124,6 +124,16 @@ impl Categories {
                 types,
             });
         }
+        if categories.is_empty() {
+            return Err(ConfigError {
+                source_name: source_name.to_owned(),
+                line: text.lines().count(),
+                problem: "it holds no category: give lines NAME TYPE... (deploy/config/\
+                          categories.conf has the built-in ones), or leave --categories out to \
+                          use them"
+                    .to_owned(),
+            });
+        }
         Ok(Self {
             categories,
             of_type,
@@ -223,6 +233,6 @@ mod tests {
         let c = Categories::parse("# mine\nsim .h5 nc # kept\n\n", "x").unwrap();
         assert_eq!(c.of(b"h5"), "sim");
         assert_eq!(c.of(b"csv"), OTHER);
-        assert!(Categories::parse("", "x").unwrap().list().is_empty());
+        assert!(e("# nothing yet\n\n").contains("line 2: it holds no category"));
     }
 }

@@ -142,6 +142,13 @@ enum Freshness {
 fn freshness(route: &str) -> Option<Freshness> {
     match route {
         "/health" | "/api/v1/access" => Some(Freshness::Never),
+        // What a committed snapshot's answers hold beside its rows: the duplicates report
+        // changes as its candidates are hashed, and usage and treemaps name each type's
+        // category, which the API's configuration sets.
+        "/api/v1/snapshots/{snapshot_id}/duplicates"
+        | "/api/v1/snapshots/{snapshot_id}/duplicates/wasted"
+        | "/api/v1/snapshots/{snapshot_id}/usage"
+        | "/api/v1/snapshots/{snapshot_id}/treemap" => Some(Freshness::Revalidate),
         // Growth compares two committed snapshots: it never changes either.
         r if r.starts_with("/api/v1/snapshots/{snapshot_id}")
             || r.starts_with("/api/v1/growth") =>
@@ -318,6 +325,13 @@ mod tests {
             Some(Freshness::Forever)
         );
         assert_eq!(freshness("/api/v1/snapshots"), Some(Freshness::Revalidate));
+        for changing in ["duplicates", "duplicates/wasted", "usage", "treemap"] {
+            assert_eq!(
+                freshness(&format!("/api/v1/snapshots/{{snapshot_id}}/{changing}")),
+                Some(Freshness::Revalidate),
+                "{changing}"
+            );
+        }
         assert_eq!(freshness("/api/v1/history"), Some(Freshness::Revalidate));
         assert_eq!(freshness("/api/v1/growth/owners"), Some(Freshness::Forever));
         assert_eq!(freshness("/health"), Some(Freshness::Never));

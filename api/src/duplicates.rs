@@ -101,6 +101,10 @@ pub(crate) struct FileCopy {
     allocated: u64,
     mtime_ns: i64,
     mtime: Iso,
+    /// Why the file could not be hashed, when its latest read failed ("changed since the
+    /// scan: …").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
 }
 
 /// A group of files.
@@ -118,8 +122,8 @@ pub(crate) struct Group {
     files: u64,
     links: u64,
     allocated: u64,
-    /// Allocated bytes of every file but the first (of a confirmed group, what removing the
-    /// copies would free; of another, what it would if they proved equal).
+    /// Allocated bytes of every file but the first: what removing the copies frees (0 but in a
+    /// confirmed group).
     wasted: u64,
     /// The first files of the group by path (at most 50), the first one first.
     copies: Vec<FileCopy>,
@@ -178,7 +182,7 @@ pub(crate) async fn duplicates(
     let summary: Vec<StatusRow> = client.query(&groups.summary()).fetch_all().await?;
     let files: Vec<(u64, u64)> = rows
         .iter()
-        .flat_map(|g| g.copies.iter().map(|(_, dev, ino)| (*dev, *ino)))
+        .flat_map(|g| g.copies.iter().map(|(_, dev, ino, _)| (*dev, *ino)))
         .collect();
     let links: Vec<LinkRow> = client.query(&groups.links(&files)).fetch_all().await?;
     let names = OwnerNames::of(&state, snapshot_id, links.iter().map(|l| l.uid), []).await?;
@@ -194,6 +198,7 @@ pub(crate) async fn duplicates(
                 allocated: link.allocated,
                 mtime_ns: link.mtime_ns,
                 mtime: Iso(link.mtime_ns),
+                problem: None,
             });
         copy.links.push(LinkPath {
             path: path.text,
@@ -216,7 +221,11 @@ pub(crate) async fn duplicates(
                 copies: g
                     .copies
                     .iter()
-                    .filter_map(|(_, dev, ino)| by_file.remove(&(*dev, *ino)))
+                    .filter_map(|(_, dev, ino, error)| {
+                        let mut copy = by_file.remove(&(*dev, *ino))?;
+                        copy.problem = (!error.is_empty()).then(|| error.clone());
+                        Some(copy)
+                    })
                     .collect(),
             }
         })

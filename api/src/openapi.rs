@@ -556,6 +556,10 @@ fn schemas() -> Value {
                 ("name_b64?", b64("name")),
                 ("kind", reference("TileKind")),
                 ("bytes", count()),
+                (
+                    "allocated",
+                    described(count(), "Bytes on disk (of the tree, for a directory)"),
+                ),
                 ("files", count()),
                 (
                     "uid?",
@@ -713,6 +717,13 @@ fn schemas() -> Value {
                 ("allocated", count()),
                 ("mtime_ns", nanoseconds()),
                 ("mtime", iso("mtime_ns")),
+                (
+                    "problem?",
+                    described(
+                        string(),
+                        "Why the file could not be hashed, when its latest read failed",
+                    ),
+                ),
             ],
         ),
     );
@@ -741,7 +752,7 @@ fn schemas() -> Value {
                     "wasted",
                     described(
                         count(),
-                        "Allocated bytes of every file but the first: of a confirmed group, what removing the copies frees",
+                        "Allocated bytes of every file but the first: what removing the copies frees (0 but in a confirmed group)",
                     ),
                 ),
                 (

@@ -176,8 +176,9 @@ words! {
     /// How a search pattern (`q`) is read.
     MatchKind ("match") { Substring = "substring", Glob = "glob", Regex = "regex" } default Substring;
 
-    /// What a treemap's areas are.
-    AreaBy ("size") { Bytes = "bytes", Files = "files" } default Bytes;
+    /// What a treemap's areas are: apparent bytes, bytes on disk (allocated: a sparse file of a
+    /// terabyte that uses nothing has no area), or files.
+    AreaBy ("size") { Bytes = "bytes", Allocated = "allocated", Files = "files" } default Bytes;
 }
 
 /// Most items in one page.
@@ -340,7 +341,7 @@ mod tests {
             ),
             (
                 AreaBy::read("x").unwrap_err(),
-                r#"size must be bytes or files, got "x""#,
+                r#"size must be bytes, allocated or files, got "x""#,
             ),
         ] {
             assert_eq!(message, expected);

@@ -82,6 +82,8 @@ pub(crate) struct Tile {
     /// dir, file, …, or "other": the smaller children folded into one tile.
     kind: String,
     bytes: u64,
+    /// Bytes on disk (allocated): a sparse file's are few.
+    allocated: u64,
     files: u64,
     /// The owner's uid and, where the snapshot resolved it, name (not on "other").
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,7 +121,7 @@ pub(crate) struct Treemap {
     root: Tile,
 }
 
-/// `GET /api/v1/snapshots/{id}/treemap?path=…&depth=2&max_children=40&size=bytes|files`: a
+/// `GET /api/v1/snapshots/{id}/treemap?path=…&depth=2&max_children=40&size=bytes|allocated|files`: a
 /// directory's tree a few levels deep, the largest children of each directory kept and the
 /// rest folded into one "other" tile.
 pub(crate) async fn treemap(
@@ -177,12 +179,12 @@ pub(crate) async fn treemap(
         ))
         .fetch_all()
         .await?;
-    let top_size: u64 = state
+    let top_own: (u64, u64) = state
         .client
         .query(&query::entries::entry_size(db, snapshot_id, &dir))
-        .fetch_optional::<u64>()
+        .fetch_optional::<(u64, u64)>()
         .await?
-        .unwrap_or(0);
+        .unwrap_or((0, 0));
     let users = OwnerNames::of(&state, snapshot_id, rows.iter().map(|r| r.uid), []).await?;
     let mut by_parent: HashMap<Vec<u8>, Vec<TileRow>> = Default::default();
     for row in rows {
@@ -195,22 +197,23 @@ pub(crate) async fn treemap(
         .into_iter()
         .map(|t| (t.parent_path.clone(), t))
         .collect();
-    /// The tiles of `dir`, whose own (inode) size is `own_size`.
+    /// The tiles of `dir`, whose own (inode) size and allocated bytes are `own`.
     fn build(
         dir: &[u8],
-        own_size: u64,
+        own: (u64, u64),
         by_parent: &mut HashMap<Vec<u8>, Vec<TileRow>>,
         totals: &HashMap<Vec<u8>, TotalRow>,
         users: &OwnerNames,
         categories: &Categories,
     ) -> Vec<Tile> {
         let rows = by_parent.remove(dir).unwrap_or_default();
-        let (mut bytes, mut files) = (0u64, 0u64);
+        let (mut bytes, mut allocated, mut files) = (0u64, 0u64, 0u64);
         let shown = rows.len() as u64;
         let mut out: Vec<Tile> = rows
             .into_iter()
             .map(|r| {
                 bytes += r.bytes;
+                allocated += r.on_disk;
                 files += r.files;
                 let mut path = dir.to_vec();
                 if path.last() != Some(&b'/') {
@@ -218,7 +221,14 @@ pub(crate) async fn treemap(
                 }
                 path.extend_from_slice(&r.name);
                 let children = if r.kind == "dir" {
-                    build(&path, r.size, by_parent, totals, users, categories)
+                    build(
+                        &path,
+                        (r.size, r.own_allocated),
+                        by_parent,
+                        totals,
+                        users,
+                        categories,
+                    )
                 } else {
                     Vec::new()
                 };
@@ -232,6 +242,7 @@ pub(crate) async fn treemap(
                     name_b64: name.b64,
                     kind: r.kind,
                     bytes: r.bytes,
+                    allocated: r.on_disk,
                     files: r.files,
                     uid: Some(r.uid),
                     user: users.user(r.uid).map(str::to_owned),
@@ -251,7 +262,8 @@ pub(crate) async fn treemap(
                 name: format!("{} smaller items", t.children - shown),
                 name_b64: None,
                 kind: "other".into(),
-                bytes: t.bytes.saturating_sub(own_size).saturating_sub(bytes),
+                bytes: t.bytes.saturating_sub(own.0).saturating_sub(bytes),
+                allocated: t.allocated.saturating_sub(own.1).saturating_sub(allocated),
                 files: t.files.saturating_sub(files),
                 uid: None,
                 user: None,
@@ -267,7 +279,7 @@ pub(crate) async fn treemap(
     }
     let children = build(
         &dir,
-        top_size,
+        top_own,
         &mut by_parent,
         &totals,
         &users,
@@ -287,6 +299,7 @@ pub(crate) async fn treemap(
             name_b64: name.b64,
             kind: "dir".into(),
             bytes: top.bytes,
+            allocated: top.allocated,
             files: top.files,
             uid: None,
             user: None,

@@ -23,9 +23,11 @@
 //!   commit: the candidates of the duplicate files report.
 //! - `file_hashes`: BLAKE3 hashes of candidates (sampled blocks, then the whole content where
 //!   the samples agree), one row per file (device and inode), written by `storage-scan
-//!   --hash-duplicates` after the commit. A `ReplacingMergeTree` by `stage` (2 hashed whole, 1
-//!   sampled, 0 unread): a file hashed twice (a batch sent again, or both phases) is one row
-//!   once merged, the one that knows most, and every reader groups by the file.
+//!   --hash-duplicates` after the commit, `whole` saying which phase read it. A
+//!   `ReplacingMergeTree`: a file hashed again (a batch sent again, the whole content after the
+//!   sample, a retry of a file that could not be read) is one row once merged, the last
+//!   stored, which holds all that is known of the file (a whole-content row carries its sample);
+//!   every reader groups by the file, so the answers are the same before the merge.
 //!
 //! On a ClickHouse cluster ([`Cluster`]) the same tables are created in `{db}_local` on every
 //! shard, and `{db}` holds on every shard a `Distributed` table of the same name over each:
@@ -432,8 +434,8 @@ pub fn create_statements(db: &Database) -> Vec<String> {
     error String,
     rank UInt32,
     hashed_at DateTime,
-    stage UInt8
-) ENGINE = ReplacingMergeTree(stage) PARTITION BY snapshot_id ORDER BY (snapshot_id, dev, ino)"
+    whole UInt8
+) ENGINE = ReplacingMergeTree PARTITION BY snapshot_id ORDER BY (snapshot_id, dev, ino)"
         ),
     ]
 }

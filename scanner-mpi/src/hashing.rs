@@ -39,6 +39,8 @@ pub struct HashWork {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
+    /// The mtime the scan recorded.
+    pub mtime_ns: i64,
     pub path: Vec<u8>,
     /// Read the whole content (else the sampled blocks).
     pub full: bool,
@@ -46,11 +48,11 @@ pub struct HashWork {
 
 impl Work for HashWork {
     fn encoded_len(&self) -> usize {
-        8 * 3 + 1 + 4 + self.path.len()
+        8 * 4 + 1 + 4 + self.path.len()
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
-        for v in [self.dev, self.ino, self.size] {
+        for v in [self.dev, self.ino, self.size, self.mtime_ns as u64] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.push(u8::from(self.full));
@@ -59,7 +61,7 @@ impl Work for HashWork {
     }
 
     fn decode(buf: &mut &[u8]) -> Option<Self> {
-        let mut u64s = [0u64; 3];
+        let mut u64s = [0u64; 4];
         for v in &mut u64s {
             let (bytes, rest) = buf.split_first_chunk::<8>()?;
             *v = u64::from_le_bytes(*bytes);
@@ -74,6 +76,7 @@ impl Work for HashWork {
             dev: u64s[0],
             ino: u64s[1],
             size: u64s[2],
+            mtime_ns: u64s[3] as i64,
             path,
             full: full != 0,
         })
@@ -90,20 +93,19 @@ enum Unread {
 }
 
 /// The hash of `work`'s file: sampled, or whole (also when the file is small enough to be
-/// read whole at once). `no_atime` opens it with `O_NOATIME` where permitted.
+/// read whole at once). `no_atime` opens it with `O_NOATIME` where permitted. A whole read that
+/// fails keeps the sample taken before it.
 pub fn hash_file(work: &HashWork, no_atime: bool) -> FileHash {
     let mut row = FileHash {
         dev: work.dev,
         ino: work.ino,
         size: work.size,
+        whole: work.full,
         ..FileHash::default()
     };
-    match read_hashes(work, no_atime) {
-        Ok((sample, full)) => {
-            row.sample = sample.to_vec();
-            row.full = full.map(|h| h.to_vec()).unwrap_or_default();
-        }
-        Err(e) => row.error = e.to_string(),
+    if let Err(e) = read_hashes(work, no_atime, &mut row) {
+        row.full.clear();
+        row.error = e.to_string();
     }
     row
 }
@@ -112,6 +114,7 @@ pub fn hash_file(work: &HashWork, no_atime: bool) -> FileHash {
 pub fn bytes_read(work: &HashWork) -> u64 {
     match (work.size <= WHOLE_AT_ONCE, work.full) {
         (true, _) => work.size,
+        // The sample again, so that the row of the whole content carries it.
         (false, true) => work.size + SAMPLES * SAMPLE_BLOCK,
         (false, false) => SAMPLES * SAMPLE_BLOCK,
     }
@@ -135,8 +138,12 @@ fn open(path: &[u8], no_atime: bool) -> std::io::Result<std::fs::File> {
     open(0)
 }
 
-/// (sample hash, whole-content hash where read whole).
-fn read_hashes(work: &HashWork, no_atime: bool) -> Result<([u8; 32], Option<[u8; 32]>), Unread> {
+fn mtime_ns(md: &std::fs::Metadata) -> i64 {
+    md.mtime() * 1_000_000_000 + md.mtime_nsec()
+}
+
+/// Fills `row`'s sample and whole hash, if `work`'s file is still the one the scan recorded.
+fn read_hashes(work: &HashWork, no_atime: bool, row: &mut FileHash) -> Result<(), Unread> {
     let file = open(&work.path, no_atime)?;
     let before = file.metadata()?;
     if (before.dev(), before.ino()) != (work.dev, work.ino) {
@@ -151,27 +158,32 @@ fn read_hashes(work: &HashWork, no_atime: bool) -> Result<([u8; 32], Option<[u8;
             work.size
         )));
     }
+    if mtime_ns(&before) != work.mtime_ns {
+        return Err(Unread::Changed(format!(
+            "modified at {} ns, not {} as the scan saw it",
+            mtime_ns(&before),
+            work.mtime_ns
+        )));
+    }
     // A small file's sample is its whole content; a large one's sample is taken in both
-    // phases, so that its rows agree.
+    // phases, so that its row of either phase carries it.
     let whole_at_once = work.size <= WHOLE_AT_ONCE;
-    let sample = if whole_at_once {
-        None
-    } else {
-        Some(read_samples(&file, work.size)?)
-    };
-    let full = if work.full || whole_at_once {
-        Some(read_whole(&file, work.size)?)
-    } else {
-        None
-    };
-    let sample = sample.or(full).expect("a small file is read whole");
+    if !whole_at_once {
+        row.sample = read_samples(&file, work.size)?.to_vec();
+    }
+    if work.full || whole_at_once {
+        let full = read_whole(&file, work.size)?;
+        row.full = full.to_vec();
+        if whole_at_once {
+            row.sample = row.full.clone();
+        }
+    }
     let after = file.metadata()?;
-    if (after.len(), after.mtime(), after.mtime_nsec())
-        != (before.len(), before.mtime(), before.mtime_nsec())
-    {
+    if (after.len(), mtime_ns(&after)) != (before.len(), mtime_ns(&before)) {
+        row.sample.clear();
         return Err(Unread::Changed("modified while it was read".to_owned()));
     }
-    Ok((sample, full))
+    Ok(())
 }
 
 /// BLAKE3 of the size and of [`SAMPLES`] blocks of [`SAMPLE_BLOCK`] bytes (each with its
@@ -344,6 +356,7 @@ mod tests {
             dev: md.dev(),
             ino: md.ino(),
             size: md.len(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
             path: path.as_os_str().as_bytes().to_vec(),
             full,
         }
@@ -355,6 +368,7 @@ mod tests {
             dev: 1 << 40,
             ino: 7,
             size: 123_456_789,
+            mtime_ns: -5,
             path: b"/data/\xffodd".to_vec(),
             full: true,
         };
@@ -432,6 +446,16 @@ mod tests {
                 .error
                 .contains("another file is at its path")
         );
+        // Of the same size and inode, but written since the scan.
+        let mut w = work(&p, true);
+        w.mtime_ns -= 1;
+        let row = hash_file(&w, false);
+        assert!(
+            row.error.contains("changed since the scan: modified at"),
+            "{}",
+            row.error
+        );
+        assert!(row.sample.is_empty() && row.full.is_empty());
         std::fs::remove_file(&p).unwrap();
         assert!(
             hash_file(&work_at(&p), false)
@@ -445,6 +469,7 @@ mod tests {
             dev: 0,
             ino: 0,
             size: 1,
+            mtime_ns: 0,
             path: path.as_os_str().as_bytes().to_vec(),
             full: false,
         }

@@ -89,7 +89,15 @@ struct Args {
     /// snapshot, for its duplicates report. Launched like a scan (srun, mpiexec: the ranks
     /// share the files); run again, it reads only what is not hashed yet. Honours --no-atime,
     /// --threads, --retry-for.
-    #[arg(long, value_name = "ID", requires = "aggregator", conflicts_with_all = ["root", "output", "abort"])]
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "aggregator",
+        conflicts_with_all = [
+            "root", "output", "abort", "label", "exclude", "one_file_system", "max_depth",
+            "follow_symlinks", "chunk_rows", "snapshot_file", "in_flight",
+        ]
+    )]
     hash_duplicates: Option<u64>,
 
     /// With --hash-duplicates: only files of at least this size (bytes, or with K, M, G or T:
@@ -213,6 +221,15 @@ fn main() -> ExitCode {
             .error(
                 clap::error::ErrorKind::MissingRequiredArgument,
                 "--reason goes with --abort ID: it is recorded as the aborted snapshot's error",
+            )
+            .exit();
+    }
+    if (args.min_size.is_some() || args.same_name) && args.hash_duplicates.is_none() {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--min-size and --same-name go with --hash-duplicates ID: they choose which \
+                 duplicate candidates are hashed, and change nothing in a scan",
             )
             .exit();
     }

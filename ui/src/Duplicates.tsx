@@ -113,6 +113,7 @@ function GroupRow({ group, largest }: { group: DuplicateGroup; largest: number }
                 {c.user ?? `uid ${c.uid}`}
                 {i === 0 && group.hash ? " · first copy" : ""}
               </span>
+              {c.problem ? <span class="problem small"> not read: {c.problem}</span> : null}
             </li>
           ))}
           {group.files > group.copies.length ? <li class="muted">and {count(group.files - group.copies.length)} more</li> : null}

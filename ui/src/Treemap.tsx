@@ -1,19 +1,40 @@
 // The treemap of the current directory: data from the API (children capped per directory, the
-// rest folded into one "N smaller items" tile), laid out in a Web Worker, drawn as SVG. A click
-// on a directory drills down into it; the first level is reachable with Tab and Enter.
+// rest folded into one "N smaller items" tile; one level more than drawn, up to three, so that a
+// directory of the deepest level is coloured by what dominates its children), laid out in a Web Worker, drawn as
+// SVG. A click on a directory drills down into it; the first level is reachable with Tab and
+// Enter. Hovering shows a tile's details in a panel (its path with a copy button, sizes, files,
+// its share of its directory and of the view); a right-click pins the panel; the treemap can
+// fill the screen.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, type Snapshot } from "./api";
-import { colorKey, colorOf, type ColorBy } from "./colors";
+import { api, type Snapshot, type Tile } from "./api";
+import { colorKey, colorOf, dominantKeys, type ColorBy } from "./colors";
 import { ErrorBox, Loading } from "./components";
 import { useApi } from "./data";
 import { age, bytes, counted, dateNs, percent } from "./format";
-import type { Cell, Layout, LayoutRequest, LayoutResult } from "./layout";
+import type { AreaBy, Cell, Layout, LayoutRequest, LayoutResult } from "./layout";
 import { join, pathParams, type PathRef } from "./paths";
 import { choice, intParam, navigate, pathPatch } from "./route";
 
 export const LAYOUTS = ["squarified", "voronoi"] as const;
 export const COLOR_BY = ["type", "category", "owner", "age"] as const;
-export const SIZE_BY = ["bytes", "files"] as const;
+export const SIZE_BY = ["bytes", "allocated", "files"] as const;
+const SIZE_LABELS: Record<AreaBy, string> = { bytes: "size", allocated: "on disk", files: "files" };
+/**
+ * Levels fetched: one more than drawn, for what dominates below the deepest directories, up to
+ * three in all (the tiles grow with the children kept per directory to the power of the levels).
+ */
+const FETCHED_LEVELS = 3;
+
+/**
+ * The tiles to draw, `levels` deep: each directory of the deepest level loses its children (the
+ * extra level fetched), keeping what dominates below it.
+ */
+function cut(tile: Tile, levels: number, size: AreaBy, scanSeconds: number): Tile {
+  if (levels > 0) return { ...tile, children: tile.children?.map((c) => cut(c, levels - 1, size, scanSeconds)) };
+  if (tile.kind !== "dir" || !tile.children?.length) return tile;
+  const dominant = dominantKeys(tile, (t) => (t as unknown as Tile)[size], scanSeconds);
+  return { ...tile, children: undefined, dominant } as Tile;
+}
 /** Children kept per directory: Voronoi layouts grow quadratically with them. */
 const MAX_CHILDREN: Record<Layout, number> = { squarified: 60, voronoi: 30 };
 
@@ -62,10 +83,21 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
   const depth = intParam(q, "depth", 2, 1, 3);
   const data = useApi(api.treemap(snapshot.snapshot_id, {
     ...pathParams(path),
-    depth,
+    depth: Math.min(depth + 1, Math.max(depth, FETCHED_LEVELS)),
     max_children: MAX_CHILDREN[layoutKind],
     size: sizeBy,
   }));
+  const section = useRef<HTMLElement>(null);
+  const [full, setFull] = useState(false);
+  useEffect(() => {
+    const change = () => setFull(document.fullscreenElement === section.current);
+    document.addEventListener("fullscreenchange", change);
+    return () => document.removeEventListener("fullscreenchange", change);
+  }, []);
+  const toggleFull = () => {
+    if (document.fullscreenElement) void document.exitFullscreen();
+    else void section.current?.requestFullscreen?.();
+  };
   const box = useRef<HTMLDivElement>(null);
   const [width, setWidth] = useState(0);
   useEffect(() => {
@@ -76,17 +108,20 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
     setWidth(Math.floor(el.clientWidth));
     return () => observer.disconnect();
   }, []);
-  const height = Math.round(Math.min(560, Math.max(300, width * 0.45)));
+  const height = full ? Math.max(300, window.innerHeight - 190) : Math.round(Math.min(560, Math.max(300, width * 0.45)));
   const [result, setResult] = useState<(LayoutResult & { base: PathRef }) | null>(null);
   const [layoutError, setLayoutError] = useState<string | null>(null);
   const [hover, setHover] = useState<Cell | null>(null);
+  const [pinned, setPinned] = useState<Cell | null>(null);
+  const [copied, setCopied] = useState(false);
+  useEffect(() => setPinned(null), [path.text, path.b64, snapshot.snapshot_id]);
   useEffect(() => {
     if (!data.data || width < 50) return;
     let live = true;
     setLayoutError(null);
     const laidOut: PathRef = { text: data.data.path, b64: data.data.path_b64 };
     layoutInWorker({
-      root: data.data.root,
+      root: cut(data.data.root, depth, sizeBy, snapshot.started_at),
       width,
       height,
       layout: layoutKind,
@@ -126,31 +161,36 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
   };
   const describe = (c: Cell) => {
     const t = c.tile;
-    const parts = [c.names[c.names.length - 1], bytes(t.bytes), counted(t.files, "file", "files")];
+    const parts = [c.names[c.names.length - 1], bytes(t.bytes), `${bytes(t.allocated)} on disk`, counted(t.files, "file", "files")];
     if (t.user) parts.push(t.user);
     if (t.mtime_ns !== undefined) parts.push(`newest ${dateNs(t.mtime_ns)}`);
     return parts.join(", ");
   };
-  const options = (key: string, values: readonly string[], current: string, label: string) => (
+  const options = (key: string, values: readonly string[], current: string, label: string, labels?: Record<string, string>) => (
     <label>
       {label}{" "}
-      <select value={current} onChange={(e) => navigate({ [key]: (e.target as HTMLSelectElement).value })}>
+      <select name={key} value={current} onChange={(e) => navigate({ [key]: (e.target as HTMLSelectElement).value })}>
         {values.map((v) => (
           <option key={v} value={v}>
-            {v}
+            {labels?.[v] ?? v}
           </option>
         ))}
       </select>
     </label>
   );
+  const shown = pinned ?? hover;
+  const total = result ? result.cells.filter((c) => c.depth === 1).reduce((s, c) => s + c.value, 0) : 0;
   const stale = result === null || data.loading;
   return (
-    <section class="treemap" aria-label="Treemap">
+    <section class={`treemap${full ? " full" : ""}`} aria-label="Treemap" ref={section}>
       <div class="toolbar">
         {options("layout", LAYOUTS, layoutKind, "Layout")}
         {options("color", COLOR_BY, colorBy, "Colour by")}
-        {options("size", SIZE_BY, sizeBy, "Area by")}
+        {options("size", SIZE_BY, sizeBy, "Area by", SIZE_LABELS)}
         {options("depth", ["1", "2", "3"], String(depth), "Levels")}
+        <button type="button" class="link" onClick={toggleFull} aria-pressed={full}>
+          {full ? "Exit full screen" : "Full screen"}
+        </button>
         <span class="muted" data-testid="layout-time">
           {result ? `${result.cells.length} tile${result.cells.length === 1 ? "" : "s"}, laid out in ${result.ms.toFixed(0)} ms` : ""}
         </span>
@@ -197,6 +237,11 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
                   }}
                   onMouseEnter={() => setHover(c)}
                   onFocus={() => setHover(c)}
+                  onContextMenu={(e) => {
+                    e.preventDefault();
+                    setPinned(pinned && pinned.names.join("/") === c.names.join("/") ? null : c);
+                    setCopied(false);
+                  }}
                 >
                   {c.rect ? (
                     <rect x={c.rect[0]} y={c.rect[1]} width={c.rect[2]} height={c.rect[3]} fill={fill} />
@@ -237,11 +282,26 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
           </svg>
         ) : null}
       </div>
-      <p class="hover muted" data-testid="treemap-hover">
-        {hover
-          ? `${describe(hover)}${hover.tile.mtime_ns !== undefined ? ` (${age(hover.tile.mtime_ns, snapshot.started_at)} before the scan)` : ""}`
-          : "Click a directory to go into it; hover for details."}
-      </p>
+      {shown && result ? (
+        <HoverPanel
+          cell={shown}
+          cells={result.cells}
+          total={total}
+          base={base}
+          snapshot={snapshot}
+          sizeBy={sizeBy}
+          pinned={pinned !== null}
+          copied={copied}
+          onCopy={(text) => {
+            void navigator.clipboard?.writeText(text).then(() => setCopied(true), () => setCopied(false));
+          }}
+          onUnpin={() => setPinned(null)}
+        />
+      ) : (
+        <p class="hover muted" data-testid="treemap-hover">
+          Click a directory to go into it; hover for details, right-click to pin them.
+        </p>
+      )}
       <ul class="legend" aria-label="Colours">
         {legend.map((l) => (
           <li key={l.key}>
@@ -251,5 +311,53 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
         ))}
       </ul>
     </section>
+  );
+}
+
+/** The details of the tile under the pointer (or pinned): its path with a copy button, its sizes
+ * and files, and its share of its directory and of the whole view. */
+function HoverPanel(props: {
+  cell: Cell;
+  cells: Cell[];
+  total: number;
+  base: PathRef;
+  snapshot: Snapshot;
+  sizeBy: AreaBy;
+  pinned: boolean;
+  copied: boolean;
+  onCopy: (text: string) => void;
+  onUnpin: () => void;
+}) {
+  const { cell, base, snapshot } = props;
+  const t = cell.tile;
+  const path = cellPath(base, cell, cell.names.length);
+  const parentKey = cell.names.slice(0, -1).join("\u0000");
+  const parentCell = props.cells.find((c) => c.names.join("\u0000") === parentKey && c.depth === cell.depth - 1);
+  const parentValue = parentCell ? parentCell.value : props.total;
+  const measure = SIZE_LABELS[props.sizeBy];
+  return (
+    <div class={`hover panel${props.pinned ? " pinned" : ""}`} data-testid="treemap-hover" role="status">
+      <div class="path">
+        <code>{t.kind === "other" ? `${base.text}/…` : path.text}</code>{" "}
+        {t.kind !== "other" ? (
+          <button type="button" class="link" onClick={() => props.onCopy(path.text)} title="Copy the path">
+            {props.copied ? "copied" : "copy"}
+          </button>
+        ) : null}
+        {props.pinned ? (
+          <button type="button" class="link unpin" onClick={props.onUnpin}>
+            unpin
+          </button>
+        ) : null}
+      </div>
+      <span>{bytes(t.bytes)}</span> · <span>{bytes(t.allocated)} on disk</span> · <span>{counted(t.files, "file", "files")}</span>
+      {t.user ? <span> · {t.user}</span> : null}
+      {t.mtime_ns !== undefined ? <span> · newest {dateNs(t.mtime_ns)} ({age(t.mtime_ns, snapshot.started_at)} before the scan)</span> : null}
+      <span class="muted">
+        {" "}
+        · {percent(cell.value, parentValue)} of {parentCell ? "its directory" : "this directory"}
+        {parentCell ? `, ${percent(cell.value, props.total)} of the view` : ""} ({measure})
+      </span>
+    </div>
   );
 }

@@ -84,6 +84,8 @@ export interface DuplicateCopy {
   /** mtime_ns, as an ISO 8601 string in UTC to the nanosecond, for clients that cannot hold the nanoseconds (JavaScript) */
   mtime: string;
   mtime_ns: number;
+  /** Why the file could not be hashed, when its latest read failed */
+  problem?: string;
   uid: number;
   /** The owner's name, where the scan resolved it */
   user?: string;
@@ -103,7 +105,7 @@ export interface DuplicateGroup {
   /** Base64 of the raw bytes of name; only when they are not UTF-8 (name then holds them with U+FFFD in place of the bytes that are not) */
   name_b64?: string;
   size: number;
-  /** Allocated bytes of every file but the first: of a confirmed group, what removing the copies frees */
+  /** Allocated bytes of every file but the first: what removing the copies frees (0 but in a confirmed group) */
   wasted: number;
 }
 
@@ -342,6 +344,8 @@ export interface SnapshotList {
 
 /** One tile of a treemap */
 export interface Tile {
+  /** Bytes on disk (of the tree, for a directory) */
+  allocated: number;
   bytes: number;
   /** A file's category (see /api/v1/categories; "other" for every type no category names) */
   category?: string;
@@ -392,7 +396,7 @@ export interface Treemap {
   /** Base64 of the raw bytes of path; only when they are not UTF-8 (path then holds them with U+FFFD in place of the bytes that are not) */
   path_b64?: string;
   root: Tile;
-  size: "bytes" | "files";
+  size: "bytes" | "allocated" | "files";
   snapshot_id: number;
 }
 
@@ -795,7 +799,7 @@ export interface Paths {
       /** Children kept per directory; the rest are folded */
       max_children?: number;
       /** What the areas are */
-      size?: "bytes" | "files";
+      size?: "bytes" | "allocated" | "files";
     };
     content: {
       "application/json": Treemap;

@@ -64,6 +64,32 @@ export interface Colorable {
   user?: string;
   uid?: number;
   mtime_ns?: number;
+  /** For a directory drawn without its children: what dominates below it, per colouring. */
+  dominant?: Partial<Record<ColorBy, string>>;
+}
+
+/**
+ * The key of each colouring that holds most of `tile`'s area below it, from the tiles the API
+ * gave (the smaller items folded into "other" are not known apart, and count for nothing).
+ */
+export function dominantKeys(tile: Colorable & { children?: (Colorable & { children?: unknown[] })[] }, value: (t: Colorable) => number, scanSeconds: number): Partial<Record<ColorBy, string>> {
+  const out: Partial<Record<ColorBy, string>> = {};
+  for (const by of ["type", "category", "owner"] as const) {
+    const sums = new Map<string, number>();
+    const walk = (t: Colorable & { children?: unknown[] }) => {
+      const kids = (t.children ?? []) as (Colorable & { children?: unknown[] })[];
+      if (t.kind === "dir" && kids.length > 0) kids.forEach(walk);
+      else if (t.kind !== "other" && t.kind !== "dir") {
+        const key = colorKey(t, by, scanSeconds);
+        sums.set(key, (sums.get(key) ?? 0) + value(t));
+      }
+    };
+    (tile.children ?? []).forEach(walk);
+    let best: [string, number] | undefined;
+    for (const entry of sums) if (!best || entry[1] > best[1]) best = entry;
+    if (best && best[1] > 0) out[by] = best[0];
+  }
+  return out;
 }
 
 /** The key a cell is coloured by, shown in the legend. */
@@ -71,14 +97,15 @@ export function colorKey(c: Colorable, by: ColorBy, scanSeconds: number): string
   if (c.kind === "other") return "smaller items";
   switch (by) {
     case "type":
-      if (c.kind === "dir") return "directory";
+      if (c.kind === "dir") return c.dominant?.type ?? "directory";
       if (c.kind !== "file") return c.kind;
       return c.type ? `.${c.type}` : "no extension";
     case "category":
-      if (c.kind === "dir") return "directory";
+      if (c.kind === "dir") return c.dominant?.category ?? "directory";
       if (c.kind !== "file") return c.kind;
       return c.category ?? "other";
     case "owner":
+      if (c.kind === "dir" && c.dominant?.owner) return c.dominant.owner;
       return c.user ?? (c.uid !== undefined ? `uid ${c.uid}` : "unknown");
     case "age": {
       if (c.mtime_ns === undefined) return "unknown";

@@ -8,13 +8,16 @@ import type { Tile } from "./api";
 
 export type Layout = "squarified" | "voronoi";
 
+/** What a tile's area is: apparent bytes, bytes on disk, or files. */
+export type AreaBy = "bytes" | "allocated" | "files";
+
 export interface LayoutRequest {
   id: number;
   root: Tile;
   width: number;
   height: number;
   layout: Layout;
-  size: "bytes" | "files";
+  size: AreaBy;
   seed: string;
 }
 
@@ -62,7 +65,7 @@ function seedOf(s: string): number {
 }
 
 /** Drops empty tiles: they have no area, and zero weights upset the Voronoi layout. */
-function pruned(t: Tile, size: "bytes" | "files"): Tile | null {
+function pruned(t: Tile, size: AreaBy): Tile | null {
   const kids = (t.children ?? []).map((c) => pruned(c, size)).filter((c): c is Tile => c !== null);
   if (kids.length === 0 && t[size] <= 0) return null;
   return { ...t, children: kids };

@@ -282,6 +282,78 @@ describe("web UI", () => {
     await done(p, "06e-duplicate-opened");
   });
 
+  test("treemap by bytes on disk, directories coloured by what dominates them, a pinned hover panel, full screen", async () => {
+    const p = await open(q({ color: "category" }));
+    await p.locator(".treemap svg g.cell.d1").first().waitFor();
+    // Drawn two levels deep: climate's files are scientific, genomics' largest are an archive.
+    assert.equal(await p.locator('.treemap g.cell.d2[data-name="climate"] > rect').getAttribute("fill"), "#f28e2b");
+    assert.equal(await p.locator('.treemap g.cell.d2[data-name="genomics"] > rect').getAttribute("fill"), "#b07aa1");
+    // On disk, the sparse files have no area: genomics (its two written copies) outweighs climate.
+    await p.locator('select[name="size"]').selectOption("allocated");
+    await p.waitForURL(/size=allocated/);
+    await p.waitForFunction(() => {
+      const area = (name) => {
+        const r = document.querySelector(`.treemap g.cell.d2[data-name="${name}"] > rect`);
+        return r ? Number(r.getAttribute("width")) * Number(r.getAttribute("height")) : 0;
+      };
+      return area("genomics") > 4 * area("climate");
+    });
+    // Hover shows a panel; a right-click pins it, so hovering elsewhere leaves it.
+    const projects = p.locator('.treemap g.cell.d1[data-name="projects"] > rect');
+    await projects.hover({ position: { x: 5, y: 5 } });
+    await p.locator('[data-testid="treemap-hover"] code').filter({ hasText: `${stack.root}/projects` }).waitFor();
+    await projects.click({ button: "right", position: { x: 5, y: 5 } });
+    await p.locator('[data-testid="treemap-hover"].pinned').waitFor();
+    await p.locator('.treemap g.cell.d1[data-name="home"] > rect').hover({ position: { x: 5, y: 5 } });
+    const panel = await p.locator('[data-testid="treemap-hover"]').innerText();
+    assert.match(panel, new RegExp(`${stack.root}/projects`));
+    assert.match(panel, /on disk/);
+    assert.match(panel, /of this directory \(on disk\)/);
+    await p.screenshot({ path: join(SHOTS, "17-treemap-on-disk-pinned.png"), fullPage: true });
+    await p.locator('[data-testid="treemap-hover"] button:has-text("unpin")').click();
+    await p.locator('[data-testid="treemap-hover"].pinned').waitFor({ state: "detached" });
+    await p.locator('button:has-text("Full screen")').click();
+    await p.waitForFunction(() => document.fullscreenElement?.classList.contains("treemap"));
+    await p.locator('button:has-text("Exit full screen")').click();
+    await p.waitForFunction(() => document.fullscreenElement === null);
+    await done(p, "17b-treemap-full-screen");
+  });
+
+  test("explorer: rows expand in place, bars relative to a reference directory, sizes coloured from thresholds", async () => {
+    const p = await open(q({ path: `${stack.root}/projects`, treemap: "off" }));
+    await p.locator('table.children tbody tr.dir').first().waitFor();
+    await p.locator('button[aria-label="Expand climate"]').click();
+    await p.locator('table.children tr.nested td.name-cell:has-text("run-003.nc")').waitFor();
+    assert.equal(await p.locator('button[aria-label="Collapse climate"]').getAttribute("aria-expanded"), "true");
+    await p.locator('table.children tr.nested button[aria-label="Expand output"]').click();
+    await p.locator('table.children tr.nested[data-level="2"] td.name-cell:has-text("step-23.h5")').waitFor();
+    // The whole snapshot as the reference: projects' children are a share of it.
+    const top = await open(q({ treemap: "off" }));
+    await top.locator('a:has-text("use it as the reference")').click();
+    await top.waitForURL(/ref=/);
+    await top.locator('table.children tbody td.name-cell a:has-text("projects")').click();
+    await top.locator('[data-testid="reference"]').waitFor();
+    const entry = async (path) => (await (await fetch(`${stack.url}/api/v1/snapshots/3/entry?${new URLSearchParams({ path })}`)).json()).bytes;
+    const climate = await entry(`${stack.root}/projects/climate`);
+    const all = await entry(stack.root);
+    const pct = (await top.locator('table.children tbody tr:has(a:text-is("climate")) td.size .pct').innerText()).trim();
+    const share = (100 * climate) / all;
+    assert.equal(pct, share >= 10 ? `${share.toFixed(0)}%` : `${share.toFixed(1)}%`, "climate's share of the reference, the root");
+    // Thresholds: 10M warns, 60M alerts (climate holds about 70 MiB, genomics 64 MiB).
+    await top.locator('input[name="warn"]').fill("10M");
+    await top.locator('input[name="alert"]').fill("66M");
+    await top.locator('table.children tr:has(a:text-is("climate")) td.size.sev-alert').waitFor();
+    await top.locator('table.children tr:has(a:text-is("genomics")) td.size.sev-warn').waitFor();
+    await top.reload();
+    assert.equal(await top.locator('input[name="alert"]').inputValue(), "66M", "kept in this browser");
+    await top.locator('input[name="warn"]').fill("lots");
+    await top.locator('.toolbar.scale .error:has-text("is not a size")').waitFor();
+    await top.locator('input[name="warn"]').fill("1T");
+    await top.locator('input[name="alert"]').fill("10T");
+    await done(top, "18-explorer-reference-thresholds");
+    await done(p, "18b-explorer-expanded");
+  });
+
   test("compares two snapshots: growth per directory and owner, with drill-down", async () => {
     const p = await open(q({ view: "compare" }));
     await p.locator("table.changes tbody tr").first().waitFor();

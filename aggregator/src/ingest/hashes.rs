@@ -137,6 +137,7 @@ mod tests {
             sample: vec![0; sample],
             full: vec![0; full],
             error: error.into(),
+            whole: false,
         };
         assert!(malformed(&h(32, 0, "")).is_none());
         assert!(malformed(&h(32, 32, "")).is_none());

@@ -19,6 +19,7 @@ struct CandidateRow {
     size: u64,
     #[serde(with = "serde_bytes")]
     path: Vec<u8>,
+    mtime_ns: i64,
 }
 
 #[derive(Debug, Row, Serialize)]
@@ -35,9 +36,8 @@ struct HashRecord<'a> {
     rank: u32,
     /// Unix seconds.
     hashed_at: u32,
-    /// What the row knows, the version a merge keeps the highest of: 2 the whole content's
-    /// hash, 1 the sample's, 0 neither.
-    stage: u8,
+    /// Read in the whole-content phase.
+    whole: u8,
 }
 
 /// Which candidates [`Store::candidates_to_hash`] gives.
@@ -81,6 +81,7 @@ impl Store {
                 ino: row.ino,
                 size: row.size,
                 path: row.path,
+                mtime_ns: row.mtime_ns,
             });
             if pending.len() == batch {
                 sent += pending.len() as u64;
@@ -130,11 +131,7 @@ impl Store {
                     error: &h.error,
                     rank,
                     hashed_at,
-                    stage: if !h.full.is_empty() {
-                        2
-                    } else {
-                        u8::from(!h.sample.is_empty())
-                    },
+                    whole: u8::from(h.whole),
                 })
                 .await
                 .map_err(self.err())?;

@@ -13,7 +13,7 @@
 //! A confirmed group is the files of one size and content (and name, with `same_name`); its
 //! first copy is the file whose first link's path sorts first, and its wasted bytes are the
 //! allocated bytes of every other copy. A group of another status is the files of one size (and
-//! name) of that status. Every statement reads only these two tables, whose size the
+//! name) of that status, and wastes nothing (that is known). Every statement reads only these two tables, whose size the
 //! candidates' threshold bounds, never `entries`.
 
 use clickhouse::Row;
@@ -40,16 +40,18 @@ pub struct Groups<'a> {
 
 impl Groups<'_> {
     /// Each candidate file: its size, first link (`first`, `first_name`), links (`n_links`),
-    /// owner and allocated bytes (of its first link: `owner`, `alloc`), its hashes, and
-    /// `status`. (Aliases never reuse a column's name: ClickHouse would read the alias inside
-    /// its own aggregate.)
+    /// owner and allocated bytes (of its first link: `owner`, `alloc`), its hashes, why it
+    /// could not be read when its latest read failed (`error`: an error that a later read of
+    /// the same phase undid is gone), and `status`. (Aliases never reuse a column's name within
+    /// one SELECT: ClickHouse would read the alias inside its own aggregate.)
     fn files(&self) -> String {
         let Self {
             db, snapshot_id, ..
         } = *self;
         let with_hashes = format!(
             "SELECT dev, ino, size, count() AS n_links, min(path) AS first, argMin(name, path) AS first_name,
-        argMin(uid, path) AS owner, argMin(allocated, path) AS alloc, sample, full, error
+        argMin(uid, path) AS owner, argMin(allocated, path) AS alloc,
+        h_sample AS sample, h_full AS full, h_error AS error
     FROM
     (
         SELECT dev, ino, size, name, uid, allocated,
@@ -58,7 +60,8 @@ impl Groups<'_> {
     ) AS links
     ANY LEFT JOIN
     (
-        SELECT dev, ino, max(sample) AS sample, max(full) AS full, max(error) AS error
+        SELECT dev, ino, max(sample) AS h_sample, max(full) AS h_full,
+            if(max(full) != '', '', if(max(sample) != '', maxIf(error, whole = 1), max(error))) AS h_error
         FROM {db}.file_hashes WHERE snapshot_id = {snapshot_id} GROUP BY dev, ino
     ) AS hashes USING (dev, ino)
     GROUP BY dev, ino, size, sample, full, error",
@@ -127,12 +130,17 @@ FROM ({with_hashes}) AS files{same_name}",
         };
         format!(
             "SELECT size, {name} AS group_name, {hash} AS group_hash, count() AS n_files, sum(n_links) AS n_all_links,
-    sum(alloc) AS n_allocated, sum(alloc) - argMin(alloc, first) AS n_wasted,
-    arraySlice(arraySort(groupArray((first, dev, ino))), 1, {COPIES_LISTED}) AS copies
+    sum(alloc) AS n_allocated, {wasted} AS n_wasted,
+    arraySlice(arraySort(groupArray((first, dev, ino, error))), 1, {COPIES_LISTED}) AS copies
 FROM ({files}) AS files WHERE status = '{status}'
 GROUP BY {key}",
             files = self.files(),
             status = status.word(),
+            // Only confirmed copies waste anything.
+            wasted = match status {
+                DuplicateStatus::Confirmed => "toUInt64(sum(alloc) - argMin(alloc, first))",
+                _ => "toUInt64(0)",
+            },
         )
     }
 
@@ -242,8 +250,9 @@ pub struct GroupRow {
     pub links: u64,
     pub allocated: u64,
     pub wasted: u64,
-    /// The first link, device and inode of its first [`COPIES_LISTED`] files, by first link.
-    pub copies: Vec<(serde_bytes::ByteBuf, u64, u64)>,
+    /// The first link, device, inode and read error of its first [`COPIES_LISTED`] files, by
+    /// first link.
+    pub copies: Vec<(serde_bytes::ByteBuf, u64, u64, String)>,
 }
 
 /// One link of a file of a group.

@@ -390,11 +390,11 @@ pub fn count(db: &Database, snapshot_id: SnapshotId, filter: &EntryFilter) -> St
     )
 }
 
-/// The own size of the entry at `path`.
+/// The own size and allocated bytes of the entry at `path`.
 pub fn entry_size(db: &Database, snapshot_id: SnapshotId, path: &[u8]) -> String {
     let (parent, name) = split_path(path);
     format!(
-        "SELECT size FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND {}",
+        "SELECT size, allocated FROM {db}.entries WHERE snapshot_id = {snapshot_id} AND {}",
         at_key(parent, name)
     )
 }

@@ -20,11 +20,14 @@ pub struct TileRow {
     pub name: Vec<u8>,
     pub kind: String,
     pub bytes: u64,
+    /// Allocated bytes (of the tree, for a directory).
+    pub on_disk: u64,
     pub files: u64,
     pub uid: u32,
     pub newest_mtime_ns: i64,
-    /// The entry's own size (a directory's inode size).
+    /// The entry's own size and allocated bytes (a directory's inode's).
     pub size: u64,
+    pub own_allocated: u64,
 }
 
 /// A treemap's tiles as [`TileRow`]s: every entry whose parent lies within `depth - 1` levels
@@ -41,6 +44,7 @@ pub fn tiles(
 ) -> String {
     let size = match size {
         AreaBy::Bytes => "bytes",
+        AreaBy::Allocated => "on_disk",
         AreaBy::Files => "files",
     };
     let tiles = with_totals(
@@ -53,13 +57,14 @@ pub fn tiles(
             from,
         },
         "parent_path, name, toString(kind) AS kind, if(kind = 'dir', dir_bytes, size) AS bytes,
+        if(kind = 'dir', dir_allocated, allocated) AS on_disk,
         if(kind = 'dir', dir_files, toUInt64(kind = 'file')) AS files, uid,
-        if(kind = 'dir', dir_mtime_ns, mtime_ns) AS newest_mtime_ns, size",
-        "parent_path, name, kind, size, uid, mtime_ns",
-        "bytes AS dir_bytes, files AS dir_files, max_mtime_ns AS dir_mtime_ns",
+        if(kind = 'dir', dir_mtime_ns, mtime_ns) AS newest_mtime_ns, size, allocated AS own_allocated",
+        "parent_path, name, kind, size, allocated, uid, mtime_ns",
+        "bytes AS dir_bytes, allocated AS dir_allocated, files AS dir_files, max_mtime_ns AS dir_mtime_ns",
     );
     format!(
-        "SELECT parent_path, name, kind, bytes, files, uid, newest_mtime_ns, size FROM
+        "SELECT parent_path, name, kind, bytes, on_disk, files, uid, newest_mtime_ns, size, own_allocated FROM
 (
 {tiles}
 ) AS t ORDER BY {size} DESC, name ASC LIMIT {max_children} BY parent_path"
@@ -79,6 +84,7 @@ pub struct TotalRow {
     pub parent_path: Vec<u8>,
     pub children: u64,
     pub bytes: u64,
+    pub allocated: u64,
     pub files: u64,
 }
 
@@ -92,7 +98,7 @@ pub fn totals(
     depth: u32,
 ) -> String {
     format!(
-        "SELECT path AS parent_path, direct_entries AS children, bytes, files FROM {db}.dir_rollups
+        "SELECT path AS parent_path, direct_entries AS children, bytes, allocated, files FROM {db}.dir_rollups
 PREWHERE depth >= {base_depth} AND depth < {below} WHERE snapshot_id = {snapshot_id} AND {}",
         subtree(dir),
         below = base_depth + depth,

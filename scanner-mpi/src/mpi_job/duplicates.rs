@@ -141,6 +141,7 @@ impl MpiJob {
                 dev: c.dev,
                 ino: c.ino,
                 size: c.size,
+                mtime_ns: c.mtime_ns,
                 path: c.path,
                 full,
             })
