@@ -300,12 +300,7 @@ impl Ingest {
         self.runtime.block_on(async {
             let mut backoff = Backoff::new(self.retry_for);
             'again: loop {
-                let mut stream = match self
-                    .client
-                    .clone()
-                    .duplicate_candidates(request.clone())
-                    .await
-                {
+                let mut stream = match self.client.clone().duplicate_candidates(request).await {
                     Ok(answer) => answer.into_inner(),
                     Err(status) if transient(&status) && backoff.wait(CALL, &status).await => {
                         continue;
