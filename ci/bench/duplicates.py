@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Duplicate files: `storage-scan --hash-duplicates` against rdfind, jdupes and fdupes on one
-generated tree, in one run, round robin.
+generated tree, in one run.
 
   duplicates.py --work DIR --clickhouse-url URL [--files N] [--runs R] [--bin DIR] [--out FILE]
 
@@ -237,7 +237,7 @@ def main():
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     lines = [
         f"### Duplicate files: {a.files} files, {total / MIB:,.0f} MiB, {len(truth)} groups of copies\n",
-        f"{cpu} cores; caches warm; {a.runs} runs each, round robin per tool; median (min-max) seconds. "
+        f"{cpu} cores; caches warm; {a.runs} runs of each tool in turn; median (min-max) seconds. "
         "storage-scan's runs each start from no hashes (the snapshot's are dropped first); its time "
         "includes asking the aggregator for the candidates and storing every hash in ClickHouse.\n",
         "| tool | seconds | MiB/s of the tree | storage-scan (1x2) is faster by | answer equals the truth |",

@@ -325,9 +325,9 @@ impl<'a> HashWorker<'a> {
 
 impl Worker<HashWork> for HashWorker<'_> {
     fn process(&mut self, item: HashWork, _spawn: &mut Spawner<'_, HashWork>) {
-        if self.failed.is_some() {
-            // Nothing more can be delivered: the rest of this rank's share is skipped, and the
-            // phase fails.
+        if self.failed.is_some() || crate::signals::received().is_some() {
+            // Nothing more can be delivered, or the job is told to stop: the rest of this
+            // rank's share is skipped, and the phase fails (what was hashed is sent and kept).
             return;
         }
         let row = hash_file(&item, self.no_atime);

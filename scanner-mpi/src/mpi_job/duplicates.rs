@@ -171,6 +171,12 @@ impl MpiJob {
                 sent = false;
             }
         }
+        if let Some(signal) = crate::signals::received() {
+            error!(
+                "stopped by {signal}: what was hashed is kept; run the job again to hash the rest"
+            );
+            sent = false;
+        }
         let counts = [
             counts.files.into_inner(),
             counts.bytes_read.into_inner(),
