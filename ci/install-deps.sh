@@ -2,7 +2,8 @@
 # Installs the system packages storage-tracker builds and tests with (Debian/Ubuntu, as root or
 # with sudo): ClickHouse, MPICH and Open MPI with what the MPI bindings' bindgen needs, Slurm
 # and munge, protoc, Node.js and Chromium (the web UI's build and browser tests), ncdu and gdu
-# (which must read the ncdu exports); from PyPI, chdb-core (a current ClickHouse engine in
+# (which must read the ncdu exports), Prometheus and promtool (the dashboard's queries and the
+# alert rules are tested against a real one); from PyPI, chdb-core (a current ClickHouse engine in
 # process, for the portable-SQL test) and schemathesis (requests generated from the API's
 # OpenAPI document); from npm, the UI's packages (ui/package-lock.json). Packages already present
 # are left alone; apt is retried while another apt holds the lock.
@@ -16,6 +17,7 @@ packages=(
   protobuf-compiler
   nodejs chromium
   ncdu gdu
+  prometheus
   curl ca-certificates pkg-config
 )
 

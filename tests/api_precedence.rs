@@ -112,7 +112,7 @@ fn bad_parameters() -> Vec<(&'static str, String, String)> {
         (
             "treemap",
             "size=x".into(),
-            r#"size must be bytes or files, got "x""#.into(),
+            r#"size must be bytes, allocated or files, got "x""#.into(),
         ),
         (
             "treemap",
@@ -213,7 +213,7 @@ fn parameters_are_refused_before_the_snapshot_the_directory_and_the_token() {
             (
                 "treemap",
                 "size=x",
-                r#"size must be bytes or files, got "x""#,
+                r#"size must be bytes, allocated or files, got "x""#,
             ),
             (
                 "stale",
@@ -402,7 +402,7 @@ fn unknown_words_are_refused_with_their_parameters_message() {
         ),
         (
             format!("{s}/treemap?size=x"),
-            r#"size must be bytes or files, got "x""#,
+            r#"size must be bytes, allocated or files, got "x""#,
         ),
         (
             format!("{s}/top?what=x"),
@@ -512,7 +512,7 @@ fn each_route_checks_its_parameters_in_its_own_order() {
         ),
         (
             "abc/treemap?size=x&path=rel",
-            r#"size must be bytes or files, got "x""#,
+            r#"size must be bytes, allocated or files, got "x""#,
         ),
         ("abc/treemap?path=rel", bad_id),
         // entry: a path is needed before the snapshot id is read.

@@ -630,6 +630,8 @@ fn every_answer_of_every_route_is_what_the_document_says() {
         api.expect(c, 200, &format!("{s1}/usage?by={by}"), None);
     }
     api.expect(c, 200, "/api/v1/categories", None);
+    // The usage gauges for Prometheus.
+    api.expect(c, 200, "/api/v1/metrics/usage", None);
 
     // Duplicates: unverified groups (snapshot 1), confirmed ones by name, wasted bytes.
     let unverified = api.expect(c, 200, &format!("{s1}/duplicates?status=unverified"), None);

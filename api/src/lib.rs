@@ -33,6 +33,8 @@
 //! - [`listing`]: lists of entries as every list route answers them; [`stream`]: bodies
 //!   streamed from a task, and why one is cut short; [`error`]: the one error type and how it
 //!   answers.
+//! - [`gauges`]: the latest snapshot of each filesystem as Prometheus gauges, for Grafana
+//!   and alert rules.
 //! - [`categories`]: file types grouped into categories (a configuration file, or the
 //!   default), for the categories report and the treemap's colours.
 //! - [`ui`]: the built web UI, served from memory.
@@ -46,6 +48,7 @@ pub mod duplicates;
 pub mod error;
 pub mod export;
 pub mod extract;
+pub mod gauges;
 pub mod history;
 pub mod listing;
 pub mod metrics;
@@ -93,6 +96,10 @@ pub struct AppState {
     pub cors: std::sync::Arc<cors::Origins>,
     /// The file categories of the categories report and the treemap's colours.
     pub categories: std::sync::Arc<categories::Categories>,
+    /// The usage gauges for Prometheus last computed ([`gauges`]).
+    pub gauges: std::sync::Arc<gauges::Cache>,
+    /// Series per family and filesystem of the usage gauges.
+    pub metrics_series: usize,
     /// About how many entries a window of a download reads at most
     /// ([`query::windows::WINDOW_ENTRIES`]).
     pub window_entries: u64,
@@ -116,6 +123,8 @@ impl AppState {
             metrics: Default::default(),
             cors: Default::default(),
             categories: Default::default(),
+            gauges: Default::default(),
+            metrics_series: gauges::DEFAULT_SERIES,
             window_entries: query::windows::WINDOW_ENTRIES,
             distributed: Default::default(),
         }
@@ -156,6 +165,12 @@ impl AppState {
     /// Allowing these origins to call the API from a browser.
     pub fn with_cors(mut self, origins: cors::Origins) -> Self {
         self.cors = std::sync::Arc::new(origins);
+        self
+    }
+
+    /// At most `series` series per family and filesystem in the usage gauges.
+    pub fn with_metrics_series(mut self, series: usize) -> Self {
+        self.metrics_series = series.max(1);
         self
     }
 

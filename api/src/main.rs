@@ -97,6 +97,16 @@ struct Args {
     #[arg(long, env = "STORAGE_TRACKER_API_CATEGORIES")]
     categories: Option<std::path::PathBuf>,
 
+    /// Series per family and filesystem in the usage gauges for Prometheus
+    /// (/api/v1/metrics/usage): the largest directories and users, the rest summed as (other).
+    #[arg(
+        long,
+        env = "STORAGE_TRACKER_API_METRICS_SERIES",
+        default_value_t = storage_tracker_api::gauges::DEFAULT_SERIES as u16,
+        value_parser = clap::value_parser!(u16).range(1..=10_000)
+    )]
+    metrics_series: u16,
+
     /// The built web UI to serve at `/` (`ui/dist` after `npm run build` in ui/).
     #[arg(long, env = "STORAGE_TRACKER_UI_DIR")]
     ui_dir: Option<std::path::PathBuf>,
@@ -212,7 +222,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     })
     .with_access(access.clone())
     .with_cors(cors.clone())
-    .with_categories(categories);
+    .with_categories(categories)
+    .with_metrics_series(usize::from(args.metrics_series));
     let state = match &args.ui_dir {
         Some(dir) => {
             let ui = UiFiles::load(dir).with_context(|| format!("--ui-dir {}", dir.display()))?;

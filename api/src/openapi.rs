@@ -1073,6 +1073,17 @@ pub fn document() -> Value {
         ),
     );
     add(
+        "/api/v1/metrics/usage",
+        operation(
+            "The latest committed snapshot of each filesystem as Prometheus gauges (admin tokens): size, entries, errors, start; bytes, bytes on disk, files and growth per top-level directory and per user",
+            vec![],
+            &[(
+                "text/plain; version=0.0.4; charset=utf-8",
+                json!({ "type": "string" }),
+            )],
+        ),
+    );
+    add(
         "/api/v1/categories",
         operation(
             "The file categories: each with its types, in the configuration's order",

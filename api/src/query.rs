@@ -23,6 +23,8 @@
 //! - [`reports`]: usage by owner and by type, histograms, and the names of uids and gids.
 //! - [`duplicates`]: the duplicate files report: groups of candidates by status, their links,
 //!   a summary, and the bytes wasted per directory and per owner.
+//! - [`gauges`]: the usage gauges for Prometheus: the latest snapshots of each filesystem, a
+//!   snapshot's top-level directories and users.
 //! - [`growth`]: a directory's history, and what changed between two snapshots per child and
 //!   per owner.
 //! - [`treemap`]: a treemap's tiles (from `top_levels` near the root) and its directories'
@@ -31,6 +33,7 @@
 
 pub mod duplicates;
 pub mod entries;
+pub mod gauges;
 pub mod growth;
 pub mod reports;
 pub mod snapshots;

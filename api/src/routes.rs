@@ -26,6 +26,7 @@ pub fn api() -> Routes {
         .merge(crate::export::routes())
         .merge(crate::history::routes())
         .merge(crate::duplicates::routes())
+        .merge(crate::gauges::routes())
 }
 
 /// The router of the whole API and the UI.

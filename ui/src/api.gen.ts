@@ -538,6 +538,14 @@ export interface Paths {
       "application/json": History;
     };
   };
+  /** The latest committed snapshot of each filesystem as Prometheus gauges (admin tokens): size, entries, errors, start; bytes, bytes on disk, files and growth per top-level directory and per user */
+  "/api/v1/metrics/usage": {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    content: {
+      "text/plain; version=0.0.4; charset=utf-8": string;
+    };
+  };
   /** This document */
   "/api/v1/openapi.json": {
     path: Record<string, never>;
