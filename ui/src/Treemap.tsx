@@ -1,7 +1,7 @@
 // The treemap of the current directory: data from the API (children capped per directory, the
 // rest folded into one "N smaller items" tile; one level more than drawn, up to three, so that a
-// directory of the deepest level is coloured by what dominates its children), laid out in a Web Worker, drawn as
-// SVG. A click on a directory drills down into it; the first level is reachable with Tab and
+// directory of the deepest level is coloured by what dominates its children), laid out in a Web
+// Worker, drawn as SVG. A click on a directory drills down into it; the first level is reachable with Tab and
 // Enter. Hovering shows a tile's details in a panel (its path with a copy button, sizes, files,
 // its share of its directory and of the view); a right-click pins the panel; the treemap can
 // fill the screen.
@@ -179,6 +179,7 @@ export function Treemap(props: { snapshot: Snapshot; path: PathRef; q: URLSearch
     </label>
   );
   const shown = pinned ?? hover;
+  useEffect(() => setCopied(false), [shown]);
   const total = result ? result.cells.filter((c) => c.depth === 1).reduce((s, c) => s + c.value, 0) : 0;
   const stale = result === null || data.loading;
   return (
@@ -330,7 +331,7 @@ function HoverPanel(props: {
 }) {
   const { cell, base, snapshot } = props;
   const t = cell.tile;
-  const path = cellPath(base, cell, cell.names.length);
+  const path = cellPath(base, cell, t.kind === "other" ? cell.names.length - 1 : cell.names.length);
   const parentKey = cell.names.slice(0, -1).join("\u0000");
   const parentCell = props.cells.find((c) => c.names.join("\u0000") === parentKey && c.depth === cell.depth - 1);
   const parentValue = parentCell ? parentCell.value : props.total;
@@ -338,7 +339,7 @@ function HoverPanel(props: {
   return (
     <div class={`hover panel${props.pinned ? " pinned" : ""}`} data-testid="treemap-hover" role="status">
       <div class="path">
-        <code>{t.kind === "other" ? `${base.text}/…` : path.text}</code>{" "}
+        <code>{t.kind === "other" ? `${path.text}/…` : path.text}</code>{" "}
         {t.kind !== "other" ? (
           <button type="button" class="link" onClick={() => props.onCopy(path.text)} title="Copy the path">
             {props.copied ? "copied" : "copy"}
