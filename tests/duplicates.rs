@@ -234,6 +234,49 @@ fn hashing_confirms_planted_copies_and_tells_near_duplicates_apart() {
     };
     let confirmed = get("/api/v1/snapshots/1/duplicates");
     expected_confirmed(&confirmed);
+    // Every file of one group, paged: the confirmed copies of a, by path.
+    let content_hash = confirmed["groups"][0]["hash"].as_str().unwrap();
+    let copies = format!(
+        "/api/v1/snapshots/1/duplicates/copies?size={}&hash={content_hash}",
+        2 * MIB
+    );
+    let page = get(&format!("{copies}&limit=1&offset=1"));
+    assert_eq!(page["total"], 3, "{page}");
+    assert_eq!(
+        page["copies"][0]["links"][0]["path"],
+        format!("{r}/b/copy.bin")
+    );
+    let unverified_m = get(&format!(
+        "/api/v1/snapshots/1/duplicates/copies?status=unverified&size={}",
+        6 * MIB
+    ));
+    assert_eq!(unverified_m["total"], 2, "{unverified_m}");
+    assert!(
+        unverified_m["copies"][1]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("modified at")),
+        "{unverified_m}"
+    );
+    for (bad, said) in [
+        ("/api/v1/snapshots/1/duplicates/copies?hash=00", "size="),
+        (
+            "/api/v1/snapshots/1/duplicates/copies?size=5",
+            "size= and hash=",
+        ),
+        (
+            "/api/v1/snapshots/1/duplicates/copies?size=5&hash=zz",
+            "64 hex digits",
+        ),
+        (
+            "/api/v1/snapshots/1/duplicates/copies?status=unverified&size=5&hash=00",
+            "confirmed group",
+        ),
+    ] {
+        let (status, _, body) = api_get(&rt, &api, bad, None);
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains(said), "{bad}: {body}");
+    }
     let false_positives = get("/api/v1/snapshots/1/duplicates?status=false_positive");
     let paths = |d: &serde_json::Value| -> Vec<String> {
         let mut all: Vec<String> = d["groups"]

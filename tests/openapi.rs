@@ -405,6 +405,18 @@ impl Api<'_> {
     }
 }
 
+/// Percent-encodes every byte of `text` that is not unreserved.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A path from raw bytes.
 fn raw(bytes: &[u8]) -> PathBuf {
     os(bytes).to_path_buf()
@@ -654,6 +666,20 @@ fn every_answer_of_every_route_is_what_the_document_says() {
         &format!("{s2}/duplicates?status=false_positive&limit=5&offset=0"),
         None,
     );
+    // Every file of a group of one name, given as base64 (it is not UTF-8).
+    let odd_group = named["groups"][0].clone();
+    let group_copies = api.expect(
+        c,
+        200,
+        &format!(
+            "{s2}/duplicates/copies?size={}&hash={}&same_name=true&name_b64={}&limit=10",
+            odd_group["size"],
+            odd_group["hash"].as_str().unwrap(),
+            urlencode(odd_group["name_b64"].as_str().unwrap_or("")),
+        ),
+        None,
+    );
+    assert_eq!(group_copies["total"], 3, "{group_copies} of {odd_group}");
     for by in ["dir", "user"] {
         api.expect(c, 200, &format!("{s2}/duplicates/wasted?by={by}"), None);
     }

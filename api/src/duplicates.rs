@@ -16,7 +16,9 @@ use crate::extract::{Check, Checked, InSnapshot, Route};
 use crate::listing::OwnerNames;
 use crate::params::{DuplicateStatus, MAX_PAGE, WastedBy, Word, page};
 use crate::paths::Text;
-use crate::query::duplicates::{GroupRow, Groups, LinkRow, StatusRow, WastedRow};
+use crate::query::duplicates::{
+    FileRow, Group as GroupKey, GroupRow, Groups, LinkRow, StatusRow, WastedRow,
+};
 use crate::timestamp::Iso;
 use crate::{ApiError, AppState};
 
@@ -25,6 +27,7 @@ pub fn routes() -> crate::resource::Routes {
     crate::resource::Routes::default()
         .get("/api/v1/snapshots/{snapshot_id}/duplicates", duplicates)
         .get("/api/v1/snapshots/{snapshot_id}/duplicates/wasted", wasted)
+        .get("/api/v1/snapshots/{snapshot_id}/duplicates/copies", copies)
 }
 
 /// Which candidates, as every route of the report takes them.
@@ -184,27 +187,7 @@ pub(crate) async fn duplicates(
         .iter()
         .flat_map(|g| g.copies.iter().map(|(_, dev, ino, _)| (*dev, *ino)))
         .collect();
-    let links: Vec<LinkRow> = client.query(&groups.links(&files)).fetch_all().await?;
-    let names = OwnerNames::of(&state, snapshot_id, links.iter().map(|l| l.uid), []).await?;
-    let mut by_file: HashMap<(u64, u64), FileCopy> = HashMap::new();
-    for link in links {
-        let path = Text::of(&link.path);
-        let copy = by_file
-            .entry((link.dev, link.ino))
-            .or_insert_with(|| FileCopy {
-                links: Vec::new(),
-                uid: link.uid,
-                user: names.user(link.uid).map(str::to_owned),
-                allocated: link.allocated,
-                mtime_ns: link.mtime_ns,
-                mtime: Iso(link.mtime_ns),
-                problem: None,
-            });
-        copy.links.push(LinkPath {
-            path: path.text,
-            path_b64: path.b64,
-        });
-    }
+    let mut by_file = copies_of(&state, &groups, snapshot_id, &files).await?;
     let groups = rows
         .into_iter()
         .map(|g| {
@@ -257,6 +240,203 @@ pub(crate) async fn duplicates(
         limit: asked.limit,
         offset: asked.offset,
         groups,
+    }))
+}
+
+/// The files given (device, inode) with every link of each, by file.
+async fn copies_of(
+    state: &AppState,
+    groups: &Groups<'_>,
+    snapshot_id: SnapshotId,
+    files: &[(u64, u64)],
+) -> Result<HashMap<(u64, u64), FileCopy>, ApiError> {
+    let links: Vec<LinkRow> = state.client.query(&groups.links(files)).fetch_all().await?;
+    let names = OwnerNames::of(state, snapshot_id, links.iter().map(|l| l.uid), []).await?;
+    let mut by_file: HashMap<(u64, u64), FileCopy> = HashMap::new();
+    for link in links {
+        let path = Text::of(&link.path);
+        let copy = by_file
+            .entry((link.dev, link.ino))
+            .or_insert_with(|| FileCopy {
+                links: Vec::new(),
+                uid: link.uid,
+                user: names.user(link.uid).map(str::to_owned),
+                allocated: link.allocated,
+                mtime_ns: link.mtime_ns,
+                mtime: Iso(link.mtime_ns),
+                problem: None,
+            });
+        copy.links.push(LinkPath {
+            path: path.text,
+            path_b64: path.b64,
+        });
+    }
+    Ok(by_file)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CopiesParams {
+    /// confirmed (default), unverified or false_positive.
+    #[serde(default)]
+    status: Word<DuplicateStatus>,
+    /// The group's size (required).
+    size: Option<u64>,
+    /// The group's hash, 64 hex digits (required for a confirmed group).
+    hash: Option<String>,
+    /// The group's name (with same_name=true), as text or as base64 of its bytes.
+    name: Option<String>,
+    name_b64: Option<String>,
+    min_size: Option<u64>,
+    same_name: Option<bool>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+/// One group, checked.
+#[derive(Debug)]
+pub(crate) struct GroupAsked {
+    status: DuplicateStatus,
+    size: u64,
+    hash: Vec<u8>,
+    name: Vec<u8>,
+    asked: Asked,
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 {
+        return None;
+    }
+    (0..32)
+        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Check for CopiesParams {
+    type Checked = GroupAsked;
+
+    fn check(self, route: &Route) -> Result<GroupAsked, ApiError> {
+        let status = self.status.checked()?;
+        let size = self.size.ok_or_else(|| {
+            ApiError::BadRequest("give the group's size= (a group of the duplicates report)".into())
+        })?;
+        let hash = match (status, &self.hash) {
+            (DuplicateStatus::Confirmed, Some(h)) => unhex(h).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "hash must be 64 hex digits (a confirmed group's hash), got {h:?}"
+                ))
+            })?,
+            (DuplicateStatus::Confirmed, None) => {
+                return Err(ApiError::BadRequest(
+                    "a confirmed group is named by its size= and hash=".into(),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(ApiError::BadRequest(
+                    "hash= names a confirmed group; other groups are named by size= (and name=)"
+                        .into(),
+                ));
+            }
+            (_, None) => Vec::new(),
+        };
+        let same_name = self.same_name.unwrap_or(false);
+        let name = match (same_name, self.name, self.name_b64) {
+            (true, Some(n), None) => n.into_bytes(),
+            (true, None, Some(b)) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(&b)
+                    .map_err(|e| ApiError::BadRequest(format!("name_b64 is not base64: {e}")))?
+            }
+            (true, _, _) => {
+                return Err(ApiError::BadRequest(
+                    "with same_name=true a group is named by its name= or name_b64= too".into(),
+                ));
+            }
+            (false, None, None) => Vec::new(),
+            (false, _, _) => {
+                return Err(ApiError::BadRequest(
+                    "name= names a group of same_name=true; give that too".into(),
+                ));
+            }
+        };
+        let asked = asked(
+            route,
+            self.min_size,
+            Some(same_name),
+            self.limit,
+            self.offset,
+        )?;
+        Ok(GroupAsked {
+            status,
+            size,
+            hash,
+            name,
+            asked,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GroupCopies {
+    snapshot_id: SnapshotId,
+    status: &'static str,
+    size: u64,
+    /// How many files the group has.
+    total: u64,
+    limit: u64,
+    offset: u64,
+    /// A page of its files, by their first link's path.
+    copies: Vec<FileCopy>,
+}
+
+/// `GET /api/v1/snapshots/{id}/duplicates/copies?status=…&size=…&hash=…`: every file of one
+/// group, paged, by their first link's path.
+pub(crate) async fn copies(
+    State(state): State<AppState>,
+    Checked(g): Checked<CopiesParams>,
+    InSnapshot { snapshot, .. }: InSnapshot,
+) -> Result<Json<GroupCopies>, ApiError> {
+    let snapshot_id = snapshot.snapshot_id;
+    let groups = Groups {
+        db: &state.database,
+        snapshot_id,
+        min_size: g.asked.min_size,
+        same_name: g.asked.same_name,
+    };
+    let group = GroupKey {
+        status: g.status,
+        size: g.size,
+        hash: &g.hash,
+        name: &g.name,
+    };
+    let rows: Vec<FileRow> = state
+        .client
+        .query(&groups.group_files(&group, g.asked.limit, g.asked.offset))
+        .fetch_all()
+        .await?;
+    let total: u64 = state
+        .client
+        .query(&groups.group_count(&group))
+        .fetch_one()
+        .await?;
+    let files: Vec<(u64, u64)> = rows.iter().map(|r| (r.dev, r.ino)).collect();
+    let mut by_file = copies_of(&state, &groups, snapshot_id, &files).await?;
+    let copies = rows
+        .into_iter()
+        .filter_map(|r| {
+            let mut copy = by_file.remove(&(r.dev, r.ino))?;
+            copy.problem = (!r.error.is_empty()).then_some(r.error);
+            Some(copy)
+        })
+        .collect();
+    Ok(Json(GroupCopies {
+        snapshot_id,
+        status: g.status.word(),
+        size: g.size,
+        total,
+        limit: g.asked.limit,
+        offset: g.asked.offset,
+        copies,
     }))
 }
 

@@ -766,6 +766,21 @@ fn schemas() -> Value {
         ),
     );
     add(
+        "DuplicateCopies",
+        object(
+            "A page of the files of one group of duplicates",
+            vec![
+                ("snapshot_id", count()),
+                ("status", one_of(DuplicateStatus::WORDS)),
+                ("size", count()),
+                ("total", described(count(), "How many files the group has")),
+                ("limit", count()),
+                ("offset", count()),
+                ("copies", array(reference("DuplicateCopy"))),
+            ],
+        ),
+    );
+    add(
         "DuplicateSummary",
         object(
             "The candidates of one status",
@@ -1244,6 +1259,49 @@ pub fn document() -> Value {
                 ),
             ),
             &json_body("Duplicates"),
+        ),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/duplicates/copies",
+        operation(
+            "Every file of one group of the duplicates report, paged, by their first link's path",
+            with(
+                s(),
+                with(
+                    with(
+                        vec![
+                            query(
+                                "status",
+                                "The group's status",
+                                one_of(DuplicateStatus::WORDS),
+                            ),
+                            required(query(
+                                "size",
+                                "The group's size",
+                                integer(0, u64::from(u32::MAX) << 16),
+                            )),
+                            query(
+                                "hash",
+                                "The group's hash, 64 hex digits (required for a confirmed group)",
+                                json!({ "type": "string" }),
+                            ),
+                            query(
+                                "name",
+                                "The group's name (with same_name=true)",
+                                json!({ "type": "string" }),
+                            ),
+                            query(
+                                "name_b64",
+                                "The same, as base64 of the raw bytes",
+                                json!({ "type": "string" }),
+                            ),
+                        ],
+                        candidates(),
+                    ),
+                    paging(),
+                ),
+            ),
+            &json_body("DuplicateCopies"),
         ),
     );
     add(

@@ -1,7 +1,8 @@
 // The duplicate files report: groups of files of one size, by status (confirmed copies,
 // candidates not verified yet, candidates that only shared a size), each copy's links leading
 // to its directory; and, for confirmed copies, the bytes they waste per directory and owner.
-import { api, type DuplicateGroup, type Snapshot, type Wasted } from "./api";
+import { useState } from "preact/hooks";
+import { api, type DuplicateCopy, type DuplicateGroup, type Snapshot, type Wasted } from "./api";
 import { Bar, ErrorBox, Head, Link, Loading, Pager } from "./components";
 import { useApi } from "./data";
 import { bytes, count, counted } from "./format";
@@ -68,7 +69,7 @@ export function DuplicatesReport({ snapshot, q }: { snapshot: Snapshot; q: URLSe
               <Head columns={[["Size", "num"], ["Files", "num"], ["Wasted", "num"], "Copies"]} />
               <tbody>
                 {data.data.groups.map((g) => (
-                  <GroupRow key={`${g.size}:${g.hash ?? ""}:${g.name_b64 ?? g.name ?? ""}`} group={g} largest={data.data!.groups[0].wasted} />
+                  <GroupRow key={`${g.size}:${g.hash ?? ""}:${g.name_b64 ?? g.name ?? ""}`} group={g} largest={data.data!.groups[0].wasted} snapshot={snapshot} status={status} sameName={sameName} />
                 ))}
               </tbody>
             </table>
@@ -86,7 +87,27 @@ export function DuplicatesReport({ snapshot, q }: { snapshot: Snapshot; q: URLSe
   );
 }
 
-function GroupRow({ group, largest }: { group: DuplicateGroup; largest: number }) {
+/** Files of a group listed at once when all are asked for. */
+const ALL_COPIES = 1000;
+
+function GroupRow(props: { group: DuplicateGroup; largest: number; snapshot: Snapshot; status: Status; sameName: boolean }) {
+  const { group, largest } = props;
+  const [all, setAll] = useState(false);
+  const every = useApi(
+    all
+      ? api.duplicateCopies(props.snapshot.snapshot_id, {
+          status: props.status,
+          size: group.size,
+          hash: group.hash,
+          same_name: props.sameName,
+          name: props.sameName && group.name_b64 === undefined ? group.name : undefined,
+          name_b64: props.sameName ? group.name_b64 : undefined,
+          limit: ALL_COPIES,
+        })
+      : null,
+  );
+  const copies: DuplicateCopy[] = every.data?.copies ?? group.copies;
+  const listed = copies.length;
   return (
     <tr>
       <td class="num">{bytes(group.size)}</td>
@@ -98,7 +119,7 @@ function GroupRow({ group, largest }: { group: DuplicateGroup; largest: number }
       <td class="copies">
         {group.name !== undefined ? <div class="muted small">name {group.name}</div> : null}
         <ul>
-          {group.copies.map((c, i) => (
+          {copies.map((c, i) => (
             <li key={c.links[0]?.path_b64 ?? c.links[0]?.path}>
               {c.links.map((l, k) => (
                 <span key={l.path_b64 ?? l.path}>
@@ -116,7 +137,18 @@ function GroupRow({ group, largest }: { group: DuplicateGroup; largest: number }
               {c.problem ? <span class="problem small"> not read: {c.problem}</span> : null}
             </li>
           ))}
-          {group.files > group.copies.length ? <li class="muted">and {count(group.files - group.copies.length)} more</li> : null}
+          {group.files > listed ? (
+            <li class="muted">
+              and {count(group.files - listed)} more{" "}
+              {!all ? (
+                <button type="button" class="link" onClick={() => setAll(true)}>
+                  list {group.files > ALL_COPIES ? `the first ${count(ALL_COPIES)}` : "them all"}
+                </button>
+              ) : every.loading ? (
+                "(loading…)"
+              ) : null}
+            </li>
+          ) : null}
         </ul>
       </td>
     </tr>

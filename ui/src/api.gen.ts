@@ -76,6 +76,18 @@ export interface Children {
   total: number;
 }
 
+/** A page of the files of one group of duplicates */
+export interface DuplicateCopies {
+  copies: DuplicateCopy[];
+  limit: number;
+  offset: number;
+  size: number;
+  snapshot_id: number;
+  status: "confirmed" | "unverified" | "false_positive";
+  /** How many files the group has */
+  total: number;
+}
+
 /** One file of a group of duplicates (hard links of one inode are one file) */
 export interface DuplicateCopy {
   allocated: number;
@@ -624,6 +636,36 @@ export interface Paths {
     };
     content: {
       "application/json": Duplicates;
+    };
+  };
+  /** Every file of one group of the duplicates report, paged, by their first link's path */
+  "/api/v1/snapshots/{snapshot_id}/duplicates/copies": {
+    path: {
+      /** A committed snapshot */
+      snapshot_id: number;
+    };
+    query: {
+      /** The group's status */
+      status?: "confirmed" | "unverified" | "false_positive";
+      /** The group's size */
+      size: number;
+      /** The group's hash, 64 hex digits (required for a confirmed group) */
+      hash?: string;
+      /** The group's name (with same_name=true) */
+      name?: string;
+      /** The same, as base64 of the raw bytes */
+      name_b64?: string;
+      /** Only files at least this large, bytes (candidates are at least 1 MiB) */
+      min_size?: number;
+      /** Group by name as well as by size and content */
+      same_name?: boolean;
+      /** Items per page */
+      limit?: number;
+      /** Items to skip */
+      offset?: number;
+    };
+    content: {
+      "application/json": DuplicateCopies;
     };
   };
   /** Bytes wasted by confirmed duplicates per directory holding copies, or per owner */

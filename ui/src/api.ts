@@ -113,6 +113,7 @@ export const api = {
   top: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/top">) => json("/api/v1/snapshots/{snapshot_id}/top", { snapshot_id: id }, params),
   usage: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/usage">) => json("/api/v1/snapshots/{snapshot_id}/usage", { snapshot_id: id }, params),
   duplicates: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/duplicates">) => json("/api/v1/snapshots/{snapshot_id}/duplicates", { snapshot_id: id }, params),
+  duplicateCopies: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/duplicates/copies">) => json("/api/v1/snapshots/{snapshot_id}/duplicates/copies", { snapshot_id: id }, params),
   wasted: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/duplicates/wasted">) => json("/api/v1/snapshots/{snapshot_id}/duplicates/wasted", { snapshot_id: id }, params),
   categories: () => json("/api/v1/categories", {}, {}),
   histograms: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/histograms">) => json("/api/v1/snapshots/{snapshot_id}/histograms", { snapshot_id: id }, params),

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use storage_tracker_proto::SnapshotId;
 use storage_tracker_proto::ddl::Database;
+use storage_tracker_proto::sql::quote_bytes;
 
 use crate::params::{DuplicateStatus, WastedBy};
 
@@ -177,6 +178,41 @@ GROUP BY {key}",
         per_status.join("\nUNION ALL\n")
     }
 
+    /// The condition on [`Self::files`] of one group.
+    fn of_group(&self, group: &Group<'_>) -> String {
+        let mut condition = format!(
+            "status = '{}' AND size = {}",
+            group.status.word(),
+            group.size
+        );
+        if group.status == DuplicateStatus::Confirmed {
+            condition.push_str(&format!(" AND full = {}", quote_bytes(group.hash)));
+        }
+        if self.same_name {
+            condition.push_str(&format!(" AND first_name = {}", quote_bytes(group.name)));
+        }
+        condition
+    }
+
+    /// A page of the files of one group, by their first link's path, as [`FileRow`]s.
+    pub fn group_files(&self, group: &Group<'_>, limit: u64, offset: u64) -> String {
+        format!(
+            "SELECT dev, ino, error FROM ({}) AS files WHERE {} ORDER BY first, dev, ino \
+             LIMIT {limit} OFFSET {offset}",
+            self.files(),
+            self.of_group(group)
+        )
+    }
+
+    /// How many files one group has.
+    pub fn group_count(&self, group: &Group<'_>) -> String {
+        format!(
+            "SELECT count() FROM ({}) AS files WHERE {}",
+            self.files(),
+            self.of_group(group)
+        )
+    }
+
     /// Every link of the files given (device, inode), by path, as [`LinkRow`]s (numbers only
     /// are spliced).
     pub fn links(&self, files: &[(u64, u64)]) -> String {
@@ -236,6 +272,24 @@ GROUP BY dir, uid"
     pub fn wasted_count(&self, by: WastedBy) -> String {
         format!("SELECT count() FROM ({}) AS w", self.wasted_per(by))
     }
+}
+
+/// One group, as a page of its files names it: its status, size, and (confirmed) content hash
+/// and (with `same_name`) name.
+#[derive(Debug, Clone, Copy)]
+pub struct Group<'a> {
+    pub status: DuplicateStatus,
+    pub size: u64,
+    pub hash: &'a [u8],
+    pub name: &'a [u8],
+}
+
+/// A file of a group, and why it could not be read if its latest read failed.
+#[derive(Debug, Row, Deserialize)]
+pub struct FileRow {
+    pub dev: u64,
+    pub ino: u64,
+    pub error: String,
 }
 
 /// A group of files.
