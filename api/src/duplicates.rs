@@ -14,7 +14,7 @@ use storage_tracker_proto::SnapshotId;
 
 use crate::extract::{Check, Checked, InSnapshot, Route};
 use crate::listing::OwnerNames;
-use crate::params::{DuplicateStatus, MAX_PAGE, WastedBy, Word, page};
+use crate::params::{DuplicateStatus, WastedBy, Word, page};
 use crate::paths::Text;
 use crate::query::duplicates::{
     FileRow, Group as GroupKey, GroupRow, Groups, LinkRow, StatusRow, WastedRow,
@@ -51,7 +51,7 @@ fn asked(
     Ok(Asked {
         min_size: min_size.unwrap_or(0),
         same_name: same_name.unwrap_or(false),
-        limit: limit.min(MAX_PAGE),
+        limit,
         offset,
     })
 }
@@ -181,7 +181,6 @@ pub(crate) async fn duplicates(
         .query(&groups.page(status, asked.limit, asked.offset))
         .fetch_all()
         .await?;
-    let total: u64 = client.query(&groups.count(status)).fetch_one().await?;
     let summary: Vec<StatusRow> = client.query(&groups.summary()).fetch_all().await?;
     let files: Vec<(u64, u64)> = rows
         .iter()
@@ -216,7 +215,7 @@ pub(crate) async fn duplicates(
     // Every status, in the order of the words, present even when it has no files.
     let mut summary: HashMap<String, StatusRow> =
         summary.into_iter().map(|s| (s.status.clone(), s)).collect();
-    let summary = DuplicateStatus::WORDS
+    let summary: Vec<StatusSummary> = DuplicateStatus::WORDS
         .iter()
         .map(|&word| {
             let s = summary.remove(word);
@@ -230,6 +229,11 @@ pub(crate) async fn duplicates(
             }
         })
         .collect();
+    // The groups of this status: the summary counted them.
+    let total = summary
+        .iter()
+        .find(|s| s.status == status.word())
+        .map_or(0, |s| s.groups);
     Ok(Json(Duplicates {
         snapshot_id,
         status: status.word(),

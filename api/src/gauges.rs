@@ -105,9 +105,24 @@ fn newest_per_label(rows: Vec<LatestRow>) -> Vec<(LatestRow, Option<LatestRow>)>
         .collect()
 }
 
-/// Holders of a snapshot by key (a directory's path, a user's name).
-async fn holders(state: &AppState, sql: &str) -> Result<Vec<HolderRow>, ApiError> {
-    Ok(state.client.query(sql).fetch_all().await?)
+/// The holders (top-level directories, users) of a filesystem's newest snapshot and of the one
+/// before it, if any, by the statement `sql` makes for a snapshot.
+async fn now_and_before(
+    state: &AppState,
+    now: &LatestRow,
+    before: Option<&LatestRow>,
+    sql: impl Fn(&storage_tracker_proto::ddl::Database, SnapshotId) -> String,
+) -> Result<(Vec<HolderRow>, Option<Vec<HolderRow>>), ApiError> {
+    let fetch = async |r: &LatestRow| -> Result<Vec<HolderRow>, ApiError> {
+        let sql = sql(&state.database, SnapshotId::from(r.snapshot_id));
+        Ok(state.client.query(&sql).fetch_all().await?)
+    };
+    let now = fetch(now).await?;
+    let before = match before {
+        Some(b) => Some(fetch(b).await?),
+        None => None,
+    };
+    Ok((now, before))
 }
 
 async fn render(
@@ -115,7 +130,6 @@ async fn render(
     filesystems: &[(LatestRow, Option<LatestRow>)],
 ) -> Result<String, ApiError> {
     let m = Metrics::new();
-    let db = &state.database;
     for (now, before) in filesystems {
         let root = String::from_utf8_lossy(&now.root_path).into_owned();
         let fs = [("label", now.label.as_str())];
@@ -151,14 +165,13 @@ async fn render(
                 now.apparent_bytes as f64 - before.apparent_bytes as f64,
             );
         }
-        let id = |r: &LatestRow| SnapshotId::from(r.snapshot_id);
-        let dirs_now = holders(state, &crate::query::gauges::top_directories(db, id(now))).await?;
-        let dirs_before = match before {
-            Some(b) => {
-                Some(holders(state, &crate::query::gauges::top_directories(db, id(b))).await?)
-            }
-            None => None,
-        };
+        let (dirs_now, dirs_before) = now_and_before(
+            state,
+            now,
+            before.as_ref(),
+            crate::query::gauges::top_directories,
+        )
+        .await?;
         let path_of = |h: &HolderRow| {
             let name = String::from_utf8_lossy(&h.key);
             if root.ends_with('/') {
@@ -194,11 +207,8 @@ async fn render(
                 String::from_utf8_lossy(&h.key).into_owned()
             }
         };
-        let users_now = holders(state, &crate::query::gauges::users(db, id(now))).await?;
-        let users_before = match before {
-            Some(b) => Some(holders(state, &crate::query::gauges::users(db, id(b))).await?),
-            None => None,
-        };
+        let (users_now, users_before) =
+            now_and_before(state, now, before.as_ref(), crate::query::gauges::users).await?;
         gauge_family(
             &m,
             &now.label,

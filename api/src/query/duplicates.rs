@@ -155,11 +155,6 @@ GROUP BY {key}",
         )
     }
 
-    /// How many groups of `status` there are.
-    pub fn count(&self, status: DuplicateStatus) -> String {
-        format!("SELECT count() FROM ({}) AS groups", self.groups(status))
-    }
-
     /// Files, links, bytes and groups of each status, as [`StatusRow`]s.
     pub fn summary(&self) -> String {
         let per_status = [
