@@ -73,7 +73,7 @@ for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$conformance_port/ping" >/d
 set +e
 (
   export STORAGE_TRACKER_TEST_CLICKHOUSE_URL="http://127.0.0.1:$conformance_port"
-  cargo test --locked -p storage-tracker-tests --test ingest --test end_to_end --test import --test history --test reports_api --test duplicates --test prometheus
+  cargo test --locked -p storage-tracker-tests --test ingest --test end_to_end --test import --test history --test reports_api --test console --test duplicates --test prometheus
 ) >"$work/conformance-tests.log" 2>&1
 recorded=$?
 kill $proxy 2>/dev/null

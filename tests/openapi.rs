@@ -683,6 +683,31 @@ fn every_answer_of_every_route_is_what_the_document_says() {
     for by in ["dir", "user"] {
         api.expect(c, 200, &format!("{s2}/duplicates/wasted?by={by}"), None);
     }
+    // The query console: a value that is not UTF-8 and one that is, each download, presets.
+    let console = |sql: &str| format!("/api/v1/console?sql={}", urlencode(sql));
+    let odd = api.expect(
+        c,
+        200,
+        &console("SELECT name, NULL AS none FROM entries WHERE name LIKE 'b.%'"),
+        None,
+    );
+    assert!(odd["binary"].is_array(), "{odd}");
+    api.expect(c, 200, &format!("{}&limit=1", console("SELECT 1")), None);
+    for format in ["csv", "tsv", "markdown"] {
+        api.expect(
+            c,
+            200,
+            &format!("{}&format={format}", console("SELECT name FROM entries")),
+            None,
+        );
+    }
+    api.expect(c, 200, &format!("{s1}/console/presets?days=10"), None);
+    api.expect(
+        c,
+        200,
+        &format!("{s1}/search?kind=file&type=dat,bin&sort=mtime&order=asc"),
+        None,
+    );
     for of in ["size", "mtime", "atime"] {
         api.expect(c, 200, &format!("{s1}/histograms?of={of}"), None);
     }

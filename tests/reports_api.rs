@@ -228,6 +228,38 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
         ["big.dat", "old.bin"]
     );
     assert_eq!(search("user=root&max_size=60&type=md"), ["c.md"]);
+    // The filter builder: several types, one kind, each order (ties by path), the total.
+    assert_eq!(search("type=md,rs"), ["main.rs", "c.md"]);
+    assert_eq!(
+        search("type=md,%20.RS&sort=name&order=asc"),
+        ["c.md", "main.rs"]
+    );
+    assert_eq!(total(format!("{s}/search?kind=dir")), Some(6));
+    assert_eq!(total(format!("{s}/search?kind=symlink")), Some(0));
+    assert_eq!(
+        search(&format!("kind=file&path={r}/docs&sort=name&order=asc")),
+        ["a.txt", "b.TXT", "c.md"]
+    );
+    assert_eq!(
+        search(&format!("path={r}/docs&sort=path&order=desc")),
+        ["c.md", "b.TXT", "a.txt", "docs"]
+    );
+    assert_eq!(
+        search("kind=file&sort=mtime&order=asc&limit=2"),
+        ["big.dat", "old.bin"]
+    );
+    assert_eq!(
+        search("kind=file&sort=atime&order=asc&limit=2"),
+        ["old.bin", "big.dat"]
+    );
+    assert_eq!(
+        search("kind=file&sort=size&order=asc&limit=1"),
+        ["<i>x<i>.txt"]
+    );
+    assert_eq!(
+        total(format!("{s}/search?kind=file&sort=name&limit=1&offset=3")),
+        Some(7)
+    );
     assert_eq!(search("user=nobody-at-all").len(), 0);
 
     // Children in any order asked.
@@ -293,6 +325,10 @@ fn report_endpoints_answer_exactly_and_refuse_bad_input() {
         format!("{s}/search?q=x&match=fuzzy"),
         format!("{s}/search?mtime_before=yesterday"),
         format!("{s}/search?limit=0"),
+        format!("{s}/search?kind=socketish"),
+        format!("{s}/search?sort=colour"),
+        format!("{s}/search?order=up"),
+        format!("{s}/search?type=h5,,nc"),
         format!("{s}/entry"),
         "/api/v1/snapshots/0/top".to_owned(),
     ] {

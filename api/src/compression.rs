@@ -66,7 +66,16 @@ fn kind(response: &HeaderMap) -> Kind {
         .map(HeaderValue::as_bytes)
     {
         Some(t) if t.starts_with(b"application/json") => Kind::Json,
-        Some(t) if t.starts_with(b"text/csv") || t.starts_with(b"application/octet-stream") => {
+        Some(t)
+            if [
+                &b"text/csv"[..],
+                b"text/tab-separated-values",
+                b"text/markdown",
+                b"application/octet-stream",
+            ]
+            .iter()
+            .any(|download| t.starts_with(download)) =>
+        {
             Kind::Download
         }
         _ => Kind::Other,

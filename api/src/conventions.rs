@@ -141,11 +141,15 @@ enum Freshness {
 
 fn freshness(route: &str) -> Option<Freshness> {
     match route {
-        "/health" | "/api/v1/access" => Some(Freshness::Never),
+        // An admin's statement may read anything the read-only user can, the system tables
+        // too: its answer is not kept.
+        "/health" | "/api/v1/access" | "/api/v1/console" => Some(Freshness::Never),
         // What a committed snapshot's answers hold beside its rows: the duplicates report
         // changes as its candidates are hashed, and usage and treemaps name each type's
-        // category, which the API's configuration sets.
-        "/api/v1/snapshots/{snapshot_id}/duplicates"
+        // category, which the API's configuration sets; the console's presets come with the
+        // release.
+        "/api/v1/snapshots/{snapshot_id}/console/presets"
+        | "/api/v1/snapshots/{snapshot_id}/duplicates"
         | "/api/v1/snapshots/{snapshot_id}/duplicates/wasted"
         | "/api/v1/snapshots/{snapshot_id}/usage"
         | "/api/v1/snapshots/{snapshot_id}/treemap" => Some(Freshness::Revalidate),
@@ -325,7 +329,14 @@ mod tests {
             Some(Freshness::Forever)
         );
         assert_eq!(freshness("/api/v1/snapshots"), Some(Freshness::Revalidate));
-        for changing in ["duplicates", "duplicates/wasted", "usage", "treemap"] {
+        assert_eq!(freshness("/api/v1/console"), Some(Freshness::Never));
+        for changing in [
+            "duplicates",
+            "duplicates/wasted",
+            "usage",
+            "treemap",
+            "console/presets",
+        ] {
             assert_eq!(
                 freshness(&format!("/api/v1/snapshots/{{snapshot_id}}/{changing}")),
                 Some(Freshness::Revalidate),

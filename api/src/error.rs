@@ -64,7 +64,7 @@ impl IntoResponse for ApiError {
 
 /// The error code of a ClickHouse exception ("Code: 427, e.displayText() = ..." on 18.16,
 /// "Code: 427. DB::Exception: ..." on current releases).
-fn exception_code(text: &str) -> Option<u32> {
+pub(crate) fn exception_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + "Code: ".len()..];
     let digits = rest
         .find(|c: char| !c.is_ascii_digit())

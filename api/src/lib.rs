@@ -42,6 +42,7 @@
 pub mod access;
 pub mod categories;
 pub mod compression;
+pub mod console;
 pub mod conventions;
 pub mod cors;
 pub mod duplicates;

@@ -10,7 +10,7 @@ use storage_tracker_proto::{EntryKind, ErrorOp, SnapshotId};
 
 use crate::paths::Text;
 use crate::query;
-use crate::query::entries::{EntryFilter, LargestPaths};
+use crate::query::entries::{EntryFilter, EntryOrder, SortedPaths};
 use crate::query::reports::PrincipalRow;
 use crate::query::tree::{ChildRow, DirTotalsRow};
 use crate::timestamp::Iso;
@@ -224,6 +224,19 @@ pub(crate) async fn listed_largest(
     state: &AppState,
     snapshot_id: SnapshotId,
     filter: &EntryFilter,
+    page: (u64, u64),
+    known: Option<u64>,
+) -> Result<(Vec<Child>, u64), ApiError> {
+    listed_sorted(state, snapshot_id, filter, EntryOrder::LARGEST, page, known).await
+}
+
+/// A page of the entries `filter` selects in `order`, and how many it selects in all, as
+/// [`listed_largest`] reads them; only a page largest first can come from the largest entries.
+pub(crate) async fn listed_sorted(
+    state: &AppState,
+    snapshot_id: SnapshotId,
+    filter: &EntryFilter,
+    order: EntryOrder,
     (limit, offset): (u64, u64),
     known: Option<u64>,
 ) -> Result<(Vec<Child>, u64), ApiError> {
@@ -233,20 +246,22 @@ pub(crate) async fn listed_largest(
         (None, Some(sorted)) if !state.distributed().await? => Ok(sorted),
         (None, _) => counted(state, snapshot_id, filter).await,
     };
-    let sql = query::entries::list_large(db, snapshot_id, filter, limit, offset);
-    let rows = state.client.query(&sql).fetch_all::<ChildRow>().await?;
-    if rows.len() as u64 == limit {
-        return tokio::try_join!(completed(state, snapshot_id, rows), total(None));
+    if order == EntryOrder::LARGEST {
+        let sql = query::entries::list_large(db, snapshot_id, filter, limit, offset);
+        let rows = state.client.query(&sql).fetch_all::<ChildRow>().await?;
+        if rows.len() as u64 == limit {
+            return tokio::try_join!(completed(state, snapshot_id, rows), total(None));
+        }
     }
-    let sql = query::entries::largest_paths(db, snapshot_id, filter, limit, offset);
+    let sql = query::entries::sorted_paths(db, snapshot_id, filter, order, limit, offset);
     let answer = state
         .client
         .query(&sql)
-        .fetch_bytes(query::entries::LARGEST_PATHS_FORMAT)?
+        .fetch_bytes(query::entries::SORTED_PATHS_FORMAT)?
         .collect()
         .await?;
     let unreadable = |e: String| ApiError::Database(clickhouse::error::Error::DataFormat(e.into()));
-    let page: LargestPaths =
+    let page: SortedPaths =
         serde_json::from_slice(&answer).map_err(|e| unreadable(e.to_string()))?;
     let paths = page
         .data

@@ -37,8 +37,8 @@ use serde_json::{Map, Value, json};
 use storage_tracker_proto::{EntryKind, ErrorOp};
 
 use crate::params::{
-    AreaBy, ChildSort, DuplicateStatus, HistogramOf, MatchKind, Order, OwnerBy, SearchField,
-    StaleBy, StaleFormat, TopWhat, UsageBy, WastedBy,
+    AreaBy, ChildSort, ConsoleFormat, DuplicateStatus, HistogramOf, MatchKind, Order, OwnerBy,
+    SearchField, SearchKind, SearchSort, StaleBy, StaleFormat, TopWhat, UsageBy, WastedBy,
 };
 
 fn integer(min: u64, max: u64) -> Value {
@@ -866,6 +866,77 @@ fn schemas() -> Value {
         ),
     );
     add(
+        "ConsoleColumn",
+        object(
+            "A column of a console answer",
+            vec![
+                ("name", string()),
+                ("type", described(string(), "Its ClickHouse type")),
+            ],
+        ),
+    );
+    add(
+        "ConsoleBinary",
+        object(
+            "A value of a console answer whose bytes are not UTF-8 (its cell holds them with U+FFFD in place of those that are not)",
+            vec![
+                ("row", described(count(), "Its row, from 0")),
+                ("column", described(count(), "Its column, from 0")),
+                ("b64", described(string(), "Base64 of its bytes")),
+            ],
+        ),
+    );
+    add(
+        "ConsoleAnswer",
+        object(
+            "What a console statement gave: its columns and its first rows",
+            vec![
+                ("columns", array(reference("ConsoleColumn"))),
+                (
+                    "rows",
+                    described(
+                        array(array(nullable(string()))),
+                        "Each value as ClickHouse writes it as text (numbers too, so that none loses precision); null for NULL",
+                    ),
+                ),
+                ("binary?", array(reference("ConsoleBinary"))),
+                (
+                    "total_rows",
+                    described(count(), "Rows the statement gave, however many rows shows"),
+                ),
+                (
+                    "truncated",
+                    described(
+                        boolean(),
+                        "Whether rows holds fewer than total_rows (a download has them all)",
+                    ),
+                ),
+                ("elapsed_seconds", json!({ "type": "number", "minimum": 0 })),
+            ],
+        ),
+    );
+    add(
+        "ConsolePreset",
+        object(
+            "A statement of the query console for a question admins ask, written for one snapshot",
+            vec![("id", string()), ("title", string()), ("sql", string())],
+        ),
+    );
+    add(
+        "ConsolePresets",
+        object(
+            "The query console's presets for one snapshot",
+            vec![
+                ("snapshot_id", count()),
+                (
+                    "days",
+                    described(count(), "N of the presets about old files"),
+                ),
+                ("presets", array(reference("ConsolePreset"))),
+            ],
+        ),
+    );
+    add(
         "Category",
         object(
             "A file category and the types it holds",
@@ -1096,6 +1167,50 @@ pub fn document() -> Value {
                 "text/plain; version=0.0.4; charset=utf-8",
                 json!({ "type": "string" }),
             )],
+        ),
+    );
+    add(
+        "/api/v1/console",
+        operation(
+            "One SELECT over the snapshot tables (admin tokens), run as the read-only ClickHouse user under its limits: a JSON page of its rows, or every row as CSV, TSV or Markdown",
+            vec![
+                required(query(
+                    "sql",
+                    "One SELECT (or WITH … SELECT) statement, without FORMAT; the snapshot tables need no database name",
+                    json!({ "type": "string", "maxLength": crate::console::MAX_SQL_BYTES }),
+                )),
+                query(
+                    "format",
+                    "The answer's format",
+                    one_of(ConsoleFormat::WORDS),
+                ),
+                query(
+                    "limit",
+                    "Rows of a JSON answer (default 1000); not for downloads, which have every row",
+                    integer(1, crate::console::MAX_JSON_ROWS),
+                ),
+            ],
+            &[
+                ("application/json", reference("ConsoleAnswer")),
+                ("text/csv", json!({ "type": "string" })),
+                ("text/tab-separated-values", json!({ "type": "string" })),
+                ("text/markdown; charset=utf-8", json!({ "type": "string" })),
+            ],
+        ),
+    );
+    add(
+        "/api/v1/snapshots/{snapshot_id}/console/presets",
+        operation(
+            "The query console's presets (admin tokens), written for this snapshot: largest files, not modified or not accessed for N days, by type, a home directory audit, top-level sizes, empty files, logs and archives, directories with the most files, same-name files, the tables",
+            vec![
+                snapshot_id(),
+                query(
+                    "days",
+                    "N days before the scan, for the presets about old files (default 365)",
+                    integer(0, 36_500),
+                ),
+            ],
+            &json_body("ConsolePresets"),
         ),
     );
     add(
@@ -1369,7 +1484,7 @@ pub fn document() -> Value {
     add(
         "/api/v1/snapshots/{snapshot_id}/search",
         operation(
-            "Entries matching every filter given, largest first",
+            "Entries matching every filter given (q is optional: the filters alone select), largest first or in the order asked, with their total",
             with(
                 with(s(), path_params()),
                 with(
@@ -1404,9 +1519,16 @@ pub fn document() -> Value {
                         ),
                         query(
                             "type",
-                            "File extension, without the dot",
+                            "File types: extensions without the dot, separated by commas (files of any of them)",
                             json!({ "type": "string" }),
                         ),
+                        query("kind", "What kind of entries", one_of(SearchKind::WORDS)),
+                        query(
+                            "sort",
+                            "What the results are sorted by (ties by path)",
+                            one_of(SearchSort::WORDS),
+                        ),
+                        query("order", "The direction of the sort", one_of(Order::WORDS)),
                         query("mtime_before", "YYYY-MM-DD (UTC)", date.clone()),
                         query("mtime_after", "YYYY-MM-DD (UTC)", date.clone()),
                         query("atime_before", "YYYY-MM-DD (UTC)", date.clone()),

@@ -176,6 +176,25 @@ words! {
     /// How a search pattern (`q`) is read.
     MatchKind ("match") { Substring = "substring", Glob = "glob", Regex = "regex" } default Substring;
 
+    /// What kind of entries a search selects: any, regular files, directories or symbolic
+    /// links.
+    SearchKind ("kind") { Any = "any", File = "file", Dir = "dir", Symlink = "symlink" } default Any;
+
+    /// How search results are sorted: by size, bytes on disk, name, path, or modification or
+    /// access time; ties by path.
+    SearchSort ("sort") {
+        Size = "size",
+        Allocated = "allocated",
+        Name = "name",
+        Path = "path",
+        Mtime = "mtime",
+        Atime = "atime",
+    } default Size;
+
+    /// What the query console answers: a JSON page of rows, or every row as CSV, TSV or a
+    /// Markdown table (streamed).
+    ConsoleFormat ("format") { Json = "json", Csv = "csv", Tsv = "tsv", Markdown = "markdown" } default Json;
+
     /// What a treemap's areas are: apparent bytes, bytes on disk (allocated: a sparse file of a
     /// terabyte that uses nothing has no area), or files.
     AreaBy ("size") { Bytes = "bytes", Allocated = "allocated", Files = "files" } default Bytes;

@@ -27,6 +27,7 @@ pub fn api() -> Routes {
         .merge(crate::history::routes())
         .merge(crate::duplicates::routes())
         .merge(crate::gauges::routes())
+        .merge(crate::console::routes())
 }
 
 /// The router of the whole API and the UI.

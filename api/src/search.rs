@@ -1,5 +1,6 @@
-//! Search: entries of a snapshot matching a name pattern and filters on size, owner, type and
-//! times, under a directory, largest first.
+//! Search: entries of a snapshot matching a name pattern and filters on kind, size, owner,
+//! types and times, under a directory, largest first or in another order. Without a pattern
+//! the filters alone select.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,11 +9,11 @@ use serde::Deserialize;
 use storage_tracker_proto::calendar::days_from_civil;
 
 use crate::extract::{AtDirectory, Check, Checked, Route};
-use crate::listing::{Listing, listed_largest};
-use crate::params::{MatchKind, SearchField, Word, page};
+use crate::listing::{Listing, listed_sorted};
+use crate::params::{MatchKind, Order, SearchField, SearchKind, SearchSort, Word, page};
 use crate::pattern::{NamePattern, refuse_nul};
 use crate::query::Principal;
-use crate::query::entries::{EntryFilter, Time, Who};
+use crate::query::entries::{EntryFilter, EntryOrder, Time, Who};
 use crate::reports::NS_PER_DAY;
 use crate::{ApiError, AppState};
 
@@ -39,9 +40,18 @@ pub(crate) struct SearchParams {
     /// Owner or group, by name or number.
     user: Option<String>,
     group: Option<String>,
-    /// File type: the extension, without the dot.
+    /// File types: extensions without the dot, separated by commas (any of them).
     #[serde(rename = "type")]
     extension: Option<String>,
+    /// any (default), file, dir or symlink.
+    #[serde(default)]
+    kind: Word<SearchKind>,
+    /// size (default), allocated, name, path, mtime or atime.
+    #[serde(default)]
+    sort: Word<SearchSort>,
+    /// desc (default) or asc.
+    #[serde(default)]
+    order: Word<Order>,
     /// Dates as YYYY-MM-DD (UTC).
     /// The directory: read here with the rest of the query string, checked by [`AtDirectory`].
     #[serde(rename = "path")]
@@ -84,10 +94,38 @@ fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
         })
 }
 
+/// Most file types one search names.
+const MAX_TYPES: usize = 50;
+
+/// The types of `list` ("h5, nc,fits"): each without its dot, none empty, at most
+/// [`MAX_TYPES`]. An empty `list` is the one type of files without one.
+fn types(list: &str) -> Result<Vec<&str>, ApiError> {
+    if list.is_empty() {
+        return Ok(vec![""]);
+    }
+    let types: Vec<&str> = list
+        .split(',')
+        .map(|t| t.trim().trim_start_matches('.'))
+        .collect();
+    if types.iter().any(|t| t.is_empty()) {
+        return Err(ApiError::BadRequest(format!(
+            "type must be file types separated by commas, like h5,nc,fits; got {list:?}"
+        )));
+    }
+    if types.len() > MAX_TYPES {
+        return Err(ApiError::BadRequest(format!(
+            "type names {} types; a search takes at most {MAX_TYPES}",
+            types.len()
+        )));
+    }
+    Ok(types)
+}
+
 /// The entries a search selects (but for its directory), and its page.
 #[derive(Debug)]
 pub(crate) struct Search {
     filter: EntryFilter,
+    order: EntryOrder,
     limit: u64,
     offset: u64,
 }
@@ -100,6 +138,11 @@ impl Check for SearchParams {
         let (limit, offset) = page(p.limit, p.offset)?;
         let field = p.field.checked()?;
         let how = p.how.checked()?;
+        let kind = p.kind.checked()?;
+        let order = EntryOrder {
+            by: p.sort.checked()?,
+            descending: p.order.checked()? == Order::Desc,
+        };
         let mut filter = EntryFilter::default();
         if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
             let pattern = NamePattern::new(how, text, p.ignore_case.unwrap_or(false))?;
@@ -141,11 +184,17 @@ impl Check for SearchParams {
         if let Some(who) = &p.group {
             filter = filter.owned_by(Principal::Group, Who::parse(who));
         }
-        if let Some(extension) = &p.extension {
-            filter = filter.of_type(extension);
+        match kind {
+            SearchKind::Any => {}
+            SearchKind::File => filter = filter.files(),
+            other => filter = filter.of_kind(other.word()),
+        }
+        if let Some(list) = &p.extension {
+            filter = filter.of_types(&types(list)?);
         }
         Ok(Search {
             filter,
+            order,
             limit,
             offset,
         })
@@ -153,11 +202,12 @@ impl Check for SearchParams {
 }
 
 /// `GET /api/v1/snapshots/{id}/search?q=…&match=substring|glob|regex&field=name|path&…`:
-/// entries matching every filter given, largest first.
+/// entries matching every filter given, in the order asked (largest first by default).
 pub(crate) async fn search(
     State(state): State<AppState>,
     Checked(Search {
         mut filter,
+        order,
         limit,
         offset,
     }): Checked<SearchParams>,
@@ -166,7 +216,7 @@ pub(crate) async fn search(
     let snapshot_id = snapshot.snapshot_id;
     filter = filter.under_unless_root(&dir, &snapshot.root_path);
     let (entries, total) =
-        listed_largest(&state, snapshot_id, &filter, (limit, offset), None).await?;
+        listed_sorted(&state, snapshot_id, &filter, order, (limit, offset), None).await?;
     Ok(Json(Listing::new(
         snapshot_id,
         &dir,
@@ -178,6 +228,20 @@ pub(crate) async fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn types_are_a_list_separated_by_commas() {
+        assert_eq!(types("h5").unwrap(), ["h5"]);
+        assert_eq!(types("h5, .nc,FITS").unwrap(), ["h5", "nc", "FITS"]);
+        assert_eq!(types("").unwrap(), [""]);
+        for bad in ["h5,", ",h5", "h5,,nc", " . "] {
+            assert!(
+                types(bad).unwrap_err().to_string().contains("commas"),
+                "{bad:?}"
+            );
+        }
+        assert!(types(&vec!["a"; 51].join(",")).is_err());
+    }
 
     #[test]
     fn dates_parse_to_utc_midnight() {

@@ -13,7 +13,7 @@ use storage_tracker_proto::sql::{quote_bytes, subtree};
 
 use super::windows::Piece;
 use super::{Principal, at_key};
-use crate::params::{MatchKind, SearchField, StaleBy};
+use crate::params::{MatchKind, SearchField, SearchSort, StaleBy};
 use crate::pattern::{NamePattern, glob_to_like, glob_to_regex};
 
 /// The time columns a filter compares, in nanoseconds.
@@ -80,8 +80,10 @@ enum Condition {
     MaxSize(u64),
     Time(Time, Bound, i64),
     Owner(Principal, Who),
-    /// A file type, lowercased as `type_usage` stores it.
-    Type(String),
+    /// Of this kind (a word of the `kind` column's enum).
+    Kind(&'static str),
+    /// Regular files of one of these types, lowercased as `type_usage` stores them.
+    Types(Vec<String>),
     Under(Vec<u8>),
     At(Vec<Vec<u8>>),
     Within(Piece),
@@ -130,7 +132,18 @@ impl EntryFilter {
 
     /// Regular files of this type: the extension, without the dot, in any case.
     pub fn of_type(self, extension: &str) -> Self {
-        self.and(Condition::Type(extension.to_ascii_lowercase()))
+        self.of_types(&[extension])
+    }
+
+    /// Regular files of any of these types (extensions, without the dot, in any case).
+    pub fn of_types(self, extensions: &[&str]) -> Self {
+        let types = extensions.iter().map(|e| e.to_ascii_lowercase()).collect();
+        self.and(Condition::Types(types))
+    }
+
+    /// Of this kind: `file`, `dir`, `symlink`, … (the `kind` column's words).
+    pub fn of_kind(self, kind: &'static str) -> Self {
+        self.and(Condition::Kind(kind))
     }
 
     /// At `dir` or below it.
@@ -188,10 +201,17 @@ impl EntryFilter {
                     principal.literal(),
                     quote_bytes(name.as_bytes())
                 ),
-                Condition::Type(extension) => format!(
-                    "kind = 'file' AND {}",
-                    extension_is_sql("name", extension.as_bytes())
-                ),
+                Condition::Kind(kind) => format!("kind = '{kind}'"),
+                Condition::Types(types) => match types.as_slice() {
+                    [one] => format!("kind = 'file' AND {}", extension_is_sql("name", one.as_bytes())),
+                    _ => {
+                        let any: Vec<String> = types
+                            .iter()
+                            .map(|t| format!("({})", extension_is_sql("name", t.as_bytes())))
+                            .collect();
+                        format!("kind = 'file' AND ({})", any.join(" OR "))
+                    }
+                },
                 Condition::Under(dir) => subtree(dir),
                 Condition::At(paths) => {
                     let keys: Vec<String> = paths
@@ -245,6 +265,35 @@ impl NamePattern {
 
 /// The order of a page largest first: by size, ties by path.
 const LARGEST_FIRST: &str = "size DESC, path ASC";
+
+/// An order of a list of entries: a column, up or down, ties by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryOrder {
+    pub by: SearchSort,
+    pub descending: bool,
+}
+
+impl EntryOrder {
+    /// Largest first.
+    pub const LARGEST: Self = Self {
+        by: SearchSort::Size,
+        descending: true,
+    };
+
+    /// The `ORDER BY` clause's text.
+    fn sql(self) -> String {
+        let direction = if self.descending { "DESC" } else { "ASC" };
+        let column = match self.by {
+            SearchSort::Size => "size",
+            SearchSort::Allocated => "allocated",
+            SearchSort::Name => "name",
+            SearchSort::Path => return format!("path {direction}"),
+            SearchSort::Mtime => "mtime_ns",
+            SearchSort::Atime => "atime_ns",
+        };
+        format!("{column} {direction}, path ASC")
+    }
+}
 
 /// The columns of a [`super::tree::ChildRow`] of `entries` (or `large_entries`), with its own
 /// sizes and times for its tree's.
@@ -303,15 +352,16 @@ pub fn list_large(
     )
 }
 
-/// The paths of a page of the entries `filter` selects, largest first, in hexadecimal (read as
-/// [`LARGEST_PATHS_FORMAT`], whose `rows_before_limit_at_least` is how many entries the filter
+/// The paths of a page of the entries `filter` selects, in `order`, in hexadecimal (read as
+/// [`SORTED_PATHS_FORMAT`], whose `rows_before_limit_at_least` is how many entries the filter
 /// selects: the statement sorts them all): their rows are looked up by key after. The filter
 /// is the PREWHERE, so that the parents (and the rest) are read only in granules that hold a
 /// match, not for every entry of the range; what the page shows is read for its rows alone.
-pub fn largest_paths(
+pub fn sorted_paths(
     db: &Database,
     snapshot_id: SnapshotId,
     filter: &EntryFilter,
+    order: EntryOrder,
     limit: u64,
     offset: u64,
 ) -> String {
@@ -319,18 +369,19 @@ pub fn largest_paths(
         "SELECT hex(path) FROM {db}.entries
 PREWHERE {}
 WHERE snapshot_id = {snapshot_id}
-ORDER BY {LARGEST_FIRST}
+ORDER BY {}
 LIMIT {limit} OFFSET {offset}",
-        filter.condition(db, snapshot_id)
+        filter.condition(db, snapshot_id),
+        order.sql()
     )
 }
 
-/// The format [`largest_paths`] is read in: JSON, with the count of the rows before the limit.
-pub const LARGEST_PATHS_FORMAT: &str = "JSONCompact";
+/// The format [`sorted_paths`] is read in: JSON, with the count of the rows before the limit.
+pub const SORTED_PATHS_FORMAT: &str = "JSONCompact";
 
-/// What [`largest_paths`] answers in [`LARGEST_PATHS_FORMAT`].
+/// What [`sorted_paths`] answers in [`SORTED_PATHS_FORMAT`].
 #[derive(Debug, Deserialize)]
-pub struct LargestPaths {
+pub struct SortedPaths {
     /// One path per row, in hexadecimal.
     pub data: Vec<(String,)>,
     /// The entries the filter selects: exact on one server, where every one of them is sorted;
@@ -460,9 +511,31 @@ mod tests {
     }
 
     #[test]
+    fn orders_break_ties_by_path_and_kinds_and_types_are_conditions() {
+        let order = |by, descending| EntryOrder { by, descending }.sql();
+        assert_eq!(order(SearchSort::Mtime, false), "mtime_ns ASC, path ASC");
+        assert_eq!(order(SearchSort::Path, true), "path DESC");
+        assert_eq!(order(SearchSort::Name, true), "name DESC, path ASC");
+        let filter = EntryFilter::default().of_kind("dir");
+        assert_eq!(filter.condition(&db(), SnapshotId::new(1)), "kind = 'dir'");
+        let filter = EntryFilter::default().of_types(&["H5", "nc"]);
+        let sql = filter.condition(&db(), SnapshotId::new(1));
+        assert!(sql.starts_with("kind = 'file' AND ("), "{sql}");
+        assert!(sql.contains(" OR "), "{sql}");
+        assert!(sql.contains("'.h5'") && !sql.contains("H5"), "{sql}");
+    }
+
+    #[test]
     fn largest_first_filters_in_prewhere_and_reads_paths_only() {
         let filter = EntryFilter::default().files().under(b"/a");
-        let sql = largest_paths(&db(), SnapshotId::new(3), &filter, 10, 20);
+        let sql = sorted_paths(
+            &db(),
+            SnapshotId::new(3),
+            &filter,
+            EntryOrder::LARGEST,
+            10,
+            20,
+        );
         let condition = filter.condition(&db(), SnapshotId::new(3));
         assert_eq!(
             sql,
