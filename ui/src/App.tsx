@@ -12,12 +12,14 @@ import { within, type PathRef } from "./paths";
 import { Reports } from "./Reports";
 import { navigate, pathOf, pathPatch, useRoute, view as viewOf, type View } from "./route";
 import { Search } from "./Search";
+import { Console } from "./Console";
 
 const TABS: [View, string][] = [
   ["explorer", "Explorer"],
   ["search", "Search"],
   ["reports", "Reports"],
   ["compare", "Compare"],
+  ["console", "Console"],
 ];
 
 type Theme = "light" | "dark";
@@ -170,7 +172,7 @@ export function App() {
         </label>
       ) : null}
       <nav class="tabs" aria-label="Views">
-        {TABS.map(([v, label]) => (
+        {TABS.filter(([v]) => v !== "console" || scope.admin).map(([v, label]) => (
           <Link key={v} to={{ view: v === "explorer" ? null : v, offset: null }} class={v === view ? "active" : undefined}>
             <span aria-current={v === view ? "page" : undefined}>{label}</span>
           </Link>
@@ -253,6 +255,14 @@ export function App() {
           <Search {...props} />
         ) : view === "reports" ? (
           <Reports {...props} />
+        ) : view === "console" ? (
+          scope.admin ? (
+            <Console snapshot={snapshot} q={q} />
+          ) : (
+            <p class="error" role="alert">
+              The query console is for admin tokens; the Search view filters what your token reads.
+            </p>
+          )
         ) : view === "compare" ? (
           <Compare snapshots={snapshots} to={snapshot} root={top} path={path} q={q} />
         ) : (

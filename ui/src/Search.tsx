@@ -1,7 +1,9 @@
-// Search by name or path (substring, glob or regex) under a directory, with filters on size,
-// owner, group, type and times. The form's fields live in the URL, so a search is a link.
+// Search by name or path (substring, glob or regex) under a directory, with filters on kind,
+// size, owner, group, types and times; the filters alone search too, without text. Results sort
+// by any column (on the server: the order holds across pages) and show their total. The form's
+// fields live in the URL, so a search is a link.
 import { api, type Query, type Snapshot } from "./api";
-import { ErrorBox, Head, KindIcon, Link, Loading, Pager, TimeCells, announce, useFields } from "./components";
+import { ErrorBox, KindIcon, Link, Loading, Pager, SortableHead, TimeCells, announce, useFields, type Column, type Direction } from "./components";
 import { useApi } from "./data";
 import { bytes, count } from "./format";
 import { parent, pathParams, type PathRef } from "./paths";
@@ -10,7 +12,21 @@ import { entryRef } from "./Explorer";
 import { useEffect } from "preact/hooks";
 
 const PAGE = 100;
-const FIELDS = ["q", "match", "field", "ignore_case", "min_size", "max_size", "user", "group", "type", "mtime_after", "mtime_before", "atime_after", "atime_before"] as const;
+const FIELDS = ["q", "match", "field", "ignore_case", "kind", "min_size", "max_size", "user", "group", "type", "mtime_after", "mtime_before", "atime_after", "atime_before"] as const;
+
+type SortKey = "name" | "path" | "size" | "allocated" | "mtime" | "atime" | "owner" | "group";
+const SORTS = ["name", "path", "size", "allocated", "mtime", "atime"] as const;
+const COLUMNS: Column<SortKey>[] = [
+  { key: "name", label: "Name", sortable: true },
+  { key: "path", label: "Path", sortable: true },
+  { key: "size", label: "Size", numeric: true, sortable: true },
+  { key: "allocated", label: "On disk", numeric: true, sortable: true },
+  { key: "mtime", label: "Modified", numeric: true, sortable: true },
+  { key: "atime", label: "Accessed", numeric: true, sortable: true },
+  { key: "owner", label: "Owner" },
+  { key: "group", label: "Group" },
+];
+const SORT_WORDS: Record<string, string> = { name: "name", path: "path", size: "size", allocated: "bytes on disk", mtime: "modification time", atime: "access time" };
 
 const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 };
 
@@ -23,12 +39,14 @@ export function parseSize(text: string | null): number | undefined | string {
 }
 
 export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRef; q: URLSearchParams }) {
-  const query = q.get("q") ?? "";
   const offset = intParam(q, "offset", 0);
   const minSize = parseSize(q.get("min_size"));
   const maxSize = parseSize(q.get("max_size"));
   const badSize = [minSize, maxSize].find((s) => typeof s === "string") as string | undefined;
-  const active = query !== "" && !badSize;
+  // Any filter searches, text or not; "go" is a search of everything below the directory.
+  const active = (FIELDS.some((f) => (q.get(f) ?? "") !== "") || q.get("go") === "1") && !badSize;
+  const sort = choice(q, "sort", SORTS, "size");
+  const order: Direction = choice(q, "order", ["asc", "desc"], sort === "name" || sort === "path" ? "asc" : "desc");
   // The words (match, field) go as the URL has them: the API refuses one it does not know, and
   // the page shows its message.
   const text = (f: (typeof FIELDS)[number]) => q.get(f) ?? undefined;
@@ -45,6 +63,9 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
     user: text("user"),
     group: text("group"),
     type: text("type"),
+    kind: text("kind") as Query<"/api/v1/snapshots/{snapshot_id}/search">["kind"],
+    sort,
+    order,
     mtime_after: text("mtime_after"),
     mtime_before: text("mtime_before"),
     atime_after: text("atime_after"),
@@ -69,7 +90,12 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
       {data.data ? (
         <>
           <table class="results" aria-label="Matches">
-            <Head columns={["Name", "Path", ["Size", "num"], ["Modified", "num"], ["Accessed", "num"], "Owner", "Group"]} />
+            <SortableHead
+              columns={COLUMNS}
+              sort={sort}
+              order={order}
+              onSort={(key, o) => navigate({ sort: key === "size" ? null : key, order: o, offset: null })}
+            />
             <tbody>
               {rows.map((e) => (
                 <tr key={e.path_b64 ?? e.path} class={e.kind}>
@@ -86,6 +112,7 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
                     </Link>
                   </td>
                   <td class="num">{bytes(e.bytes)}</td>
+                  <td class="num">{bytes(e.allocated)}</td>
                   <TimeCells entry={e} scanSeconds={snapshot.started_at} />
                   <td>{e.user ?? e.uid}</td>
                   <td>{e.group ?? e.gid}</td>
@@ -96,7 +123,7 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
           {rows.length === 0 ? <p class="muted">Nothing matches.</p> : null}
           <Pager offset={offset} shown={rows.length} total={data.data.total} limit={PAGE} />
           <p class="muted small">
-            {count(data.data.total)} {data.data.total === 1 ? "match" : "matches"}; largest first.
+            {count(data.data.total)} {data.data.total === 1 ? "match" : "matches"}; sorted by {SORT_WORDS[sort]}, {order === "asc" ? "ascending" : "descending"}.
           </p>
         </>
       ) : null}
@@ -109,12 +136,15 @@ function SearchForm({ path, q }: { path: PathRef; q: URLSearchParams }) {
   for (const f of FIELDS) initial[f] = q.get(f) ?? "";
   initial.match = choice(q, "match", ["substring", "glob", "regex"], "substring");
   initial.field = choice(q, "field", ["name", "path"], "name");
+  initial.kind = choice(q, "kind", ["", "file", "dir", "symlink"], "");
   initial.ignore_case = q.get("ignore_case") === "true" ? "true" : "";
   const { values, bind, check } = useFields(initial);
   const submit = (e: Event) => {
     e.preventDefault();
     const patch: Record<string, string | null> = { offset: null };
     for (const f of FIELDS) patch[f] = values[f].trim() || null;
+    // Nothing to filter by: everything below the directory.
+    patch.go = FIELDS.some((f) => patch[f]) ? null : "1";
     const under = values.under.trim();
     if (under && under !== path.text) Object.assign(patch, pathPatch({ text: under.length > 1 ? under.replace(/\/+$/, "") : under }));
     navigate(patch);
@@ -123,7 +153,7 @@ function SearchForm({ path, q }: { path: PathRef; q: URLSearchParams }) {
     <form class="filters" onSubmit={submit} role="search" aria-label="Search the snapshot">
       <div class="row">
         <label class="grow">
-          Find <input {...bind("q")} type="search" placeholder="part of a name, *.tar or ^core\.\d+$" autoFocus required />
+          Find <input {...bind("q")} type="search" placeholder="part of a name, *.tar or ^core\.\d+$ (or only the filters below)" autoFocus />
         </label>
         <label>
           as{" "}
@@ -162,7 +192,16 @@ function SearchForm({ path, q }: { path: PathRef; q: URLSearchParams }) {
           Group <input {...bind("group")} size={10} />
         </label>
         <label>
-          Type <input {...bind("type")} placeholder="e.g. h5" size={6} />
+          Kind{" "}
+          <select {...bind("kind")}>
+            <option value="">any</option>
+            <option value="file">files</option>
+            <option value="dir">directories</option>
+            <option value="symlink">symbolic links</option>
+          </select>
+        </label>
+        <label title="File types, separated by commas: files of any of them">
+          Types <input {...bind("type")} placeholder="e.g. h5, nc, fits" size={12} />
         </label>
       </div>
       <div class="row">

@@ -76,6 +76,51 @@ export interface Children {
   total: number;
 }
 
+/** What a console statement gave: its columns and its first rows */
+export interface ConsoleAnswer {
+  binary?: ConsoleBinary[];
+  columns: ConsoleColumn[];
+  elapsed_seconds: number;
+  /** Each value as ClickHouse writes it as text (numbers too, so that none loses precision); null for NULL */
+  rows: ((string | null)[])[];
+  /** Rows the statement gave, however many rows shows */
+  total_rows: number;
+  /** Whether rows holds fewer than total_rows (a download has them all) */
+  truncated: boolean;
+}
+
+/** A value of a console answer whose bytes are not UTF-8 (its cell holds them with U+FFFD in place of those that are not) */
+export interface ConsoleBinary {
+  /** Base64 of its bytes */
+  b64: string;
+  /** Its column, from 0 */
+  column: number;
+  /** Its row, from 0 */
+  row: number;
+}
+
+/** A column of a console answer */
+export interface ConsoleColumn {
+  name: string;
+  /** Its ClickHouse type */
+  type: string;
+}
+
+/** A statement of the query console for a question admins ask, written for one snapshot */
+export interface ConsolePreset {
+  id: string;
+  sql: string;
+  title: string;
+}
+
+/** The query console's presets for one snapshot */
+export interface ConsolePresets {
+  /** N of the presets about old files */
+  days: number;
+  presets: ConsolePreset[];
+  snapshot_id: number;
+}
+
 /** A page of the files of one group of duplicates */
 export interface DuplicateCopies {
   copies: DuplicateCopy[];
@@ -497,6 +542,24 @@ export interface Paths {
       "application/json": Categories;
     };
   };
+  /** One SELECT over the snapshot tables (admin tokens), run as the read-only ClickHouse user under its limits: a JSON page of its rows, or every row as CSV, TSV or Markdown */
+  "/api/v1/console": {
+    path: Record<string, never>;
+    query: {
+      /** One SELECT (or WITH … SELECT) statement, without FORMAT; the snapshot tables need no database name */
+      sql: string;
+      /** The answer's format */
+      format?: "json" | "csv" | "tsv" | "markdown";
+      /** Rows of a JSON answer (default 1000); not for downloads, which have every row */
+      limit?: number;
+    };
+    content: {
+      "application/json": ConsoleAnswer;
+      "text/csv": string;
+      "text/markdown; charset=utf-8": string;
+      "text/tab-separated-values": string;
+    };
+  };
   /** What changed in a directory's children between two snapshots of the same filesystem */
   "/api/v1/growth": {
     path: Record<string, never>;
@@ -614,6 +677,20 @@ export interface Paths {
     };
     content: {
       "application/json": Children;
+    };
+  };
+  /** The query console's presets (admin tokens), written for this snapshot: largest files, not modified or not accessed for N days, by type, a home directory audit, top-level sizes, empty files, logs and archives, directories with the most files, same-name files, the tables */
+  "/api/v1/snapshots/{snapshot_id}/console/presets": {
+    path: {
+      /** A committed snapshot */
+      snapshot_id: number;
+    };
+    query: {
+      /** N days before the scan, for the presets about old files (default 365) */
+      days?: number;
+    };
+    content: {
+      "application/json": ConsolePresets;
     };
   };
   /** Groups of duplicate files: confirmed copies, candidates not verified yet, or candidates that proved different */
@@ -736,7 +813,7 @@ export interface Paths {
       "application/json": Histogram;
     };
   };
-  /** Entries matching every filter given, largest first */
+  /** Entries matching every filter given (q is optional: the filters alone select), largest first or in the order asked, with their total */
   "/api/v1/snapshots/{snapshot_id}/search": {
     path: {
       /** A committed snapshot */
@@ -763,8 +840,14 @@ export interface Paths {
       user?: string;
       /** Group, by name or gid */
       group?: string;
-      /** File extension, without the dot */
+      /** File types: extensions without the dot, separated by commas (files of any of them) */
       type?: string;
+      /** What kind of entries */
+      kind?: "any" | "file" | "dir" | "symlink";
+      /** What the results are sorted by (ties by path) */
+      sort?: "size" | "allocated" | "name" | "path" | "mtime" | "atime";
+      /** The direction of the sort */
+      order?: "asc" | "desc";
       /** YYYY-MM-DD (UTC) */
       mtime_before?: string;
       /** YYYY-MM-DD (UTC) */

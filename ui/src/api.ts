@@ -13,6 +13,8 @@ export type {
   Change,
   ChangeSummary,
   Children,
+  ConsoleAnswer,
+  ConsolePreset,
   Entry,
   EntryError,
   EntryKind,
@@ -124,6 +126,12 @@ export const api = {
     url: urlOf("/api/v1/snapshots/{snapshot_id}/stale", { snapshot_id: id }, { ...params, format: "csv" }),
   }),
   search: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/search">) => json("/api/v1/snapshots/{snapshot_id}/search", { snapshot_id: id }, params),
+  /** A page of one SELECT's rows (admins). */
+  console: (params: Omit<Query<"/api/v1/console">, "format">) => json("/api/v1/console", {}, params),
+  /** Every row of one SELECT, as CSV, TSV or Markdown, streamed. */
+  consoleDownload: (sql: string, format: "csv" | "tsv" | "markdown"): Download => ({ url: urlOf("/api/v1/console", {}, { sql, format }) }),
+  consolePresets: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/console/presets">) =>
+    json("/api/v1/snapshots/{snapshot_id}/console/presets", { snapshot_id: id }, params),
   /** The directory and everything below it for ncdu. */
   ncdu: (id: number, params: Query<"/api/v1/snapshots/{snapshot_id}/export/ncdu">): Download => ({
     url: urlOf("/api/v1/snapshots/{snapshot_id}/export/ncdu", { snapshot_id: id }, params),

@@ -62,6 +62,8 @@ export interface Column<K extends string> {
   label: string;
   numeric?: boolean;
   sortable?: boolean;
+  /** The order of the first click (default: ascending for names, descending for the rest). */
+  firstOrder?: Direction;
 }
 
 /**
@@ -87,7 +89,7 @@ export function SortableHead<K extends string>(props: {
                   type="button"
                   class="sort"
                   onClick={() => {
-                    const order: Direction = sorted ? (props.order === "asc" ? "desc" : "asc") : c.key === "name" ? "asc" : "desc";
+                    const order: Direction = sorted ? (props.order === "asc" ? "desc" : "asc") : (c.firstOrder ?? (c.key === "name" ? "asc" : "desc"));
                     props.onSort(c.key, order);
                     announce(`sorted by ${c.label}, ${order === "asc" ? "ascending" : "descending"}`);
                   }}

@@ -3,8 +3,8 @@
 import { useEffect, useState } from "preact/hooks";
 import type { PathRef } from "./paths";
 
-export type View = "explorer" | "search" | "reports" | "compare";
-export const VIEWS: View[] = ["explorer", "search", "reports", "compare"];
+export type View = "explorer" | "search" | "reports" | "compare" | "console";
+export const VIEWS: View[] = ["explorer", "search", "reports", "compare", "console"];
 
 export type Patch = Record<string, string | number | undefined | null>;
 

@@ -159,7 +159,7 @@ describe("web UI", () => {
     const names = (await p.locator("table.results tbody td:first-child").allInnerTexts()).map((s) => s.trim());
     assert.deepEqual(names, ["run-003.nc", "run-001.nc", "run-002.nc"]);
     // The count of every match, from the API's total.
-    await p.locator('.search p.muted.small:has-text("3 matches; largest first")').waitFor();
+    await p.locator('.search p.muted.small:has-text("3 matches; sorted by size, descending")').waitFor();
     // A glob with a size filter, typed the way people write sizes.
     await p.locator('input[name="q"]').fill("*.h5");
     await p.locator('select[name="match"]').selectOption("glob");
@@ -177,6 +177,91 @@ describe("web UI", () => {
     await p.locator('form.filters button[type="submit"]').click();
     await p.waitForFunction(() => document.querySelectorAll("table.results tbody tr").length === 4);
     await done(p, "05-search");
+  });
+
+  test("filter builder: filters alone search, several types and a kind, columns sort on the server, the total shown", async () => {
+    const p = await open(q({ view: "search" }));
+    // No text: types and a kind alone.
+    await p.locator('input[name="type"]').fill("nc, .FA");
+    await p.locator('select[name="kind"]').selectOption("file");
+    await p.locator('form.filters button[type="submit"]').click();
+    await p.waitForURL(/kind=file/);
+    await p.locator('.search p.muted.small:has-text("6 matches; sorted by size, descending")').waitFor();
+    const names = async () => (await p.locator("table.results tbody td:first-child").allInnerTexts()).map((s) => s.trim());
+    // Ties (2 MiB each) by path.
+    assert.deepEqual(await names(), ["hg38.fa", "run-003.nc", "run-001.nc", "run-002.nc", "chr1.fa", "chr1.fa"]);
+    // A column header sorts every match, not the page: the order is in the URL.
+    await p.locator('table.results th button:has-text("Name")').click();
+    await p.waitForURL(/sort=name/);
+    await p.waitForFunction(() => document.querySelector("table.results tbody td")?.textContent?.trim() === "chr1.fa");
+    assert.deepEqual(await names(), ["chr1.fa", "chr1.fa", "hg38.fa", "run-001.nc", "run-002.nc", "run-003.nc"]);
+    assert.equal(await p.locator('table.results th:has(button:has-text("Name"))').getAttribute("aria-sort"), "ascending");
+    await p.locator('table.results th button:has-text("Modified")').click();
+    await p.waitForURL(/sort=mtime/);
+    await p.waitForFunction(() => document.querySelector("table.results tbody td")?.textContent?.trim() === "run-003.nc");
+    // Directories only, below one directory, with nothing else asked.
+    await p.locator('input[name="type"]').fill("");
+    await p.locator('select[name="kind"]').selectOption("dir");
+    await p.locator('form.filters input[name="under"]').fill(`${stack.root}/projects/genomics`);
+    await p.locator('form.filters button[type="submit"]').click();
+    await p.waitForURL(/kind=dir/);
+    await p.locator('.search p.muted.small:has-text("3 matches")').waitFor();
+    assert.equal(await p.locator("table.results tbody tr.dir").count(), 3);
+    await done(p, "05b-filter-builder");
+  });
+
+  test("query console: presets, a result sorted by any column, every row as CSV, TSV or Markdown, refusals explained", async () => {
+    const p = await open("/");
+    await p.locator('nav.tabs a:has-text("Console")').click();
+    await p.waitForURL(/view=console/);
+    await p.locator('select[aria-label="Preset"] option:has-text("Sizes of the top-level directories")').waitFor({ state: "attached" });
+    await p.locator('select[aria-label="Preset"]').selectOption({ label: "Sizes of the top-level directories" });
+    await p.waitForURL(/sql=/);
+    await p.locator('table[aria-label="Console result"] tbody tr').nth(2).waitFor();
+    const firstColumn = async () => (await p.locator('table[aria-label="Console result"] tbody td:first-child').allInnerTexts()).map((s) => s.trim());
+    assert.deepEqual(await firstColumn(), ["projects", "scratch", "home"]);
+    assert.match(await p.locator('[data-testid="console-count"]').innerText(), /^3 rows/);
+    // Sorting in the page: names up, then bytes by value.
+    await p.locator('table[aria-label="Console result"] th button:has-text("name")').click();
+    assert.deepEqual(await firstColumn(), ["home", "projects", "scratch"]);
+    await p.locator('table[aria-label="Console result"] th button:has-text("files")').click();
+    const files = (await p.locator('table[aria-label="Console result"] tbody td:nth-child(4)').allInnerTexts()).map(Number);
+    assert.deepEqual(files, [...files].sort((a, b) => b - a));
+    assert.equal(files.reduce((a, b) => a + b, 0), fixtureFiles());
+    await p.screenshot({ path: join(SHOTS, "19-console-result.png"), fullPage: true });
+    // Downloads have every row.
+    const saved = async (label) => {
+      const [download] = await Promise.all([p.waitForEvent("download"), p.locator(`button:has-text("${label}")`).click()]);
+      return [download.suggestedFilename(), readFileSync(await download.path(), "utf8")];
+    };
+    const [mdName, md] = await saved("Download Markdown");
+    assert.equal(mdName, "console-cluster-3.md");
+    const lines = md.trim().split("\n");
+    assert.match(lines[0], /^\| name \| bytes \| allocated \| files \| dirs \| newest\\_change \|$/);
+    assert.match(lines[1], /^\| --- \| ---: \|/);
+    assert.equal(lines.length, 5, md);
+    const [, csv] = await saved("Download CSV");
+    assert.equal(csv.split("\r\n")[0], "name,bytes,allocated,files,dirs,newest_change");
+    const [, tsv] = await saved("Download TSV");
+    assert.equal(tsv.trim().split("\n").length, 4);
+    // Names are text, never markup.
+    await p.locator('textarea[aria-label="SQL"]').fill("SELECT name, size FROM entries WHERE snapshot_id = 3 AND name LIKE '%<img%'");
+    await p.locator('.console button[type="submit"]').click();
+    await p.waitForFunction((name) => document.querySelector('table[aria-label="Console result"] tbody td')?.textContent === name, HTML_FILE);
+    assert.match(await p.locator('[data-testid="console-count"]').innerText(), /^1 row\b/);
+    assert.equal(await p.evaluate(() => window.__xss), undefined);
+    // A statement the console refuses says why.
+    await p.locator('textarea[aria-label="SQL"]').fill("DROP TABLE entries");
+    await p.locator('textarea[aria-label="SQL"]').press("Control+Enter");
+    await p.locator('p.error:has-text("SELECT statements only")').waitFor();
+    await p.screenshot({ path: join(SHOTS, "19-console.png"), fullPage: true });
+    // The 400 is the expected answer to the DROP; nothing else failed.
+    assert.deepEqual(
+      p.problems().filter((m) => !m.includes("status of 400")),
+      [],
+    );
+    assert.equal(p.problems().length, 1);
+    await p.close();
   });
 
   test("opens reports: users with exact sizes, a sortable table, stale data as CSV", async () => {
@@ -455,6 +540,8 @@ describe("web UI", () => {
     assert.deepEqual(await l.locator(".picker select option").evaluateAll((os) => os.map((o) => o.value)), ["3", "2"]);
     await l.locator(".treemap svg g.cell.d1").first().waitFor();
     await l.screenshot({ path: join(SHOTS, "13-token-scoped.png"), fullPage: true });
+    // No query console for a scoped token.
+    assert.equal(await l.locator('nav.tabs a:has-text("Console")').count(), 0);
     // Reports: only those below a directory.
     await l.locator('nav.tabs a:has-text("Reports")').click();
     await l.locator("table.entries tbody tr").first().waitFor();
