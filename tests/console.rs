@@ -203,6 +203,14 @@ fn the_console_runs_one_select_as_the_read_only_user_and_its_presets_answer_exac
         let message = api.refused(sql, "", 400);
         assert!(message.contains(says), "{sql}: {message}");
     }
+    // A trailing comment does not swallow the format the console asks for; a column may be
+    // named format.
+    assert_eq!(
+        api.rows("SELECT 1 AS format -- the end")["rows"],
+        json!([["1"]])
+    );
+    let long = format!("SELECT '{}'", "x".repeat(17 << 10));
+    assert!(api.refused(&long, "", 400).contains("at most"));
     assert!(api.refused("SELECT 1", "&limit=0", 400).contains("limit"));
     assert!(
         api.refused("SELECT 1", "&format=csv&limit=5", 400)

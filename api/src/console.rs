@@ -7,9 +7,9 @@
 //! (`GET /api/v1/snapshots/{id}/console/presets`) are the statements for the questions admins
 //! ask most, written for one snapshot.
 //!
-//! The statement is checked here first (one statement, a `SELECT` or `WITH`, no `FORMAT`), so
-//! that a mistake gets a message that says what to do; ClickHouse's read-only mode is what
-//! enforces it.
+//! The statement is checked first ([`crate::query::console::statement`]: one statement, a
+//! `SELECT` or `WITH`, no `FORMAT`), so that a mistake gets a message that says what to do;
+//! ClickHouse's read-only mode is what enforces it.
 
 use axum::Json;
 use axum::extract::State;
@@ -18,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use storage_tracker_proto::sql::quote_bytes;
-
 use crate::extract::{Check, Checked, InSnapshot, Route};
 use crate::params::{ConsoleFormat, Word};
+use crate::query;
+use crate::query::console::{Preset, statement};
 use crate::reports::NS_PER_DAY;
 use crate::stream::CutShort;
 use crate::{ApiError, AppState};
@@ -33,8 +33,6 @@ pub fn routes() -> crate::resource::Routes {
         .get("/api/v1/snapshots/{snapshot_id}/console/presets", presets)
 }
 
-/// Longest statement taken, in bytes.
-pub const MAX_SQL_BYTES: usize = 64 << 10;
 /// Most rows of a JSON answer (a download has them all).
 pub const MAX_JSON_ROWS: u64 = 10_000;
 const DEFAULT_JSON_ROWS: u64 = 1_000;
@@ -85,110 +83,6 @@ impl Check for ConsoleParams {
         };
         Ok(Console { sql, format, limit })
     }
-}
-
-/// The statement `sql` holds, without a trailing `;`: refused unless it is exactly one
-/// `SELECT` (or `WITH … SELECT`) without a `FORMAT` clause. Strings, quoted names and comments
-/// are skipped as ClickHouse's lexer skips them.
-pub fn statement(sql: &str) -> Result<&str, String> {
-    if sql.len() > MAX_SQL_BYTES {
-        return Err(format!(
-            "sql is {} bytes; the console takes at most {MAX_SQL_BYTES}",
-            sql.len()
-        ));
-    }
-    if sql.contains('\0') {
-        return Err("sql holds a NUL byte".into());
-    }
-    let bytes = sql.as_bytes();
-    let mut words: Vec<&str> = Vec::new();
-    let mut end = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        match c {
-            b'\'' | b'"' | b'`' => {
-                let what = match c {
-                    b'\'' => "a string",
-                    _ => "a quoted name",
-                };
-                let mut j = i + 1;
-                loop {
-                    match bytes.get(j) {
-                        None => return Err(format!("sql ends inside {what} (opened at byte {i})")),
-                        Some(b'\\') => j += 2,
-                        Some(&q) if q == c && bytes.get(j + 1) == Some(&c) => j += 2,
-                        Some(&q) if q == c => break,
-                        Some(_) => j += 1,
-                    }
-                }
-                if end.is_some() {
-                    return Err(one_statement());
-                }
-                i = j + 1;
-                continue;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(bytes.len(), |n| i + n);
-                continue;
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                let close = sql[i + 2..]
-                    .find("*/")
-                    .ok_or_else(|| format!("sql ends inside a comment (opened at byte {i})"))?;
-                i += 2 + close + 2;
-                continue;
-            }
-            b';' => {
-                if end.is_some() {
-                    return Err(one_statement());
-                }
-                end = Some(i);
-            }
-            c if c.is_ascii_whitespace() => {}
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let n = bytes[i..]
-                    .iter()
-                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-                    .unwrap_or(bytes.len() - i);
-                if end.is_some() {
-                    return Err(one_statement());
-                }
-                words.push(&sql[i..i + n]);
-                // `FORMAT` the clause, not a function `format(`.
-                let next = bytes[i + n..].iter().find(|b| !b.is_ascii_whitespace());
-                if sql[i..i + n].eq_ignore_ascii_case("format") && next != Some(&b'(') {
-                    return Err(
-                        "the console chooses the format of the answer: drop the FORMAT \
-                                clause and ask for format=json, csv, tsv or markdown"
-                            .into(),
-                    );
-                }
-                i += n;
-                continue;
-            }
-            _ if end.is_some() => return Err(one_statement()),
-            _ => {}
-        }
-        i += 1;
-    }
-    let Some(first) = words.first() else {
-        return Err("sql is empty: give one SELECT statement".into());
-    };
-    if !(first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with")) {
-        return Err(format!(
-            "the console runs SELECT statements only (and WITH … SELECT), got {:?}",
-            first.to_ascii_uppercase()
-        ));
-    }
-    Ok(sql[..end.unwrap_or(sql.len())].trim())
-}
-
-fn one_statement() -> String {
-    "the console runs one statement at a time: remove everything after the first ';'".into()
 }
 
 /// A column of an answer: its name and ClickHouse type.
@@ -276,8 +170,9 @@ pub(crate) async fn console(
     // done, so that an error is an error status, never a body cut short.
     let client = state.client.clone().with_database(state.database.as_str());
     let started = std::time::Instant::now();
+    // On a line of its own: after a trailing `-- comment`, the FORMAT the client adds still counts.
     let mut cursor = client
-        .query_raw(&sql)
+        .query_raw(&format!("{sql}\n"))
         .with_setting("wait_end_of_query", "1")
         .fetch_bytes("TabSeparatedWithNamesAndTypes")
         .map_err(refused)?;
@@ -564,7 +459,8 @@ fn csv_line(fields: &[Option<Vec<u8>>], out: &mut Vec<u8>) {
 }
 
 /// A Markdown table row: each cell's text with Markdown's and HTML's characters escaped, line
-/// breaks as `<br>`, bytes that are not UTF-8 as `\xNN`, NULL as `NULL` in italics.
+/// breaks as `<br>`, other control characters and bytes that are not UTF-8 as `\xNN`, NULL as
+/// `NULL` in italics.
 fn markdown_line(fields: &[Option<Vec<u8>>], out: &mut Vec<u8>) {
     out.extend_from_slice(b"|");
     for field in fields {
@@ -591,10 +487,16 @@ fn markdown_text(mut bytes: &[u8], out: &mut Vec<u8>) {
                 )
             }
         };
-        for c in text.chars() {
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
             match c {
                 '\n' => out.extend_from_slice(b"<br>"),
-                '\r' => {}
+                // A line break as CR LF, or a lone CR.
+                '\r' if chars.peek() == Some(&'\n') => {}
+                '\r' => out.extend_from_slice(b"<br>"),
+                c if c.is_ascii_control() => {
+                    out.extend_from_slice(format!("\\x{:02X}", c as u8).as_bytes());
+                }
                 '\\' | '|' | '*' | '_' | '`' | '[' | ']' | '<' | '>' | '~' | '&' | '#' => {
                     out.push(b'\\');
                     out.push(c as u8);
@@ -638,14 +540,6 @@ impl Check for PresetParams {
     }
 }
 
-/// A statement for a question admins ask.
-#[derive(Debug, Serialize)]
-pub(crate) struct Preset {
-    id: &'static str,
-    title: &'static str,
-    sql: String,
-}
-
 /// The presets for one snapshot.
 #[derive(Debug, Serialize)]
 pub(crate) struct Presets {
@@ -664,134 +558,14 @@ pub(crate) async fn presets(
     Json(Presets {
         snapshot_id,
         days,
-        presets: preset_statements(snapshot_id, &quote_bytes(&snapshot.root_path), days, cutoff),
+        presets: query::console::presets(snapshot_id, &snapshot.root_path, days, cutoff),
     })
-}
-
-/// The presets for snapshot `id` of the root `root` (a quoted literal), "old" meaning `days`
-/// before the scan (`cutoff`, in nanoseconds).
-fn preset_statements(id: u64, root: &str, days: u32, cutoff: i64) -> Vec<Preset> {
-    let owner = format!(
-        "ANY LEFT JOIN (SELECT id AS uid, name AS owner FROM principals \
-         WHERE snapshot_id = {id} AND kind = 'user') USING uid"
-    );
-    let file_columns = "path, size, allocated, uid, owner, toDateTime(intDiv(mtime_ns, 1000000000)) AS modified, \
-         toDateTime(intDiv(atime_ns, 1000000000)) AS accessed";
-    let preset = |id, title, sql: String| Preset { id, title, sql };
-    vec![
-        preset(
-            "largest-files",
-            "Largest files",
-            format!(
-                "SELECT {file_columns}\nFROM entries\n{owner}\nWHERE snapshot_id = {id} AND kind = 'file'\n\
-                 ORDER BY size DESC, path\nLIMIT 100"
-            ),
-        ),
-        preset(
-            "not-modified",
-            "Largest files not modified for N days",
-            format!(
-                "-- not modified in the {days} days before the scan\n\
-                 SELECT {file_columns}\nFROM entries\n{owner}\n\
-                 WHERE snapshot_id = {id} AND kind = 'file' AND mtime_ns < {cutoff}\n\
-                 ORDER BY size DESC, path\nLIMIT 100"
-            ),
-        ),
-        preset(
-            "not-accessed",
-            "Largest files not accessed for N days",
-            format!(
-                "-- not accessed in the {days} days before the scan\n\
-                 SELECT {file_columns}\nFROM entries\n{owner}\n\
-                 WHERE snapshot_id = {id} AND kind = 'file' AND atime_ns < {cutoff}\n\
-                 ORDER BY size DESC, path\nLIMIT 100"
-            ),
-        ),
-        preset(
-            "by-type",
-            "Breakdown by file type",
-            format!(
-                "SELECT extension, files, bytes, allocated\nFROM type_usage\n\
-                 WHERE snapshot_id = {id}\nORDER BY bytes DESC, extension\nLIMIT 100"
-            ),
-        ),
-        preset(
-            "home-audit",
-            "Home directory audit: what others own in each top-level directory",
-            format!(
-                "-- per directory below the root: bytes and files of its owner, and of everyone else\n\
-                 SELECT `top` AS directory, dir_uid AS owner_uid,\n    \
-                 sumIf(bytes, id = dir_uid) AS owner_bytes,\n    \
-                 sumIf(bytes, id != dir_uid) AS others_bytes,\n    \
-                 sumIf(files, id != dir_uid) AS others_files,\n    \
-                 arraySort(groupUniqArrayIf(id, id != dir_uid)) AS other_uids\n\
-                 FROM owner_usage\n\
-                 ANY INNER JOIN (SELECT name AS top, uid AS dir_uid FROM dir_rollups \
-                 WHERE snapshot_id = {id} AND parent_path = {root}) USING top\n\
-                 WHERE snapshot_id = {id} AND principal = 'user'\n\
-                 GROUP BY top, dir_uid\nORDER BY others_bytes DESC, top\nLIMIT 1000"
-            ),
-        ),
-        preset(
-            "top-level",
-            "Sizes of the top-level directories",
-            format!(
-                "SELECT name, bytes, allocated, files, dirs, \
-                 toDateTime(intDiv(max_mtime_ns, 1000000000)) AS newest_change\n\
-                 FROM dir_rollups\nWHERE snapshot_id = {id} AND parent_path = {root}\n\
-                 ORDER BY bytes DESC, name\nLIMIT 1000"
-            ),
-        ),
-        preset(
-            "empty-files",
-            "Empty files",
-            format!(
-                "SELECT path, uid, owner, toDateTime(intDiv(mtime_ns, 1000000000)) AS modified\n\
-                 FROM entries\n{owner}\nWHERE snapshot_id = {id} AND kind = 'file' AND size = 0\n\
-                 ORDER BY path\nLIMIT 1000"
-            ),
-        ),
-        preset(
-            "logs-and-archives",
-            "Largest logs and archives",
-            format!(
-                "SELECT {file_columns}\nFROM entries\n{owner}\n\
-                 WHERE snapshot_id = {id} AND kind = 'file'\n    \
-                 AND match(lower(name), '\\\\.(log|out|err|tar|gz|tgz|bz2|xz|zst|zip|7z|rar)$')\n\
-                 ORDER BY size DESC, path\nLIMIT 100"
-            ),
-        ),
-        preset(
-            "most-files",
-            "Directories with the most files in them",
-            format!(
-                "SELECT path, direct_files, direct_bytes, files AS files_below, bytes AS bytes_below\n\
-                 FROM dir_rollups\nWHERE snapshot_id = {id}\n\
-                 ORDER BY direct_files DESC, path\nLIMIT 100"
-            ),
-        ),
-        preset(
-            "same-name",
-            "Same-name files in several places",
-            format!(
-                "SELECT name, count() AS copies, uniqExact(parent_path) AS places, sum(size) AS bytes\n\
-                 FROM entries\nWHERE snapshot_id = {id} AND kind = 'file' AND size > 0\n\
-                 GROUP BY name\nHAVING places > 1\nORDER BY bytes DESC, name\nLIMIT 100"
-            ),
-        ),
-        preset(
-            "tables",
-            "The tables and their columns",
-            "SELECT table, name, type\nFROM system.columns\nWHERE database = currentDatabase()\n\
-             ORDER BY table, name"
-                .to_owned(),
-        ),
-    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::console::MAX_SQL_BYTES;
 
     #[test]
     fn one_select_is_taken_and_the_rest_refused() {
@@ -805,19 +579,25 @@ mod tests {
             statement("SELECT 'a;b', \"c;d\", `e;f`, 'it''s', 'x\\';'").unwrap(),
             "SELECT 'a;b', \"c;d\", `e;f`, 'it''s', 'x\\';'"
         );
-        assert_eq!(
-            statement("SELECT format('{}', 1)").unwrap(),
-            "SELECT format('{}', 1)"
-        );
+        for ok in [
+            "SELECT format('{}', 1)",
+            "SELECT 1 AS format",
+            "SELECT format FROM t",
+            "SELECT 1 -- FORMAT CSV",
+        ] {
+            assert_eq!(statement(ok).unwrap(), ok);
+        }
         for (sql, says) in [
             ("", "empty"),
-            ("  -- nothing\n", "empty"),
+            ("  -- nothing\n", "no statement"),
             ("SELECT 1; SELECT 2", "one statement"),
             ("SELECT 1; DROP TABLE entries", "one statement"),
             ("SELECT 1;;", "one statement"),
             ("DROP TABLE entries", "SELECT statements only"),
             ("insert into t values (1)", "\"INSERT\""),
             ("SELECT 1 FORMAT JSON", "FORMAT"),
+            ("SELECT 1 format TSV;", "FORMAT"),
+            ("\u{fffd}", "no statement"),
             ("SELECT 'open", "inside a string"),
             ("SELECT 1 /* open", "inside a comment"),
             ("SELECT \"open", "inside a quoted name"),
@@ -872,6 +652,12 @@ mod tests {
         let mut md = Vec::new();
         markdown_line(&[Some(b"a|b_c*<i>".to_vec())], &mut md);
         assert_eq!(String::from_utf8(md).unwrap(), "| a\\|b\\_c\\*\\<i\\> |\n");
+        let mut md = Vec::new();
+        markdown_line(&[Some(b"a\r\nb\rc\x01\0".to_vec())], &mut md);
+        assert_eq!(
+            String::from_utf8(md).unwrap(),
+            "| a<br>b<br>c\\x01\\x00 |\n"
+        );
         assert!(numeric("UInt64") && numeric("Nullable(Float64)") && !numeric("String"));
     }
 
@@ -893,7 +679,7 @@ mod tests {
 
     #[test]
     fn every_preset_is_one_select_the_console_takes() {
-        let presets = preset_statements(7, "'/data'", 30, 123);
+        let presets = query::console::presets(7, b"/data", 30, 123);
         assert_eq!(presets.len(), 11);
         for p in &presets {
             statement(&p.sql).unwrap_or_else(|e| panic!("{}: {e}", p.id));

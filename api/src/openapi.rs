@@ -1177,7 +1177,7 @@ pub fn document() -> Value {
                 required(query(
                     "sql",
                     "One SELECT (or WITH … SELECT) statement, without FORMAT; the snapshot tables need no database name",
-                    json!({ "type": "string", "maxLength": crate::console::MAX_SQL_BYTES }),
+                    json!({ "type": "string", "maxLength": crate::query::console::MAX_SQL_BYTES }),
                 )),
                 query(
                     "format",
@@ -1528,7 +1528,11 @@ pub fn document() -> Value {
                             "What the results are sorted by (ties by path)",
                             one_of(SearchSort::WORDS),
                         ),
-                        query("order", "The direction of the sort", one_of(Order::WORDS)),
+                        query(
+                            "order",
+                            "The direction of the sort (default: ascending for name and path, descending for the rest)",
+                            one_of(Order::WORDS),
+                        ),
                         query("mtime_before", "YYYY-MM-DD (UTC)", date.clone()),
                         query("mtime_after", "YYYY-MM-DD (UTC)", date.clone()),
                         query("atime_before", "YYYY-MM-DD (UTC)", date.clone()),

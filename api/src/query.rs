@@ -31,6 +31,7 @@
 //!   totals.
 //! - [`windows`]: a subtree cut into windows of the sort key, for a download that reads it all.
 
+pub mod console;
 pub mod duplicates;
 pub mod entries;
 pub mod gauges;

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 
-use storage_tracker_proto::calendar::days_from_civil;
+use storage_tracker_proto::calendar::{civil_from_days, days_from_civil};
 
 use crate::extract::{AtDirectory, Check, Checked, Route};
 use crate::listing::{Listing, listed_sorted};
@@ -49,9 +49,8 @@ pub(crate) struct SearchParams {
     /// size (default), allocated, name, path, mtime or atime.
     #[serde(default)]
     sort: Word<SearchSort>,
-    /// desc (default) or asc.
-    #[serde(default)]
-    order: Word<Order>,
+    /// asc or desc; by default ascending for name and path, descending for the rest.
+    order: Option<Word<Order>>,
     /// Dates as YYYY-MM-DD (UTC).
     /// The directory: read here with the rest of the query string, checked by [`AtDirectory`].
     #[serde(rename = "path")]
@@ -77,6 +76,9 @@ fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
     let [y, m, d] = parts.as_slice() else {
         return Err(bad());
     };
+    if (y.len(), m.len(), d.len()) != (4, 2, 2) {
+        return Err(bad());
+    }
     let (y, m, d): (i64, u32, u32) = (
         y.parse().map_err(|_| bad())?,
         m.parse().map_err(|_| bad())?,
@@ -85,8 +87,12 @@ fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
     if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return Err(bad());
     }
-    days_from_civil(y, m, d)
-        .checked_mul(NS_PER_DAY)
+    // A day the month does not have (2020-02-30) is no date.
+    let days = days_from_civil(y, m, d);
+    if civil_from_days(days) != (y, m, d) {
+        return Err(bad());
+    }
+    days.checked_mul(NS_PER_DAY)
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "{name} must lie between 1678-01-01 and 2262-04-11 (nanosecond timestamps), got {value:?}"
@@ -97,7 +103,7 @@ fn date_ns(name: &str, value: &str) -> Result<i64, ApiError> {
 /// Most file types one search names.
 const MAX_TYPES: usize = 50;
 
-/// The types of `list` ("h5, nc,fits"): each without its dot, none empty, at most
+/// The types of `list` ("h5,.nc,fits"): each without its dot, none empty, at most
 /// [`MAX_TYPES`]. An empty `list` is the one type of files without one.
 fn types(list: &str) -> Result<Vec<&str>, ApiError> {
     if list.is_empty() {
@@ -105,7 +111,8 @@ fn types(list: &str) -> Result<Vec<&str>, ApiError> {
     }
     let types: Vec<&str> = list
         .split(',')
-        .map(|t| t.trim().trim_start_matches('.'))
+        // A type holds no dot, and may hold spaces ("nc " is the type of "a.nc ").
+        .map(|t| t.trim_start_matches('.'))
         .collect();
     if types.iter().any(|t| t.is_empty()) {
         return Err(ApiError::BadRequest(format!(
@@ -139,10 +146,12 @@ impl Check for SearchParams {
         let field = p.field.checked()?;
         let how = p.how.checked()?;
         let kind = p.kind.checked()?;
-        let order = EntryOrder {
-            by: p.sort.checked()?,
-            descending: p.order.checked()? == Order::Desc,
+        let by = p.sort.checked()?;
+        let descending = match &p.order {
+            Some(order) => order.checked()? == Order::Desc,
+            None => !matches!(by, SearchSort::Name | SearchSort::Path),
         };
+        let order = EntryOrder { by, descending };
         let mut filter = EntryFilter::default();
         if let Some(text) = p.q.as_deref().filter(|t| !t.is_empty()) {
             let pattern = NamePattern::new(how, text, p.ignore_case.unwrap_or(false))?;
@@ -232,9 +241,10 @@ mod tests {
     #[test]
     fn types_are_a_list_separated_by_commas() {
         assert_eq!(types("h5").unwrap(), ["h5"]);
-        assert_eq!(types("h5, .nc,FITS").unwrap(), ["h5", "nc", "FITS"]);
+        assert_eq!(types("h5,.nc,FITS").unwrap(), ["h5", "nc", "FITS"]);
+        assert_eq!(types("nc ,x").unwrap(), ["nc ", "x"]);
         assert_eq!(types("").unwrap(), [""]);
-        for bad in ["h5,", ",h5", "h5,,nc", " . "] {
+        for bad in ["h5,", ",h5", "h5,,nc", "h5,."] {
             assert!(
                 types(bad).unwrap_err().to_string().contains("commas"),
                 "{bad:?}"
@@ -254,6 +264,9 @@ mod tests {
             "2026-1",
             "2026-01-01-01",
             "0-01-01",
+            "2020-02-30",
+            "2021-02-29",
+            "2020-1-1",
         ] {
             assert!(
                 date_ns("mtime_before", bad)

@@ -62,7 +62,11 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
     max_size: maxSize as number | undefined,
     user: text("user"),
     group: text("group"),
-    type: text("type"),
+    // Types as typed, "h5, nc": each without the spaces around it.
+    type: text("type")
+      ?.split(",")
+      .map((t) => t.trim())
+      .join(","),
     kind: text("kind") as Query<"/api/v1/snapshots/{snapshot_id}/search">["kind"],
     sort,
     order,
@@ -111,8 +115,12 @@ export function Search({ snapshot, path, q }: { snapshot: Snapshot; path: PathRe
                       {e.path}
                     </Link>
                   </td>
-                  <td class="num">{bytes(e.bytes)}</td>
-                  <td class="num">{bytes(e.allocated)}</td>
+                  {/* Sorts and size filters take an entry's own size; a directory's tree is told beside it. */}
+                  <td class="num">
+                    {bytes(e.size)}
+                    {e.kind === "dir" ? <span class="muted small below">{bytes(e.bytes)} below</span> : null}
+                  </td>
+                  <td class="num">{e.kind === "dir" ? <span class="muted small below">{bytes(e.allocated)} below</span> : bytes(e.allocated)}</td>
                   <TimeCells entry={e} scanSeconds={snapshot.started_at} />
                   <td>{e.user ?? e.uid}</td>
                   <td>{e.group ?? e.gid}</td>

@@ -71,7 +71,12 @@ export function plainError(error: ApiError, access: Access, notFound?: string): 
       return notFound ?? sentence(`Not found: ${error.message}`);
     case 400:
       return error.message;
+    case 414:
+    case 431:
+      return "The request is too long for the server; shorten it (a statement of the console takes at most 16 KiB).";
     default:
+      // Stopped by the read-only user's limits: the message says which and what to narrow.
+      if (error.kind === "limited") return sentence(error.message);
       return error.status >= 500
         ? sentence(`The server could not answer (${error.message}); try again later`)
         : sentence(error.message);

@@ -846,7 +846,7 @@ export interface Paths {
       kind?: "any" | "file" | "dir" | "symlink";
       /** What the results are sorted by (ties by path) */
       sort?: "size" | "allocated" | "name" | "path" | "mtime" | "atime";
-      /** The direction of the sort */
+      /** The direction of the sort (default: ascending for name and path, descending for the rest) */
       order?: "asc" | "desc";
       /** YYYY-MM-DD (UTC) */
       mtime_before?: string;

@@ -61,6 +61,8 @@ export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** The error's kind as the API names it (`bad_request`, `limited`, …), when it said. */
+    readonly kind?: string,
   ) {
     super(message);
   }
@@ -154,13 +156,15 @@ async function request(url: string, signal?: AbortSignal): Promise<Response> {
   }
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
+    let kind: string | undefined;
     try {
-      const body = (await response.json()) as { message?: string };
+      const body = (await response.json()) as { message?: string; error?: string };
       if (body.message) message = body.message;
+      kind = body.error;
     } catch {
       // Not JSON: keep the status line.
     }
-    throw new ApiError(response.status, message);
+    throw new ApiError(response.status, message, kind);
   }
   return response;
 }
