@@ -134,7 +134,7 @@ pub fn presets(id: u64, root: &[u8], days: u32, cutoff: i64) -> Vec<Preset> {
     let root = &quote_bytes(root);
     let owner = format!(
         "ANY LEFT JOIN (SELECT id AS uid, name AS owner FROM principals \
-         WHERE snapshot_id = {id} AND kind = 'user') USING uid"
+         WHERE snapshot_id = {id} AND kind = 'user') AS owners USING uid"
     );
     let file_columns = "path, size, allocated, uid, owner, toDateTime(intDiv(mtime_ns, 1000000000)) AS modified, \
          toDateTime(intDiv(atime_ns, 1000000000)) AS accessed";
@@ -194,7 +194,7 @@ pub fn presets(id: u64, root: &[u8], days: u32, cutoff: i64) -> Vec<Preset> {
                  arraySort(groupUniqArrayIf(id, id != dir_uid)) AS other_uids\n\
                  FROM owner_usage\n\
                  ANY INNER JOIN (SELECT name AS top, uid AS dir_uid FROM dir_rollups \
-                 WHERE snapshot_id = {id} AND parent_path = {root}) USING top\n\
+                 WHERE snapshot_id = {id} AND parent_path = {root}) AS homes USING top\n\
                  WHERE snapshot_id = {id} AND principal = 'user'\n\
                  GROUP BY top, dir_uid\nORDER BY others_bytes DESC, top\nLIMIT 1000"
             ),
