@@ -115,7 +115,7 @@ pub(crate) struct Answer {
     total_rows: u64,
     /// Whether `rows` holds fewer than `total_rows`.
     truncated: bool,
-    /// Seconds ClickHouse took.
+    /// Seconds from sending the statement to its last row, as the API saw them.
     elapsed_seconds: f64,
 }
 

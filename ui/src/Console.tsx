@@ -2,14 +2,13 @@
 // read-only ClickHouse user; presets for the common questions, written for the snapshot shown.
 // The statement lives in the URL (a query is a link). Results sort by any column in the page;
 // every row downloads as CSV, TSV or Markdown, saved only once it arrived whole.
-import { useMemo, useState } from "preact/hooks";
-import { api, ApiError, CutShort, download, type Snapshot } from "./api";
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { api, ApiError, CutShort, download, type ConsoleAnswer, type Snapshot } from "./api";
 import { plainError, useAccess } from "./access";
 import { ErrorBox, Loading, SortableHead, announce, type Column, type Direction } from "./components";
 import { useApi } from "./data";
 import { bytes, count } from "./format";
 import { intParam, navigate } from "./route";
-import { useEffect } from "preact/hooks";
 
 /** Rows the page shows; a download has them all. */
 const SHOWN = 1000;
@@ -108,8 +107,6 @@ export function Console({ snapshot, q }: { snapshot: Snapshot; q: URLSearchParam
     </div>
   );
 }
-
-type ConsoleAnswer = NonNullable<ReturnType<typeof useApi<import("./api").ConsoleAnswer>>["data"]>;
 
 function Result({ answer, sql, snapshot }: { answer: ConsoleAnswer; sql: string; snapshot: Snapshot }) {
   const [sort, setSort] = useState<{ key: string; order: Direction } | null>(null);
