@@ -126,17 +126,14 @@ fn refused(e: clickhouse::error::Error) -> ApiError {
         return ApiError::Database(e);
     };
     let reason = exception_text(text);
-    match crate::error::exception_code(text) {
-        Some(159) => ApiError::Limited(format!(
-            "the statement ran longer than the read-only user's max_execution_time: {reason}"
-        )),
-        Some(158 | 396) => ApiError::Limited(format!(
-            "the statement read or gave more rows than the read-only user may ({reason}); add \
-             a LIMIT or an aggregate"
-        )),
-        Some(241) => ApiError::Limited(format!(
-            "the statement needed more memory than the read-only user may ({reason})"
-        )),
+    let code = crate::error::exception_code(text);
+    if let Some(limit) = code.and_then(crate::error::limit_of) {
+        return ApiError::Limited(format!(
+            "the statement needed more {limit} than the read-only user may ({reason}); narrow \
+             it: a LIMIT, a WHERE, an aggregate"
+        ));
+    }
+    match code {
         // The database, not the statement: a server or shard unreachable, too busy, stopped.
         Some(202 | 209 | 210 | 279 | 394) | None => ApiError::Database(e),
         Some(code) => ApiError::BadRequest(format!(
@@ -208,24 +205,21 @@ pub(crate) async fn console(
                 if total > limit {
                     continue;
                 }
-                let row = fields(&line)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(column, value)| {
-                        value.map(|bytes| match String::from_utf8(bytes) {
-                            Ok(text) => text,
-                            Err(e) => {
-                                let b64 =
-                                    base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
-                                binary.push(Binary {
-                                    row: rows.len(),
-                                    column,
-                                    b64,
-                                });
-                                String::from_utf8_lossy(e.as_bytes()).into_owned()
-                            }
-                        })
-                    });
+                let row = fields(line).into_iter().enumerate().map(|(column, value)| {
+                    value.map(|bytes| match String::from_utf8(bytes) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            let b64 =
+                                base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
+                            binary.push(Binary {
+                                row: rows.len(),
+                                column,
+                                b64,
+                            });
+                            String::from_utf8_lossy(e.as_bytes()).into_owned()
+                        }
+                    })
+                });
                 let row = row.collect();
                 rows.push(row);
             }
@@ -257,7 +251,7 @@ pub(crate) async fn console(
         writer.header(&mut out);
         loop {
             while let Some(line) = lines.next_line() {
-                writer.row(&line, &mut out);
+                writer.row(line, &mut out);
             }
             if out.len() >= SEND_BYTES
                 && tx.send(Ok(std::mem::take(&mut out).into())).await.is_err()
@@ -307,11 +301,12 @@ impl Lines {
         self.buffer.extend_from_slice(chunk);
     }
 
-    fn next_line(&mut self) -> Option<Vec<u8>> {
-        let n = self.buffer[self.start..].iter().position(|&b| b == b'\n')?;
-        let line = self.buffer[self.start..self.start + n].to_vec();
+    /// The next whole line, read in place (a row past a JSON page is counted, never copied).
+    fn next_line(&mut self) -> Option<&[u8]> {
+        let start = self.start;
+        let n = self.buffer[start..].iter().position(|&b| b == b'\n')?;
         self.start += n + 1;
-        Some(line)
+        Some(&self.buffer[start..start + n])
     }
 
     /// The next two lines, once both have arrived.
@@ -321,7 +316,8 @@ impl Lines {
         if lines < 2 {
             return None;
         }
-        Some((self.next_line()?, self.next_line()?))
+        let names = self.next_line()?.to_vec();
+        Some((names, self.next_line()?.to_vec()))
     }
 
     /// An error unless every line ended (ClickHouse ends each row with a newline).

@@ -62,6 +62,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The read-only profile's limit that a ClickHouse error code says a query went over, if any:
+/// TIMEOUT_EXCEEDED, TOO_MANY_ROWS and TOO_MANY_ROWS_OR_BYTES, MEMORY_LIMIT_EXCEEDED.
+pub(crate) fn limit_of(code: u32) -> Option<&'static str> {
+    match code {
+        159 => Some("time (max_execution_time)"),
+        241 => Some("memory (max_memory_usage)"),
+        158 | 396 => Some("rows (max_result_rows, max_rows_to_read)"),
+        _ => None,
+    }
+}
+
 /// The error code of a ClickHouse exception ("Code: 427, e.displayText() = ..." on 18.16,
 /// "Code: 427. DB::Exception: ..." on current releases).
 pub(crate) fn exception_code(text: &str) -> Option<u32> {
@@ -92,20 +103,18 @@ impl From<clickhouse::error::Error> for ApiError {
                      (see https://github.com/google/re2/wiki/Syntax)"
                 ))
             }
-            // TIMEOUT_EXCEEDED, TOO_MANY_ROWS, TOO_MANY_ROWS_OR_BYTES, MEMORY_LIMIT_EXCEEDED
-            Some(code @ (159 | 158 | 396 | 241)) => {
-                tracing::warn!("a query hit the read-only user's limits: {text}");
-                let limit = match code {
-                    159 => "time (max_execution_time)",
-                    241 => "memory (max_memory_usage)",
-                    _ => "rows (max_result_rows, max_rows_to_read)",
-                };
-                Self::Limited(format!(
-                    "the query went over the API's {limit} limit; narrow it (a deeper path=, more \
-                     filters, a smaller page) or ask the admin to raise the read-only profile's limits"
-                ))
-            }
-            _ => Self::Database(e),
+            Some(code) => match limit_of(code) {
+                Some(limit) => {
+                    tracing::warn!("a query hit the read-only user's limits: {text}");
+                    Self::Limited(format!(
+                        "the query went over the API's {limit} limit; narrow it (a deeper path=, \
+                         more filters, a smaller page) or ask the admin to raise the read-only \
+                         profile's limits"
+                    ))
+                }
+                None => Self::Database(e),
+            },
+            None => Self::Database(e),
         }
     }
 }
